@@ -1,0 +1,113 @@
+//! Identifier newtypes.
+//!
+//! Ids are plain positive integers in PostgreSQL (`BIGSERIAL`) and in URLs. Wrapping them keeps a
+//! sale id from being passed where a batch number is expected, which the compiler would otherwise
+//! accept silently.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a string or integer is not a valid identifier.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    /// Ids start at 1; zero and negative numbers never name anything.
+    #[error("identifier must be a positive integer")]
+    NotPositive,
+    /// The text is not a decimal integer.
+    #[error("identifier must be a decimal integer")]
+    NotANumber,
+}
+
+macro_rules! positive_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+        #[serde(try_from = "i64", into = "i64")]
+        #[schema(value_type = i64, example = 1)]
+        pub struct $name(i64);
+
+        impl $name {
+            /// The id as stored in PostgreSQL.
+            pub fn get(self) -> i64 {
+                self.0
+            }
+        }
+
+        impl TryFrom<i64> for $name {
+            type Error = IdError;
+            fn try_from(value: i64) -> Result<Self, IdError> {
+                if value >= 1 { Ok(Self(value)) } else { Err(IdError::NotPositive) }
+            }
+        }
+
+        impl From<$name> for i64 {
+            fn from(id: $name) -> i64 {
+                id.0
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                // Only plain decimal digits: "+5", " 5" or "05x" are not ids.
+                if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(IdError::NotANumber);
+                }
+                let value: i64 = s.parse().map_err(|_| IdError::NotANumber)?;
+                Self::try_from(value)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+positive_id! {
+    /// A sale: one product offered in one or more batches (`sales.id`).
+    SaleId
+}
+
+positive_id! {
+    /// The number of a batch within its sale, counting from 1 (`sale_batches.batch_no`).
+    ///
+    /// A weekly sale gets batch 1 for its first week, 2 for the next, and so on; a one-off sale has
+    /// only batch 1. The pair (`SaleId`, `BatchNo`) names a batch everywhere, including its Redis keys.
+    BatchNo
+}
+
+impl BatchNo {
+    /// The first batch of every sale.
+    pub const FIRST: BatchNo = BatchNo(1);
+
+    /// The batch after this one.
+    #[must_use]
+    pub fn next(self) -> BatchNo {
+        BatchNo(self.0 + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_parse_only_positive_decimal_integers() {
+        assert_eq!("42".parse::<SaleId>().unwrap().get(), 42);
+        assert_eq!("0".parse::<SaleId>(), Err(IdError::NotPositive));
+        for bad in ["", "-1", "+1", " 1", "1.0", "abc", "99999999999999999999"] {
+            assert_eq!(bad.parse::<SaleId>(), Err(IdError::NotANumber), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ids_refuse_non_positive_json() {
+        assert!(serde_json::from_str::<SaleId>("0").is_err());
+        assert_eq!(serde_json::from_str::<BatchNo>("3").unwrap().next().get(), 4);
+    }
+}

@@ -1,0 +1,112 @@
+//! The Redis key layout.
+//!
+//! Every key is `<prefix>:{sale:<id>}:b:<batch>:<name>`. The `{sale:<id>}` part is a Redis Cluster
+//! hash tag: only the text inside the braces is hashed, so every key of a sale lands in the same
+//! slot and one Lua script may touch all of them, on a single Redis or on a cluster. The prefix
+//! separates deployments sharing a Redis and, in tests, gives each test a key space of its own.
+//!
+//! Scripts never build key names themselves; they receive every key through `KEYS`, which is what
+//! Redis Cluster requires to route the call.
+
+use crate::{BatchNo, SaleId};
+
+/// The root of all of one deployment's keys (`FLASHSALE_REDIS_PREFIX`, default `fs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySpace {
+    prefix: String,
+}
+
+impl KeySpace {
+    /// A key space under `prefix`. The prefix must not contain braces: a brace would make Redis
+    /// Cluster hash the prefix instead of the sale tag and scatter a sale over several slots.
+    ///
+    /// # Panics
+    /// When `prefix` is empty or contains `{` or `}`; prefixes come from configuration, which is
+    /// validated before this is called.
+    pub fn new(prefix: impl Into<String>) -> KeySpace {
+        let prefix = prefix.into();
+        assert!(Self::is_valid_prefix(&prefix), "invalid Redis key prefix {prefix:?}");
+        KeySpace { prefix }
+    }
+
+    /// Whether `prefix` may be used: non-empty, no braces, no whitespace.
+    pub fn is_valid_prefix(prefix: &str) -> bool {
+        !prefix.is_empty()
+            && prefix.len() <= 64
+            && !prefix.contains(['{', '}'])
+            && !prefix.chars().any(char::is_whitespace)
+    }
+
+    /// The prefix itself.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The keys of one batch.
+    pub fn batch(&self, sale: SaleId, batch: BatchNo) -> BatchKeys {
+        BatchKeys { base: format!("{}:{{sale:{sale}}}:b:{batch}", self.prefix) }
+    }
+}
+
+/// The names of every Redis key belonging to one batch, all in the sale's hash slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchKeys {
+    base: String,
+}
+
+impl BatchKeys {
+    fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.base)
+    }
+
+    /// Hash: the batch's stock ledger and status flags (`total`, `available`, `reserved`, `sold`,
+    /// `per_user_limit`, `paused`, `closed`). Owned by the inventory crate.
+    pub fn ledger(&self) -> String {
+        self.key("ledger")
+    }
+
+    /// String counter: how many buyers have joined the batch's queue (the last ticket handed out).
+    /// Owned by the queue crate.
+    pub fn queue_tail(&self) -> String {
+        self.key("q:tail")
+    }
+
+    /// String counter: the "now serving" number; buyers with a ticket at or below it are admitted.
+    /// Owned by the queue crate.
+    pub fn queue_serving(&self) -> String {
+        self.key("q:serving")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash_tag(key: &str) -> &str {
+        let open = key.find('{').expect("key has a hash tag");
+        let close = key[open..].find('}').expect("hash tag is closed") + open;
+        &key[open + 1..close]
+    }
+
+    #[test]
+    fn every_key_of_a_sale_shares_its_hash_tag() {
+        let space = KeySpace::new("fs");
+        let sale = SaleId::try_from(42).unwrap();
+        for batch in [BatchNo::FIRST, BatchNo::FIRST.next()] {
+            let keys = space.batch(sale, batch);
+            for key in [keys.ledger(), keys.queue_tail(), keys.queue_serving()] {
+                assert_eq!(hash_tag(&key), "sale:42", "{key}");
+                assert!(key.starts_with("fs:{sale:42}:b:"), "{key}");
+            }
+        }
+    }
+
+    #[test]
+    fn prefixes_with_braces_are_refused() {
+        assert!(KeySpace::is_valid_prefix("fs"));
+        assert!(KeySpace::is_valid_prefix("test-0a1b"));
+        for bad in ["", "a{b", "a}b", "a b"] {
+            assert!(!KeySpace::is_valid_prefix(bad), "{bad:?}");
+        }
+    }
+}

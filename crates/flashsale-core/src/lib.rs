@@ -1,0 +1,17 @@
+//! Vocabulary shared by every flashsale crate.
+//!
+//! # Layout
+//! - [`ids`]: newtypes for the identifiers that cross crate boundaries ([`SaleId`], [`BatchNo`]).
+//! - [`units`]: [`Units`], a count of stock, with lossless conversions to the integer types of
+//!   PostgreSQL (`BIGINT`) and Redis (signed 64-bit replies).
+//! - [`keys`]: the Redis key layout. Every key of one sale carries the hash tag `{sale:ID}`, so all
+//!   keys a Lua script touches live in one Redis Cluster slot, and every key is built here, in Rust,
+//!   and handed to scripts through `KEYS` (never assembled inside Lua).
+
+pub mod ids;
+pub mod keys;
+pub mod units;
+
+pub use ids::{BatchNo, SaleId};
+pub use keys::{BatchKeys, KeySpace};
+pub use units::Units;
