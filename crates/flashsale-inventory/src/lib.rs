@@ -1,1 +1,25 @@
-//! tmp
+//! The inventory ledger: each batch's stock in Redis, changed only by atomic Lua scripts.
+//!
+//! # Layout
+//! - [`ledger`]: [`Inventory`], the typed entry point; one method per Lua script, each decoding
+//!   the script's reply into an enum and refusing replies it does not recognise.
+//! - [`scripts`]: the scripts themselves (`lua/*.lua`, one file per atomic operation, each opening
+//!   with its KEYS/ARGV/returns contract), loaded at start-up.
+//! - [`error`]: [`InventoryError`].
+//!
+//! # The ledger
+//! One Redis hash per batch (`BatchKeys::ledger`) holds `total`, `available`, `reserved` and
+//! `sold`, with `available + reserved + sold = total` after every script, plus the flags the hot
+//! path checks in the same step (`per_user_limit`, `paused`, `closed`, the window in Unix ms).
+//! Scripts receive the hash through `KEYS`, so they run unchanged on Redis Cluster.
+//!
+//! Reservation, release and commit (the per-buyer operations) arrive with the inventory issue;
+//! this crate already owns opening a batch's ledger, changing its stock without ever dropping
+//! below what buyers hold, and pausing, resuming and closing it.
+
+pub mod error;
+pub mod ledger;
+pub mod scripts;
+
+pub use error::InventoryError;
+pub use ledger::{Configured, Inventory, LedgerSnapshot, LedgerSpec, Opened, StatusChange, StatusChanged};

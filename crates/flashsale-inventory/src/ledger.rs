@@ -1,0 +1,241 @@
+//! [`Inventory`]: typed calls to the ledger scripts.
+
+use flashsale_core::{BatchNo, KeySpace, SaleId, Units};
+use redis::Value;
+use serde::Serialize;
+
+use crate::{InventoryError, scripts};
+
+/// Everything a batch's ledger is created or reconfigured with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerSpec {
+    /// Units the batch releases.
+    pub total: Units,
+    /// Units one buyer may hold or buy.
+    pub per_user_limit: Units,
+    /// Opening, Unix milliseconds.
+    pub opens_at_ms: i64,
+    /// End of the window, Unix milliseconds, if the batch has one (stored as 0 when not: no
+    /// real window ends at the Unix epoch).
+    pub closes_at_ms: Option<i64>,
+    /// Admission paused by operations.
+    pub paused: bool,
+    /// Closed by operations.
+    pub closed: bool,
+}
+
+/// Outcome of [`Inventory::open_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// The ledger was created with all units available.
+    Created,
+    /// A ledger was already there and was left untouched.
+    AlreadyOpen,
+}
+
+/// Outcome of [`Inventory::configure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Configured {
+    /// Applied; this many units are now available.
+    Applied { available: Units },
+    /// Refused: buyers hold (reserved + sold) more than the requested total.
+    BelowCommitted { held: Units },
+    /// Refused: the batch is closed.
+    Closed,
+    /// Refused: the batch has no ledger.
+    Missing,
+}
+
+/// A change of a batch's status by operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusChange {
+    Pause,
+    Resume,
+    Close,
+}
+
+/// Outcome of [`Inventory::set_status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusChanged {
+    /// Applied (or already in that state).
+    Applied,
+    /// Refused: closing is final, a closed batch is neither paused nor resumed.
+    Closed,
+    /// Refused: the batch has no ledger.
+    Missing,
+}
+
+/// A batch's ledger as read in one `HMGET` (one consistent moment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct LedgerSnapshot {
+    /// Units the batch releases.
+    pub total: Units,
+    /// Units no buyer holds.
+    pub available: Units,
+    /// Units held by buyers who have not paid yet.
+    pub reserved: Units,
+    /// Units paid for.
+    pub sold: Units,
+    pub per_user_limit: Units,
+    pub paused: bool,
+    pub closed: bool,
+}
+
+impl LedgerSnapshot {
+    /// Conservation: `available + reserved + sold = total`.
+    pub fn balances(&self) -> bool {
+        self.available
+            .checked_add(self.reserved)
+            .and_then(|sum| sum.checked_add(self.sold))
+            .is_some_and(|sum| sum == self.total)
+    }
+
+    /// Nothing is available and nothing is held that could come back: every unit is sold.
+    /// (Units merely reserved may still return when a reservation expires or is cancelled.)
+    pub fn is_sold_out(&self) -> bool {
+        self.available == Units::ZERO && self.reserved == Units::ZERO
+    }
+}
+
+/// The inventory ledgers of every batch under one key space.
+#[derive(Clone)]
+pub struct Inventory {
+    pool: deadpool_redis::Pool,
+    keys: KeySpace,
+}
+
+impl std::fmt::Debug for Inventory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inventory").field("keys", &self.keys).finish_non_exhaustive()
+    }
+}
+
+const LEDGER_FIELDS: [&str; 7] = ["total", "available", "reserved", "sold", "per_user_limit", "paused", "closed"];
+
+impl Inventory {
+    /// Ledgers under `keys`, reached through `pool`.
+    pub fn new(pool: deadpool_redis::Pool, keys: KeySpace) -> Inventory {
+        Inventory { pool, keys }
+    }
+
+    /// Creates the batch's ledger unless it exists.
+    pub async fn open_batch(&self, sale: SaleId, batch: BatchNo, spec: LedgerSpec) -> Result<Opened, InventoryError> {
+        let mut conn = self.pool.get().await?;
+        let reply: i64 = scripts::OPEN_BATCH
+            .key(self.keys.batch(sale, batch).ledger())
+            .arg(spec.total.get())
+            .arg(spec.per_user_limit.get())
+            .arg(spec.opens_at_ms)
+            .arg(spec.closes_at_ms.unwrap_or(0))
+            .arg(u8::from(spec.paused))
+            .arg(u8::from(spec.closed))
+            .invoke_async(&mut conn)
+            .await?;
+        match reply {
+            1 => Ok(Opened::Created),
+            0 => Ok(Opened::AlreadyOpen),
+            other => Err(malformed("open_batch", &other)),
+        }
+    }
+
+    /// Changes a live batch's stock, limit and window; refuses (changing nothing) when the new
+    /// total is below the units buyers hold.
+    pub async fn configure(&self, sale: SaleId, batch: BatchNo, spec: LedgerSpec) -> Result<Configured, InventoryError> {
+        let mut conn = self.pool.get().await?;
+        let reply: Value = scripts::CONFIGURE_BATCH
+            .key(self.keys.batch(sale, batch).ledger())
+            .arg(spec.total.get())
+            .arg(spec.per_user_limit.get())
+            .arg(spec.opens_at_ms)
+            .arg(spec.closes_at_ms.unwrap_or(0))
+            .invoke_async(&mut conn)
+            .await?;
+        let malformed_reply = || malformed("configure_batch", &reply);
+        let Value::Array(items) = &reply else { return Err(malformed_reply()) };
+        match (items.first().and_then(as_text).as_deref(), items.get(1)) {
+            (Some("ok"), Some(Value::Int(n))) => Ok(Configured::Applied { available: units(*n).ok_or_else(malformed_reply)? }),
+            (Some("below_committed"), Some(Value::Int(n))) => {
+                Ok(Configured::BelowCommitted { held: units(*n).ok_or_else(malformed_reply)? })
+            }
+            (Some("closed"), None) => Ok(Configured::Closed),
+            (Some("missing"), None) => Ok(Configured::Missing),
+            _ => Err(malformed_reply()),
+        }
+    }
+
+    /// Pauses, resumes or closes a batch.
+    pub async fn set_status(&self, sale: SaleId, batch: BatchNo, change: StatusChange) -> Result<StatusChanged, InventoryError> {
+        let mut conn = self.pool.get().await?;
+        let change = match change {
+            StatusChange::Pause => "pause",
+            StatusChange::Resume => "resume",
+            StatusChange::Close => "close",
+        };
+        let reply: Value =
+            scripts::SET_BATCH_STATUS.key(self.keys.batch(sale, batch).ledger()).arg(change).invoke_async(&mut conn).await?;
+        match as_text(&reply).as_deref() {
+            Some("ok") => Ok(StatusChanged::Applied),
+            Some("closed") => Ok(StatusChanged::Closed),
+            Some("missing") => Ok(StatusChanged::Missing),
+            _ => Err(malformed("set_batch_status", &reply)),
+        }
+    }
+
+    /// The batch's ledger, or `None` if it has none.
+    pub async fn snapshot(&self, sale: SaleId, batch: BatchNo) -> Result<Option<LedgerSnapshot>, InventoryError> {
+        Ok(self.snapshots(&[(sale, batch)]).await?.pop().flatten())
+    }
+
+    /// The ledgers of several batches in one round trip (a pipeline of `HMGET`s; each is atomic
+    /// on its own, which is all a snapshot promises). Order follows `batches`.
+    pub async fn snapshots(&self, batches: &[(SaleId, BatchNo)]) -> Result<Vec<Option<LedgerSnapshot>>, InventoryError> {
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (sale, batch) in batches {
+            pipe.cmd("HMGET").arg(self.keys.batch(*sale, *batch).ledger()).arg(&LEDGER_FIELDS[..]);
+        }
+        let mut conn = self.pool.get().await?;
+        let replies: Vec<Vec<Option<i64>>> = pipe.query_async(&mut conn).await?;
+        replies.into_iter().map(|fields| decode_snapshot(&fields)).collect()
+    }
+}
+
+fn decode_snapshot(fields: &[Option<i64>]) -> Result<Option<LedgerSnapshot>, InventoryError> {
+    if fields.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let bad = || malformed("HMGET ledger", &fields);
+    let unit = |i: usize| fields.get(i).copied().flatten().and_then(units).ok_or_else(bad);
+    let flag = |i: usize| match fields.get(i).copied().flatten() {
+        Some(0) => Ok(false),
+        Some(1) => Ok(true),
+        _ => Err(bad()),
+    };
+    Ok(Some(LedgerSnapshot {
+        total: unit(0)?,
+        available: unit(1)?,
+        reserved: unit(2)?,
+        sold: unit(3)?,
+        per_user_limit: unit(4)?,
+        paused: flag(5)?,
+        closed: flag(6)?,
+    }))
+}
+
+fn units(n: i64) -> Option<Units> {
+    Units::try_from(n).ok()
+}
+
+fn as_text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn malformed(operation: &'static str, reply: &dyn std::fmt::Debug) -> InventoryError {
+    InventoryError::MalformedReply { operation, reply: format!("{reply:?}") }
+}
