@@ -108,6 +108,9 @@ mod tests {
     #[test]
     fn ids_refuse_non_positive_json() {
         assert!(serde_json::from_str::<SaleId>("0").is_err());
-        assert_eq!(serde_json::from_str::<BatchNo>("3").unwrap().next().get(), 4);
+        assert_eq!(
+            serde_json::from_str::<BatchNo>("3").unwrap().next().get(),
+            4
+        );
     }
 }

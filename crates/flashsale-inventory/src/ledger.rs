@@ -106,11 +106,21 @@ pub struct Inventory {
 
 impl std::fmt::Debug for Inventory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inventory").field("keys", &self.keys).finish_non_exhaustive()
+        f.debug_struct("Inventory")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
     }
 }
 
-const LEDGER_FIELDS: [&str; 7] = ["total", "available", "reserved", "sold", "per_user_limit", "paused", "closed"];
+const LEDGER_FIELDS: [&str; 7] = [
+    "total",
+    "available",
+    "reserved",
+    "sold",
+    "per_user_limit",
+    "paused",
+    "closed",
+];
 
 impl Inventory {
     /// Ledgers under `keys`, reached through `pool`.
@@ -119,7 +129,12 @@ impl Inventory {
     }
 
     /// Creates the batch's ledger unless it exists.
-    pub async fn open_batch(&self, sale: SaleId, batch: BatchNo, spec: LedgerSpec) -> Result<Opened, InventoryError> {
+    pub async fn open_batch(
+        &self,
+        sale: SaleId,
+        batch: BatchNo,
+        spec: LedgerSpec,
+    ) -> Result<Opened, InventoryError> {
         let mut conn = self.pool.get().await?;
         let reply: i64 = scripts::OPEN_BATCH
             .key(self.keys.batch(sale, batch).ledger())
@@ -140,7 +155,12 @@ impl Inventory {
 
     /// Changes a live batch's stock, limit and window; refuses (changing nothing) when the new
     /// total is below the units buyers hold.
-    pub async fn configure(&self, sale: SaleId, batch: BatchNo, spec: LedgerSpec) -> Result<Configured, InventoryError> {
+    pub async fn configure(
+        &self,
+        sale: SaleId,
+        batch: BatchNo,
+        spec: LedgerSpec,
+    ) -> Result<Configured, InventoryError> {
         let mut conn = self.pool.get().await?;
         let reply: Value = scripts::CONFIGURE_BATCH
             .key(self.keys.batch(sale, batch).ledger())
@@ -151,12 +171,16 @@ impl Inventory {
             .invoke_async(&mut conn)
             .await?;
         let malformed_reply = || malformed("configure_batch", &reply);
-        let Value::Array(items) = &reply else { return Err(malformed_reply()) };
+        let Value::Array(items) = &reply else {
+            return Err(malformed_reply());
+        };
         match (items.first().and_then(as_text).as_deref(), items.get(1)) {
-            (Some("ok"), Some(Value::Int(n))) => Ok(Configured::Applied { available: units(*n).ok_or_else(malformed_reply)? }),
-            (Some("below_committed"), Some(Value::Int(n))) => {
-                Ok(Configured::BelowCommitted { held: units(*n).ok_or_else(malformed_reply)? })
-            }
+            (Some("ok"), Some(Value::Int(n))) => Ok(Configured::Applied {
+                available: units(*n).ok_or_else(malformed_reply)?,
+            }),
+            (Some("below_committed"), Some(Value::Int(n))) => Ok(Configured::BelowCommitted {
+                held: units(*n).ok_or_else(malformed_reply)?,
+            }),
             (Some("closed"), None) => Ok(Configured::Closed),
             (Some("missing"), None) => Ok(Configured::Missing),
             _ => Err(malformed_reply()),
@@ -164,15 +188,23 @@ impl Inventory {
     }
 
     /// Pauses, resumes or closes a batch.
-    pub async fn set_status(&self, sale: SaleId, batch: BatchNo, change: StatusChange) -> Result<StatusChanged, InventoryError> {
+    pub async fn set_status(
+        &self,
+        sale: SaleId,
+        batch: BatchNo,
+        change: StatusChange,
+    ) -> Result<StatusChanged, InventoryError> {
         let mut conn = self.pool.get().await?;
         let change = match change {
             StatusChange::Pause => "pause",
             StatusChange::Resume => "resume",
             StatusChange::Close => "close",
         };
-        let reply: Value =
-            scripts::SET_BATCH_STATUS.key(self.keys.batch(sale, batch).ledger()).arg(change).invoke_async(&mut conn).await?;
+        let reply: Value = scripts::SET_BATCH_STATUS
+            .key(self.keys.batch(sale, batch).ledger())
+            .arg(change)
+            .invoke_async(&mut conn)
+            .await?;
         match as_text(&reply).as_deref() {
             Some("ok") => Ok(StatusChanged::Applied),
             Some("closed") => Ok(StatusChanged::Closed),
@@ -182,23 +214,35 @@ impl Inventory {
     }
 
     /// The batch's ledger, or `None` if it has none.
-    pub async fn snapshot(&self, sale: SaleId, batch: BatchNo) -> Result<Option<LedgerSnapshot>, InventoryError> {
+    pub async fn snapshot(
+        &self,
+        sale: SaleId,
+        batch: BatchNo,
+    ) -> Result<Option<LedgerSnapshot>, InventoryError> {
         Ok(self.snapshots(&[(sale, batch)]).await?.pop().flatten())
     }
 
     /// The ledgers of several batches in one round trip (a pipeline of `HMGET`s; each is atomic
     /// on its own, which is all a snapshot promises). Order follows `batches`.
-    pub async fn snapshots(&self, batches: &[(SaleId, BatchNo)]) -> Result<Vec<Option<LedgerSnapshot>>, InventoryError> {
+    pub async fn snapshots(
+        &self,
+        batches: &[(SaleId, BatchNo)],
+    ) -> Result<Vec<Option<LedgerSnapshot>>, InventoryError> {
         if batches.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
         for (sale, batch) in batches {
-            pipe.cmd("HMGET").arg(self.keys.batch(*sale, *batch).ledger()).arg(&LEDGER_FIELDS[..]);
+            pipe.cmd("HMGET")
+                .arg(self.keys.batch(*sale, *batch).ledger())
+                .arg(&LEDGER_FIELDS[..]);
         }
         let mut conn = self.pool.get().await?;
         let replies: Vec<Vec<Option<i64>>> = pipe.query_async(&mut conn).await?;
-        replies.into_iter().map(|fields| decode_snapshot(&fields)).collect()
+        replies
+            .into_iter()
+            .map(|fields| decode_snapshot(&fields))
+            .collect()
     }
 }
 
@@ -207,7 +251,14 @@ fn decode_snapshot(fields: &[Option<i64>]) -> Result<Option<LedgerSnapshot>, Inv
         return Ok(None);
     }
     let bad = || malformed("HMGET ledger", &fields);
-    let unit = |i: usize| fields.get(i).copied().flatten().and_then(units).ok_or_else(bad);
+    let unit = |i: usize| {
+        fields
+            .get(i)
+            .copied()
+            .flatten()
+            .and_then(units)
+            .ok_or_else(bad)
+    };
     let flag = |i: usize| match fields.get(i).copied().flatten() {
         Some(0) => Ok(false),
         Some(1) => Ok(true),
@@ -237,5 +288,8 @@ fn as_text(value: &Value) -> Option<String> {
 }
 
 fn malformed(operation: &'static str, reply: &dyn std::fmt::Debug) -> InventoryError {
-    InventoryError::MalformedReply { operation, reply: format!("{reply:?}") }
+    InventoryError::MalformedReply {
+        operation,
+        reply: format!("{reply:?}"),
+    }
 }

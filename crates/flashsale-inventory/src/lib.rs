@@ -22,4 +22,6 @@ pub mod ledger;
 pub mod scripts;
 
 pub use error::InventoryError;
-pub use ledger::{Configured, Inventory, LedgerSnapshot, LedgerSpec, Opened, StatusChange, StatusChanged};
+pub use ledger::{
+    Configured, Inventory, LedgerSnapshot, LedgerSpec, Opened, StatusChange, StatusChanged,
+};

@@ -49,7 +49,9 @@ pub struct Queue {
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue").field("keys", &self.keys).finish_non_exhaustive()
+        f.debug_struct("Queue")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
     }
 }
 
@@ -61,14 +63,19 @@ impl Queue {
 
     /// The live counters of several batches in one round trip (one `MGET` per batch, pipelined:
     /// the keys of different sales may live in different cluster slots). Order follows `batches`.
-    pub async fn stats(&self, batches: &[(SaleId, BatchNo)]) -> Result<Vec<QueueStats>, QueueError> {
+    pub async fn stats(
+        &self,
+        batches: &[(SaleId, BatchNo)],
+    ) -> Result<Vec<QueueStats>, QueueError> {
         if batches.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
         for (sale, batch) in batches {
             let keys = self.keys.batch(*sale, *batch);
-            pipe.cmd("MGET").arg(keys.queue_tail()).arg(keys.queue_serving());
+            pipe.cmd("MGET")
+                .arg(keys.queue_tail())
+                .arg(keys.queue_serving());
         }
         let mut conn = self.pool.get().await?;
         let replies: Vec<(Option<i64>, Option<i64>)> = pipe.query_async(&mut conn).await?;
@@ -78,11 +85,17 @@ impl Queue {
             .map(|((tail, serving), (sale, batch))| {
                 let keys = self.keys.batch(*sale, *batch);
                 let count = |key: String, value: Option<i64>| {
-                    u64::try_from(value.unwrap_or(0)).map_err(|_| QueueError::CorruptCounter { key, value: value.unwrap_or(0) })
+                    u64::try_from(value.unwrap_or(0)).map_err(|_| QueueError::CorruptCounter {
+                        key,
+                        value: value.unwrap_or(0),
+                    })
                 };
                 let queued = count(keys.queue_tail(), tail)?;
                 let serving = count(keys.queue_serving(), serving)?;
-                Ok(QueueStats { queued, admitted: serving.min(queued) })
+                Ok(QueueStats {
+                    queued,
+                    admitted: serving.min(queued),
+                })
             })
             .collect()
     }

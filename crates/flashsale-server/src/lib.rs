@@ -1,1 +1,114 @@
-//! tmp
+//! The flashsale HTTP server.
+//!
+//! # Layout
+//! - [`config`]: settings from the environment, secrets that never print, dev mode.
+//! - [`startup`]: reaching PostgreSQL and Redis, creating the database, migrations, refusing a
+//!   Redis that evicts keys.
+//! - [`app`]: the router and the OpenAPI document generated from it; [`routes`] holds the handlers
+//!   by audience (shoppers, admin, ops).
+//! - [`sales`]: sale operations spanning PostgreSQL and Redis, and the views the API returns.
+//! - [`problem`]: RFC 9457 errors and the extractors that produce them.
+//! - [`auth`], [`metrics`], [`state`]: the admin token, Prometheus metrics, shared state.
+//! - [`upkeep`]: the once-a-second background pass (weekly rollover, missing ledgers).
+//!
+//! The binary (`src/bin/flashsale.rs`) only parses the command line and calls [`serve`] or
+//! [`migrate`].
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod metrics;
+pub mod problem;
+pub mod routes;
+pub mod sales;
+pub mod startup;
+pub mod state;
+pub mod upkeep;
+
+use tokio_util::sync::CancellationToken;
+
+pub use app::app;
+use config::Settings;
+pub use state::AppState;
+
+/// Connects, migrates and serves until SIGINT or SIGTERM, then drains in-flight requests.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    if settings.secrets.dev_mode {
+        let exposure = if settings.listens_publicly() {
+            " ON A PUBLIC ADDRESS"
+        } else {
+            ""
+        };
+        tracing::warn!(
+            "DEV MODE{exposure}: no secrets configured, using the well-known dev admin token, JWT and payment secrets. \
+             Set FLASHSALE_ADMIN_TOKEN, FLASHSALE_JWT_SECRET and FLASHSALE_PAYMENT_SECRET in production."
+        );
+    }
+    let db = startup::connect_postgres(&settings).await?;
+    startup::MIGRATOR
+        .run(&db)
+        .await
+        .map_err(startup::StartupError::from)?;
+    let redis = startup::connect_redis(&settings).await?;
+    flashsale_inventory::scripts::load_all(&redis)
+        .await
+        .map_err(startup::StartupError::from)?;
+
+    let state = AppState::new(
+        db.clone(),
+        redis,
+        settings.keys.clone(),
+        settings.secrets.clone(),
+    );
+    let shutdown = CancellationToken::new();
+    let upkeep = tokio::spawn(upkeep::run(state.clone(), shutdown.clone()));
+    let router = app(state, settings.max_body_bytes);
+
+    let listener = tokio::net::TcpListener::bind(settings.addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "flashsale listening");
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    shutdown.cancel();
+    upkeep.await?;
+    db.close().await;
+    tracing::info!("flashsale stopped");
+    Ok(())
+}
+
+/// Runs the migrations and exits.
+pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
+    let db = startup::connect_postgres(&settings).await?;
+    startup::MIGRATOR
+        .run(&db)
+        .await
+        .map_err(startup::StartupError::from)?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what orchestrators send before killing).
+async fn shutdown_signal() {
+    let interrupt = async {
+        tokio::signal::ctrl_c()
+            .await
+            .expect("install the SIGINT handler")
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install the SIGTERM handler")
+            .recv()
+            .await;
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested; draining in-flight requests");
+}

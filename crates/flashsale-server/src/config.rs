@@ -1,0 +1,329 @@
+//! Configuration, read from the environment (or the equivalent command-line flags).
+//!
+//! Every setting has a default that works on a developer's machine with local Redis and
+//! PostgreSQL. The three secrets are the exception that matters: with none of them set the server
+//! runs in **dev mode** with well-known secrets (so curl examples and the load harness work out of
+//! the box) and says so loudly; setting some but not all is refused, as a half-configured
+//! production deployment is more likely a mistake than a plan.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Args;
+use flashsale_core::KeySpace;
+
+/// A secret value: never printed, in `Debug` or anywhere else.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret's value, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// Well-known secrets used in dev mode. Public by design: anyone can read them here.
+pub mod dev {
+    /// `Authorization: Bearer dev-admin-token` on admin endpoints in dev mode.
+    pub const ADMIN_TOKEN: &str = "dev-admin-token";
+    /// HS256 key for shopper JWTs in dev mode.
+    pub const JWT_SECRET: &str = "dev-jwt-secret-do-not-use-in-production";
+    /// HMAC key for payment callbacks in dev mode.
+    pub const PAYMENT_SECRET: &str = "dev-payment-secret-do-not-use-in-production";
+}
+
+/// The settings as given (flags or environment), before validation.
+#[derive(Debug, Clone, Args)]
+pub struct RawSettings {
+    /// PostgreSQL URL; the database is created if missing.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/flashsale",
+        hide_env_values = true
+    )]
+    pub database_url: Secret,
+    /// Redis URL.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true
+    )]
+    pub redis_url: Secret,
+    /// Address to listen on.
+    #[arg(long, env = "FLASHSALE_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Bearer token for /admin endpoints (at least 16 characters).
+    #[arg(long, env = "FLASHSALE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<Secret>,
+    /// HS256 key for shopper JWTs (at least 32 bytes).
+    #[arg(long, env = "FLASHSALE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+    /// HMAC-SHA256 key for payment callbacks (at least 16 bytes).
+    #[arg(long, env = "FLASHSALE_PAYMENT_SECRET", hide_env_values = true)]
+    pub payment_secret: Option<Secret>,
+    /// Prefix of every Redis key this deployment writes (no braces or spaces).
+    #[arg(long, env = "FLASHSALE_REDIS_PREFIX", default_value = "fs")]
+    pub redis_prefix: String,
+    /// Redis connections per instance.
+    #[arg(long, env = "FLASHSALE_REDIS_POOL_SIZE", default_value_t = 64)]
+    pub redis_pool_size: usize,
+    /// PostgreSQL connections per instance.
+    #[arg(long, env = "FLASHSALE_DB_MAX_CONNECTIONS", default_value_t = 20)]
+    pub db_max_connections: u32,
+    /// How long start-up keeps retrying Redis and PostgreSQL before giving up, in seconds.
+    #[arg(long, env = "FLASHSALE_STARTUP_TIMEOUT_SECS", default_value_t = 30)]
+    pub startup_timeout_secs: u64,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "FLASHSALE_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
+    pub max_body_bytes: usize,
+    /// Skip the `maxmemory-policy noeviction` check (only for managed Redis that hides CONFIG and
+    /// is known to be set to noeviction).
+    #[arg(
+        long,
+        env = "FLASHSALE_REDIS_SKIP_POLICY_CHECK",
+        default_value_t = false
+    )]
+    pub redis_skip_policy_check: bool,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "FLASHSALE_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: Secret,
+    pub redis_url: Secret,
+    pub addr: SocketAddr,
+    pub secrets: Secrets,
+    pub keys: KeySpace,
+    pub redis_pool_size: usize,
+    pub db_max_connections: u32,
+    pub startup_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub redis_skip_policy_check: bool,
+    pub log_format: LogFormat,
+}
+
+/// The three secrets, and whether they are the dev ones.
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    pub admin_token: Secret,
+    pub jwt_secret: Secret,
+    pub payment_secret: Secret,
+    /// None was configured: the well-known [`dev`] secrets are in use.
+    pub dev_mode: bool,
+}
+
+impl Secrets {
+    /// The well-known dev secrets (also what tests use).
+    pub fn dev() -> Secrets {
+        Secrets {
+            admin_token: Secret(dev::ADMIN_TOKEN.to_owned()),
+            jwt_secret: Secret(dev::JWT_SECRET.to_owned()),
+            payment_secret: Secret(dev::PAYMENT_SECRET.to_owned()),
+            dev_mode: true,
+        }
+    }
+}
+
+/// Settings that cannot be used, with a message that says how to fix them.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl RawSettings {
+    /// Checks every setting; the first problem found is reported.
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let secrets = match (self.admin_token, self.jwt_secret, self.payment_secret) {
+            (None, None, None) => Secrets::dev(),
+            (Some(admin_token), Some(jwt_secret), Some(payment_secret)) => {
+                let checks = [
+                    ("FLASHSALE_ADMIN_TOKEN", &admin_token, 16),
+                    ("FLASHSALE_JWT_SECRET", &jwt_secret, 32),
+                    ("FLASHSALE_PAYMENT_SECRET", &payment_secret, 16),
+                ];
+                for (name, secret, min) in checks {
+                    if secret.expose().len() < min {
+                        return Err(ConfigError(format!(
+                            "{name} must be at least {min} bytes long"
+                        )));
+                    }
+                }
+                Secrets {
+                    admin_token,
+                    jwt_secret,
+                    payment_secret,
+                    dev_mode: false,
+                }
+            }
+            _ => {
+                return Err(ConfigError(
+                    "set all of FLASHSALE_ADMIN_TOKEN, FLASHSALE_JWT_SECRET and FLASHSALE_PAYMENT_SECRET, \
+                     or none of them for dev mode"
+                        .to_owned(),
+                ));
+            }
+        };
+        if !KeySpace::is_valid_prefix(&self.redis_prefix) {
+            return Err(ConfigError(format!(
+                "FLASHSALE_REDIS_PREFIX {:?} must be 1–64 characters without braces or whitespace",
+                self.redis_prefix
+            )));
+        }
+        if self
+            .database_url
+            .expose()
+            .parse::<sqlx::postgres::PgConnectOptions>()
+            .is_err()
+        {
+            return Err(ConfigError(
+                "DATABASE_URL is not a valid PostgreSQL URL".to_owned(),
+            ));
+        }
+        if redis::parse_redis_url(self.redis_url.expose()).is_none() {
+            return Err(ConfigError("REDIS_URL is not a valid Redis URL".to_owned()));
+        }
+        let positive = [
+            ("FLASHSALE_REDIS_POOL_SIZE", self.redis_pool_size as u64),
+            (
+                "FLASHSALE_DB_MAX_CONNECTIONS",
+                u64::from(self.db_max_connections),
+            ),
+            ("FLASHSALE_STARTUP_TIMEOUT_SECS", self.startup_timeout_secs),
+            ("FLASHSALE_MAX_BODY_BYTES", self.max_body_bytes as u64),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError(format!("{name} must be at least 1")));
+        }
+        Ok(Settings {
+            database_url: self.database_url,
+            redis_url: self.redis_url,
+            addr: self.addr,
+            secrets,
+            keys: KeySpace::new(self.redis_prefix),
+            redis_pool_size: self.redis_pool_size,
+            db_max_connections: self.db_max_connections,
+            startup_timeout: Duration::from_secs(self.startup_timeout_secs),
+            max_body_bytes: self.max_body_bytes,
+            redis_skip_policy_check: self.redis_skip_policy_check,
+            log_format: self.log_format,
+        })
+    }
+}
+
+impl Settings {
+    /// Whether the address is reachable from other machines (dev secrets on such an address
+    /// deserve an even louder warning).
+    pub fn listens_publicly(&self) -> bool {
+        match self.addr.ip() {
+            IpAddr::V4(ip) => !ip.is_loopback(),
+            IpAddr::V6(ip) => !ip.is_loopback(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: RawSettings,
+    }
+
+    fn parse(args: &[&str]) -> Result<Settings, ConfigError> {
+        // Flags, not the environment, so the test does not depend on the caller's variables.
+        let mut argv = vec![
+            "flashsale",
+            "--database-url",
+            "postgres://u:hunter2@db/x",
+            "--redis-url",
+            "redis://r",
+        ];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).unwrap().settings.validate()
+    }
+
+    #[test]
+    fn no_secrets_means_dev_mode() {
+        let settings = parse(&[]).unwrap();
+        assert!(settings.secrets.dev_mode);
+        assert_eq!(settings.secrets.admin_token.expose(), dev::ADMIN_TOKEN);
+    }
+
+    #[test]
+    fn some_secrets_but_not_all_are_refused() {
+        assert!(parse(&["--admin-token", "0123456789abcdef"]).is_err());
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        let err = parse(&[
+            "--admin-token",
+            "short",
+            "--jwt-secret",
+            &"j".repeat(32),
+            "--payment-secret",
+            &"p".repeat(16),
+        ])
+        .unwrap_err();
+        assert!(err.0.contains("FLASHSALE_ADMIN_TOKEN"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        let settings = parse(&[
+            "--admin-token",
+            "admin-token-0123456789",
+            "--jwt-secret",
+            &"j".repeat(40),
+            "--payment-secret",
+            "payment-secret-0123456789",
+        ])
+        .unwrap();
+        let debug = format!("{settings:?}");
+        for secret in [
+            "admin-token-0123456789",
+            &"j".repeat(40),
+            "payment-secret-0123456789",
+            "hunter2",
+        ] {
+            assert!(!debug.contains(secret), "{secret} leaked: {debug}");
+        }
+    }
+
+    #[test]
+    fn braces_in_the_redis_prefix_are_refused() {
+        assert!(parse(&["--redis-prefix", "fs{x}"]).is_err());
+    }
+}

@@ -1,0 +1,356 @@
+//! RFC 9457 problem details: the one error type every handler returns.
+//!
+//! Every error leaves the server as `application/problem+json` with a stable, machine-readable
+//! `code` that clients switch on (the `title` and `detail` are for people and may change). The
+//! extractors at the bottom ([`Json`], [`Path`], [`Query`]) wrap axum's so that a malformed body,
+//! an unknown field, a wrong content type or an oversized body come back as a problem too, never
+//! as axum's plain-text rejection.
+//!
+//! Internal errors answer with a fixed message; their cause is attached to the response as an
+//! extension ([`InternalCause`]) and logged once, by the request middleware, with the route.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use flashsale_sales::{FieldError, SalesError, ValidationErrors};
+use serde::Serialize;
+use std::sync::Arc;
+
+/// The media type of problem details.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An RFC 9457 problem document, as serialised.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem type: `urn:problem:flashsale:<code>`.
+    #[serde(rename = "type")]
+    #[schema(example = "urn:problem:flashsale:validation_failed")]
+    pub problem_type: String,
+    /// Short summary of the problem type.
+    #[schema(example = "Validation failed")]
+    pub title: String,
+    /// The HTTP status code, repeated for clients that lose it.
+    #[schema(example = 422)]
+    pub status: u16,
+    /// What went wrong this time, for people.
+    pub detail: String,
+    /// Machine-readable problem code; stable across releases.
+    #[schema(example = "validation_failed")]
+    pub code: String,
+    /// Field-level errors (`validation_failed` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+    /// The current version of the resource (`precondition_failed` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<i64>,
+}
+
+/// Why a request failed. Each variant's doc names its status and `code`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 `malformed_json`: the body is not valid JSON.
+    #[error("{0}")]
+    MalformedJson(String),
+    /// 400 `bad_request`: a query string or header that cannot be read.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401 `unauthorized`: missing or wrong credentials.
+    #[error("missing or invalid credentials")]
+    Unauthorized,
+    /// 404 `not_found`.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405 `method_not_allowed`.
+    #[error("method not allowed on this resource")]
+    MethodNotAllowed,
+    /// 409 with a specific code: the request is valid but conflicts with the resource's state
+    /// (`stock_below_committed`, `sale_ended`, `batch_finished`).
+    #[error("{detail}")]
+    Conflict { code: &'static str, detail: String },
+    /// 412 `precondition_failed`: `If-Match` names another version than the current one.
+    #[error("the sale is at version {current}; reload it and retry")]
+    VersionMismatch { current: i64 },
+    /// 413 `payload_too_large`.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// 415 `unsupported_media_type`: the body is not `application/json`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 422 `validation_failed`: well-formed but breaks the rules; `errors` says which fields.
+    #[error("{0}")]
+    Validation(ValidationErrors),
+    /// 422 `validation_failed` without field detail (a JSON document of the wrong shape).
+    #[error("{0}")]
+    InvalidBody(String),
+    /// 503 `unavailable`: Redis or PostgreSQL cannot be reached right now; retrying later is safe.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500 `internal`: a bug or an unexpected state; the cause is logged, not sent.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+/// The cause of a 500, carried to the logging middleware in the response's extensions.
+#[derive(Debug, Clone)]
+pub struct InternalCause(pub Arc<String>);
+
+impl ApiError {
+    /// The status and code of this error.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            ApiError::VersionMismatch { .. } => {
+                (StatusCode::PRECONDITION_FAILED, "precondition_failed")
+            }
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::Validation(_) | ApiError::InvalidBody(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
+            }
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    /// A 404 for a sale that does not exist.
+    pub fn sale_not_found() -> ApiError {
+        ApiError::NotFound("no sale with this id".to_owned())
+    }
+}
+
+fn title(status: StatusCode) -> String {
+    match status {
+        StatusCode::UNPROCESSABLE_ENTITY => "Validation failed".to_owned(),
+        other => other.canonical_reason().unwrap_or("Error").to_owned(),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let detail = match &self {
+            ApiError::Validation(errors) => errors
+                .0
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+            ApiError::Internal(_) => {
+                "the server failed to handle the request; it has been logged".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let problem = Problem {
+            problem_type: format!("urn:problem:flashsale:{code}"),
+            title: title(status),
+            status: status.as_u16(),
+            detail,
+            code: code.to_owned(),
+            errors: match &self {
+                ApiError::Validation(errors) => Some(errors.0.clone()),
+                _ => None,
+            },
+            current_version: match &self {
+                ApiError::VersionMismatch { current } => Some(*current),
+                _ => None,
+            },
+        };
+        let mut response = (
+            status,
+            [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))],
+            axum::Json(problem),
+        )
+            .into_response();
+        // `axum::Json` sets application/json; problem details have their own media type.
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        match self {
+            ApiError::Unauthorized => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::Internal(cause) => {
+                response
+                    .extensions_mut()
+                    .insert(InternalCause(Arc::new(format!("{cause:#}"))));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<ValidationErrors> for ApiError {
+    fn from(errors: ValidationErrors) -> ApiError {
+        ApiError::Validation(errors)
+    }
+}
+
+impl From<SalesError> for ApiError {
+    fn from(error: SalesError) -> ApiError {
+        match error {
+            SalesError::Database(e) => ApiError::from(e),
+            corrupt @ SalesError::CorruptRow { .. } => ApiError::Internal(corrupt.into()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> ApiError {
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                ApiError::Unavailable("PostgreSQL is unavailable; retry shortly".to_owned())
+            }
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<flashsale_inventory::InventoryError> for ApiError {
+    fn from(error: flashsale_inventory::InventoryError) -> ApiError {
+        use flashsale_inventory::InventoryError as E;
+        match error {
+            E::NoConnection(_) => {
+                ApiError::Unavailable("Redis is unavailable; retry shortly".to_owned())
+            }
+            E::Redis(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
+                ApiError::Unavailable("Redis is unavailable; retry shortly".to_owned())
+            }
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<flashsale_queue::QueueError> for ApiError {
+    fn from(error: flashsale_queue::QueueError) -> ApiError {
+        use flashsale_queue::QueueError as E;
+        match error {
+            E::NoConnection(_) => {
+                ApiError::Unavailable("Redis is unavailable; retry shortly".to_owned())
+            }
+            E::Redis(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
+                ApiError::Unavailable("Redis is unavailable; retry shortly".to_owned())
+            }
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> ApiError {
+        let text = rejection.body_text();
+        match rejection {
+            JsonRejection::JsonDataError(_) => ApiError::InvalidBody(text),
+            JsonRejection::JsonSyntaxError(_) => ApiError::MalformedJson(text),
+            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
+                "send the body as Content-Type: application/json".to_owned(),
+            ),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::PayloadTooLarge(text)
+            }
+            _ => ApiError::MalformedJson(text),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(_: PathRejection) -> ApiError {
+        // A path segment that cannot be an id names nothing: 404, like an id that does not exist.
+        ApiError::NotFound("no resource at this path".to_owned())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> ApiError {
+        ApiError::BadRequest(rejection.body_text())
+    }
+}
+
+/// `axum::Json` whose rejections are problems.
+#[derive(Debug, Clone, Copy, Default, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct Json<T>(pub T);
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// `axum::extract::Path` whose rejections are problems.
+#[derive(Debug, Clone, Copy, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
+
+/// `axum::extract::Query` whose rejections are problems.
+#[derive(Debug, Clone, Copy, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
+
+/// The error-code table of the API, for the OpenAPI description's `Problem` responses.
+pub const CODES: &[(&str, u16, &str)] = &[
+    ("malformed_json", 400, "The body is not valid JSON."),
+    (
+        "bad_request",
+        400,
+        "A query parameter or header cannot be read.",
+    ),
+    ("unauthorized", 401, "Missing or invalid bearer token."),
+    (
+        "not_found",
+        404,
+        "No such resource (also: another buyer's resource).",
+    ),
+    (
+        "method_not_allowed",
+        405,
+        "The resource does not support this method.",
+    ),
+    (
+        "stock_below_committed",
+        409,
+        "New stock would be below the units buyers hold (reserved + sold).",
+    ),
+    (
+        "sale_ended",
+        409,
+        "The sale was closed by operations; it can no longer change.",
+    ),
+    ("batch_finished", 409, "The current batch's window is over."),
+    (
+        "precondition_failed",
+        412,
+        "If-Match names another version; the body carries current_version.",
+    ),
+    (
+        "payload_too_large",
+        413,
+        "The body exceeds the configured limit.",
+    ),
+    (
+        "unsupported_media_type",
+        415,
+        "The body must be application/json.",
+    ),
+    (
+        "validation_failed",
+        422,
+        "The body is well-formed but breaks a rule; errors lists each field.",
+    ),
+    (
+        "unavailable",
+        503,
+        "Redis or PostgreSQL cannot be reached; safe to retry.",
+    ),
+    ("internal", 500, "Unexpected failure; logged on the server."),
+];

@@ -1,0 +1,303 @@
+//! Operations: sale batches (`/admin/sales…`), behind the admin bearer token.
+
+use std::convert::Infallible;
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use flashsale_core::SaleId;
+use flashsale_inventory::StatusChange;
+use flashsale_sales::store::{self, AuditEntry};
+use flashsale_sales::{NewSale, SalePatch};
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::Admin;
+use crate::problem::{ApiError, Json, Path, Problem, Query};
+use crate::sales::{self, AdminSale, IfMatch, etag};
+use crate::state::AppState;
+
+/// The admin routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_sale, list_sales))
+        .routes(routes!(get_sale, patch_sale))
+        .routes(routes!(pause_sale))
+        .routes(routes!(resume_sale))
+        .routes(routes!(close_sale))
+        .routes(routes!(sale_audit))
+}
+
+impl FromRequestParts<AppState> for IfMatch {
+    type Rejection = Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<IfMatch, Infallible> {
+        // A header that is not valid text cannot match any ETag; keep it so the check fails.
+        Ok(IfMatch(
+            parts
+                .headers
+                .get(header::IF_MATCH)
+                .map(|v| v.to_str().unwrap_or("\u{0}").to_owned()),
+        ))
+    }
+}
+
+/// A sale with its `ETag`.
+fn with_etag(status: StatusCode, sale: AdminSale) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::ETAG,
+        HeaderValue::from_str(&etag(sale.version)).expect("digits are a valid header"),
+    );
+    if status == StatusCode::CREATED {
+        let location = format!("/admin/sales/{}", sale.id);
+        headers.insert(
+            header::LOCATION,
+            HeaderValue::from_str(&location).expect("a path is a valid header"),
+        );
+    }
+    (status, headers, Json(sale)).into_response()
+}
+
+/// Create a sale (one-off or weekly) and its first batch.
+#[utoipa::path(
+    post, path = "/admin/sales", tag = "admin", request_body = NewSale, security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "Created; `Location` names it, `ETag` carries its version", body = AdminSale),
+        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed, with `errors` per field", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn create_sale(
+    State(state): State<AppState>,
+    admin: Admin,
+    Json(body): Json<NewSale>,
+) -> Result<Response, ApiError> {
+    Ok(with_etag(
+        StatusCode::CREATED,
+        sales::create(&state, &admin, body).await?,
+    ))
+}
+
+/// Paging of `GET /admin/sales`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// Also list sales closed by operations (default false).
+    include_ended: Option<bool>,
+    /// At most this many sales, newest first (1–200, default 50).
+    limit: Option<i64>,
+    /// Skip this many (default 0).
+    offset: Option<i64>,
+}
+
+/// `GET /admin/sales`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct AdminSaleList {
+    sales: Vec<AdminSale>,
+}
+
+/// List sales, newest first, with their current batch and live numbers.
+#[utoipa::path(
+    get, path = "/admin/sales", tag = "admin", params(ListQuery), security(("admin_token" = [])),
+    responses(
+        (status = 200, body = AdminSaleList),
+        (status = 400, description = "bad_request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn list_sales(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<AdminSaleList>, ApiError> {
+    let limit = query.limit.unwrap_or(50);
+    let offset = query.offset.unwrap_or(0);
+    if !(1..=200).contains(&limit) || offset < 0 {
+        return Err(ApiError::BadRequest(
+            "limit must be 1–200 and offset ≥ 0".to_owned(),
+        ));
+    }
+    let mut conn = state.db.acquire().await?;
+    let found = store::list_sales(
+        &mut conn,
+        query.include_ended.unwrap_or(false),
+        limit,
+        offset,
+    )
+    .await?;
+    drop(conn);
+    Ok(Json(AdminSaleList {
+        sales: sales::admin_views(&state, found).await?,
+    }))
+}
+
+/// A sale: configuration, version (also as `ETag`), current batch and live numbers.
+#[utoipa::path(
+    get, path = "/admin/sales/{id}", tag = "admin", params(("id" = i64, Path, description = "Sale id")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, body = AdminSale),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn get_sale(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<SaleId>,
+) -> Result<Response, ApiError> {
+    Ok(with_etag(
+        StatusCode::OK,
+        sales::admin_sale(&state, id).await?,
+    ))
+}
+
+/// Change stock, limit, rate or windows. Send `If-Match: "<version>"` to refuse the change if
+/// someone else changed the sale since you read it.
+#[utoipa::path(
+    patch, path = "/admin/sales/{id}", tag = "admin", request_body = SalePatch,
+    params(
+        ("id" = i64, Path, description = "Sale id"),
+        ("If-Match" = Option<String>, Header, description = "The ETag last read, e.g. \"3\""),
+    ),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, body = AdminSale),
+        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "stock_below_committed, sale_ended or batch_finished", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "precondition_failed: the sale changed since that version", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn patch_sale(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<SaleId>,
+    if_match: IfMatch,
+    Json(patch): Json<SalePatch>,
+) -> Result<Response, ApiError> {
+    Ok(with_etag(
+        StatusCode::OK,
+        sales::update(&state, &admin, id, if_match, patch).await?,
+    ))
+}
+
+async fn status_change(
+    state: AppState,
+    admin: Admin,
+    id: SaleId,
+    if_match: IfMatch,
+    change: StatusChange,
+) -> Result<Response, ApiError> {
+    Ok(with_etag(
+        StatusCode::OK,
+        sales::change_status(&state, &admin, id, if_match, change).await?,
+    ))
+}
+
+/// Pause admission to the current batch; buyers keep their places.
+#[utoipa::path(
+    post, path = "/admin/sales/{id}/pause", tag = "admin",
+    params(("id" = i64, Path, description = "Sale id"), ("If-Match" = Option<String>, Header, description = "The ETag last read")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, body = AdminSale),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "sale_ended or batch_finished", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "precondition_failed", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn pause_sale(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<SaleId>,
+    if_match: IfMatch,
+) -> Result<Response, ApiError> {
+    status_change(state, admin, id, if_match, StatusChange::Pause).await
+}
+
+/// Resume admission to the current batch.
+#[utoipa::path(
+    post, path = "/admin/sales/{id}/resume", tag = "admin",
+    params(("id" = i64, Path, description = "Sale id"), ("If-Match" = Option<String>, Header, description = "The ETag last read")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, body = AdminSale),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "sale_ended or batch_finished", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "precondition_failed", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn resume_sale(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<SaleId>,
+    if_match: IfMatch,
+) -> Result<Response, ApiError> {
+    status_change(state, admin, id, if_match, StatusChange::Resume).await
+}
+
+/// Close the sale: the current batch closes now and no later batch opens. Idempotent.
+#[utoipa::path(
+    post, path = "/admin/sales/{id}/close", tag = "admin",
+    params(("id" = i64, Path, description = "Sale id"), ("If-Match" = Option<String>, Header, description = "The ETag last read")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, body = AdminSale),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "precondition_failed", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn close_sale(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<SaleId>,
+    if_match: IfMatch,
+) -> Result<Response, ApiError> {
+    status_change(state, admin, id, if_match, StatusChange::Close).await
+}
+
+/// `GET /admin/sales/{id}/audit`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct AuditTrail {
+    entries: Vec<AuditEntry>,
+}
+
+/// Every admin action on the sale, oldest first: who, what, when.
+#[utoipa::path(
+    get, path = "/admin/sales/{id}/audit", tag = "admin", params(("id" = i64, Path, description = "Sale id")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, body = AuditTrail),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn sale_audit(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<SaleId>,
+) -> Result<Json<AuditTrail>, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    store::get_sale(&mut conn, id, false)
+        .await?
+        .ok_or_else(ApiError::sale_not_found)?;
+    Ok(Json(AuditTrail {
+        entries: store::audit_trail(&mut conn, id).await?,
+    }))
+}

@@ -1,0 +1,529 @@
+//! Sale operations that span PostgreSQL (the truth about sales and batches) and Redis (each
+//! batch's live ledger), and the views the API returns.
+//!
+//! Every admin change runs in one PostgreSQL transaction that first locks the sale's row, so two
+//! operators editing one sale are serialised; the Redis step runs inside that transaction, before
+//! the commit, so a refusal from Redis (stock below what buyers hold) rolls the whole change back.
+//! If the commit itself fails after Redis accepted a stock change, the old ledger values are put
+//! back (best effort, logged); the inventory audit reconciles anything left.
+
+use chrono::{DateTime, Utc};
+use flashsale_core::{BatchNo, SaleId, Units};
+use flashsale_inventory::{Configured, LedgerSnapshot, LedgerSpec, StatusChange, StatusChanged};
+use flashsale_queue::QueueStats;
+use flashsale_sales::{
+    Batch, BatchStatus, NewSale, Sale, SaleConfig, SalePatch, Schedule, ValidationErrors,
+    WeekdayName, store,
+};
+use serde::Serialize;
+use serde_json::json;
+use sqlx::PgConnection;
+
+use crate::auth::Admin;
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// When a sale opens, as the API shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ScheduleView {
+    /// One batch, opening at `opens_at`.
+    Once { opens_at: DateTime<Utc> },
+    /// A batch every week at `time` on `weekday` in `timezone`.
+    Weekly {
+        weekday: WeekdayName,
+        #[schema(example = "12:00")]
+        time: String,
+        #[schema(example = "Asia/Shanghai")]
+        timezone: String,
+    },
+}
+
+/// Live numbers of a batch, from Redis.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct BatchStats {
+    /// Units the batch releases (= available + reserved + sold).
+    pub stock: Units,
+    /// Units no buyer holds.
+    pub available: Units,
+    /// Units held by buyers who have not paid yet.
+    pub reserved: Units,
+    /// Units paid for.
+    pub sold: Units,
+    /// Buyers who joined the queue.
+    pub queued: u64,
+    /// Buyers admitted from the queue.
+    pub admitted: u64,
+}
+
+/// A batch as operations see it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AdminBatch {
+    pub batch_no: BatchNo,
+    pub status: BatchStatus,
+    /// When buyers may start to queue.
+    pub prequeue_opens_at: DateTime<Utc>,
+    pub opens_at: DateTime<Utc>,
+    /// End of the window; null: until sold out or closed.
+    pub closes_at: Option<DateTime<Utc>>,
+    pub paused: bool,
+    pub closed_at: Option<DateTime<Utc>>,
+    /// Live numbers; null when Redis holds no ledger for the batch.
+    pub stats: Option<BatchStats>,
+}
+
+/// A sale as operations see it: configuration, version, current batch and live numbers.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AdminSale {
+    pub id: SaleId,
+    pub name: String,
+    pub sku: String,
+    pub price_cents: i64,
+    pub currency: String,
+    /// Units released by each batch.
+    pub stock: Units,
+    pub per_user_limit: Units,
+    pub schedule: ScheduleView,
+    pub prequeue_secs: u32,
+    pub admission_rate: u32,
+    pub admission_ttl_secs: u32,
+    pub payment_window_secs: u32,
+    pub duration_secs: Option<u32>,
+    /// Bumped by every change; send it back in `If-Match` to change the sale safely.
+    pub version: i64,
+    /// Set when the sale was closed: no batch opens after it.
+    pub ended_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub current_batch: Option<AdminBatch>,
+}
+
+/// A sale as shoppers see it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PublicSale {
+    pub id: SaleId,
+    pub name: String,
+    pub price_cents: i64,
+    pub currency: String,
+    pub per_user_limit: Units,
+    pub batch_no: BatchNo,
+    pub status: BatchStatus,
+    /// When buyers may start to queue.
+    pub prequeue_opens_at: DateTime<Utc>,
+    pub opens_at: DateTime<Utc>,
+    pub closes_at: Option<DateTime<Utc>>,
+    /// Units not yet held by anyone; null when unknown.
+    pub units_left: Option<Units>,
+    /// The server's clock, so a countdown can correct the client's.
+    pub server_time: DateTime<Utc>,
+}
+
+/// `GET /sales`: upcoming and open sales.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PublicSaleList {
+    pub sales: Vec<PublicSale>,
+    pub server_time: DateTime<Utc>,
+}
+
+/// The ledger a batch should have, from its row and its sale's configuration.
+pub fn ledger_spec(config: &SaleConfig, batch: &Batch) -> LedgerSpec {
+    LedgerSpec {
+        total: batch.stock,
+        per_user_limit: config.per_user_limit,
+        opens_at_ms: batch.opens_at.timestamp_millis(),
+        closes_at_ms: batch.closes_at.map(|t| t.timestamp_millis()),
+        paused: batch.paused,
+        closed: batch.closed_at.is_some(),
+    }
+}
+
+fn schedule_view(schedule: &Schedule) -> ScheduleView {
+    match schedule {
+        Schedule::Once { opens_at } => ScheduleView::Once {
+            opens_at: *opens_at,
+        },
+        Schedule::Weekly(w) => ScheduleView::Weekly {
+            weekday: w.weekday.into(),
+            time: w.time.format("%H:%M").to_string(),
+            timezone: w.timezone.name().to_owned(),
+        },
+    }
+}
+
+/// A sale's current batch with its live state.
+struct Live {
+    batch: Batch,
+    ledger: Option<LedgerSnapshot>,
+    queue: QueueStats,
+}
+
+impl Live {
+    fn status(&self, sale: &Sale, now: DateTime<Utc>) -> BatchStatus {
+        let sold_out = self.ledger.is_some_and(|l| l.is_sold_out());
+        self.batch.status(
+            sale.config.prequeue_opens_at(self.batch.opens_at),
+            now,
+            sold_out,
+        )
+    }
+}
+
+/// Loads the current batch of each sale and its live state from Redis, in three round trips
+/// whatever the number of sales.
+async fn live_batches(state: &AppState, sales: &[Sale]) -> Result<Vec<Option<Live>>, ApiError> {
+    let ids: Vec<SaleId> = sales.iter().map(|s| s.id).collect();
+    let mut conn = state.db.acquire().await?;
+    let batches = store::current_batches(&mut conn, &ids).await?;
+    drop(conn);
+    let keys: Vec<(SaleId, BatchNo)> = batches.iter().map(|b| (b.sale_id, b.batch_no)).collect();
+    let ledgers = state.inventory.snapshots(&keys).await?;
+    let queues = state.queue.stats(&keys).await?;
+    let mut live: Vec<Live> = batches
+        .into_iter()
+        .zip(ledgers)
+        .zip(queues)
+        .map(|((batch, ledger), queue)| Live {
+            batch,
+            ledger,
+            queue,
+        })
+        .collect();
+    Ok(sales
+        .iter()
+        .map(|sale| {
+            live.iter()
+                .position(|l| l.batch.sale_id == sale.id)
+                .map(|at| live.swap_remove(at))
+        })
+        .collect())
+}
+
+fn admin_view(sale: Sale, live: Option<Live>, now: DateTime<Utc>) -> AdminSale {
+    let current_batch = live.map(|live| AdminBatch {
+        batch_no: live.batch.batch_no,
+        status: live.status(&sale, now),
+        prequeue_opens_at: sale.config.prequeue_opens_at(live.batch.opens_at),
+        opens_at: live.batch.opens_at,
+        closes_at: live.batch.closes_at,
+        paused: live.batch.paused,
+        closed_at: live.batch.closed_at,
+        stats: live.ledger.map(|l| BatchStats {
+            stock: l.total,
+            available: l.available,
+            reserved: l.reserved,
+            sold: l.sold,
+            queued: live.queue.queued,
+            admitted: live.queue.admitted,
+        }),
+    });
+    let c = sale.config;
+    AdminSale {
+        id: sale.id,
+        schedule: schedule_view(&c.schedule),
+        name: c.name,
+        sku: c.sku,
+        price_cents: c.price_cents,
+        currency: c.currency,
+        stock: c.stock,
+        per_user_limit: c.per_user_limit,
+        prequeue_secs: c.prequeue_secs,
+        admission_rate: c.admission_rate,
+        admission_ttl_secs: c.admission_ttl_secs,
+        payment_window_secs: c.payment_window_secs,
+        duration_secs: c.duration_secs,
+        version: sale.version,
+        ended_at: sale.ended_at,
+        created_at: sale.created_at,
+        updated_at: sale.updated_at,
+        current_batch,
+    }
+}
+
+fn public_view(sale: Sale, live: Live, now: DateTime<Utc>) -> PublicSale {
+    PublicSale {
+        id: sale.id,
+        batch_no: live.batch.batch_no,
+        status: live.status(&sale, now),
+        prequeue_opens_at: sale.config.prequeue_opens_at(live.batch.opens_at),
+        opens_at: live.batch.opens_at,
+        closes_at: live.batch.closes_at,
+        units_left: live.ledger.map(|l| l.available),
+        server_time: now,
+        name: sale.config.name,
+        price_cents: sale.config.price_cents,
+        currency: sale.config.currency,
+        per_user_limit: sale.config.per_user_limit,
+    }
+}
+
+/// Admin views of `sales`.
+pub async fn admin_views(state: &AppState, sales: Vec<Sale>) -> Result<Vec<AdminSale>, ApiError> {
+    let live = live_batches(state, &sales).await?;
+    let now = Utc::now();
+    Ok(sales
+        .into_iter()
+        .zip(live)
+        .map(|(sale, live)| admin_view(sale, live, now))
+        .collect())
+}
+
+/// One sale's admin view.
+pub async fn admin_sale(state: &AppState, id: SaleId) -> Result<AdminSale, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let sale = store::get_sale(&mut conn, id, false)
+        .await?
+        .ok_or_else(ApiError::sale_not_found)?;
+    drop(conn);
+    Ok(admin_views(state, vec![sale]).await?.remove(0))
+}
+
+/// Public views of the sales that are upcoming or open (not ended, current batch not closed).
+pub async fn public_sales(
+    state: &AppState,
+    only: Option<SaleId>,
+) -> Result<Vec<PublicSale>, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let sales = match only {
+        Some(id) => store::get_sale(&mut conn, id, false)
+            .await?
+            .into_iter()
+            .collect(),
+        None => store::list_sales(&mut conn, false, 500, 0).await?,
+    };
+    drop(conn);
+    let live = live_batches(state, &sales).await?;
+    let now = Utc::now();
+    Ok(sales
+        .into_iter()
+        .zip(live)
+        .filter_map(|(sale, live)| Some(public_view(sale, live?, now)))
+        .filter(|view| only.is_some() || view.status != BatchStatus::Closed)
+        .collect())
+}
+
+/// `If-Match` as sent: `None` when absent.
+#[derive(Debug, Clone, Default)]
+pub struct IfMatch(pub Option<String>);
+
+impl IfMatch {
+    /// Refuses the change unless `If-Match` is absent, `*`, or lists the sale's current ETag.
+    fn check(&self, sale: &Sale) -> Result<(), ApiError> {
+        let Some(header) = &self.0 else { return Ok(()) };
+        let current = etag(sale.version);
+        let matches = header
+            .split(',')
+            .map(str::trim)
+            .any(|tag| tag == "*" || tag == current);
+        if matches {
+            Ok(())
+        } else {
+            Err(ApiError::VersionMismatch {
+                current: sale.version,
+            })
+        }
+    }
+}
+
+/// The ETag of a sale version: its number, quoted (a strong validator).
+pub fn etag(version: i64) -> String {
+    format!("\"{version}\"")
+}
+
+fn audit_details(admin: &Admin, details: serde_json::Value) -> serde_json::Value {
+    json!({ "client_ip": admin.client_ip.map(|ip| ip.to_string()), "request": details })
+}
+
+/// Creates a sale and its first batch, with the batch's ledger in Redis.
+pub async fn create(state: &AppState, admin: &Admin, body: NewSale) -> Result<AdminSale, ApiError> {
+    let now = Utc::now();
+    let config = body.validate(now)?;
+    let mut tx = state.db.begin().await?;
+    let sale = store::insert_sale(&mut tx, &config).await?;
+    let batch = Batch::first(sale.id, &config, now);
+    store::insert_batch(&mut tx, &batch).await?;
+    let details = audit_details(admin, serde_json::to_value(&body).unwrap_or_default());
+    store::record_audit(
+        &mut tx,
+        &admin.actor,
+        "sale.create",
+        Some(sale.id),
+        &details,
+    )
+    .await?;
+    // Before the commit: if Redis is down the sale is not created at all (503) rather than
+    // created without a ledger. A ledger left by a failed commit names a sale id that is never
+    // reused (sequences do not roll back), so it is inert.
+    state
+        .inventory
+        .open_batch(sale.id, batch.batch_no, ledger_spec(&config, &batch))
+        .await?;
+    tx.commit().await?;
+    tracing::info!(sale.id = %sale.id, admin.actor = %admin.actor, batch.opens_at = %batch.opens_at, "sale created");
+    Ok(admin_views(state, vec![sale]).await?.remove(0))
+}
+
+/// Locks a sale for a change: 404 if absent, 412 if `If-Match` names another version.
+async fn lock_sale(
+    conn: &mut PgConnection,
+    id: SaleId,
+    if_match: &IfMatch,
+) -> Result<Sale, ApiError> {
+    let sale = store::get_sale(conn, id, true)
+        .await?
+        .ok_or_else(ApiError::sale_not_found)?;
+    if_match.check(&sale)?;
+    Ok(sale)
+}
+
+fn sale_ended() -> ApiError {
+    ApiError::Conflict {
+        code: "sale_ended",
+        detail: "the sale was closed and can no longer change".to_owned(),
+    }
+}
+
+fn batch_finished(batch: Option<&Batch>) -> ApiError {
+    let detail = match batch {
+        Some(b) => format!(
+            "batch {} is over; the next one has not been scheduled yet",
+            b.batch_no
+        ),
+        None => "the sale has no batch".to_owned(),
+    };
+    ApiError::Conflict {
+        code: "batch_finished",
+        detail,
+    }
+}
+
+/// Changes a sale's configuration; a new stock applies to the live batch at once and is refused
+/// (409) when buyers already hold more units than it.
+pub async fn update(
+    state: &AppState,
+    admin: &Admin,
+    id: SaleId,
+    if_match: IfMatch,
+    patch: SalePatch,
+) -> Result<AdminSale, ApiError> {
+    if patch.is_empty() {
+        return Err(ValidationErrors::single("body", "give at least one field to change").into());
+    }
+    let now = Utc::now();
+    let mut tx = state.db.begin().await?;
+    let sale = lock_sale(&mut tx, id, &if_match).await?;
+    if sale.ended_at.is_some() {
+        return Err(sale_ended());
+    }
+    let config = sale.config.patched(&patch)?;
+    let mut reconfigured = None;
+    if let Some(before) = store::current_batch(&mut tx, id)
+        .await?
+        .filter(|b| !b.is_finished(now))
+    {
+        let mut batch = before.clone();
+        batch.stock = config.stock;
+        batch.closes_at = config.batch_closes_at(batch.opens_at);
+        match state
+            .inventory
+            .configure(id, batch.batch_no, ledger_spec(&config, &batch))
+            .await?
+        {
+            Configured::Applied { .. } => {
+                reconfigured = Some((batch.batch_no, ledger_spec(&sale.config, &before)))
+            }
+            Configured::BelowCommitted { held } => {
+                return Err(ApiError::Conflict {
+                    code: "stock_below_committed",
+                    detail: format!(
+                        "buyers hold {held} units of batch {} (reserved + sold); stock cannot drop below that",
+                        batch.batch_no
+                    ),
+                });
+            }
+            Configured::Closed => return Err(batch_finished(Some(&batch))),
+            // No ledger in Redis (see upkeep): create it with the new configuration.
+            Configured::Missing => {
+                state
+                    .inventory
+                    .open_batch(id, batch.batch_no, ledger_spec(&config, &batch))
+                    .await?;
+            }
+        }
+        store::update_batch(&mut tx, &batch).await?;
+    }
+    let updated = store::update_sale_config(&mut tx, id, &config).await?;
+    let details = audit_details(admin, json!({ "patch": patch, "version": updated.version }));
+    store::record_audit(&mut tx, &admin.actor, "sale.update", Some(id), &details).await?;
+    if let Err(e) = tx.commit().await {
+        if let Some((batch_no, old)) = reconfigured {
+            if let Err(revert) = state.inventory.configure(id, batch_no, old).await {
+                tracing::error!(sale.id = %id, error = %revert, "could not revert ledger after a failed commit");
+            }
+        }
+        return Err(e.into());
+    }
+    tracing::info!(sale.id = %id, admin.actor = %admin.actor, sale.version = updated.version, "sale updated");
+    Ok(admin_views(state, vec![updated]).await?.remove(0))
+}
+
+/// Pauses, resumes or closes a sale. Closing ends the sale: its current batch closes and no
+/// further batch opens; closing an ended sale again changes nothing.
+pub async fn change_status(
+    state: &AppState,
+    admin: &Admin,
+    id: SaleId,
+    if_match: IfMatch,
+    change: StatusChange,
+) -> Result<AdminSale, ApiError> {
+    let now = Utc::now();
+    let mut tx = state.db.begin().await?;
+    let sale = lock_sale(&mut tx, id, &if_match).await?;
+    if sale.ended_at.is_some() {
+        return match change {
+            StatusChange::Close => Ok(admin_views(state, vec![sale]).await?.remove(0)),
+            StatusChange::Pause | StatusChange::Resume => Err(sale_ended()),
+        };
+    }
+    let current = store::current_batch(&mut tx, id).await?;
+    let live = current.clone().filter(|b| !b.is_finished(now));
+    let action = match change {
+        StatusChange::Pause => "sale.pause",
+        StatusChange::Resume => "sale.resume",
+        StatusChange::Close => "sale.close",
+    };
+    match (change, live) {
+        (StatusChange::Pause | StatusChange::Resume, None) => {
+            return Err(batch_finished(current.as_ref()));
+        }
+        (_, Some(mut batch)) => {
+            match change {
+                StatusChange::Close => batch.closed_at = Some(now),
+                _ => batch.paused = change == StatusChange::Pause,
+            }
+            match state
+                .inventory
+                .set_status(id, batch.batch_no, change)
+                .await?
+            {
+                StatusChanged::Applied => {}
+                StatusChanged::Closed if change == StatusChange::Close => {}
+                StatusChanged::Closed => return Err(batch_finished(Some(&batch))),
+                StatusChanged::Missing => {
+                    state
+                        .inventory
+                        .open_batch(id, batch.batch_no, ledger_spec(&sale.config, &batch))
+                        .await?;
+                }
+            }
+            store::update_batch(&mut tx, &batch).await?;
+        }
+        (StatusChange::Close, None) => {}
+    }
+    let ended_at = (change == StatusChange::Close).then_some(now);
+    let updated = store::touch_sale(&mut tx, id, ended_at).await?;
+    let details = audit_details(admin, json!({ "version": updated.version }));
+    store::record_audit(&mut tx, &admin.actor, action, Some(id), &details).await?;
+    tx.commit().await?;
+    tracing::info!(sale.id = %id, admin.actor = %admin.actor, action, "sale status changed");
+    Ok(admin_views(state, vec![updated]).await?.remove(0))
+}

@@ -1,0 +1,202 @@
+//! Start-up: reach PostgreSQL and Redis (retrying for a bounded time), create the database if
+//! missing, run migrations, and refuse to start on a Redis that may evict keys.
+//!
+//! Refusing early is the point: a server that starts against a Redis with `allkeys-lru` would run
+//! fine until the first memory pressure on sale day, then silently lose reservations.
+
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection};
+
+use crate::config::Settings;
+
+/// Why the server refuses to start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// PostgreSQL did not answer within the start-up timeout.
+    #[error("PostgreSQL at {target} is unreachable after {waited:?}: {cause}")]
+    PostgresUnreachable {
+        target: String,
+        waited: Duration,
+        cause: String,
+    },
+    /// The database was missing and could not be created.
+    #[error("cannot create database {database}: {cause}")]
+    CreateDatabase { database: String, cause: String },
+    /// A migration failed.
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Redis did not answer within the start-up timeout.
+    #[error("Redis is unreachable after {waited:?}: {cause}")]
+    RedisUnreachable { waited: Duration, cause: String },
+    /// Redis may evict keys under memory pressure.
+    #[error(
+        "Redis maxmemory-policy is {policy:?}; flashsale needs \"noeviction\" so that stock and reservations are \
+         never evicted. Run `redis-cli CONFIG SET maxmemory-policy noeviction` (and persist it in redis.conf)"
+    )]
+    RedisEvicts { policy: String },
+    /// `CONFIG GET` is refused (managed Redis), so the policy cannot be checked.
+    #[error(
+        "cannot read Redis maxmemory-policy ({cause}); if this Redis hides CONFIG and is known to use noeviction, \
+         set FLASHSALE_REDIS_SKIP_POLICY_CHECK=true"
+    )]
+    RedisPolicyUnknown { cause: String },
+    /// Redis refused the Lua scripts.
+    #[error("loading Redis scripts failed: {0}")]
+    Scripts(#[from] flashsale_inventory::InventoryError),
+    /// The Redis pool could not be built.
+    #[error("bad Redis configuration: {0}")]
+    RedisConfig(String),
+}
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// `host:port/database` of a PostgreSQL URL, for logs (never the password).
+pub fn describe_postgres(options: &PgConnectOptions) -> String {
+    format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("postgres")
+    )
+}
+
+/// Connects to PostgreSQL, creating the database if it does not exist, retrying unreachable
+/// servers until `settings.startup_timeout` has passed.
+pub async fn connect_postgres(settings: &Settings) -> Result<PgPool, StartupError> {
+    let options: PgConnectOptions = settings
+        .database_url
+        .expose()
+        .parse()
+        .expect("validated with the configuration");
+    let options = options.log_statements(tracing::log::LevelFilter::Debug);
+    let target = describe_postgres(&options);
+    let started = Instant::now();
+    loop {
+        let attempt = PgPoolOptions::new()
+            .max_connections(settings.db_max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.clone())
+            .await;
+        match attempt {
+            Ok(pool) => return Ok(pool),
+            Err(e) if is_missing_database(&e) => create_database(&options).await?,
+            Err(e) if started.elapsed() < settings.startup_timeout => {
+                tracing::warn!(db.target = %target, error = %e, "PostgreSQL not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                return Err(StartupError::PostgresUnreachable {
+                    target,
+                    waited: started.elapsed(),
+                    cause: e.to_string(),
+                });
+            }
+        }
+    }
+}
+
+fn is_missing_database(error: &sqlx::Error) -> bool {
+    // 3D000: invalid_catalog_name, "database does not exist".
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "3D000")
+}
+
+async fn create_database(options: &PgConnectOptions) -> Result<(), StartupError> {
+    let database = options.get_database().unwrap_or("postgres").to_owned();
+    let failed = |cause: String| StartupError::CreateDatabase {
+        database: database.clone(),
+        cause,
+    };
+    let mut conn = options
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let statement = format!("CREATE DATABASE \"{}\"", database.replace('"', "\"\""));
+    match sqlx::query(&statement).execute(&mut conn).await {
+        Ok(_) => tracing::info!(db.name = %database, "created database"),
+        // 42P04: duplicate_database; another instance created it first.
+        Err(e)
+            if e.as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| c == "42P04") => {}
+        Err(e) => return Err(failed(e.to_string())),
+    }
+    conn.close().await.map_err(|e| failed(e.to_string()))
+}
+
+/// Builds the Redis pool, waits for Redis to answer, and checks it never evicts keys.
+pub async fn connect_redis(settings: &Settings) -> Result<deadpool_redis::Pool, StartupError> {
+    let pool = redis_pool(settings.redis_url.expose(), settings.redis_pool_size)?;
+    let started = Instant::now();
+    let mut conn = loop {
+        let attempt = async {
+            let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(conn)
+        };
+        match attempt.await {
+            Ok(conn) => break conn,
+            Err(cause) if started.elapsed() < settings.startup_timeout => {
+                tracing::warn!(error = %cause, "Redis not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(cause) => {
+                return Err(StartupError::RedisUnreachable {
+                    waited: started.elapsed(),
+                    cause,
+                });
+            }
+        }
+    };
+    if !settings.redis_skip_policy_check {
+        check_eviction_policy(&mut conn).await?;
+    }
+    Ok(pool)
+}
+
+/// A pool whose callers wait at most two seconds for a connection, so a dead Redis turns into a
+/// quick 503 rather than requests piling up.
+pub fn redis_pool(url: &str, size: usize) -> Result<deadpool_redis::Pool, StartupError> {
+    let mut config = deadpool_redis::Config::from_url(url);
+    let mut pool = deadpool_redis::PoolConfig::new(size);
+    pool.timeouts.wait = Some(Duration::from_secs(2));
+    pool.timeouts.create = Some(Duration::from_secs(2));
+    pool.timeouts.recycle = Some(Duration::from_secs(2));
+    config.pool = Some(pool);
+    config
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .map_err(|e| StartupError::RedisConfig(e.to_string()))
+}
+
+/// Refuses a Redis whose `maxmemory-policy` is anything but `noeviction`.
+pub async fn check_eviction_policy(
+    conn: &mut deadpool_redis::Connection,
+) -> Result<(), StartupError> {
+    let reply: Result<Vec<String>, _> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(conn)
+        .await;
+    let reply = reply.map_err(|e| StartupError::RedisPolicyUnknown {
+        cause: e.to_string(),
+    })?;
+    match reply.as_slice() {
+        [_, policy] if policy == "noeviction" => Ok(()),
+        [_, policy] => Err(StartupError::RedisEvicts {
+            policy: policy.clone(),
+        }),
+        other => Err(StartupError::RedisPolicyUnknown {
+            cause: format!("unexpected reply {other:?}"),
+        }),
+    }
+}

@@ -1,0 +1,100 @@
+//! Background upkeep, run by every instance once a second.
+//!
+//! - **Rollover**: when a weekly sale's batch window ends, its next batch is created (with its
+//!   ledger). Instances race harmlessly: each locks the sale's row and re-checks, and the batch
+//!   insert is idempotent.
+//! - **Ledgers**: every live batch must have a ledger in Redis; one is created where missing (a
+//!   sale created while its ledger write was lost, or a Redis that lost its data). Until orders
+//!   exist this recreates the full stock, which is then exact; the inventory issue replaces it with
+//!   a rebuild from PostgreSQL's orders behind an epoch fence.
+//! - **Metrics**: the Prometheus recorder's housekeeping.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use flashsale_core::SaleId;
+use flashsale_inventory::Opened;
+use flashsale_sales::store;
+use tokio_util::sync::CancellationToken;
+
+use crate::problem::ApiError;
+use crate::sales::ledger_spec;
+use crate::state::AppState;
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    /// Weekly batches created.
+    pub rolled_over: usize,
+    /// Ledgers created where Redis had none.
+    pub ledgers_opened: usize,
+}
+
+/// Runs upkeep every second until `shutdown` is cancelled.
+pub async fn run(state: AppState, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => {
+                if let Err(e) = pass(&state, Utc::now()).await {
+                    tracing::warn!(error = %e, "upkeep pass failed; retrying next second");
+                }
+                state.metrics.run_upkeep();
+            }
+        }
+    }
+}
+
+/// One upkeep pass as of `now`.
+pub async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<Pass, ApiError> {
+    let mut done = Pass::default();
+    let mut conn = state.db.acquire().await?;
+    let live = store::live_sales(&mut conn).await?;
+    drop(conn);
+    for (sale, batch) in live {
+        if batch.is_finished(now) {
+            if roll_over(state, sale.id, now).await? {
+                done.rolled_over += 1;
+            }
+        } else if state
+            .inventory
+            .open_batch(sale.id, batch.batch_no, ledger_spec(&sale.config, &batch))
+            .await?
+            == Opened::Created
+        {
+            tracing::warn!(sale.id = %sale.id, batch.no = %batch.batch_no, "batch had no ledger in Redis; created it");
+            done.ledgers_opened += 1;
+        }
+    }
+    Ok(done)
+}
+
+/// Creates the next batch of a weekly sale whose current batch is finished. Returns whether this
+/// call created it.
+async fn roll_over(state: &AppState, id: SaleId, now: DateTime<Utc>) -> Result<bool, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let Some(sale) = store::get_sale(&mut tx, id, true).await? else {
+        return Ok(false);
+    };
+    let Some(current) = store::current_batch(&mut tx, id).await? else {
+        return Ok(false);
+    };
+    if sale.ended_at.is_some() || !current.is_finished(now) {
+        return Ok(false);
+    }
+    let Some(next) = current.successor(&sale.config, now) else {
+        return Ok(false);
+    };
+    if !store::insert_batch(&mut tx, &next).await? {
+        return Ok(false);
+    }
+    state
+        .inventory
+        .open_batch(id, next.batch_no, ledger_spec(&sale.config, &next))
+        .await?;
+    tx.commit().await?;
+    tracing::info!(sale.id = %id, batch.no = %next.batch_no, batch.opens_at = %next.opens_at, "weekly batch scheduled");
+    Ok(true)
+}
