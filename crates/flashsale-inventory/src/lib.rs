@@ -5,7 +5,7 @@
 //!   the script's reply into an enum and refusing replies it does not recognise.
 //! - [`scripts`]: the scripts themselves (`lua/*.lua`, one file per atomic operation, each opening
 //!   with its KEYS/ARGV/returns contract), loaded at start-up.
-//! - [`error`]: [`InventoryError`].
+//! - [`error`]: [`InventoryError`], what can go wrong.
 //!
 //! # The ledger
 //! One Redis hash per batch (`BatchKeys::ledger`) holds `total`, `available`, `reserved` and

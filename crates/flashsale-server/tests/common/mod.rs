@@ -1,0 +1,184 @@
+//! Shared helpers for the server's integration tests: the real router over a per-test
+//! PostgreSQL database (`#[sqlx::test]`) and a per-test Redis key space.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use flashsale_server::config::{Secrets, dev};
+use flashsale_server::{AppState, app};
+use flashsale_testkit::TestRedis;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tower::ServiceExt;
+
+/// The body limit the tests run with (the server's default).
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// A router over real PostgreSQL and Redis, isolated for one test.
+pub struct TestApp {
+    pub router: Router,
+    pub state: AppState,
+    pub redis: TestRedis,
+    pub db: PgPool,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// Asserts an RFC 9457 problem with this status and code.
+    #[track_caller]
+    pub fn assert_problem(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "{self:?}");
+        assert_eq!(
+            self.headers["content-type"], "application/problem+json",
+            "{self:?}"
+        );
+        assert_eq!(self.body["code"], code, "{self:?}");
+        assert_eq!(self.body["status"], status, "{self:?}");
+        assert_eq!(self.body["type"], format!("urn:problem:flashsale:{code}"));
+    }
+}
+
+impl TestApp {
+    pub async fn new(db: PgPool) -> TestApp {
+        let redis = TestRedis::new();
+        flashsale_inventory::scripts::load_all(&redis.pool)
+            .await
+            .unwrap();
+        let state = AppState::new(
+            db.clone(),
+            redis.pool.clone(),
+            redis.keys.clone(),
+            Secrets::dev(),
+        );
+        let router = app(state.clone(), MAX_BODY_BYTES);
+        TestApp {
+            router,
+            state,
+            redis,
+            db,
+        }
+    }
+
+    /// Sends a request with the given headers and raw body.
+    pub async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Body>,
+    ) -> Reply {
+        let mut request = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(request.body(body.into()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// An admin request with a JSON body (or none), the dev token and extra headers.
+    pub async fn admin_with(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<Value>,
+        extra: &[(&str, &str)],
+    ) -> Reply {
+        let auth = format!("Bearer {}", dev::ADMIN_TOKEN);
+        let mut headers = vec![
+            ("authorization", auth.as_str()),
+            ("content-type", "application/json"),
+        ];
+        headers.extend_from_slice(extra);
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        self.send(method, uri, &headers, body).await
+    }
+
+    /// An admin request with a JSON body (or none) and the dev token.
+    pub async fn admin(&self, method: Method, uri: &str, body: Option<Value>) -> Reply {
+        self.admin_with(method, uri, body, &[]).await
+    }
+
+    /// A public GET.
+    pub async fn get(&self, uri: &str) -> Reply {
+        self.send(Method::GET, uri, &[], Body::empty()).await
+    }
+
+    /// Creates a sale from `body`, asserting 201; returns its admin view.
+    pub async fn create_sale(&self, body: Value) -> Value {
+        let reply = self.admin(Method::POST, "/admin/sales", Some(body)).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+        reply.body
+    }
+
+    /// Rows in a table, to prove a refused request wrote nothing.
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+}
+
+/// A valid weekly Tuesday-noon sale.
+pub fn weekly_sale() -> Value {
+    json!({
+        "name": "Phone X", "sku": "PHONE-X-128", "price_cents": 499900, "currency": "CNY",
+        "stock": 100, "per_user_limit": 2,
+        "weekly": {"weekday": "tue", "time": "12:00", "timezone": "Asia/Shanghai"}
+    })
+}
+
+/// A valid one-off sale opening in an hour.
+pub fn one_off_sale() -> Value {
+    let opens_at = (chrono::Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339();
+    json!({
+        "name": "Phone X launch", "sku": "PHONE-X-LAUNCH", "price_cents": 599900, "currency": "CNY",
+        "stock": 10, "per_user_limit": 1, "opens_at": opens_at,
+        "prequeue_secs": 300, "admission_rate": 50, "admission_ttl_secs": 60, "payment_window_secs": 600
+    })
+}
+
+/// Moves `units` of a batch's ledger from available to reserved, the way reservations will, so
+/// that stock changes can be tested against units buyers hold.
+pub async fn hold_units(app: &TestApp, sale: i64, units: i64) {
+    let keys = app
+        .redis
+        .keys
+        .batch(sale.try_into().unwrap(), flashsale_core::BatchNo::FIRST);
+    let mut conn = app.redis.pool.get().await.unwrap();
+    let _: () = redis::pipe()
+        .atomic()
+        .hincr(keys.ledger(), "available", -units)
+        .hincr(keys.ledger(), "reserved", units)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
