@@ -65,7 +65,10 @@ impl PrivateRedis {
             .spawn()
             .expect("redis-server is installed (the test script installs it)");
         // From here on, dropping `redis` kills and reaps the process, panic or not.
-        let redis = PrivateRedis { child, url: format!("redis://127.0.0.1:{port}") };
+        let redis = PrivateRedis {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+        };
         for _ in 0..50 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return redis;
