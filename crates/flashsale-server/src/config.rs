@@ -162,7 +162,13 @@ pub struct ConfigError(pub String);
 impl RawSettings {
     /// Checks every setting; the first problem found is reported.
     pub fn validate(self) -> Result<Settings, ConfigError> {
-        let secrets = match (self.admin_token, self.jwt_secret, self.payment_secret) {
+        // An empty variable (`FLASHSALE_ADMIN_TOKEN=` in a compose file) counts as unset.
+        let given = |secret: Option<Secret>| secret.filter(|s| !s.expose().is_empty());
+        let secrets = match (
+            given(self.admin_token),
+            given(self.jwt_secret),
+            given(self.payment_secret),
+        ) {
             (None, None, None) => Secrets::dev(),
             (Some(admin_token), Some(jwt_secret), Some(payment_secret)) => {
                 let checks = [
@@ -279,6 +285,20 @@ mod tests {
         let settings = parse(&[]).unwrap();
         assert!(settings.secrets.dev_mode);
         assert_eq!(settings.secrets.admin_token.expose(), dev::ADMIN_TOKEN);
+    }
+
+    #[test]
+    fn empty_secrets_count_as_unset() {
+        let settings = parse(&[
+            "--admin-token",
+            "",
+            "--jwt-secret",
+            "",
+            "--payment-secret",
+            "",
+        ])
+        .unwrap();
+        assert!(settings.secrets.dev_mode);
     }
 
     #[test]

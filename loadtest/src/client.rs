@@ -1,0 +1,95 @@
+//! A thin JSON client for the flashsale API.
+
+use anyhow::Context;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+/// The server under test.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    admin_token: String,
+}
+
+/// A response: status, `ETag` if any, and the JSON body (`Null` when empty).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub etag: Option<String>,
+    pub body: Value,
+}
+
+impl Client {
+    /// A client for the server at `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: &str, admin_token: &str) -> Client {
+        Client {
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(256)
+                .build()
+                .expect("a plain HTTP client builds"),
+            base: base.trim_end_matches('/').to_owned(),
+            admin_token: admin_token.to_owned(),
+        }
+    }
+
+    /// Sends a request; `admin` adds the admin token, `if_match` the header.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        admin: bool,
+        if_match: Option<&str>,
+    ) -> anyhow::Result<Reply> {
+        let mut request = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
+        if admin {
+            request = request.bearer_auth(&self.admin_token);
+        }
+        if let Some(tag) = if_match {
+            request = request.header("if-match", tag);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("{method} {path}"))?;
+        let status = response.status();
+        let etag = response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = response
+            .bytes()
+            .await
+            .with_context(|| format!("{method} {path}: reading the body"))?;
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        Ok(Reply { status, etag, body })
+    }
+
+    /// An admin request that must succeed with `expected`.
+    pub async fn admin_ok(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        expected: StatusCode,
+    ) -> anyhow::Result<Reply> {
+        let reply = self.send(method.clone(), path, body, true, None).await?;
+        anyhow::ensure!(
+            reply.status == expected,
+            "{method} {path}: expected {expected}, got {} {}",
+            reply.status,
+            reply.body
+        );
+        Ok(reply)
+    }
+}

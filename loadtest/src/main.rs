@@ -1,0 +1,74 @@
+//! `flashsale-loadtest`: plays scenarios against a running flashsale server and checks that the
+//! invariants held, from the outside, through the public API only.
+//!
+//! # Layout
+//! - `main.rs`: the command line.
+//! - [`client`]: a thin JSON client for the API (admin token from `FLASHSALE_ADMIN_TOKEN`, the
+//!   same variable the server reads).
+//! - [`checks`]: named pass/fail checks and their report; any failure exits with code 1.
+//! - [`admin_race`]: operations editing one sale at once.
+//!
+//! The sale-day scenarios (`smoke`, `tuesday-noon`, `baseline-naive`) arrive with the load
+//! harness issue, on top of the same client and checks.
+
+mod admin_race;
+mod checks;
+mod client;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Plays scenarios against a running flashsale server and checks the invariants.
+#[derive(Debug, Parser)]
+#[command(name = "flashsale-loadtest", version)]
+struct Cli {
+    /// The server's base URL.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Admin bearer token (the server's dev-mode token when unset).
+    #[arg(
+        long,
+        global = true,
+        env = "FLASHSALE_ADMIN_TOKEN",
+        default_value = "dev-admin-token",
+        hide_env_values = true
+    )]
+    admin_token: String,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Many operators edit one sale at once: with a shared If-Match exactly one wins, without
+    /// one every edit applies in turn, each is audited, and the ledger stays balanced.
+    AdminRace {
+        /// Concurrent operators.
+        #[arg(long, default_value_t = 50)]
+        operators: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let client = client::Client::new(&cli.url, &cli.admin_token);
+    let report = match cli.scenario {
+        Scenario::AdminRace { operators } => admin_race::run(&client, operators).await,
+    };
+    match report {
+        Ok(report) => {
+            print!("{report}");
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("flashsale-loadtest: scenario aborted: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# End to end: starts the real `flashsale` binary on a free port with a database of its own,
+# waits until it is ready, plays `flashsale-loadtest admin-race` against it, then stops it with
+# SIGTERM and checks it shut down cleanly. Services must be up (see services.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/services.sh
+source scripts/services.sh
+ensure_services
+
+cargo build --locked -p flashsale-server -p flashsale-loadtest
+target="${CARGO_TARGET_DIR:-target}/debug"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 18080)
+db="flashsale_e2e_$$"
+log=$(mktemp)
+
+DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" FLASHSALE_ADDR="127.0.0.1:$port" \
+  FLASHSALE_REDIS_PREFIX="e2e-$$" "$target/flashsale" serve >"$log" 2>&1 &
+server=$!
+cleanup() {
+  kill "$server" 2>/dev/null || true
+  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
+  rm -f "$log"
+}
+trap cleanup EXIT
+
+for _ in $(seq 1 120); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+  if ! kill -0 "$server" 2>/dev/null; then cat "$log"; echo "flashsale exited during start-up"; exit 1; fi
+  sleep 0.5
+done
+
+"$target/flashsale-loadtest" --url "http://127.0.0.1:$port" admin-race --operators 50
+
+kill -TERM "$server"
+if ! wait "$server"; then cat "$log"; echo "flashsale did not shut down cleanly"; exit 1; fi
+grep -q "flashsale stopped" "$log" || { cat "$log"; echo "no clean-shutdown line in the log"; exit 1; }
+echo "e2e: flashsale started, served admin-race and stopped cleanly"
