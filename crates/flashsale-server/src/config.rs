@@ -102,6 +102,10 @@ pub struct RawSettings {
         default_value_t = false
     )]
     pub redis_skip_policy_check: bool,
+    /// How long public sale views (`GET /sales`, `GET /sales/{id}`) are cached per instance, in
+    /// milliseconds; 0 disables the cache.
+    #[arg(long, env = "FLASHSALE_PUBLIC_CACHE_MS", default_value_t = 500)]
+    pub public_cache_ms: u64,
     /// Log format: `text` or `json`.
     #[arg(long, env = "FLASHSALE_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -129,6 +133,7 @@ pub struct Settings {
     pub startup_timeout: Duration,
     pub max_body_bytes: usize,
     pub redis_skip_policy_check: bool,
+    pub public_cache_ttl: Duration,
     pub log_format: LogFormat,
 }
 
@@ -240,6 +245,7 @@ impl RawSettings {
             startup_timeout: Duration::from_secs(self.startup_timeout_secs),
             max_body_bytes: self.max_body_bytes,
             redis_skip_policy_check: self.redis_skip_policy_check,
+            public_cache_ttl: Duration::from_millis(self.public_cache_ms),
             log_format: self.log_format,
         })
     }

@@ -7,6 +7,10 @@
 //! If the commit itself fails after Redis accepted a stock change, the old ledger values are put
 //! back (best effort, logged); the inventory audit reconciles anything left.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use chrono::{DateTime, Utc};
 use flashsale_core::{BatchNo, SaleId, Units};
 use flashsale_inventory::{Configured, LedgerSnapshot, LedgerSpec, StatusChange, StatusChanged};
@@ -18,6 +22,7 @@ use flashsale_sales::{
 use serde::Serialize;
 use serde_json::json;
 use sqlx::PgConnection;
+use tokio::sync::OnceCell;
 
 use crate::auth::Admin;
 use crate::problem::ApiError;
@@ -151,7 +156,8 @@ fn schedule_view(schedule: &Schedule) -> ScheduleView {
 }
 
 /// A sale's current batch with its live state.
-struct Live {
+#[derive(Debug, Clone)]
+pub struct Live {
     batch: Batch,
     ledger: Option<LedgerSnapshot>,
     queue: QueueStats,
@@ -239,19 +245,19 @@ fn admin_view(sale: Sale, live: Option<Live>, now: DateTime<Utc>) -> AdminSale {
     }
 }
 
-fn public_view(sale: Sale, live: Live, now: DateTime<Utc>) -> PublicSale {
+fn public_view(sale: &Sale, live: &Live, now: DateTime<Utc>) -> PublicSale {
     PublicSale {
         id: sale.id,
         batch_no: live.batch.batch_no,
-        status: live.status(&sale, now),
+        status: live.status(sale, now),
         prequeue_opens_at: sale.config.prequeue_opens_at(live.batch.opens_at),
         opens_at: live.batch.opens_at,
         closes_at: live.batch.closes_at,
         units_left: live.ledger.map(|l| l.available),
         server_time: now,
-        name: sale.config.name,
+        name: sale.config.name.clone(),
         price_cents: sale.config.price_cents,
-        currency: sale.config.currency,
+        currency: sale.config.currency.clone(),
         per_user_limit: sale.config.per_user_limit,
     }
 }
@@ -277,11 +283,35 @@ pub async fn admin_sale(state: &AppState, id: SaleId) -> Result<AdminSale, ApiEr
     Ok(admin_views(state, vec![sale]).await?.remove(0))
 }
 
-/// Public views of the sales that are upcoming or open (not ended, current batch not closed).
+/// What public views are built from: sales with their current batch and its live state.
+pub type PublicSnapshot = Vec<(Sale, Live)>;
+
+/// Public views of the sales that are upcoming or open (not ended, current batch not closed), or
+/// of the one sale `only` (whatever its status).
+///
+/// The underlying data comes from [`PublicCache`]: countdown pages poll these endpoints, and on
+/// sale day millions of them must not each cost PostgreSQL two queries. Status and `server_time`
+/// are still computed per request, so the countdown and the switch to `open` are exact.
 pub async fn public_sales(
     state: &AppState,
     only: Option<SaleId>,
 ) -> Result<Vec<PublicSale>, ApiError> {
+    let snapshot = state
+        .public_cache
+        .get_or_load(only, || load_public(state, only))
+        .await?;
+    let now = Utc::now();
+    Ok(snapshot
+        .iter()
+        .map(|(sale, live)| public_view(sale, live, now))
+        .filter(|view| only.is_some() || view.status != BatchStatus::Closed)
+        .collect())
+}
+
+async fn load_public(
+    state: &AppState,
+    only: Option<SaleId>,
+) -> Result<Arc<PublicSnapshot>, ApiError> {
     let mut conn = state.db.acquire().await?;
     let sales = match only {
         Some(id) => store::get_sale(&mut conn, id, false)
@@ -292,13 +322,85 @@ pub async fn public_sales(
     };
     drop(conn);
     let live = live_batches(state, &sales).await?;
-    let now = Utc::now();
-    Ok(sales
-        .into_iter()
-        .zip(live)
-        .filter_map(|(sale, live)| Some(public_view(sale, live?, now)))
-        .filter(|view| only.is_some() || view.status != BatchStatus::Closed)
-        .collect())
+    Ok(Arc::new(
+        sales
+            .into_iter()
+            .zip(live)
+            .filter_map(|(sale, live)| Some((sale, live?)))
+            .collect(),
+    ))
+}
+
+/// A short-lived, per-instance cache of [`PublicSnapshot`]s, keyed by sale (`None`: the list).
+///
+/// Each entry is a `OnceCell`, so when an entry expires under load one request reloads it and the
+/// others wait for that result instead of all querying PostgreSQL at once. Failed loads are not
+/// cached. Admin changes on this instance invalidate the sale's entries at once; other instances
+/// see them within the TTL (by default 500 ms).
+#[derive(Debug)]
+pub struct PublicCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<Option<SaleId>, CacheEntry>>,
+}
+
+#[derive(Debug)]
+struct CacheEntry {
+    born: Instant,
+    cell: Arc<OnceCell<Arc<PublicSnapshot>>>,
+}
+
+/// Entries beyond which expired ones are swept on insert, so requests for many distinct ids
+/// (including ids that do not exist) cannot grow the map without bound.
+const CACHE_SWEEP_THRESHOLD: usize = 4096;
+
+impl PublicCache {
+    /// A cache whose entries live for `ttl`.
+    pub fn new(ttl: Duration) -> PublicCache {
+        PublicCache {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn get_or_load<F, Fut>(
+        &self,
+        key: Option<SaleId>,
+        load: F,
+    ) -> Result<Arc<PublicSnapshot>, ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Arc<PublicSnapshot>, ApiError>>,
+    {
+        let cell = {
+            // A std mutex: held for a map lookup only, never across an await.
+            let mut entries = self.entries.lock().expect("cache lock is never poisoned");
+            match entries.get(&key) {
+                Some(entry) if entry.born.elapsed() < self.ttl => entry.cell.clone(),
+                _ => {
+                    if entries.len() >= CACHE_SWEEP_THRESHOLD {
+                        entries.retain(|_, e| e.born.elapsed() < self.ttl);
+                    }
+                    let cell = Arc::new(OnceCell::new());
+                    entries.insert(
+                        key,
+                        CacheEntry {
+                            born: Instant::now(),
+                            cell: cell.clone(),
+                        },
+                    );
+                    cell
+                }
+            }
+        };
+        cell.get_or_try_init(load).await.cloned()
+    }
+
+    /// Forgets what is cached about `sale` (and the list, which includes it).
+    pub fn invalidate(&self, sale: SaleId) {
+        let mut entries = self.entries.lock().expect("cache lock is never poisoned");
+        entries.remove(&Some(sale));
+        entries.remove(&None);
+    }
 }
 
 /// `If-Match` as sent: `None` when absent.
@@ -358,6 +460,7 @@ pub async fn create(state: &AppState, admin: &Admin, body: NewSale) -> Result<Ad
         .open_batch(sale.id, batch.batch_no, ledger_spec(&config, &batch))
         .await?;
     tx.commit().await?;
+    state.public_cache.invalidate(sale.id);
     tracing::info!(sale.id = %sale.id, admin.actor = %admin.actor, batch.opens_at = %batch.opens_at, "sale created");
     Ok(admin_views(state, vec![sale]).await?.remove(0))
 }
@@ -462,6 +565,7 @@ pub async fn update(
         }
         return Err(e.into());
     }
+    state.public_cache.invalidate(id);
     tracing::info!(sale.id = %id, admin.actor = %admin.actor, sale.version = updated.version, "sale updated");
     Ok(admin_views(state, vec![updated]).await?.remove(0))
 }
@@ -524,6 +628,7 @@ pub async fn change_status(
     let details = audit_details(admin, json!({ "version": updated.version }));
     store::record_audit(&mut tx, &admin.actor, action, Some(id), &details).await?;
     tx.commit().await?;
+    state.public_cache.invalidate(id);
     tracing::info!(sale.id = %id, admin.actor = %admin.actor, action, "sale status changed");
     Ok(admin_views(state, vec![updated]).await?.remove(0))
 }

@@ -8,6 +8,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
 use crate::config::Secrets;
+use crate::sales::PublicCache;
+
+/// How long public sale views are cached unless configured otherwise.
+pub const DEFAULT_PUBLIC_CACHE_TTL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Cheap to clone: pools and `Arc`s. Nothing in it is per-instance truth (the server is
 /// stateless; several instances share one Redis and one PostgreSQL).
@@ -27,6 +31,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The OpenAPI document, rendered once when the router is built.
     pub openapi: Arc<OnceLock<String>>,
+    /// Public sale views, cached briefly (see [`PublicCache`]).
+    pub public_cache: Arc<PublicCache>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -54,6 +60,7 @@ impl AppState {
             secrets: Arc::new(secrets),
             metrics: crate::metrics::handle(),
             openapi: Arc::new(OnceLock::new()),
+            public_cache: Arc::new(PublicCache::new(DEFAULT_PUBLIC_CACHE_TTL)),
         }
     }
 }

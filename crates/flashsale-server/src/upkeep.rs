@@ -65,6 +65,7 @@ pub async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<Pass, ApiError
             == Opened::Created
         {
             tracing::warn!(sale.id = %sale.id, batch.no = %batch.batch_no, "batch had no ledger in Redis; created it");
+            state.public_cache.invalidate(sale.id);
             done.ledgers_opened += 1;
         }
     }
@@ -95,6 +96,7 @@ async fn roll_over(state: &AppState, id: SaleId, now: DateTime<Utc>) -> Result<b
         .open_batch(id, next.batch_no, ledger_spec(&sale.config, &next))
         .await?;
     tx.commit().await?;
+    state.public_cache.invalidate(id);
     tracing::info!(sale.id = %id, batch.no = %next.batch_no, batch.opens_at = %next.opens_at, "weekly batch scheduled");
     Ok(true)
 }

@@ -21,6 +21,14 @@ struct Cli {
     settings: RawSettings,
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn settings(redis_url: &str) -> Settings {
     let args = [
         "flashsale",
@@ -44,11 +52,7 @@ struct PrivateRedis {
 
 impl PrivateRedis {
     fn start(extra: &[&str]) -> PrivateRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -107,11 +111,7 @@ async fn start_up_accepts_a_redis_with_noeviction() {
 
 #[tokio::test]
 async fn start_up_gives_up_on_an_unreachable_redis_after_its_timeout() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let started = std::time::Instant::now();
     let refused = startup::connect_redis(&settings(&format!("redis://127.0.0.1:{port}")))
         .await
@@ -123,6 +123,30 @@ async fn start_up_gives_up_on_an_unreachable_redis_after_its_timeout() {
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
+#[tokio::test]
+async fn start_up_gives_up_on_an_unreachable_postgres_after_its_timeout() {
+    let url = format!("postgres://postgres@127.0.0.1:{}/flashsale", free_port());
+    let args = [
+        "flashsale",
+        "--database-url",
+        &url,
+        "--startup-timeout-secs",
+        "2",
+    ];
+    let settings = Cli::try_parse_from(args)
+        .unwrap()
+        .settings
+        .validate()
+        .unwrap();
+    let refused = startup::connect_postgres(&settings).await.unwrap_err();
+    assert!(
+        matches!(refused, StartupError::PostgresUnreachable { .. }),
+        "{refused}"
+    );
+    // The message names the target but never a password.
+    assert!(refused.to_string().contains("127.0.0.1"), "{refused}");
+}
+
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
 async fn readiness_reports_a_dead_redis_while_health_stays_up(db: sqlx::PgPool) {
     let app = TestApp::new(db.clone()).await;
@@ -130,11 +154,7 @@ async fn readiness_reports_a_dead_redis_while_health_stays_up(db: sqlx::PgPool) 
     assert_eq!(app.get("/readyz").await.status, 200);
     assert_eq!(app.get("/healthz").await.body, json!({"status": "ok"}));
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let dead = startup::redis_pool(&format!("redis://127.0.0.1:{port}"), 2).unwrap();
     let state = AppState::new(db, dead, app.redis.keys.clone(), Secrets::dev());
     let broken = TestApp {

@@ -292,3 +292,54 @@ async fn the_status_follows_the_clock_from_prequeue_to_open(db: sqlx::PgPool) {
     );
     app.redis.cleanup().await;
 }
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn public_views_are_cached_until_an_admin_change_on_this_instance(db: sqlx::PgPool) {
+    let mut app = TestApp::new(db).await;
+    app.state.public_cache = std::sync::Arc::new(flashsale_server::sales::PublicCache::new(
+        std::time::Duration::from_secs(3600),
+    ));
+    app.router = flashsale_server::app(app.state.clone(), common::MAX_BODY_BYTES);
+    let id = app.create_sale(weekly_sale()).await["id"].as_i64().unwrap();
+    let public = format!("/sales/{id}");
+    assert_eq!(app.get(&public).await.body["units_left"], 100);
+    // A change the cache cannot see (straight into Redis) is served stale within the TTL...
+    hold_units(&app, id, 30).await;
+    let cached = app.get(&public).await.body;
+    assert_eq!(cached["units_left"], 100);
+    // ...while the status and clock are still computed per request.
+    assert_ne!(
+        cached["server_time"],
+        app.get(&public).await.body["server_time"]
+    );
+    // An admin change invalidates the sale and the list at once.
+    app.admin(
+        Method::PATCH,
+        &format!("/admin/sales/{id}"),
+        Some(json!({"stock": 200})),
+    )
+    .await;
+    assert_eq!(app.get(&public).await.body["units_left"], 170);
+    assert_eq!(app.get("/sales").await.body["sales"][0]["units_left"], 170);
+    app.redis.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn a_zero_ttl_serves_every_public_read_fresh(db: sqlx::PgPool) {
+    let mut app = TestApp::new(db).await;
+    app.state.public_cache = std::sync::Arc::new(flashsale_server::sales::PublicCache::new(
+        std::time::Duration::ZERO,
+    ));
+    app.router = flashsale_server::app(app.state.clone(), common::MAX_BODY_BYTES);
+    let id = app.create_sale(weekly_sale()).await["id"].as_i64().unwrap();
+    assert_eq!(
+        app.get(&format!("/sales/{id}")).await.body["units_left"],
+        100
+    );
+    hold_units(&app, id, 30).await;
+    assert_eq!(
+        app.get(&format!("/sales/{id}")).await.body["units_left"],
+        70
+    );
+    app.redis.cleanup().await;
+}
