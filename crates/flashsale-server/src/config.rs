@@ -48,6 +48,11 @@ pub mod dev {
     pub const PAYMENT_SECRET: &str = "dev-payment-secret-do-not-use-in-production";
 }
 
+/// How long public sale views are cached unless configured otherwise, in milliseconds: short
+/// enough that `units_left` is nearly live, long enough to turn a countdown page's polling from
+/// two PostgreSQL queries per request into two per instance per half second.
+pub const DEFAULT_PUBLIC_CACHE_MS: u64 = 500;
+
 /// The settings as given (flags or environment), before validation.
 #[derive(Debug, Clone, Args)]
 pub struct RawSettings {
@@ -104,7 +109,7 @@ pub struct RawSettings {
     pub redis_skip_policy_check: bool,
     /// How long public sale views (`GET /sales`, `GET /sales/{id}`) are cached per instance, in
     /// milliseconds; 0 disables the cache.
-    #[arg(long, env = "FLASHSALE_PUBLIC_CACHE_MS", default_value_t = 500)]
+    #[arg(long, env = "FLASHSALE_PUBLIC_CACHE_MS", default_value_t = DEFAULT_PUBLIC_CACHE_MS)]
     pub public_cache_ms: u64,
     /// Log format: `text` or `json`.
     #[arg(long, env = "FLASHSALE_LOG_FORMAT", default_value = "text")]

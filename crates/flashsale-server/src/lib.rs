@@ -59,6 +59,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         redis,
         settings.keys.clone(),
         settings.secrets.clone(),
+        settings.public_cache_ttl,
     );
     let shutdown = CancellationToken::new();
     let upkeep = tokio::spawn(upkeep::run(state.clone(), shutdown.clone()));

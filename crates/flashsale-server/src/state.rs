@@ -11,7 +11,8 @@ use crate::config::Secrets;
 use crate::sales::PublicCache;
 
 /// How long public sale views are cached unless configured otherwise.
-pub const DEFAULT_PUBLIC_CACHE_TTL: std::time::Duration = std::time::Duration::from_millis(500);
+pub const DEFAULT_PUBLIC_CACHE_TTL: std::time::Duration =
+    std::time::Duration::from_millis(crate::config::DEFAULT_PUBLIC_CACHE_MS);
 
 /// Cheap to clone: pools and `Arc`s. Nothing in it is per-instance truth (the server is
 /// stateless; several instances share one Redis and one PostgreSQL).
@@ -45,12 +46,14 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// State over the given pools, with ledgers and queues under `keys`.
+    /// State over the given pools, with ledgers and queues under `keys`, and public views cached
+    /// for `public_cache_ttl`.
     pub fn new(
         db: PgPool,
         redis: deadpool_redis::Pool,
         keys: flashsale_core::KeySpace,
         secrets: Secrets,
+        public_cache_ttl: std::time::Duration,
     ) -> AppState {
         AppState {
             inventory: Inventory::new(redis.clone(), keys.clone()),
@@ -60,7 +63,7 @@ impl AppState {
             secrets: Arc::new(secrets),
             metrics: crate::metrics::handle(),
             openapi: Arc::new(OnceLock::new()),
-            public_cache: Arc::new(PublicCache::new(DEFAULT_PUBLIC_CACHE_TTL)),
+            public_cache: Arc::new(PublicCache::new(public_cache_ttl)),
         }
     }
 }

@@ -156,7 +156,13 @@ async fn readiness_reports_a_dead_redis_while_health_stays_up(db: sqlx::PgPool) 
 
     let port = free_port();
     let dead = startup::redis_pool(&format!("redis://127.0.0.1:{port}"), 2).unwrap();
-    let state = AppState::new(db, dead, app.redis.keys.clone(), Secrets::dev());
+    let state = AppState::new(
+        db,
+        dead,
+        app.redis.keys.clone(),
+        Secrets::dev(),
+        Duration::ZERO,
+    );
     let broken = TestApp {
         router: flashsale_server::app(state.clone(), 1024),
         state,

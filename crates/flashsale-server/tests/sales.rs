@@ -295,11 +295,7 @@ async fn the_status_follows_the_clock_from_prequeue_to_open(db: sqlx::PgPool) {
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
 async fn public_views_are_cached_until_an_admin_change_on_this_instance(db: sqlx::PgPool) {
-    let mut app = TestApp::new(db).await;
-    app.state.public_cache = std::sync::Arc::new(flashsale_server::sales::PublicCache::new(
-        std::time::Duration::from_secs(3600),
-    ));
-    app.router = flashsale_server::app(app.state.clone(), common::MAX_BODY_BYTES);
+    let app = TestApp::with_cache_ttl(db, std::time::Duration::from_secs(3600)).await;
     let id = app.create_sale(weekly_sale()).await["id"].as_i64().unwrap();
     let public = format!("/sales/{id}");
     assert_eq!(app.get(&public).await.body["units_left"], 100);
@@ -326,11 +322,7 @@ async fn public_views_are_cached_until_an_admin_change_on_this_instance(db: sqlx
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
 async fn a_zero_ttl_serves_every_public_read_fresh(db: sqlx::PgPool) {
-    let mut app = TestApp::new(db).await;
-    app.state.public_cache = std::sync::Arc::new(flashsale_server::sales::PublicCache::new(
-        std::time::Duration::ZERO,
-    ));
-    app.router = flashsale_server::app(app.state.clone(), common::MAX_BODY_BYTES);
+    let app = TestApp::with_cache_ttl(db, std::time::Duration::ZERO).await;
     let id = app.create_sale(weekly_sale()).await["id"].as_i64().unwrap();
     assert_eq!(
         app.get(&format!("/sales/{id}")).await.body["units_left"],

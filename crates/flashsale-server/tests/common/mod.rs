@@ -50,6 +50,11 @@ impl Reply {
 
 impl TestApp {
     pub async fn new(db: PgPool) -> TestApp {
+        TestApp::with_cache_ttl(db, flashsale_server::state::DEFAULT_PUBLIC_CACHE_TTL).await
+    }
+
+    /// A test app whose public views are cached for `ttl`.
+    pub async fn with_cache_ttl(db: PgPool, ttl: std::time::Duration) -> TestApp {
         let redis = TestRedis::new();
         flashsale_inventory::scripts::load_all(&redis.pool)
             .await
@@ -59,6 +64,7 @@ impl TestApp {
             redis.pool.clone(),
             redis.keys.clone(),
             Secrets::dev(),
+            ttl,
         );
         let router = app(state.clone(), MAX_BODY_BYTES);
         TestApp {
