@@ -216,17 +216,33 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// Redis errors: a connection that broke or timed out is a 503 (retrying is safe); anything
+/// else (a script error, a wrong type) is a bug.
+fn from_redis(error: redis::RedisError) -> ApiError {
+    if error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+    {
+        ApiError::Unavailable("Redis is unavailable; retry shortly".to_owned())
+    } else {
+        ApiError::Internal(error.into())
+    }
+}
+
+impl From<deadpool_redis::PoolError> for ApiError {
+    fn from(_: deadpool_redis::PoolError) -> ApiError {
+        ApiError::Unavailable("Redis is unavailable; retry shortly".to_owned())
+    }
+}
+
 impl From<flashsale_inventory::InventoryError> for ApiError {
     fn from(error: flashsale_inventory::InventoryError) -> ApiError {
         use flashsale_inventory::InventoryError as E;
         match error {
-            E::NoConnection(_) => {
-                ApiError::Unavailable("Redis is unavailable; retry shortly".to_owned())
-            }
-            E::Redis(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
-                ApiError::Unavailable("Redis is unavailable; retry shortly".to_owned())
-            }
-            other => ApiError::Internal(other.into()),
+            E::NoConnection(e) => e.into(),
+            E::Redis(e) => from_redis(e),
+            other @ E::MalformedReply { .. } => ApiError::Internal(other.into()),
         }
     }
 }
@@ -235,13 +251,9 @@ impl From<flashsale_queue::QueueError> for ApiError {
     fn from(error: flashsale_queue::QueueError) -> ApiError {
         use flashsale_queue::QueueError as E;
         match error {
-            E::NoConnection(_) => {
-                ApiError::Unavailable("Redis is unavailable; retry shortly".to_owned())
-            }
-            E::Redis(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
-                ApiError::Unavailable("Redis is unavailable; retry shortly".to_owned())
-            }
-            other => ApiError::Internal(other.into()),
+            E::NoConnection(e) => e.into(),
+            E::Redis(e) => from_redis(e),
+            other @ E::CorruptCounter { .. } => ApiError::Internal(other.into()),
         }
     }
 }

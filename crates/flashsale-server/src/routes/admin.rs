@@ -194,6 +194,30 @@ async fn patch_sale(
     ))
 }
 
+/// What pause, resume and close answer.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // describes responses for the OpenAPI document; never constructed
+enum StatusChangeResponses {
+    /// The sale after the change (`ETag`: its new version).
+    #[response(status = 200)]
+    Changed(#[to_schema] AdminSale),
+    /// unauthorized
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(#[to_schema] Problem),
+    /// not_found
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(#[to_schema] Problem),
+    /// sale_ended (pause, resume) or batch_finished
+    #[response(status = 409, content_type = "application/problem+json")]
+    Conflict(#[to_schema] Problem),
+    /// precondition_failed: If-Match names another version
+    #[response(status = 412, content_type = "application/problem+json")]
+    PreconditionFailed(#[to_schema] Problem),
+    /// unavailable
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(#[to_schema] Problem),
+}
+
 async fn status_change(
     state: AppState,
     admin: Admin,
@@ -212,13 +236,7 @@ async fn status_change(
     post, path = "/admin/sales/{id}/pause", tag = "admin",
     params(("id" = i64, Path, description = "Sale id"), ("If-Match" = Option<String>, Header, description = "The ETag last read")),
     security(("admin_token" = [])),
-    responses(
-        (status = 200, body = AdminSale),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "sale_ended or batch_finished", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "precondition_failed", body = Problem, content_type = "application/problem+json"),
-    )
+    responses(StatusChangeResponses)
 )]
 async fn pause_sale(
     State(state): State<AppState>,
@@ -234,13 +252,7 @@ async fn pause_sale(
     post, path = "/admin/sales/{id}/resume", tag = "admin",
     params(("id" = i64, Path, description = "Sale id"), ("If-Match" = Option<String>, Header, description = "The ETag last read")),
     security(("admin_token" = [])),
-    responses(
-        (status = 200, body = AdminSale),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "sale_ended or batch_finished", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "precondition_failed", body = Problem, content_type = "application/problem+json"),
-    )
+    responses(StatusChangeResponses)
 )]
 async fn resume_sale(
     State(state): State<AppState>,
@@ -256,12 +268,7 @@ async fn resume_sale(
     post, path = "/admin/sales/{id}/close", tag = "admin",
     params(("id" = i64, Path, description = "Sale id"), ("If-Match" = Option<String>, Header, description = "The ETag last read")),
     security(("admin_token" = [])),
-    responses(
-        (status = 200, body = AdminSale),
-        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "precondition_failed", body = Problem, content_type = "application/problem+json"),
-    )
+    responses(StatusChangeResponses)
 )]
 async fn close_sale(
     State(state): State<AppState>,
