@@ -114,3 +114,85 @@ mod tests {
         );
     }
 }
+
+/// A buyer, as named by the `sub` claim of their identity provider's JWT: 1–64 characters, no
+/// control characters. Opaque to flashsale: it is compared, hashed and stored, never parsed.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(try_from = "String", into = "String")]
+#[schema(value_type = String, example = "user-42")]
+pub struct UserId(String);
+
+/// A `sub` claim that cannot name a buyer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a user id must be 1–64 characters without control characters")]
+pub struct InvalidUserId;
+
+impl UserId {
+    /// The id as given.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for UserId {
+    type Error = InvalidUserId;
+    fn try_from(value: String) -> Result<UserId, InvalidUserId> {
+        let chars = value.chars().count();
+        if (1..=64).contains(&chars) && !value.chars().any(char::is_control) {
+            Ok(UserId(value))
+        } else {
+            Err(InvalidUserId)
+        }
+    }
+}
+
+impl From<UserId> for String {
+    fn from(id: UserId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod user_tests {
+    use super::*;
+
+    #[test]
+    fn user_ids_are_one_to_sixty_four_characters_without_controls() {
+        assert!(UserId::try_from("u".repeat(64)).is_ok());
+        assert!(UserId::try_from("用户".to_owned()).is_ok());
+        for bad in [String::new(), "u".repeat(65), "a\nb".to_owned()] {
+            assert_eq!(UserId::try_from(bad), Err(InvalidUserId));
+        }
+    }
+}
+
+/// The secret seed of a batch's pre-queue draw (see the queue crate). Kept out of `Debug`: while
+/// the batch runs, knowing it would let a buyer predict the draw.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PrequeueSeed(Vec<u8>);
+
+impl PrequeueSeed {
+    /// Wraps stored bytes.
+    pub fn new(bytes: Vec<u8>) -> PrequeueSeed {
+        PrequeueSeed(bytes)
+    }
+
+    /// The seed's bytes (for storing it, hashing with it, or publishing it after the batch).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PrequeueSeed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PrequeueSeed(***)")
+    }
+}

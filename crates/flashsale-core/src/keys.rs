@@ -81,6 +81,42 @@ impl BatchKeys {
     pub fn queue_serving(&self) -> String {
         self.key("q:serving")
     }
+
+    /// Sorted set: buyers who joined during the pre-queue, scored by their keyed-hash rank.
+    pub fn queue_prequeue(&self) -> String {
+        self.key("q:pre")
+    }
+
+    /// Hash: user id → ticket, for buyers who joined after the opening.
+    pub fn queue_members(&self) -> String {
+        self.key("q:members")
+    }
+
+    /// String: the size of the pre-queue cohort, fixed ("sealed") at the opening.
+    pub fn queue_sealed(&self) -> String {
+        self.key("q:sealed")
+    }
+
+    /// Sorted set: admission steps still open, member = the step's last ticket, score = when its
+    /// admissions expire (Unix ms).
+    pub fn queue_steps(&self) -> String {
+        self.key("q:steps")
+    }
+
+    /// Sorted set: the same steps scored by their last ticket, to find a ticket's step.
+    pub fn queue_steps_by_ticket(&self) -> String {
+        self.key("q:steps:by-ticket")
+    }
+
+    /// Hash: per step `<last>:n` (admitted), `<last>:r` (reserved since), `<last>:at`, `<last>:exp`.
+    pub fn queue_step_info(&self) -> String {
+        self.key("q:steps:info")
+    }
+
+    /// Hash: the admission ticker's state (`last_ms`, `allowance`, `inflight`).
+    pub fn queue_ticker(&self) -> String {
+        self.key("q:ticker")
+    }
 }
 
 #[cfg(test)]
@@ -99,7 +135,19 @@ mod tests {
         let sale = SaleId::try_from(42).unwrap();
         for batch in [BatchNo::FIRST, BatchNo::FIRST.next()] {
             let keys = space.batch(sale, batch);
-            for key in [keys.ledger(), keys.queue_tail(), keys.queue_serving()] {
+            let all = [
+                keys.ledger(),
+                keys.queue_tail(),
+                keys.queue_serving(),
+                keys.queue_prequeue(),
+                keys.queue_members(),
+                keys.queue_sealed(),
+                keys.queue_steps(),
+                keys.queue_steps_by_ticket(),
+                keys.queue_step_info(),
+                keys.queue_ticker(),
+            ];
+            for key in all {
                 assert_eq!(hash_tag(&key), "sale:42", "{key}");
                 assert!(key.starts_with("fs:{sale:42}:b:"), "{key}");
             }

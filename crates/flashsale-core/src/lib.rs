@@ -12,6 +12,6 @@ pub mod ids;
 pub mod keys;
 pub mod units;
 
-pub use ids::{BatchNo, SaleId};
+pub use ids::{BatchNo, PrequeueSeed, SaleId, UserId};
 pub use keys::{BatchKeys, KeySpace};
 pub use units::Units;

@@ -1,8 +1,11 @@
 //! The token queue: who may try to buy, in which order, at what pace.
 //!
 //! # Layout
-//! - [`Queue`]: the entry point over one key space.
-//! - [`QueueStats`]: the counters operations watch live.
+//! - [`Queue`]: the entry point over one key space: join, admit (the ticker step), read counters,
+//!   look up a place or an admission window. One Lua script per atomic operation (`lua/`).
+//! - [`tokens`]: the signed ticket (a place carried by the client, so polls need no Redis) and
+//!   the signed, single-use admission token; the pre-queue rank.
+//! - [`signing`]: the HMAC-SHA256 token format both use.
 //! - [`QueueError`]: what can go wrong.
 //!
 //! # The counters
@@ -11,11 +14,25 @@
 //! (`BatchKeys::queue_serving`) moves forward at the admission rate, and every ticket at or below
 //! it is admitted. Both are plain integers in the sale's hash slot, so reading them is one `MGET`.
 //!
-//! Joining, the pre-queue draw, admission tokens and the serving ticker arrive with the queue
-//! issue; this crate already owns the key layout's queue half and the live counters.
+//! # Fairness
+//! Buyers who join during the pre-queue are equal: they are kept in a sorted set scored by
+//! [`tokens::prequeue_rank`], a keyed hash of their id under the batch's secret seed, and at the
+//! opening the set is sealed: they hold tickets 1..P in rank order. Later joiners get P+1, P+2, …
+//! in arrival order. The serving counter only moves forward, so admission follows ticket order.
+//!
+//! # Pace
+//! [`Queue::admit`] is the ticker step any instance may run: a token bucket in Redis caps the
+//! global rate, and the stock left caps how many admitted buyers may be in flight at once.
 
-use flashsale_core::{BatchNo, KeySpace, SaleId};
+use flashsale_core::{BatchNo, KeySpace, SaleId, UserId};
+use redis::Value;
 use serde::Serialize;
+
+pub mod scripts;
+pub mod signing;
+pub mod tokens;
+
+pub use tokens::{AdmissionClaims, AdmissionWindow, Ticket, TokenError, Tokens};
 
 /// What can go wrong reading or changing a queue.
 #[derive(Debug, thiserror::Error)]
@@ -29,15 +46,116 @@ pub enum QueueError {
     /// A counter holds something that is not a non-negative integer.
     #[error("queue counter {key} holds {value}, not a count")]
     CorruptCounter { key: String, value: i64 },
+    /// A script replied with something its contract does not allow.
+    #[error("unexpected reply from {operation}: {reply}")]
+    MalformedReply {
+        operation: &'static str,
+        reply: String,
+    },
 }
 
 /// A batch's queue counters at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, utoipa::ToSchema)]
 pub struct QueueStats {
-    /// Buyers who have joined the batch's queue.
+    /// Buyers who have joined the batch's queue (pre-queue included).
     pub queued: u64,
     /// Buyers admitted so far (the serving counter, capped by `queued`).
     pub admitted: u64,
+}
+
+/// When a batch's queue accepts buyers, as Unix milliseconds (the scripts compare them with
+/// Redis's clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueWindow {
+    pub sale: SaleId,
+    pub batch: BatchNo,
+    /// The pre-queue opens.
+    pub prequeue_opens_at_ms: i64,
+    /// The batch opens: the pre-queue is drawn and admission starts.
+    pub opens_at_ms: i64,
+    /// The batch's window ends, if it has an end.
+    pub closes_at_ms: Option<i64>,
+}
+
+/// How fast and how far admission may go.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdmissionPolicy {
+    /// Buyers admitted per second at most, across all instances.
+    pub rate: u32,
+    /// Buyers in flight (admitted, turn running, not reserved) per unit available, 1.0–1.5: a
+    /// little above 1 makes up for buyers who never act.
+    pub oversubscription: f64,
+    /// How long an admitted buyer has to reserve, in milliseconds.
+    pub ttl_ms: i64,
+}
+
+/// Outcome of [`Queue::join`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joined {
+    /// In the pre-queue; the place is drawn at the opening. `new`: this call added the buyer.
+    Prequeue { new: bool },
+    /// Holds ticket `number` (1-based). `new`: this call handed it out.
+    Ticket { number: u64, new: bool },
+    /// The pre-queue has not opened yet.
+    NotOpen,
+    /// The batch is closed.
+    Closed,
+    /// Every unit is sold; new buyers are not queued.
+    SoldOut,
+}
+
+/// A buyer's place as stored in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// Joined during the pre-queue: ticket `rank` once the batch has opened (the draw's order).
+    Drawn { rank: u64 },
+    /// Joined after the opening with this ticket.
+    Ticket(u64),
+}
+
+/// Outcome of one [`Queue::admit`] call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Admitted {
+    /// Buyers admitted by this call.
+    pub admitted: u64,
+    /// The serving counter after it.
+    pub serving: u64,
+    /// Tickets handed out.
+    pub tail: u64,
+    /// Admitted buyers whose turn runs and who have not reserved.
+    pub inflight: u64,
+}
+
+/// Where an admitted ticket stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Not admitted yet.
+    Waiting,
+    /// Admitted at `admitted_at_ms`; may reserve until `window.expires_at_ms`.
+    Admitted {
+        window: AdmissionWindow,
+        admitted_at_ms: i64,
+    },
+    /// Admitted, but the turn ran out.
+    Expired,
+}
+
+/// The serving counter and queue length of a batch, read together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counters {
+    /// Tickets at or below it are admitted.
+    pub serving: u64,
+    /// Tickets handed out (the pre-queue cohort counts once sealed).
+    pub tail: u64,
+    /// Buyers in the pre-queue.
+    pub prequeue: u64,
+}
+
+impl Counters {
+    /// Buyers who joined, pre-queue included.
+    pub fn queued(&self) -> u64 {
+        self.tail.max(self.prequeue)
+    }
 }
 
 /// The queues of every batch under one key space.
@@ -55,18 +173,181 @@ impl std::fmt::Debug for Queue {
     }
 }
 
+fn malformed(operation: &'static str, reply: &dyn std::fmt::Debug) -> QueueError {
+    QueueError::MalformedReply {
+        operation,
+        reply: format!("{reply:?}"),
+    }
+}
+
+fn count(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+fn text(v: &Value) -> Option<&str> {
+    match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
+
 impl Queue {
     /// Queues under `keys`, reached through `pool`.
     pub fn new(pool: deadpool_redis::Pool, keys: KeySpace) -> Queue {
         Queue { pool, keys }
     }
 
-    /// The live counters of several batches in one round trip (one `MGET` per batch, pipelined:
-    /// the keys of different sales may live in different cluster slots). Order follows `batches`.
-    pub async fn stats(
+    /// Puts `user` in the batch's queue (idempotent: a second call returns the same place).
+    pub async fn join(
+        &self,
+        window: &QueueWindow,
+        user: &UserId,
+        rank: u64,
+    ) -> Result<Joined, QueueError> {
+        let keys = self.keys.batch(window.sale, window.batch);
+        let mut conn = self.pool.get().await?;
+        let reply: Value = scripts::JOIN
+            .key(keys.ledger())
+            .key(keys.queue_prequeue())
+            .key(keys.queue_members())
+            .key(keys.queue_tail())
+            .key(keys.queue_sealed())
+            .arg(user.as_str())
+            .arg(rank)
+            .arg(window.prequeue_opens_at_ms)
+            .arg(window.opens_at_ms)
+            .arg(window.closes_at_ms.unwrap_or(0))
+            .invoke_async(&mut conn)
+            .await?;
+        let bad = || malformed("join", &reply);
+        let Value::Array(items) = &reply else {
+            return Err(bad());
+        };
+        let [outcome, number, new] = items.as_slice() else {
+            return Err(bad());
+        };
+        let (number, new) = (
+            count(number).ok_or_else(bad)?,
+            count(new).ok_or_else(bad)? == 1,
+        );
+        match text(outcome) {
+            Some("pre") => Ok(Joined::Prequeue { new }),
+            Some("ticket") if number >= 1 => Ok(Joined::Ticket { number, new }),
+            Some("not_open") => Ok(Joined::NotOpen),
+            Some("closed") => Ok(Joined::Closed),
+            Some("sold_out") => Ok(Joined::SoldOut),
+            _ => Err(bad()),
+        }
+    }
+
+    /// One ticker step for the batch: admits as many waiting buyers as the rate and the stock
+    /// allow right now. Safe to call from every instance at any frequency.
+    pub async fn admit(
+        &self,
+        window: &QueueWindow,
+        policy: &AdmissionPolicy,
+    ) -> Result<Admitted, QueueError> {
+        let keys = self.keys.batch(window.sale, window.batch);
+        let mut conn = self.pool.get().await?;
+        let reply: Vec<i64> = scripts::ADMIT
+            .key(keys.ledger())
+            .key(keys.queue_prequeue())
+            .key(keys.queue_tail())
+            .key(keys.queue_sealed())
+            .key(keys.queue_serving())
+            .key(keys.queue_steps())
+            .key(keys.queue_step_info())
+            .key(keys.queue_ticker())
+            .key(keys.queue_steps_by_ticket())
+            .arg(policy.rate)
+            .arg(policy.oversubscription)
+            .arg(policy.ttl_ms)
+            .arg(window.opens_at_ms)
+            .invoke_async(&mut conn)
+            .await?;
+        let bad = || malformed("admit", &reply);
+        let [admitted, serving, tail, inflight] = reply.as_slice() else {
+            return Err(bad());
+        };
+        let n = |v: &i64| u64::try_from(*v).map_err(|_| bad());
+        Ok(Admitted {
+            admitted: n(admitted)?,
+            serving: n(serving)?,
+            tail: n(tail)?,
+            inflight: n(inflight)?,
+        })
+    }
+
+    /// Whether `ticket` is admitted, and its window if so.
+    pub async fn admission(
+        &self,
+        sale: SaleId,
+        batch: BatchNo,
+        ticket: u64,
+    ) -> Result<Admission, QueueError> {
+        let keys = self.keys.batch(sale, batch);
+        let mut conn = self.pool.get().await?;
+        let reply: Value = scripts::ADMISSION_WINDOW
+            .key(keys.queue_serving())
+            .key(keys.queue_steps_by_ticket())
+            .key(keys.queue_step_info())
+            .arg(ticket)
+            .invoke_async(&mut conn)
+            .await?;
+        let bad = || malformed("admission_window", &reply);
+        let Value::Array(items) = &reply else {
+            return Err(bad());
+        };
+        match (items.first().and_then(text), &items[1.min(items.len())..]) {
+            (Some("waiting"), []) => Ok(Admission::Waiting),
+            (Some("expired"), []) => Ok(Admission::Expired),
+            (Some("admitted"), [Value::Int(step), Value::Int(at), Value::Int(exp)]) => {
+                Ok(Admission::Admitted {
+                    window: AdmissionWindow {
+                        step: u64::try_from(*step).map_err(|_| bad())?,
+                        expires_at_ms: *exp,
+                    },
+                    admitted_at_ms: *at,
+                })
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    /// The buyer's place, or `None` if they have not joined.
+    pub async fn place(
+        &self,
+        sale: SaleId,
+        batch: BatchNo,
+        user: &UserId,
+    ) -> Result<Option<Place>, QueueError> {
+        let keys = self.keys.batch(sale, batch);
+        let mut conn = self.pool.get().await?;
+        let (rank, ticket): (Option<u64>, Option<u64>) = redis::pipe()
+            .cmd("ZRANK")
+            .arg(keys.queue_prequeue())
+            .arg(user.as_str())
+            .cmd("HGET")
+            .arg(keys.queue_members())
+            .arg(user.as_str())
+            .query_async(&mut conn)
+            .await?;
+        Ok(match (rank, ticket) {
+            (Some(rank), _) => Some(Place::Drawn { rank: rank + 1 }),
+            (None, Some(ticket)) => Some(Place::Ticket(ticket)),
+            (None, None) => None,
+        })
+    }
+
+    /// The counters of several batches in one round trip. Order follows `batches`.
+    pub async fn counters(
         &self,
         batches: &[(SaleId, BatchNo)],
-    ) -> Result<Vec<QueueStats>, QueueError> {
+    ) -> Result<Vec<Counters>, QueueError> {
         if batches.is_empty() {
             return Ok(Vec::new());
         }
@@ -76,27 +357,48 @@ impl Queue {
             pipe.cmd("MGET")
                 .arg(keys.queue_tail())
                 .arg(keys.queue_serving());
+            pipe.cmd("ZCARD").arg(keys.queue_prequeue());
         }
         let mut conn = self.pool.get().await?;
-        let replies: Vec<(Option<i64>, Option<i64>)> = pipe.query_async(&mut conn).await?;
+        let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
         replies
-            .into_iter()
+            .chunks(2)
             .zip(batches)
-            .map(|((tail, serving), (sale, batch))| {
+            .map(|(pair, (sale, batch))| {
                 let keys = self.keys.batch(*sale, *batch);
-                let count = |key: String, value: Option<i64>| {
-                    u64::try_from(value.unwrap_or(0)).map_err(|_| QueueError::CorruptCounter {
-                        key,
-                        value: value.unwrap_or(0),
-                    })
+                let bad = || malformed("counters", &pair);
+                let [Value::Array(mget), Value::Int(prequeue)] = pair else {
+                    return Err(bad());
                 };
-                let queued = count(keys.queue_tail(), tail)?;
-                let serving = count(keys.queue_serving(), serving)?;
-                Ok(QueueStats {
-                    queued,
-                    admitted: serving.min(queued),
+                let counter = |key: String, value: Option<&Value>| -> Result<u64, QueueError> {
+                    let n: i64 = match value {
+                        None | Some(Value::Nil) => 0,
+                        Some(v) => redis::from_redis_value(v)?,
+                    };
+                    u64::try_from(n).map_err(|_| QueueError::CorruptCounter { key, value: n })
+                };
+                Ok(Counters {
+                    tail: counter(keys.queue_tail(), mget.first())?,
+                    serving: counter(keys.queue_serving(), mget.get(1))?,
+                    prequeue: u64::try_from(*prequeue).map_err(|_| bad())?,
                 })
             })
             .collect()
+    }
+
+    /// The live numbers operations watch, for several batches in one round trip.
+    pub async fn stats(
+        &self,
+        batches: &[(SaleId, BatchNo)],
+    ) -> Result<Vec<QueueStats>, QueueError> {
+        Ok(self
+            .counters(batches)
+            .await?
+            .into_iter()
+            .map(|c| QueueStats {
+                queued: c.queued(),
+                admitted: c.serving.min(c.queued()),
+            })
+            .collect())
     }
 }

@@ -1,7 +1,7 @@
 //! Sales and batches as stored, and a batch's status at a given instant.
 
 use chrono::{DateTime, Utc};
-use flashsale_core::{BatchNo, SaleId, Units};
+use flashsale_core::{BatchNo, PrequeueSeed, SaleId, Units};
 use serde::Serialize;
 
 use crate::config::SaleConfig;
@@ -33,6 +33,15 @@ pub struct Batch {
     pub paused: bool,
     /// Operations closed the batch before its window ended.
     pub closed_at: Option<DateTime<Utc>>,
+    /// Secret seed of the pre-queue draw; published once the batch is closed.
+    pub prequeue_seed: PrequeueSeed,
+}
+
+/// 32 bytes from the thread's CSPRNG (ChaCha, seeded by the OS).
+fn fresh_seed() -> PrequeueSeed {
+    let mut bytes = vec![0u8; 32];
+    rand::Rng::fill(&mut rand::rng(), &mut bytes[..]);
+    PrequeueSeed::new(bytes)
 }
 
 /// Where a batch stands, as shoppers and operations see it.
@@ -95,6 +104,7 @@ impl Batch {
             stock: config.stock,
             paused: false,
             closed_at: None,
+            prequeue_seed: fresh_seed(),
         }
     }
 
@@ -114,6 +124,7 @@ impl Batch {
             stock: config.stock,
             paused: false,
             closed_at: None,
+            prequeue_seed: fresh_seed(),
         })
     }
 }
@@ -133,6 +144,7 @@ mod tests {
             stock: Units::new(10),
             paused: false,
             closed_at: None,
+            prequeue_seed: fresh_seed(),
         };
         (b, now)
     }

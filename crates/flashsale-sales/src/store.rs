@@ -5,7 +5,7 @@
 //! (`sqlx::query_as`, not the `query!` macros) so the workspace builds without a database.
 
 use chrono::{DateTime, NaiveTime, Utc};
-use flashsale_core::{BatchNo, SaleId, Units};
+use flashsale_core::{BatchNo, PrequeueSeed, SaleId, Units};
 use sqlx::PgConnection;
 
 use crate::batch::{Batch, Sale};
@@ -111,9 +111,11 @@ struct BatchRow {
     stock: i64,
     paused: bool,
     closed_at: Option<DateTime<Utc>>,
+    prequeue_seed: Vec<u8>,
 }
 
-const BATCH_COLUMNS: &str = "sale_id, batch_no, opens_at, closes_at, stock, paused, closed_at";
+const BATCH_COLUMNS: &str =
+    "sale_id, batch_no, opens_at, closes_at, stock, paused, closed_at, prequeue_seed";
 
 impl TryFrom<BatchRow> for Batch {
     type Error = SalesError;
@@ -130,6 +132,7 @@ impl TryFrom<BatchRow> for Batch {
             stock: Units::try_from(row.stock).map_err(|e| corrupt(e.to_string()))?,
             paused: row.paused,
             closed_at: row.closed_at,
+            prequeue_seed: PrequeueSeed::new(row.prequeue_seed),
         })
     }
 }
@@ -261,8 +264,8 @@ pub async fn list_sales(
 /// the sale over first). Returns whether this call inserted it.
 pub async fn insert_batch(conn: &mut PgConnection, batch: &Batch) -> Result<bool, SalesError> {
     let done = sqlx::query(
-        "INSERT INTO sale_batches (sale_id, batch_no, opens_at, closes_at, stock, paused, closed_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        "INSERT INTO sale_batches (sale_id, batch_no, opens_at, closes_at, stock, paused, closed_at, prequeue_seed) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
     )
     .bind(batch.sale_id.get())
     .bind(batch.batch_no.get())
@@ -271,6 +274,7 @@ pub async fn insert_batch(conn: &mut PgConnection, batch: &Batch) -> Result<bool
     .bind(batch.stock.to_i64())
     .bind(batch.paused)
     .bind(batch.closed_at)
+    .bind(batch.prequeue_seed.as_bytes())
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -253,7 +253,9 @@ impl From<flashsale_queue::QueueError> for ApiError {
         match error {
             E::NoConnection(e) => e.into(),
             E::Redis(e) => from_redis(e),
-            other @ E::CorruptCounter { .. } => ApiError::Internal(other.into()),
+            other @ (E::CorruptCounter { .. } | E::MalformedReply { .. }) => {
+                ApiError::Internal(other.into())
+            }
         }
     }
 }

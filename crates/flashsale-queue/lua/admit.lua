@@ -1,0 +1,83 @@
+-- admit: move a batch's "now serving" counter forward, at most at the admission rate and only as
+-- far as the stock left can serve the buyers admitted and not yet finished.
+--
+-- KEYS[1] ledger hash        KEYS[4] sealed           KEYS[7] step info hash
+-- KEYS[2] pre-queue zset     KEYS[5] serving counter  KEYS[8] ticker hash (last_ms, allowance,
+-- KEYS[3] tail counter       KEYS[6] steps zset         inflight)
+--                                    (score: expiry)  KEYS[9] steps-by-ticket zset
+-- ARGV[1] admission rate, buyers per second (>= 1)
+-- ARGV[2] oversubscription factor (1.0 - 1.5): buyers in flight per unit available
+-- ARGV[3] admission TTL, ms     ARGV[4] opening, Unix ms
+--
+-- Returns {admitted, serving, tail, inflight}: buyers admitted by this call, the counter after
+-- it, tickets handed out, and buyers admitted whose turn is still running and who have not
+-- reserved. Any number of instances may call it as often as they like: the allowance is a token
+-- bucket kept here, refilled from Redis's clock, so together they never admit faster than the
+-- rate. Each call that admits records a step (its last ticket, time, expiry, count); steps past
+-- their expiry are swept, and their buyers who did not reserve stop counting as in flight.
+
+if #KEYS ~= 9 or #ARGV ~= 4 then
+  return redis.error_reply('ERR admit expects 9 keys and 4 arguments')
+end
+local ledger, pre, tail, sealed, serving = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local steps, info, ticker, by_ticket = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local rate, factor = tonumber(ARGV[1]), tonumber(ARGV[2])
+local ttl, opens_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
+if not rate or rate < 1 or not factor or factor < 1 or not ttl or ttl < 1 then
+  return redis.error_reply('ERR admit: bad rate, factor or ttl')
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local function counters(admitted)
+  local inflight = tonumber(redis.call('HGET', ticker, 'inflight') or '0')
+  return {admitted, tonumber(redis.call('GET', serving) or '0'), tonumber(redis.call('GET', tail) or '0'), inflight}
+end
+if now < opens_ms then
+  return counters(0)
+end
+
+-- Seal the pre-queue cohort, so its tickets 1..P exist even if nobody joins after the opening.
+if redis.call('EXISTS', sealed) == 0 then
+  local cohort = redis.call('ZCARD', pre)
+  redis.call('SET', sealed, cohort)
+  redis.call('INCRBY', tail, cohort)
+end
+
+-- Sweep expired steps (a bounded number per call keeps the script short).
+local inflight = tonumber(redis.call('HGET', ticker, 'inflight') or '0')
+local expired = redis.call('ZRANGEBYSCORE', steps, '-inf', now, 'LIMIT', 0, 256)
+for _, step in ipairs(expired) do
+  local f = redis.call('HMGET', info, step .. ':n', step .. ':r')
+  inflight = inflight - (tonumber(f[1] or '0') - tonumber(f[2] or '0'))
+  redis.call('HDEL', info, step .. ':n', step .. ':r', step .. ':at', step .. ':exp')
+  redis.call('ZREM', steps, step)
+  redis.call('ZREM', by_ticket, step)
+end
+if inflight < 0 then inflight = 0 end
+
+-- Refill the token bucket: `rate` per second, at most one second's worth banked.
+local last = tonumber(redis.call('HGET', ticker, 'last_ms') or tostring(now))
+local allowance = tonumber(redis.call('HGET', ticker, 'allowance') or '0')
+allowance = math.min(rate, allowance + (now - last) * rate / 1000)
+
+local admitted = 0
+local state = redis.call('HMGET', ledger, 'available', 'paused', 'closed')
+local current = tonumber(redis.call('GET', serving) or '0')
+if state[1] and state[2] ~= '1' and state[3] ~= '1' then
+  local capacity = math.floor(tonumber(state[1]) * factor) - inflight
+  local waiting = tonumber(redis.call('GET', tail) or '0') - current
+  admitted = math.max(0, math.min(math.floor(allowance), capacity, waiting))
+end
+
+if admitted > 0 then
+  current = redis.call('INCRBY', serving, admitted)
+  allowance = allowance - admitted
+  inflight = inflight + admitted
+  local step = tostring(current)
+  redis.call('ZADD', steps, now + ttl, step)
+  redis.call('ZADD', by_ticket, current, step)
+  redis.call('HSET', info, step .. ':n', admitted, step .. ':r', 0, step .. ':at', now, step .. ':exp', now + ttl)
+end
+redis.call('HSET', ticker, 'last_ms', now, 'allowance', tostring(allowance), 'inflight', inflight)
+return {admitted, current, tonumber(redis.call('GET', tail) or '0'), inflight}

@@ -1,0 +1,68 @@
+-- join: put a buyer in a batch's queue, or return the place they already have.
+--
+-- KEYS[1]  ledger hash (total, sold, closed)          KEYS[4]  tail counter (tickets handed out)
+-- KEYS[2]  pre-queue sorted set (user -> rank)        KEYS[5]  sealed: pre-queue cohort size
+-- KEYS[3]  members hash (user -> ticket, after open)
+-- ARGV[1]  user id
+-- ARGV[2]  the user's pre-queue rank (integer < 2^52, from the batch's secret seed)
+-- ARGV[3]  pre-queue opening, Unix ms       ARGV[4]  opening, Unix ms
+-- ARGV[5]  end of the window, Unix ms (0 = none)
+--
+-- Returns {outcome, ticket, new}: outcome 'pre' (joined the pre-queue; ticket 0 until the draw),
+-- 'ticket' (place `ticket`, 1-based), 'not_open', 'closed' or 'sold_out' (ticket 0); new = 1 when
+-- this call created the place, 0 when it already existed. Time is Redis's own clock (TIME), one
+-- clock for every instance. Joining twice, from any number of tabs at once, yields one place.
+--
+-- At the first join or admission after the opening the pre-queue is sealed: its size P is fixed,
+-- pre-queue buyers hold tickets 1..P in rank order, and later joiners get P+1, P+2, ... in
+-- arrival order.
+
+if #KEYS ~= 5 or #ARGV ~= 5 then
+  return redis.error_reply('ERR join expects 5 keys and 5 arguments')
+end
+local ledger, pre, members, tail, sealed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local user, rank = ARGV[1], ARGV[2]
+local prequeue_ms, opens_ms, closes_ms = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local state = redis.call('HMGET', ledger, 'total', 'sold', 'closed')
+if not state[1] then
+  return redis.error_reply('ERR join: the batch has no ledger')
+end
+if state[3] == '1' or (closes_ms > 0 and now >= closes_ms) then
+  return {'closed', 0, 0}
+end
+if now < prequeue_ms then
+  return {'not_open', 0, 0}
+end
+
+if now < opens_ms then
+  local added = redis.call('ZADD', pre, 'NX', rank, user)
+  return {'pre', 0, added}
+end
+
+-- After the opening. A buyer who is already in keeps their place, sold out or not.
+local function seal()
+  if redis.call('EXISTS', sealed) == 0 then
+    local cohort = redis.call('ZCARD', pre)
+    redis.call('SET', sealed, cohort)
+    redis.call('INCRBY', tail, cohort)
+  end
+end
+local ranked = redis.call('ZRANK', pre, user)
+if ranked then
+  seal()
+  return {'ticket', ranked + 1, 0}
+end
+local ticket = redis.call('HGET', members, user)
+if ticket then
+  return {'ticket', tonumber(ticket), 0}
+end
+if tonumber(state[2]) >= tonumber(state[1]) then
+  return {'sold_out', 0, 0}
+end
+seal()
+ticket = redis.call('INCR', tail)
+redis.call('HSET', members, user, ticket)
+return {'ticket', ticket, 1}

@@ -1,0 +1,259 @@
+//! The two signed tokens of the queue: the buyer's ticket and the admission token.
+
+use flashsale_core::{BatchNo, PrequeueSeed, SaleId, UserId};
+use serde::{Deserialize, Serialize};
+
+use crate::signing::{Signer, hmac_sha256};
+
+/// A buyer's place, signed and handed to the client after joining; sent back on every status
+/// poll so the server knows the place without asking Redis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    /// The buyer.
+    pub user: UserId,
+    pub sale: SaleId,
+    pub batch: BatchNo,
+    /// Place in the queue (1-based); `None` while the pre-queue's order is not drawn yet.
+    pub number: Option<u64>,
+    /// Set once admitted: the admission step and when the admission expires.
+    pub admission: Option<AdmissionWindow>,
+}
+
+/// When an admitted buyer's turn ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmissionWindow {
+    /// The admission step (its last ticket), which the reservation reports back to.
+    pub step: u64,
+    /// Unix milliseconds (Redis's clock) after which the turn is lost.
+    pub expires_at_ms: i64,
+}
+
+/// The single-use right to reserve, bound to one buyer, sale, batch and ticket.
+///
+/// Its unique id is the ticket number: every ticket of a batch is admitted at most once, so the
+/// inventory step can consume `(batch, ticket)` to make the token single use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdmissionClaims {
+    pub user: UserId,
+    pub sale: SaleId,
+    pub batch: BatchNo,
+    /// The admitted ticket: the token's unique id within the batch.
+    pub ticket: u64,
+    /// The admission step the ticket belongs to.
+    pub step: u64,
+    /// Unix milliseconds after which the token is refused.
+    pub expires_at_ms: i64,
+}
+
+/// Why an admission token is refused. The API answers all of them with 403 `token_invalid`; the
+/// variants exist for logs and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not signed by this deployment (forged, tampered, truncated, another kind of token).
+    #[error("the admission token is not valid")]
+    Forged,
+    /// Signed, but for another buyer.
+    #[error("the admission token belongs to another buyer")]
+    WrongUser,
+    /// Signed, but for another sale or batch.
+    #[error("the admission token is for another sale or batch")]
+    WrongSale,
+    /// Signed, but its time is up.
+    #[error("the admission token has expired")]
+    Expired,
+}
+
+/// Signs and checks tickets and admission tokens, each with its own derived key.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    ticket: Signer,
+    admission: Signer,
+}
+
+impl Tokens {
+    /// Keys derived from the deployment's secret (`FLASHSALE_JWT_SECRET`).
+    pub fn new(secret: &[u8]) -> Tokens {
+        Tokens {
+            ticket: Signer::new(secret, "queue-ticket"),
+            admission: Signer::new(secret, "admission-token"),
+        }
+    }
+
+    /// The ticket as a string for the client.
+    pub fn sign_ticket(&self, ticket: &Ticket) -> String {
+        self.ticket.sign(ticket)
+    }
+
+    /// The ticket in `token` if it is genuine and belongs to this buyer and batch.
+    pub fn verify_ticket(
+        &self,
+        token: &str,
+        user: &UserId,
+        sale: SaleId,
+        batch: BatchNo,
+    ) -> Option<Ticket> {
+        self.ticket
+            .verify::<Ticket>(token)
+            .filter(|t| &t.user == user && t.sale == sale && t.batch == batch)
+    }
+
+    /// The admission token for `claims`.
+    pub fn sign_admission(&self, claims: &AdmissionClaims) -> String {
+        self.admission.sign(claims)
+    }
+
+    /// Checks an admission token presented by `user` for `sale`/`batch` at `now_ms`.
+    pub fn verify_admission(
+        &self,
+        token: &str,
+        user: &UserId,
+        sale: SaleId,
+        batch: BatchNo,
+        now_ms: i64,
+    ) -> Result<AdmissionClaims, TokenError> {
+        let claims: AdmissionClaims = self.admission.verify(token).ok_or(TokenError::Forged)?;
+        if &claims.user != user {
+            return Err(TokenError::WrongUser);
+        }
+        if claims.sale != sale || claims.batch != batch {
+            return Err(TokenError::WrongSale);
+        }
+        if now_ms >= claims.expires_at_ms {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+}
+
+/// A buyer's rank in the pre-queue draw: the first 52 bits of HMAC-SHA256(seed, user id).
+///
+/// 52 bits fit a Redis sorted-set score (a double) exactly, so Redis orders by the same number
+/// anyone can recompute from the published seed. Without the seed the rank is unpredictable, so
+/// arriving at 11:59:59.9 or at 11:50 makes no difference.
+pub fn prequeue_rank(seed: &PrequeueSeed, user: &UserId) -> u64 {
+    let mac = hmac_sha256(seed.as_bytes(), user.as_str().as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&mac[..8]);
+    u64::from_be_bytes(first) >> 12
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(s: &str) -> UserId {
+        UserId::try_from(s.to_owned()).unwrap()
+    }
+
+    fn ids() -> (SaleId, BatchNo) {
+        (SaleId::try_from(1).unwrap(), BatchNo::FIRST)
+    }
+
+    fn claims(expires_at_ms: i64) -> AdmissionClaims {
+        let (sale, batch) = ids();
+        AdmissionClaims {
+            user: user("alice"),
+            sale,
+            batch,
+            ticket: 7,
+            step: 10,
+            expires_at_ms,
+        }
+    }
+
+    #[test]
+    fn a_genuine_admission_token_verifies_for_its_buyer_sale_and_batch() {
+        let tokens = Tokens::new(b"secret");
+        let (sale, batch) = ids();
+        let token = tokens.sign_admission(&claims(2_000));
+        assert_eq!(
+            tokens.verify_admission(&token, &user("alice"), sale, batch, 1_000),
+            Ok(claims(2_000))
+        );
+    }
+
+    #[test]
+    fn forged_tampered_expired_and_misdirected_admission_tokens_are_refused() {
+        let tokens = Tokens::new(b"secret");
+        let (sale, batch) = ids();
+        let token = tokens.sign_admission(&claims(2_000));
+        let other_sale = SaleId::try_from(2).unwrap();
+        let forged = Tokens::new(b"guess").sign_admission(&claims(2_000));
+        let mut tampered = token.clone();
+        tampered.insert(3, 'x');
+        let ticket_not_admission = tokens.sign_ticket(&Ticket {
+            user: user("alice"),
+            sale,
+            batch,
+            number: Some(7),
+            admission: None,
+        });
+        let alice = user("alice");
+        assert_eq!(
+            tokens.verify_admission(&forged, &alice, sale, batch, 1_000),
+            Err(TokenError::Forged)
+        );
+        assert_eq!(
+            tokens.verify_admission(&tampered, &alice, sale, batch, 1_000),
+            Err(TokenError::Forged)
+        );
+        assert_eq!(
+            tokens.verify_admission(&ticket_not_admission, &alice, sale, batch, 1_000),
+            Err(TokenError::Forged)
+        );
+        assert_eq!(
+            tokens.verify_admission(&token, &user("bob"), sale, batch, 1_000),
+            Err(TokenError::WrongUser)
+        );
+        assert_eq!(
+            tokens.verify_admission(&token, &alice, other_sale, batch, 1_000),
+            Err(TokenError::WrongSale)
+        );
+        assert_eq!(
+            tokens.verify_admission(&token, &alice, sale, batch.next(), 1_000),
+            Err(TokenError::WrongSale)
+        );
+        assert_eq!(
+            tokens.verify_admission(&token, &alice, sale, batch, 2_000),
+            Err(TokenError::Expired)
+        );
+    }
+
+    #[test]
+    fn tickets_of_another_buyer_or_batch_are_ignored() {
+        let tokens = Tokens::new(b"secret");
+        let (sale, batch) = ids();
+        let ticket = Ticket {
+            user: user("alice"),
+            sale,
+            batch,
+            number: Some(3),
+            admission: None,
+        };
+        let token = tokens.sign_ticket(&ticket);
+        assert_eq!(
+            tokens.verify_ticket(&token, &user("alice"), sale, batch),
+            Some(ticket)
+        );
+        assert_eq!(
+            tokens.verify_ticket(&token, &user("bob"), sale, batch),
+            None
+        );
+        assert_eq!(
+            tokens.verify_ticket(&token, &user("alice"), sale, batch.next()),
+            None
+        );
+    }
+
+    #[test]
+    fn ranks_are_reproducible_from_the_seed_and_fit_a_double() {
+        let seed = PrequeueSeed::new(vec![7; 32]);
+        let rank = prequeue_rank(&seed, &user("alice"));
+        assert_eq!(rank, prequeue_rank(&seed, &user("alice")));
+        assert_ne!(
+            rank,
+            prequeue_rank(&PrequeueSeed::new(vec![8; 32]), &user("alice"))
+        );
+        assert!(rank < 1 << 52);
+    }
+}
