@@ -149,6 +149,9 @@ pub struct Counters {
     pub tail: u64,
     /// Buyers in the pre-queue.
     pub prequeue: u64,
+    /// Admitted buyers whose turn is running and who have not reserved (as of the last ticker
+    /// step).
+    pub inflight: u64,
 }
 
 impl Counters {
@@ -358,16 +361,17 @@ impl Queue {
                 .arg(keys.queue_tail())
                 .arg(keys.queue_serving());
             pipe.cmd("ZCARD").arg(keys.queue_prequeue());
+            pipe.cmd("HGET").arg(keys.queue_ticker()).arg("inflight");
         }
         let mut conn = self.pool.get().await?;
         let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
         replies
-            .chunks(2)
+            .chunks(3)
             .zip(batches)
             .map(|(pair, (sale, batch))| {
                 let keys = self.keys.batch(*sale, *batch);
                 let bad = || malformed("counters", &pair);
-                let [Value::Array(mget), Value::Int(prequeue)] = pair else {
+                let [Value::Array(mget), Value::Int(prequeue), inflight] = pair else {
                     return Err(bad());
                 };
                 let counter = |key: String, value: Option<&Value>| -> Result<u64, QueueError> {
@@ -381,6 +385,7 @@ impl Queue {
                     tail: counter(keys.queue_tail(), mget.first())?,
                     serving: counter(keys.queue_serving(), mget.get(1))?,
                     prequeue: u64::try_from(*prequeue).map_err(|_| bad())?,
+                    inflight: counter(keys.queue_ticker(), Some(inflight))?,
                 })
             })
             .collect()

@@ -40,6 +40,18 @@ impl Modify for Security {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "buyer_jwt",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "HS256 JWT signed with FLASHSALE_JWT_SECRET; sub = user id, exp required",
+                    ))
+                    .build(),
+            ),
+        );
     }
 }
 
@@ -61,6 +73,7 @@ impl Modify for ErrorCodes {
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::public::router())
+        .merge(routes::queue::router())
         .merge(routes::admin::router())
         .merge(routes::ops::router())
         .split_for_parts();

@@ -111,6 +111,18 @@ pub struct RawSettings {
     /// milliseconds; 0 disables the cache.
     #[arg(long, env = "FLASHSALE_PUBLIC_CACHE_MS", default_value_t = DEFAULT_PUBLIC_CACHE_MS)]
     pub public_cache_ms: u64,
+    /// Buyers admitted and not yet finished per unit of stock left (1.0–1.5): a little above 1
+    /// makes up for admitted buyers who never reserve.
+    #[arg(
+        long,
+        env = "FLASHSALE_ADMISSION_OVERSUBSCRIPTION",
+        default_value_t = 1.2
+    )]
+    pub admission_oversubscription: f64,
+    /// How long an instance reuses a batch's serving counter and stock for status polls, in
+    /// milliseconds: polls then cost no Redis round trip.
+    #[arg(long, env = "FLASHSALE_QUEUE_COUNTER_CACHE_MS", default_value_t = 50)]
+    pub queue_counter_cache_ms: u64,
     /// Log format: `text` or `json`.
     #[arg(long, env = "FLASHSALE_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -139,7 +151,26 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub redis_skip_policy_check: bool,
     pub public_cache_ttl: Duration,
+    pub queue: QueueSettings,
     pub log_format: LogFormat,
+}
+
+/// How the queue runs on this instance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueueSettings {
+    /// Buyers in flight per unit available.
+    pub oversubscription: f64,
+    /// Reuse of a batch's counters by status polls.
+    pub counter_cache_ttl: Duration,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            oversubscription: 1.2,
+            counter_cache_ttl: Duration::from_millis(50),
+        }
+    }
 }
 
 /// The three secrets, and whether they are the dev ones.
@@ -239,6 +270,11 @@ impl RawSettings {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError(format!("{name} must be at least 1")));
         }
+        if !(1.0..=1.5).contains(&self.admission_oversubscription) {
+            return Err(ConfigError(
+                "FLASHSALE_ADMISSION_OVERSUBSCRIPTION must be between 1.0 and 1.5".to_owned(),
+            ));
+        }
         Ok(Settings {
             database_url: self.database_url,
             redis_url: self.redis_url,
@@ -251,6 +287,10 @@ impl RawSettings {
             max_body_bytes: self.max_body_bytes,
             redis_skip_policy_check: self.redis_skip_policy_check,
             public_cache_ttl: Duration::from_millis(self.public_cache_ms),
+            queue: QueueSettings {
+                oversubscription: self.admission_oversubscription,
+                counter_cache_ttl: Duration::from_millis(self.queue_counter_cache_ms),
+            },
             log_format: self.log_format,
         })
     }

@@ -16,9 +16,12 @@
 
 pub mod app;
 pub mod auth;
+pub mod buyer;
+pub mod cache;
 pub mod config;
 pub mod metrics;
 pub mod problem;
+pub mod queue;
 pub mod routes;
 pub mod sales;
 pub mod startup;
@@ -53,16 +56,23 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     flashsale_inventory::scripts::load_all(&redis)
         .await
         .map_err(startup::StartupError::from)?;
+    flashsale_queue::scripts::load_all(&redis)
+        .await
+        .map_err(startup::StartupError::from)?;
 
     let state = AppState::new(
         db.clone(),
         redis,
         settings.keys.clone(),
         settings.secrets.clone(),
-        settings.public_cache_ttl,
+        state::Tuning {
+            public_cache_ttl: settings.public_cache_ttl,
+            queue: settings.queue,
+        },
     );
     let shutdown = CancellationToken::new();
     let upkeep = tokio::spawn(upkeep::run(state.clone(), shutdown.clone()));
+    let admission = tokio::spawn(queue::run_admission(state.clone(), shutdown.clone()));
     let router = app(state, settings.max_body_bytes);
 
     let listener = tokio::net::TcpListener::bind(settings.addr).await?;
@@ -75,6 +85,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     .await?;
     shutdown.cancel();
     upkeep.await?;
+    admission.await?;
     db.close().await;
     tracing::info!("flashsale stopped");
     Ok(())

@@ -44,6 +44,9 @@ pub struct Problem {
     /// The current version of the resource (`precondition_failed` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_version: Option<i64>,
+    /// When the queue opens (`not_open` only): the pre-queue's opening.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opens_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Why a request failed. Each variant's doc names its status and `code`.
@@ -68,6 +71,15 @@ pub enum ApiError {
     /// (`stock_below_committed`, `sale_ended`, `batch_finished`).
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },
+    /// 409 `not_open`: the batch's queue does not accept buyers yet; `opens_at` says when.
+    #[error("the queue opens at {opens_at}")]
+    NotOpen {
+        opens_at: chrono::DateTime<chrono::Utc>,
+    },
+    /// 403 `token_invalid`: an admission token that is forged, tampered, expired, or for another
+    /// buyer, sale or batch.
+    #[error("{0}")]
+    TokenInvalid(String),
     /// 412 `precondition_failed`: `If-Match` names another version than the current one.
     #[error("the sale is at version {current}; reload it and retry")]
     VersionMismatch { current: i64 },
@@ -105,6 +117,8 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            ApiError::NotOpen { .. } => (StatusCode::CONFLICT, "not_open"),
+            ApiError::TokenInvalid(_) => (StatusCode::FORBIDDEN, "token_invalid"),
             ApiError::VersionMismatch { .. } => {
                 (StatusCode::PRECONDITION_FAILED, "precondition_failed")
             }
@@ -160,6 +174,10 @@ impl IntoResponse for ApiError {
             },
             current_version: match &self {
                 ApiError::VersionMismatch { current } => Some(*current),
+                _ => None,
+            },
+            opens_at: match &self {
+                ApiError::NotOpen { opens_at } => Some(*opens_at),
                 _ => None,
             },
         };

@@ -7,9 +7,7 @@
 //! If the commit itself fails after Redis accepted a stock change, the old ledger values are put
 //! back (best effort, logged); the inventory audit reconciles anything left.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use flashsale_core::{BatchNo, SaleId, Units};
@@ -22,9 +20,9 @@ use flashsale_sales::{
 use serde::Serialize;
 use serde_json::json;
 use sqlx::PgConnection;
-use tokio::sync::OnceCell;
 
 use crate::auth::Admin;
+use crate::cache::TtlCache;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -158,9 +156,12 @@ fn schedule_view(schedule: &Schedule) -> ScheduleView {
 /// A sale's current batch with its live state.
 #[derive(Debug, Clone)]
 pub struct Live {
-    batch: Batch,
-    ledger: Option<LedgerSnapshot>,
-    queue: QueueStats,
+    /// The batch as stored.
+    pub batch: Batch,
+    /// Its ledger, if Redis has one.
+    pub ledger: Option<LedgerSnapshot>,
+    /// Its queue counters.
+    pub queue: QueueStats,
 }
 
 impl Live {
@@ -296,16 +297,25 @@ pub async fn public_sales(
     state: &AppState,
     only: Option<SaleId>,
 ) -> Result<Vec<PublicSale>, ApiError> {
-    let snapshot = state
-        .public_cache
-        .get_or_load(only, || load_public(state, only))
-        .await?;
+    let snapshot = live_snapshot(state, only).await?;
     let now = Utc::now();
     Ok(snapshot
         .iter()
         .map(|(sale, live)| public_view(sale, live, now))
         .filter(|view| only.is_some() || view.status != BatchStatus::Closed)
         .collect())
+}
+
+/// Sales (all live ones, or just `only`) with their current batch and its live state, from the
+/// per-instance cache.
+pub async fn live_snapshot(
+    state: &AppState,
+    only: Option<SaleId>,
+) -> Result<Arc<PublicSnapshot>, ApiError> {
+    state
+        .public_cache
+        .get_or_load(only, || load_public(state, only))
+        .await
 }
 
 async fn load_public(
@@ -331,75 +341,15 @@ async fn load_public(
     ))
 }
 
-/// A short-lived, per-instance cache of [`PublicSnapshot`]s, keyed by sale (`None`: the list).
-///
-/// Each entry is a `OnceCell`, so when an entry expires under load one request reloads it and the
-/// others wait for that result instead of all querying PostgreSQL at once. Failed loads are not
-/// cached. Admin changes on this instance invalidate the sale's entries at once; other instances
-/// see them within the TTL (by default 500 ms).
-#[derive(Debug)]
-pub struct PublicCache {
-    ttl: Duration,
-    entries: Mutex<HashMap<Option<SaleId>, CacheEntry>>,
-}
-
-#[derive(Debug)]
-struct CacheEntry {
-    born: Instant,
-    cell: Arc<OnceCell<Arc<PublicSnapshot>>>,
-}
-
-/// Entries beyond which expired ones are swept on insert, so requests for many distinct ids
-/// (including ids that do not exist) cannot grow the map without bound.
-const CACHE_SWEEP_THRESHOLD: usize = 4096;
+/// Public views, keyed by sale (`None`: the list). Admin changes on this instance invalidate the
+/// sale's entries at once; other instances see them within the TTL (by default 500 ms).
+pub type PublicCache = TtlCache<Option<SaleId>, PublicSnapshot>;
 
 impl PublicCache {
-    /// A cache whose entries live for `ttl`.
-    pub fn new(ttl: Duration) -> PublicCache {
-        PublicCache {
-            ttl,
-            entries: Mutex::new(HashMap::new()),
-        }
-    }
-
-    async fn get_or_load<F, Fut>(
-        &self,
-        key: Option<SaleId>,
-        load: F,
-    ) -> Result<Arc<PublicSnapshot>, ApiError>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Arc<PublicSnapshot>, ApiError>>,
-    {
-        let cell = {
-            // A std mutex: held for a map lookup only, never across an await.
-            let mut entries = self.entries.lock().expect("cache lock is never poisoned");
-            match entries.get(&key) {
-                Some(entry) if entry.born.elapsed() < self.ttl => entry.cell.clone(),
-                _ => {
-                    if entries.len() >= CACHE_SWEEP_THRESHOLD {
-                        entries.retain(|_, e| e.born.elapsed() < self.ttl);
-                    }
-                    let cell = Arc::new(OnceCell::new());
-                    entries.insert(
-                        key,
-                        CacheEntry {
-                            born: Instant::now(),
-                            cell: cell.clone(),
-                        },
-                    );
-                    cell
-                }
-            }
-        };
-        cell.get_or_try_init(load).await.cloned()
-    }
-
     /// Forgets what is cached about `sale` (and the list, which includes it).
     pub fn invalidate(&self, sale: SaleId) {
-        let mut entries = self.entries.lock().expect("cache lock is never poisoned");
-        entries.remove(&Some(sale));
-        entries.remove(&None);
+        self.remove(&Some(sale));
+        self.remove(&None);
     }
 }
 

@@ -42,9 +42,12 @@ pub enum StartupError {
          set FLASHSALE_REDIS_SKIP_POLICY_CHECK=true"
     )]
     RedisPolicyUnknown { cause: String },
-    /// Redis refused the Lua scripts.
+    /// Redis refused the inventory's Lua scripts.
     #[error("loading Redis scripts failed: {0}")]
     Scripts(#[from] flashsale_inventory::InventoryError),
+    /// Redis refused the queue's Lua scripts.
+    #[error("loading Redis scripts failed: {0}")]
+    QueueScripts(#[from] flashsale_queue::QueueError),
     /// The Redis pool could not be built.
     #[error("bad Redis configuration: {0}")]
     RedisConfig(String),

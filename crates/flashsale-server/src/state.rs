@@ -7,12 +7,20 @@ use flashsale_queue::Queue;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
-use crate::config::Secrets;
+use std::time::Duration;
+
+use flashsale_core::{BatchNo, SaleId};
+use flashsale_queue::Tokens;
+
+use crate::buyer::JwtVerifier;
+use crate::cache::TtlCache;
+use crate::config::{QueueSettings, Secrets};
+use crate::queue::BatchCounters;
 use crate::sales::PublicCache;
 
 /// How long public sale views are cached unless configured otherwise.
-pub const DEFAULT_PUBLIC_CACHE_TTL: std::time::Duration =
-    std::time::Duration::from_millis(crate::config::DEFAULT_PUBLIC_CACHE_MS);
+pub const DEFAULT_PUBLIC_CACHE_TTL: Duration =
+    Duration::from_millis(crate::config::DEFAULT_PUBLIC_CACHE_MS);
 
 /// Cheap to clone: pools and `Arc`s. Nothing in it is per-instance truth (the server is
 /// stateless; several instances share one Redis and one PostgreSQL).
@@ -34,6 +42,32 @@ pub struct AppState {
     pub openapi: Arc<OnceLock<String>>,
     /// Public sale views, cached briefly (see [`PublicCache`]).
     pub public_cache: Arc<PublicCache>,
+    /// Verifies shopper JWTs.
+    pub jwt: JwtVerifier,
+    /// Signs and checks queue tickets and admission tokens.
+    pub tokens: Tokens,
+    /// Queue behaviour of this instance.
+    pub queue_settings: QueueSettings,
+    /// Each batch's serving counter and stock, reused by status polls for a few milliseconds.
+    pub counters: Arc<TtlCache<(SaleId, BatchNo), BatchCounters>>,
+}
+
+/// Tunables of an instance's state, with the defaults of the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// How long public sale views are cached.
+    pub public_cache_ttl: Duration,
+    /// Queue behaviour.
+    pub queue: QueueSettings,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            public_cache_ttl: DEFAULT_PUBLIC_CACHE_TTL,
+            queue: QueueSettings::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -53,17 +87,21 @@ impl AppState {
         redis: deadpool_redis::Pool,
         keys: flashsale_core::KeySpace,
         secrets: Secrets,
-        public_cache_ttl: std::time::Duration,
+        tuning: Tuning,
     ) -> AppState {
         AppState {
             inventory: Inventory::new(redis.clone(), keys.clone()),
             queue: Queue::new(redis.clone(), keys),
             db,
             redis,
-            secrets: Arc::new(secrets),
+            secrets: Arc::new(secrets.clone()),
             metrics: crate::metrics::handle(),
             openapi: Arc::new(OnceLock::new()),
-            public_cache: Arc::new(PublicCache::new(public_cache_ttl)),
+            public_cache: Arc::new(PublicCache::new(tuning.public_cache_ttl)),
+            jwt: JwtVerifier::new(secrets.jwt_secret.expose().as_bytes()),
+            tokens: Tokens::new(secrets.jwt_secret.expose().as_bytes()),
+            queue_settings: tuning.queue,
+            counters: Arc::new(TtlCache::new(tuning.queue.counter_cache_ttl)),
         }
     }
 }

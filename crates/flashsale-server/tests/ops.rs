@@ -161,7 +161,7 @@ async fn readiness_reports_a_dead_redis_while_health_stays_up(db: sqlx::PgPool) 
         dead,
         app.redis.keys.clone(),
         Secrets::dev(),
-        Duration::ZERO,
+        flashsale_server::state::Tuning::default(),
     );
     let broken = TestApp {
         router: flashsale_server::app(state.clone(), 1024),
@@ -221,6 +221,7 @@ async fn the_openapi_document_describes_every_route(db: sqlx::PgPool) {
     let expected: BTreeSet<&str> = [
         "/sales",
         "/sales/{id}",
+        "/sales/{id}/queue",
         "/admin/sales",
         "/admin/sales/{id}",
         "/admin/sales/{id}/pause",
@@ -242,6 +243,17 @@ async fn the_openapi_document_describes_every_route(db: sqlx::PgPool) {
                     .is_some_and(|r| !r.is_empty()),
                 "{method} {path}"
             );
+            if path.ends_with("/queue") {
+                assert_eq!(
+                    operation["security"][0]["buyer_jwt"],
+                    json!([]),
+                    "{method} {path}"
+                );
+                assert!(
+                    operation["responses"]["401"].is_object(),
+                    "{method} {path} documents 401"
+                );
+            }
             if path.starts_with("/admin") {
                 assert!(
                     operation["responses"]["401"].is_object(),
@@ -255,7 +267,14 @@ async fn the_openapi_document_describes_every_route(db: sqlx::PgPool) {
             }
         }
     }
-    for schema in ["NewSale", "SalePatch", "AdminSale", "PublicSale", "Problem"] {
+    for schema in [
+        "NewSale",
+        "SalePatch",
+        "AdminSale",
+        "PublicSale",
+        "Problem",
+        "QueueState",
+    ] {
         assert!(
             doc["components"]["schemas"][schema].is_object(),
             "{schema} missing"

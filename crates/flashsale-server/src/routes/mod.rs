@@ -4,3 +4,4 @@
 pub mod admin;
 pub mod ops;
 pub mod public;
+pub mod queue;

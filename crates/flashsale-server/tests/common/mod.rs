@@ -7,6 +7,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use flashsale_server::config::{Secrets, dev};
+use flashsale_server::state::Tuning;
 use flashsale_server::{AppState, app};
 use flashsale_testkit::TestRedis;
 use http_body_util::BodyExt;
@@ -50,13 +51,28 @@ impl Reply {
 
 impl TestApp {
     pub async fn new(db: PgPool) -> TestApp {
-        TestApp::with_cache_ttl(db, flashsale_server::state::DEFAULT_PUBLIC_CACHE_TTL).await
+        TestApp::with_tuning(db, Tuning::default()).await
     }
 
     /// A test app whose public views are cached for `ttl`.
     pub async fn with_cache_ttl(db: PgPool, ttl: std::time::Duration) -> TestApp {
+        TestApp::with_tuning(
+            db,
+            Tuning {
+                public_cache_ttl: ttl,
+                ..Tuning::default()
+            },
+        )
+        .await
+    }
+
+    /// A test app with the given tunables.
+    pub async fn with_tuning(db: PgPool, tuning: Tuning) -> TestApp {
         let redis = TestRedis::new();
         flashsale_inventory::scripts::load_all(&redis.pool)
+            .await
+            .unwrap();
+        flashsale_queue::scripts::load_all(&redis.pool)
             .await
             .unwrap();
         let state = AppState::new(
@@ -64,7 +80,7 @@ impl TestApp {
             redis.pool.clone(),
             redis.keys.clone(),
             Secrets::dev(),
-            ttl,
+            tuning,
         );
         let router = app(state.clone(), MAX_BODY_BYTES);
         TestApp {
@@ -132,6 +148,22 @@ impl TestApp {
         self.admin_with(method, uri, body, &[]).await
     }
 
+    /// A shopper request: the buyer's JWT and, optionally, their last queue ticket.
+    pub async fn buyer(
+        &self,
+        method: Method,
+        uri: &str,
+        user: &str,
+        ticket: Option<&str>,
+    ) -> Reply {
+        let auth = format!("Bearer {}", buyer_jwt(user, 600));
+        let mut headers = vec![("authorization", auth.as_str())];
+        if let Some(ticket) = ticket {
+            headers.push(("x-queue-ticket", ticket));
+        }
+        self.send(method, uri, &headers, Body::empty()).await
+    }
+
     /// A public GET.
     pub async fn get(&self, uri: &str) -> Reply {
         self.send(Method::GET, uri, &[], Body::empty()).await
@@ -187,4 +219,51 @@ pub async fn hold_units(app: &TestApp, sale: i64, units: i64) {
         .query_async(&mut conn)
         .await
         .unwrap();
+}
+
+/// A buyer JWT as an identity provider would issue it (HS256, dev secret), valid for `secs`.
+pub fn buyer_jwt(user: &str, secs: i64) -> String {
+    let claims = json!({ "sub": user, "exp": chrono::Utc::now().timestamp() + secs });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(dev::JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Moves a sale's current batch opening into the past, as if the clock had reached it (the app
+/// must not cache public views, or it would not notice).
+pub async fn open_now(app: &TestApp, sale: i64) {
+    sqlx::query(
+        "UPDATE sale_batches SET opens_at = now() - interval '1 second' WHERE sale_id = $1",
+    )
+    .bind(sale)
+    .execute(&app.db)
+    .await
+    .unwrap();
+}
+
+/// A test app that caches nothing, so tests see every change at once.
+pub async fn uncached(db: PgPool) -> TestApp {
+    TestApp::with_tuning(
+        db,
+        Tuning {
+            public_cache_ttl: std::time::Duration::ZERO,
+            queue: flashsale_server::config::QueueSettings {
+                oversubscription: 1.0,
+                counter_cache_ttl: std::time::Duration::ZERO,
+            },
+        },
+    )
+    .await
+}
+
+/// A one-off sale opening in a minute, its pre-queue open now.
+pub fn sale_in_prequeue(stock: u32) -> Value {
+    let mut body = one_off_sale();
+    body["opens_at"] = json!((chrono::Utc::now() + chrono::TimeDelta::seconds(60)).to_rfc3339());
+    body["prequeue_secs"] = json!(600);
+    body["stock"] = json!(stock);
+    body
 }

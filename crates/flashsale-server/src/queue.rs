@@ -1,0 +1,392 @@
+//! The buyer's side of the queue: joining, the status poll, admission tokens, and the admission
+//! ticker every instance runs.
+//!
+//! A status poll costs no Redis round trip in the common case: the buyer's place travels in a
+//! signed ticket the client sends back (`X-Queue-Ticket`), the sale and batch come from the
+//! public-view cache, and the serving counter and stock from [`BatchCounters`], cached per batch
+//! for a few milliseconds. Redis is asked only when the client has no ticket, once when the
+//! pre-queue's draw becomes known, and once when the buyer is first admitted (to learn the
+//! admission window, which the new ticket then carries).
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use flashsale_core::{BatchNo, SaleId, UserId};
+use flashsale_inventory::LedgerSnapshot;
+use flashsale_queue::tokens::prequeue_rank;
+use flashsale_queue::{
+    Admission, AdmissionClaims, AdmissionPolicy, Counters, Joined, Place, QueueWindow, Ticket,
+};
+use flashsale_sales::{Batch, Sale};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::problem::ApiError;
+use crate::sales::live_snapshot;
+use crate::state::AppState;
+
+/// How often each instance runs the admission ticker step for every open batch.
+pub const ADMISSION_TICK: Duration = Duration::from_millis(100);
+
+/// A batch's serving counter and stock, as reused by status polls.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchCounters {
+    pub queue: Counters,
+    pub ledger: Option<LedgerSnapshot>,
+}
+
+/// Where a buyer stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueStatus {
+    /// In line (or in the pre-queue, `position` null until the draw at the opening).
+    Waiting,
+    /// It is the buyer's turn: `admission_token` lets them reserve until `expires_at`.
+    Admitted,
+    /// The turn came and passed unused; the place went to the next buyer.
+    Expired,
+    /// Operations paused admission; the place is kept.
+    Paused,
+    /// Every unit is sold.
+    SoldOut,
+    /// The batch is closed.
+    Closed,
+}
+
+/// `POST` and `GET /sales/{id}/queue`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct QueueState {
+    pub status: QueueStatus,
+    pub sale_id: SaleId,
+    pub batch_no: BatchNo,
+    /// 1-based place in the batch's queue; null during the pre-queue; kept once admitted.
+    pub position: Option<u64>,
+    /// Buyers still waiting ahead of this one.
+    pub ahead: Option<u64>,
+    /// Estimated seconds until admission at the current rate; null when unknown (pre-queue, no
+    /// stock free right now).
+    pub eta_secs: Option<u64>,
+    /// When to ask again, in ms: rarely when far back, often near the front; null when there is
+    /// nothing left to wait for.
+    pub poll_after_ms: Option<u64>,
+    /// Send it back as `X-Queue-Ticket` on the next poll: it carries the place, so the poll is
+    /// cheap.
+    pub ticket: String,
+    /// When admitted: the single-use token the order step consumes.
+    pub admission_token: Option<String>,
+    /// When admitted: when the token stops being accepted.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When the batch opens (the pre-queue's draw).
+    pub opens_at: DateTime<Utc>,
+    /// The server's clock.
+    pub server_time: DateTime<Utc>,
+}
+
+/// A sale's current batch, with what the queue needs of it.
+struct Context {
+    sale: Sale,
+    batch: Batch,
+    window: QueueWindow,
+    policy: AdmissionPolicy,
+}
+
+fn context_of(state: &AppState, sale: &Sale, batch: &Batch) -> Context {
+    let config = &sale.config;
+    Context {
+        window: QueueWindow {
+            sale: sale.id,
+            batch: batch.batch_no,
+            prequeue_opens_at_ms: config.prequeue_opens_at(batch.opens_at).timestamp_millis(),
+            opens_at_ms: batch.opens_at.timestamp_millis(),
+            closes_at_ms: batch.closes_at.map(|t| t.timestamp_millis()),
+        },
+        policy: AdmissionPolicy {
+            rate: config.admission_rate,
+            oversubscription: state.queue_settings.oversubscription,
+            ttl_ms: i64::from(config.admission_ttl_secs) * 1000,
+        },
+        sale: sale.clone(),
+        batch: batch.clone(),
+    }
+}
+
+async fn context(state: &AppState, id: SaleId) -> Result<Context, ApiError> {
+    let snapshot = live_snapshot(state, Some(id)).await?;
+    let (sale, live) = snapshot.first().ok_or_else(ApiError::sale_not_found)?;
+    Ok(context_of(state, sale, &live.batch))
+}
+
+async fn counters(
+    state: &AppState,
+    sale: SaleId,
+    batch: BatchNo,
+) -> Result<std::sync::Arc<BatchCounters>, ApiError> {
+    state
+        .counters
+        .get_or_load((sale, batch), || async {
+            let key = [(sale, batch)];
+            let (queue, ledger) = tokio::join!(
+                state.queue.counters(&key),
+                state.inventory.snapshot(sale, batch)
+            );
+            let queue = queue?.pop().unwrap_or_default();
+            Ok::<_, ApiError>(std::sync::Arc::new(BatchCounters {
+                queue,
+                ledger: ledger?,
+            }))
+        })
+        .await
+}
+
+fn millis_to_time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// Milliseconds until the next poll for a buyer `ahead` places back at `rate` per second: about a
+/// quarter of the expected wait, between half a second and ten seconds.
+pub fn poll_after_ms(ahead: u64, rate: u32) -> u64 {
+    let wait_ms = ahead.saturating_mul(1000) / u64::from(rate.max(1));
+    (wait_ms / 4).clamp(500, 10_000)
+}
+
+/// Joins the buyer to the sale's current batch. Returns whether this call created the place.
+pub async fn join(
+    state: &AppState,
+    user: &UserId,
+    id: SaleId,
+) -> Result<(bool, QueueState), ApiError> {
+    let ctx = context(state, id).await?;
+    let rank = prequeue_rank(&ctx.batch.prequeue_seed, user);
+    let joined = state.queue.join(&ctx.window, user, rank).await?;
+    let outcome = match joined {
+        Joined::Prequeue { .. } => "prequeue",
+        Joined::Ticket { .. } => "ticket",
+        Joined::NotOpen => "not_open",
+        Joined::Closed => "closed",
+        Joined::SoldOut => "sold_out",
+    };
+    metrics::counter!("queue_joins_total", "outcome" => outcome).increment(1);
+    let (number, new) = match joined {
+        Joined::Prequeue { new } => (None, new),
+        Joined::Ticket { number, new } => (Some(number), new),
+        Joined::NotOpen => {
+            return Err(ApiError::NotOpen {
+                opens_at: ctx.sale.config.prequeue_opens_at(ctx.batch.opens_at),
+            });
+        }
+        Joined::Closed => {
+            return Err(ApiError::Conflict {
+                code: "closed",
+                detail: "the batch is closed".to_owned(),
+            });
+        }
+        Joined::SoldOut => {
+            return Err(ApiError::Conflict {
+                code: "sold_out",
+                detail: "every unit of this batch is sold".to_owned(),
+            });
+        }
+    };
+    let ticket = Ticket {
+        user: user.clone(),
+        sale: id,
+        batch: ctx.batch.batch_no,
+        number,
+        admission: None,
+    };
+    Ok((new, view(state, &ctx, ticket).await?))
+}
+
+/// The buyer's state in the sale's current batch; `presented` is the ticket from their last
+/// answer, if the client kept it.
+pub async fn status(
+    state: &AppState,
+    user: &UserId,
+    id: SaleId,
+    presented: Option<&str>,
+) -> Result<QueueState, ApiError> {
+    let ctx = context(state, id).await?;
+    let ticket = match presented
+        .and_then(|t| state.tokens.verify_ticket(t, user, id, ctx.batch.batch_no))
+    {
+        Some(ticket) => ticket,
+        None => {
+            let place = state.queue.place(id, ctx.batch.batch_no, user).await?;
+            let number = match place {
+                None => {
+                    return Err(ApiError::NotFound(
+                        "you have not joined this batch's queue; POST /sales/{id}/queue to join"
+                            .to_owned(),
+                    ));
+                }
+                Some(Place::Drawn { rank }) => (Utc::now() >= ctx.batch.opens_at).then_some(rank),
+                Some(Place::Ticket(number)) => Some(number),
+            };
+            Ticket {
+                user: user.clone(),
+                sale: id,
+                batch: ctx.batch.batch_no,
+                number,
+                admission: None,
+            }
+        }
+    };
+    let state_now = view(state, &ctx, ticket).await?;
+    let status = match state_now.status {
+        QueueStatus::Waiting => "waiting",
+        QueueStatus::Admitted => "admitted",
+        QueueStatus::Expired => "expired",
+        QueueStatus::Paused => "paused",
+        QueueStatus::SoldOut => "sold_out",
+        QueueStatus::Closed => "closed",
+    };
+    metrics::counter!("queue_polls_total", "status" => status).increment(1);
+    Ok(state_now)
+}
+
+/// Computes the buyer's state from their ticket and the batch's (cached) counters.
+async fn view(state: &AppState, ctx: &Context, mut ticket: Ticket) -> Result<QueueState, ApiError> {
+    let now = Utc::now();
+    let now_ms = now.timestamp_millis();
+    let (sale, batch) = (ctx.sale.id, ctx.batch.batch_no);
+    let live = counters(state, sale, batch).await?;
+    let ledger = live.ledger;
+    let serving = live.queue.serving;
+
+    // The pre-queue's draw is known from the opening on: learn this buyer's place once.
+    if ticket.number.is_none() && now >= ctx.batch.opens_at {
+        if let Some(Place::Drawn { rank }) = state.queue.place(sale, batch, &ticket.user).await? {
+            ticket.number = Some(rank);
+        }
+    }
+
+    let closed = ctx.batch.is_finished(now) || ledger.is_some_and(|l| l.closed);
+    let sold_out = ledger.is_some_and(|l| l.sold >= l.total);
+    let mut out = QueueState {
+        status: QueueStatus::Waiting,
+        sale_id: sale,
+        batch_no: batch,
+        position: ticket.number,
+        ahead: None,
+        eta_secs: None,
+        poll_after_ms: None,
+        ticket: String::new(),
+        admission_token: None,
+        expires_at: None,
+        opens_at: ctx.batch.opens_at,
+        server_time: now,
+    };
+
+    if closed {
+        out.status = QueueStatus::Closed;
+    } else if sold_out {
+        out.status = QueueStatus::SoldOut;
+    } else {
+        match ticket.number {
+            None => {
+                let until_open =
+                    u64::try_from((ctx.batch.opens_at - now).num_milliseconds()).unwrap_or(0);
+                out.poll_after_ms = Some((until_open / 2).clamp(1_000, 10_000));
+            }
+            Some(number) if number <= serving => {
+                let window = match ticket.admission {
+                    Some(window) => Some(window),
+                    None => match state.queue.admission(sale, batch, number).await? {
+                        Admission::Admitted { window, .. } => Some(window),
+                        // The cached counter ran ahead of a swept step: the turn has passed.
+                        Admission::Expired => None,
+                        Admission::Waiting => None,
+                    },
+                };
+                match window.filter(|w| now_ms < w.expires_at_ms) {
+                    Some(window) => {
+                        ticket.admission = Some(window);
+                        let claims = AdmissionClaims {
+                            user: ticket.user.clone(),
+                            sale,
+                            batch,
+                            ticket: number,
+                            step: window.step,
+                            expires_at_ms: window.expires_at_ms,
+                        };
+                        out.status = QueueStatus::Admitted;
+                        out.admission_token = Some(state.tokens.sign_admission(&claims));
+                        out.expires_at = Some(millis_to_time(window.expires_at_ms));
+                        out.ahead = Some(0);
+                    }
+                    None => out.status = QueueStatus::Expired,
+                }
+            }
+            Some(number) => {
+                let ahead = number - serving - 1;
+                out.ahead = Some(ahead);
+                if ledger.is_some_and(|l| l.paused) {
+                    out.status = QueueStatus::Paused;
+                    out.poll_after_ms = Some(5_000);
+                } else {
+                    let rate = ctx.policy.rate;
+                    // Admission reaches this buyer at the rate only while the stock left can
+                    // take everyone ahead; beyond that it waits for reservations to lapse or be
+                    // cancelled, which nobody can time.
+                    let available = ledger.map_or(0, |l| l.available.get());
+                    let capacity = (f64::from(available) * ctx.policy.oversubscription).floor();
+                    let reachable = (ahead as f64) < capacity - live.queue.inflight as f64;
+                    out.eta_secs = reachable.then(|| (ahead + 1).div_ceil(u64::from(rate.max(1))));
+                    out.poll_after_ms = Some(poll_after_ms(ahead, rate));
+                }
+            }
+        }
+    }
+    out.ticket = state.tokens.sign_ticket(&ticket);
+    Ok(out)
+}
+
+/// Runs the admission ticker step for every open batch every [`ADMISSION_TICK`], until
+/// `shutdown`. Every instance runs it; the token bucket in Redis keeps the global rate.
+pub async fn run_admission(state: AppState, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(ADMISSION_TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => {
+                if let Err(e) = admit_all(&state, Utc::now()).await {
+                    tracing::warn!(error = %e, "admission tick failed; retrying");
+                }
+            }
+        }
+    }
+}
+
+/// One admission step for every open batch; returns how many buyers were admitted.
+pub async fn admit_all(state: &AppState, now: DateTime<Utc>) -> Result<u64, ApiError> {
+    let snapshot = live_snapshot(state, None).await?;
+    let mut admitted = 0;
+    for (sale, live) in snapshot.iter() {
+        if now < live.batch.opens_at || live.batch.is_finished(now) {
+            continue;
+        }
+        let ctx = context_of(state, sale, &live.batch);
+        let step = state.queue.admit(&ctx.window, &ctx.policy).await?;
+        let label = sale.id.to_string();
+        metrics::counter!("queue_admitted_total", "sale" => label.clone()).increment(step.admitted);
+        metrics::gauge!("queue_serving", "sale" => label.clone()).set(step.serving as f64);
+        metrics::gauge!("queue_length", "sale" => label.clone()).set(step.tail as f64);
+        metrics::gauge!("queue_in_flight", "sale" => label).set(step.inflight as f64);
+        admitted += step.admitted;
+    }
+    Ok(admitted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buyers_far_back_poll_rarely_and_near_the_front_often() {
+        assert_eq!(poll_after_ms(0, 1000), 500);
+        assert_eq!(poll_after_ms(10_000, 1000), 2_500);
+        assert_eq!(poll_after_ms(1_000_000, 1000), 10_000);
+        assert!(poll_after_ms(100, 10) > poll_after_ms(10, 10));
+    }
+}

@@ -1,0 +1,278 @@
+//! The token queue through the HTTP API: buyer auth, joining, the pre-queue draw, admission
+//! tokens, sold out and pause, against real Redis and PostgreSQL.
+
+mod common;
+
+use axum::http::Method;
+use chrono::Utc;
+use common::{TestApp, buyer_jwt, open_now, sale_in_prequeue, uncached};
+use flashsale_core::{BatchNo, PrequeueSeed, SaleId, UserId};
+use flashsale_queue::TokenError;
+use flashsale_queue::tokens::prequeue_rank;
+use serde_json::Value;
+
+async fn tick_until_admitted(app: &TestApp, times: usize) {
+    for _ in 0..times {
+        flashsale_server::queue::admit_all(&app.state, Utc::now())
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+fn uid(s: &str) -> UserId {
+    UserId::try_from(s.to_owned()).unwrap()
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn the_queue_needs_a_genuine_buyer_jwt(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = app.create_sale(sale_in_prequeue(10)).await["id"]
+        .as_i64()
+        .unwrap();
+    let uri = format!("/sales/{id}/queue");
+    let expired = format!("Bearer {}", buyer_jwt("alice", -120));
+    for auth in [
+        None,
+        Some("Bearer dev-admin-token"),
+        Some(expired.as_str()),
+        Some("Bearer x.y.z"),
+    ] {
+        let headers: Vec<(&str, &str)> =
+            auth.map(|a| vec![("authorization", a)]).unwrap_or_default();
+        app.send(Method::POST, &uri, &headers, axum::body::Body::empty())
+            .await
+            .assert_problem(401, "unauthorized");
+    }
+    app.redis.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn joining_before_the_prequeue_is_refused_with_its_opening(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let mut body = sale_in_prequeue(10);
+    body["opens_at"] = serde_json::json!((Utc::now() + chrono::TimeDelta::hours(2)).to_rfc3339());
+    let sale = app.create_sale(body).await;
+    let reply = app
+        .buyer(
+            Method::POST,
+            &format!("/sales/{}/queue", sale["id"]),
+            "alice",
+            None,
+        )
+        .await;
+    reply.assert_problem(409, "not_open");
+    assert_eq!(
+        reply.body["opens_at"],
+        sale["current_batch"]["prequeue_opens_at"]
+    );
+    app.redis.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn a_prequeue_place_is_idempotent_and_drawn_at_the_opening(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = app.create_sale(sale_in_prequeue(10)).await["id"]
+        .as_i64()
+        .unwrap();
+    let uri = format!("/sales/{id}/queue");
+    let buyers = ["ann", "bob", "cat", "dan", "eve"];
+    for user in buyers {
+        let first = app.buyer(Method::POST, &uri, user, None).await;
+        assert_eq!(
+            (first.status.as_u16(), first.body["status"].as_str()),
+            (201, Some("waiting")),
+            "{first:?}"
+        );
+        assert_eq!(first.body["position"], Value::Null);
+        let again = app.buyer(Method::POST, &uri, user, None).await;
+        assert_eq!(again.status, 200);
+    }
+    open_now(&app, id).await;
+    let late = app.buyer(Method::POST, &uri, "zed", None).await;
+    assert_eq!(late.body["position"], 6);
+
+    // The draw: positions are the buyers' order by the keyed hash of the batch's seed.
+    let seed: Vec<u8> =
+        sqlx::query_scalar("SELECT prequeue_seed FROM sale_batches WHERE sale_id = $1")
+            .bind(id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    let seed = PrequeueSeed::new(seed);
+    let mut expected: Vec<&str> = buyers.to_vec();
+    expected.sort_by_key(|u| prequeue_rank(&seed, &uid(u)));
+    for (place, user) in expected.iter().enumerate() {
+        let reply = app.buyer(Method::GET, &uri, user, None).await;
+        assert_eq!(reply.body["position"], place + 1, "{user}: {reply:?}");
+    }
+    app.redis.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn buyers_are_admitted_in_order_with_a_token_bound_to_them(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = app.create_sale(sale_in_prequeue(2)).await["id"]
+        .as_i64()
+        .unwrap();
+    open_now(&app, id).await;
+    let uri = format!("/sales/{id}/queue");
+    let mut tickets = Vec::new();
+    for user in ["u1", "u2", "u3", "u4"] {
+        let joined = app.buyer(Method::POST, &uri, user, None).await;
+        tickets.push(joined.body["ticket"].as_str().unwrap().to_owned());
+    }
+    let waiting = app.buyer(Method::GET, &uri, "u4", Some(&tickets[3])).await;
+    assert_eq!(
+        (
+            waiting.body["status"].as_str(),
+            waiting.body["ahead"].as_u64()
+        ),
+        (Some("waiting"), Some(3))
+    );
+
+    // Two units, oversubscription 1.0: exactly the first two are admitted, however long it ticks.
+    tick_until_admitted(&app, 10).await;
+    let mut statuses = Vec::new();
+    for (i, user) in ["u1", "u2", "u3", "u4"].iter().enumerate() {
+        statuses.push(
+            app.buyer(Method::GET, &uri, user, Some(&tickets[i]))
+                .await
+                .body,
+        );
+    }
+    let names: Vec<&str> = statuses
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["admitted", "admitted", "waiting", "waiting"]);
+    assert_eq!(statuses[0]["position"], 1);
+    assert_eq!(
+        statuses[2]["eta_secs"],
+        Value::Null,
+        "no stock free right now: no estimate"
+    );
+
+    let token = statuses[0]["admission_token"].as_str().unwrap();
+    let now_ms = Utc::now().timestamp_millis();
+    let (sale, batch) = (SaleId::try_from(id).unwrap(), BatchNo::FIRST);
+    let claims = app
+        .state
+        .tokens
+        .verify_admission(token, &uid("u1"), sale, batch, now_ms)
+        .unwrap();
+    assert_eq!(claims.ticket, 1);
+    assert_eq!(
+        app.state
+            .tokens
+            .verify_admission(token, &uid("u2"), sale, batch, now_ms),
+        Err(TokenError::WrongUser)
+    );
+    let other = SaleId::try_from(id + 1).unwrap();
+    assert_eq!(
+        app.state
+            .tokens
+            .verify_admission(token, &uid("u1"), other, batch, now_ms),
+        Err(TokenError::WrongSale)
+    );
+    // The admitted buyer's next poll carries its window in the ticket: same token, no Redis.
+    let again = app
+        .buyer(Method::GET, &uri, "u1", statuses[0]["ticket"].as_str())
+        .await;
+    assert_eq!(again.body["admission_token"].as_str(), Some(token));
+    app.redis.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn waiting_buyers_learn_sold_out_on_their_next_poll(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = app.create_sale(sale_in_prequeue(1)).await["id"]
+        .as_i64()
+        .unwrap();
+    open_now(&app, id).await;
+    let uri = format!("/sales/{id}/queue");
+    let joined = app.buyer(Method::POST, &uri, "late", None).await;
+    // The last unit is paid for (as the order step will record it).
+    let ledger = app
+        .redis
+        .keys
+        .batch(SaleId::try_from(id).unwrap(), BatchNo::FIRST)
+        .ledger();
+    let mut conn = app.redis.pool.get().await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(&ledger)
+        .arg("available")
+        .arg(0)
+        .arg("sold")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let reply = app
+        .buyer(Method::GET, &uri, "late", joined.body["ticket"].as_str())
+        .await;
+    assert_eq!(reply.body["status"], "sold_out");
+    assert_eq!(reply.body["poll_after_ms"], Value::Null);
+    app.buyer(Method::POST, &uri, "newcomer", None)
+        .await
+        .assert_problem(409, "sold_out");
+    app.redis.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn paused_batches_keep_places_and_say_so(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = app.create_sale(sale_in_prequeue(5)).await["id"]
+        .as_i64()
+        .unwrap();
+    open_now(&app, id).await;
+    let uri = format!("/sales/{id}/queue");
+    app.buyer(Method::POST, &uri, "a", None).await;
+    app.admin(Method::POST, &format!("/admin/sales/{id}/pause"), None)
+        .await;
+    tick_until_admitted(&app, 3).await;
+    let paused = app.buyer(Method::GET, &uri, "a", None).await;
+    assert_eq!(
+        (
+            paused.body["status"].as_str(),
+            paused.body["position"].as_u64()
+        ),
+        (Some("paused"), Some(1))
+    );
+    app.admin(Method::POST, &format!("/admin/sales/{id}/resume"), None)
+        .await;
+    tick_until_admitted(&app, 3).await;
+    assert_eq!(
+        app.buyer(Method::GET, &uri, "a", None).await.body["status"],
+        "admitted"
+    );
+    app.redis.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn polls_without_joining_or_with_someone_elses_ticket_are_handled(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = app.create_sale(sale_in_prequeue(5)).await["id"]
+        .as_i64()
+        .unwrap();
+    open_now(&app, id).await;
+    let uri = format!("/sales/{id}/queue");
+    app.buyer(Method::GET, &uri, "stranger", None)
+        .await
+        .assert_problem(404, "not_found");
+    let a = app.buyer(Method::POST, &uri, "a", None).await;
+    app.buyer(Method::POST, &uri, "b", None).await;
+    // b presents a's ticket: it is ignored and b's own place is looked up.
+    let b = app
+        .buyer(Method::GET, &uri, "b", a.body["ticket"].as_str())
+        .await;
+    assert_eq!(b.body["position"], 2);
+    let forged = app
+        .buyer(Method::GET, &uri, "b", Some("forged.ticket"))
+        .await;
+    assert_eq!(forged.body["position"], 2);
+    app.buyer(Method::POST, "/sales/999/queue", "a", None)
+        .await
+        .assert_problem(404, "not_found");
+    app.redis.cleanup().await;
+}
