@@ -53,6 +53,12 @@ pub mod dev {
 /// two PostgreSQL queries per request into two per instance per half second.
 pub const DEFAULT_PUBLIC_CACHE_MS: u64 = 500;
 
+/// Queue requests per second per buyer, unless configured (burst: twice that).
+pub const DEFAULT_RATE_LIMIT_PER_USER: u32 = 10;
+/// Queue requests per second per client IP, unless configured (burst: twice that). Generous,
+/// since carrier NAT puts many real buyers behind one address.
+pub const DEFAULT_RATE_LIMIT_PER_IP: u32 = 200;
+
 /// The settings as given (flags or environment), before validation.
 #[derive(Debug, Clone, Args)]
 pub struct RawSettings {
@@ -123,6 +129,15 @@ pub struct RawSettings {
     /// milliseconds: polls then cost no Redis round trip.
     #[arg(long, env = "FLASHSALE_QUEUE_COUNTER_CACHE_MS", default_value_t = 50)]
     pub queue_counter_cache_ms: u64,
+    /// Queue requests per second per buyer (burst twice that); 0 turns the limit off.
+    #[arg(long, env = "FLASHSALE_RATE_LIMIT_PER_USER", default_value_t = DEFAULT_RATE_LIMIT_PER_USER)]
+    pub rate_limit_per_user: u32,
+    /// Queue requests per second per client IP (burst twice that); 0 turns the limit off.
+    #[arg(long, env = "FLASHSALE_RATE_LIMIT_PER_IP", default_value_t = DEFAULT_RATE_LIMIT_PER_IP)]
+    pub rate_limit_per_ip: u32,
+    /// Comma-separated proxies (addresses or CIDR networks) whose X-Forwarded-For is believed.
+    #[arg(long, env = "FLASHSALE_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
     /// Log format: `text` or `json`.
     #[arg(long, env = "FLASHSALE_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -152,6 +167,7 @@ pub struct Settings {
     pub redis_skip_policy_check: bool,
     pub public_cache_ttl: Duration,
     pub queue: QueueSettings,
+    pub limits: crate::limits::LimitSettings,
     pub log_format: LogFormat,
 }
 
@@ -275,6 +291,14 @@ impl RawSettings {
                 "FLASHSALE_ADMISSION_OVERSUBSCRIPTION must be between 1.0 and 1.5".to_owned(),
             ));
         }
+        let trusted_proxies = self
+            .trusted_proxies
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::parse)
+            .collect::<Result<Vec<crate::limits::IpNet>, String>>()
+            .map_err(|e| ConfigError(format!("FLASHSALE_TRUSTED_PROXIES: {e}")))?;
         Ok(Settings {
             database_url: self.database_url,
             redis_url: self.redis_url,
@@ -287,6 +311,11 @@ impl RawSettings {
             max_body_bytes: self.max_body_bytes,
             redis_skip_policy_check: self.redis_skip_policy_check,
             public_cache_ttl: Duration::from_millis(self.public_cache_ms),
+            limits: crate::limits::LimitSettings {
+                per_user: std::num::NonZeroU32::new(self.rate_limit_per_user),
+                per_ip: std::num::NonZeroU32::new(self.rate_limit_per_ip),
+                trusted_proxies,
+            },
             queue: QueueSettings {
                 oversubscription: self.admission_oversubscription,
                 counter_cache_ttl: Duration::from_millis(self.queue_counter_cache_ms),

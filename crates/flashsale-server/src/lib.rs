@@ -19,6 +19,7 @@ pub mod auth;
 pub mod buyer;
 pub mod cache;
 pub mod config;
+pub mod limits;
 pub mod metrics;
 pub mod problem;
 pub mod queue;
@@ -68,6 +69,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         state::Tuning {
             public_cache_ttl: settings.public_cache_ttl,
             queue: settings.queue,
+            limits: settings.limits.clone(),
         },
     );
     let shutdown = CancellationToken::new();

@@ -80,6 +80,10 @@ pub enum ApiError {
     /// buyer, sale or batch.
     #[error("{0}")]
     TokenInvalid(String),
+    /// 429 `rate_limited`: too many requests from this buyer or address; `Retry-After` says when
+    /// to try again.
+    #[error("too many requests; retry in {} s", retry_after_secs(.retry_after))]
+    RateLimited { retry_after: std::time::Duration },
     /// 412 `precondition_failed`: `If-Match` names another version than the current one.
     #[error("the sale is at version {current}; reload it and retry")]
     VersionMismatch { current: i64 },
@@ -103,6 +107,11 @@ pub enum ApiError {
     Internal(#[source] anyhow::Error),
 }
 
+/// Whole seconds for `Retry-After`, rounded up, at least one.
+fn retry_after_secs(wait: &std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.as_secs() == 0))
+}
+
 /// The cause of a 500, carried to the logging middleware in the response's extensions.
 #[derive(Debug, Clone)]
 pub struct InternalCause(pub Arc<String>);
@@ -119,6 +128,7 @@ impl ApiError {
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::NotOpen { .. } => (StatusCode::CONFLICT, "not_open"),
             ApiError::TokenInvalid(_) => (StatusCode::FORBIDDEN, "token_invalid"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::VersionMismatch { .. } => {
                 (StatusCode::PRECONDITION_FAILED, "precondition_failed")
             }
@@ -196,6 +206,10 @@ impl IntoResponse for ApiError {
                 response
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::RateLimited { retry_after } => {
+                let secs = HeaderValue::from(retry_after_secs(&retry_after));
+                response.headers_mut().insert(header::RETRY_AFTER, secs);
             }
             ApiError::Internal(cause) => {
                 response

@@ -15,6 +15,7 @@ use flashsale_queue::Tokens;
 use crate::buyer::JwtVerifier;
 use crate::cache::TtlCache;
 use crate::config::{QueueSettings, Secrets};
+use crate::limits::{LimitSettings, RateLimits};
 use crate::queue::BatchCounters;
 use crate::sales::PublicCache;
 
@@ -50,15 +51,19 @@ pub struct AppState {
     pub queue_settings: QueueSettings,
     /// Each batch's serving counter and stock, reused by status polls for a few milliseconds.
     pub counters: Arc<TtlCache<(SaleId, BatchNo), BatchCounters>>,
+    /// Per-buyer and per-IP rate limits on the queue endpoints.
+    pub limits: Arc<RateLimits>,
 }
 
 /// Tunables of an instance's state, with the defaults of the configuration.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Tuning {
     /// How long public sale views are cached.
     pub public_cache_ttl: Duration,
     /// Queue behaviour.
     pub queue: QueueSettings,
+    /// Rate limits.
+    pub limits: LimitSettings,
 }
 
 impl Default for Tuning {
@@ -66,6 +71,11 @@ impl Default for Tuning {
         Tuning {
             public_cache_ttl: DEFAULT_PUBLIC_CACHE_TTL,
             queue: QueueSettings::default(),
+            limits: LimitSettings {
+                per_user: std::num::NonZeroU32::new(crate::config::DEFAULT_RATE_LIMIT_PER_USER),
+                per_ip: std::num::NonZeroU32::new(crate::config::DEFAULT_RATE_LIMIT_PER_IP),
+                trusted_proxies: Vec::new(),
+            },
         }
     }
 }
@@ -102,6 +112,7 @@ impl AppState {
             tokens: Tokens::new(secrets.jwt_secret.expose().as_bytes()),
             queue_settings: tuning.queue,
             counters: Arc::new(TtlCache::new(tuning.queue.counter_cache_ttl)),
+            limits: Arc::new(RateLimits::new(&tuning.limits)),
         }
     }
 }

@@ -42,6 +42,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
                     tracing::warn!(error = %e, "upkeep pass failed; retrying next second");
                 }
                 state.metrics.run_upkeep();
+                state.limits.housekeeping();
             }
         }
     }

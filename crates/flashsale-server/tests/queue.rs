@@ -276,3 +276,36 @@ async fn polls_without_joining_or_with_someone_elses_ticket_are_handled(db: sqlx
         .assert_problem(404, "not_found");
     app.redis.cleanup().await;
 }
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn a_buyer_polling_too_fast_gets_429_with_retry_after(db: sqlx::PgPool) {
+    let mut tuning = flashsale_server::state::Tuning::default();
+    tuning.limits.per_user = std::num::NonZeroU32::new(2);
+    let app = TestApp::with_tuning(db, tuning).await;
+    let id = app.create_sale(sale_in_prequeue(5)).await["id"]
+        .as_i64()
+        .unwrap();
+    let uri = format!("/sales/{id}/queue");
+    let mut replies = Vec::new();
+    for _ in 0..8 {
+        replies.push(app.buyer(Method::POST, &uri, "eager", None).await);
+    }
+    let limited: Vec<_> = replies.iter().filter(|r| r.status == 429).collect();
+    assert!(
+        !limited.is_empty(),
+        "burst of 4 at 2/s should refuse some of 8"
+    );
+    limited[0].assert_problem(429, "rate_limited");
+    let retry: u64 = limited[0].headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    // Another buyer is not affected.
+    assert_eq!(
+        app.buyer(Method::POST, &uri, "calm", None).await.status,
+        201
+    );
+    app.redis.cleanup().await;
+}

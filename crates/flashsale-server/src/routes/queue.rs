@@ -8,6 +8,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::buyer::Buyer;
+use crate::limits::ClientIp;
 use crate::problem::{ApiError, Json, Path, Problem};
 use crate::queue::{self, QueueState};
 use crate::state::AppState;
@@ -31,14 +32,17 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "not_open (with opens_at), sold_out or closed", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited, with Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn join_queue(
     State(state): State<AppState>,
     buyer: Buyer,
+    ip: ClientIp,
     Path(id): Path<SaleId>,
 ) -> Result<Response, ApiError> {
+    state.limits.check(&buyer.user, ip.0)?;
     let (new, joined) = queue::join(&state, &buyer.user, id).await?;
     let status = if new {
         StatusCode::CREATED
@@ -62,15 +66,18 @@ async fn join_queue(
         (status = 200, body = QueueState),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found: no such sale, or not in its queue", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited, with Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn queue_status(
     State(state): State<AppState>,
     buyer: Buyer,
+    ip: ClientIp,
     Path(id): Path<SaleId>,
     headers: HeaderMap,
 ) -> Result<Json<QueueState>, ApiError> {
+    state.limits.check(&buyer.user, ip.0)?;
     let ticket = headers.get(TICKET_HEADER).and_then(|v| v.to_str().ok());
     Ok(Json(queue::status(&state, &buyer.user, id, ticket).await?))
 }

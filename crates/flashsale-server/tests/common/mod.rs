@@ -254,6 +254,7 @@ pub async fn uncached(db: PgPool) -> TestApp {
                 oversubscription: 1.0,
                 counter_cache_ttl: std::time::Duration::ZERO,
             },
+            ..Tuning::default()
         },
     )
     .await

@@ -1,0 +1,297 @@
+//! Per-buyer and per-client-IP rate limits on the queue endpoints (`governor`), and finding the
+//! client's IP behind trusted proxies.
+//!
+//! On sale day a buyer polling in a tight loop, or a bot farm behind one address, must not take
+//! the capacity meant for everyone else. Limits answer 429 with `Retry-After`. Memory stays
+//! bounded under millions of distinct keys: upkeep calls [`RateLimits::housekeeping`] every
+//! second, which drops every key whose bucket has refilled (a key costs memory only while it is
+//! actually being limited or was seen within its refill period).
+//!
+//! `X-Forwarded-For` is believed only when the connection comes from a configured trusted proxy;
+//! otherwise anyone could claim any address and escape the per-IP limit.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::str::FromStr;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use flashsale_core::UserId;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// An IP network, `addr/prefix` (or a single address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl FromStr for IpNet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<IpNet, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("bad prefix in {s:?}"))?,
+            None => max,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+}
+
+impl IpNet {
+    /// Whether `ip` is inside this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        fn masked(bits: u128, prefix: u8, width: u8) -> u128 {
+            if prefix == 0 {
+                0
+            } else {
+                bits >> (width - prefix)
+            }
+        }
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                masked(u128::from(u32::from(net)), self.prefix, 32)
+                    == masked(u128::from(u32::from(ip)), self.prefix, 32)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                masked(u128::from(net), self.prefix, 128)
+                    == masked(u128::from(ip), self.prefix, 128)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Rate-limit settings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LimitSettings {
+    /// Requests per second per buyer on the queue endpoints (burst: twice that); `None`: off.
+    pub per_user: Option<NonZeroU32>,
+    /// Requests per second per client IP (burst: twice that); `None`: off.
+    pub per_ip: Option<NonZeroU32>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// The limiters of one instance.
+#[derive(Debug)]
+pub struct RateLimits {
+    per_user: Option<DefaultKeyedRateLimiter<UserId>>,
+    per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    trusted_proxies: Vec<IpNet>,
+    clock: DefaultClock,
+}
+
+fn quota(per_second: NonZeroU32) -> Quota {
+    let burst = per_second.saturating_mul(NonZeroU32::new(2).expect("2 is not zero"));
+    Quota::per_second(per_second).allow_burst(burst)
+}
+
+impl RateLimits {
+    /// Limiters for `settings`.
+    pub fn new(settings: &LimitSettings) -> RateLimits {
+        RateLimits {
+            per_user: settings.per_user.map(|r| RateLimiter::keyed(quota(r))),
+            per_ip: settings.per_ip.map(|r| RateLimiter::keyed(quota(r))),
+            trusted_proxies: settings.trusted_proxies.clone(),
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// Counts one request of `user` from `ip`; 429 `rate_limited` when either is over its limit.
+    pub fn check(&self, user: &UserId, ip: Option<IpAddr>) -> Result<(), ApiError> {
+        let refused = |scope: &'static str, wait: Duration| {
+            metrics::counter!("rate_limited_total", "scope" => scope).increment(1);
+            ApiError::RateLimited { retry_after: wait }
+        };
+        if let (Some(limiter), Some(ip)) = (&self.per_ip, ip) {
+            limiter
+                .check_key(&ip)
+                .map_err(|n| refused("ip", n.wait_time_from(self.clock.now())))?;
+        }
+        if let Some(limiter) = &self.per_user {
+            limiter
+                .check_key(user)
+                .map_err(|n| refused("user", n.wait_time_from(self.clock.now())))?;
+        }
+        Ok(())
+    }
+
+    /// Forgets keys whose buckets are full again, so memory follows current traffic only.
+    pub fn housekeeping(&self) {
+        for len in [
+            self.per_user.as_ref().map(|l| {
+                l.retain_recent();
+                l.shrink_to_fit();
+                l.len()
+            }),
+            self.per_ip.as_ref().map(|l| {
+                l.retain_recent();
+                l.shrink_to_fit();
+                l.len()
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            metrics::gauge!("rate_limiter_keys").set(len as f64);
+        }
+    }
+
+    /// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
+    /// address in `X-Forwarded-For` that is not itself a trusted proxy.
+    pub fn client_ip(&self, peer: Option<IpAddr>, forwarded_for: Option<&str>) -> Option<IpAddr> {
+        let peer = peer?;
+        if !self.trusted(peer) {
+            return Some(peer);
+        }
+        let hops = forwarded_for.unwrap_or("").split(',').rev().map(str::trim);
+        for hop in hops {
+            match hop.parse::<IpAddr>() {
+                Ok(ip) if self.trusted(ip) => continue,
+                Ok(ip) => return Some(ip),
+                // Garbage in the header: stop believing it here.
+                Err(_) => break,
+            }
+        }
+        Some(peer)
+    }
+
+    fn trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(ip))
+    }
+}
+
+/// The client's IP as [`RateLimits::client_ip`] decides it; `None` when the server does not know
+/// the peer (tests driving the router without a socket).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<ClientIp, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        Ok(ClientIp(state.limits.client_ip(peer, forwarded)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(per_user: u32, per_ip: u32, proxies: &[&str]) -> RateLimits {
+        RateLimits::new(&LimitSettings {
+            per_user: NonZeroU32::new(per_user),
+            per_ip: NonZeroU32::new(per_ip),
+            trusted_proxies: proxies.iter().map(|p| p.parse().unwrap()).collect(),
+        })
+    }
+
+    #[test]
+    fn a_buyer_over_the_limit_is_told_when_to_retry() {
+        let limits = limits(5, 0, &[]);
+        let alice = UserId::try_from("alice".to_owned()).unwrap();
+        let bob = UserId::try_from("bob".to_owned()).unwrap();
+        for _ in 0..10 {
+            limits.check(&alice, None).unwrap();
+        }
+        match limits.check(&alice, None) {
+            Err(ApiError::RateLimited { retry_after }) => {
+                assert!(retry_after <= Duration::from_secs(1))
+            }
+            other => panic!("{other:?}"),
+        }
+        limits.check(&bob, None).unwrap();
+    }
+
+    #[test]
+    fn one_address_is_limited_across_buyers() {
+        let limits = limits(0, 3, &[]);
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        for i in 0..6 {
+            limits
+                .check(&UserId::try_from(format!("u{i}")).unwrap(), Some(ip))
+                .unwrap();
+        }
+        assert!(
+            limits
+                .check(&UserId::try_from("u7".to_owned()).unwrap(), Some(ip))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let limits = limits(1, 1, &["10.0.0.0/8", "::1"]);
+        let client: IpAddr = "203.0.113.9".parse().unwrap();
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        let stranger: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(
+            limits.client_ip(Some(proxy), Some("203.0.113.9, 10.0.0.5")),
+            Some(client)
+        );
+        assert_eq!(
+            limits.client_ip(Some(stranger), Some("203.0.113.9")),
+            Some(stranger)
+        );
+        assert_eq!(limits.client_ip(Some(proxy), Some("junk")), Some(proxy));
+        assert_eq!(limits.client_ip(Some(proxy), None), Some(proxy));
+        assert_eq!(limits.client_ip(None, Some("203.0.113.9")), None);
+    }
+
+    #[test]
+    fn networks_match_by_prefix() {
+        let net: IpNet = "10.0.0.0/8".parse().unwrap();
+        assert!(net.contains("10.255.0.1".parse().unwrap()));
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        assert!(!net.contains("::1".parse().unwrap()));
+        assert!(
+            "0.0.0.0/0"
+                .parse::<IpNet>()
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!("10.0.0.0/33".parse::<IpNet>().is_err());
+    }
+
+    #[test]
+    fn housekeeping_forgets_keys_whose_buckets_refilled() {
+        let limits = limits(1000, 0, &[]);
+        for i in 0..1000 {
+            limits
+                .check(&UserId::try_from(format!("u{i}")).unwrap(), None)
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        limits.housekeeping();
+        assert_eq!(limits.per_user.as_ref().unwrap().len(), 0);
+    }
+}
