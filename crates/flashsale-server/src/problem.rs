@@ -109,7 +109,7 @@ pub enum ApiError {
 
 /// Whole seconds for `Retry-After`, rounded up, at least one.
 fn retry_after_secs(wait: &std::time::Duration) -> u64 {
-    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.as_secs() == 0))
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// The cause of a 500, carried to the logging middleware in the response's extensions.

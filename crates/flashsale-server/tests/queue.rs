@@ -309,3 +309,81 @@ async fn a_buyer_polling_too_fast_gets_429_with_retry_after(db: sqlx::PgPool) {
     );
     app.redis.cleanup().await;
 }
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn the_event_stream_pushes_sold_out_within_a_second_and_ends(db: sqlx::PgPool) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let app = uncached(db).await;
+    let id = app.create_sale(sale_in_prequeue(1)).await["id"]
+        .as_i64()
+        .unwrap();
+    open_now(&app, id).await;
+    app.buyer(Method::POST, &format!("/sales/{id}/queue"), "first", None)
+        .await;
+    let joined = app
+        .buyer(Method::POST, &format!("/sales/{id}/queue"), "waiter", None)
+        .await;
+    let request = axum::http::Request::get(format!("/sales/{id}/queue/events"))
+        .header(
+            "authorization",
+            format!("Bearer {}", buyer_jwt("waiter", 600)),
+        )
+        .header("x-queue-ticket", joined.body["ticket"].as_str().unwrap())
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.into_body();
+    let mut next_event = async || -> Option<Value> {
+        loop {
+            let frame = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame())
+                .await
+                .ok()??
+                .ok()?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let text = String::from_utf8(data.to_vec()).unwrap();
+            if let Some(json) = text.lines().find_map(|l| l.strip_prefix("data: ")) {
+                return Some(serde_json::from_str(json).unwrap());
+            }
+        }
+    };
+    let first = next_event().await.unwrap();
+    assert_eq!(
+        (first["status"].as_str(), first["position"].as_u64()),
+        (Some("waiting"), Some(2))
+    );
+
+    // The last unit goes.
+    let ledger = app
+        .redis
+        .keys
+        .batch(SaleId::try_from(id).unwrap(), BatchNo::FIRST)
+        .ledger();
+    let mut conn = app.redis.pool.get().await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(&ledger)
+        .arg("available")
+        .arg(0)
+        .arg("sold")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let sold_at = std::time::Instant::now();
+    let pushed = next_event().await.unwrap();
+    assert_eq!(pushed["status"], "sold_out");
+    assert!(
+        sold_at.elapsed() < std::time::Duration::from_secs(2),
+        "pushed after {:?}",
+        sold_at.elapsed()
+    );
+    assert!(
+        next_event().await.is_none(),
+        "the stream ends after a final state"
+    );
+    app.redis.cleanup().await;
+}

@@ -1,16 +1,21 @@
 //! Shoppers in the queue: `POST` and `GET /sales/{id}/queue`, behind a buyer JWT.
 
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use flashsale_core::SaleId;
+use futures::stream::{self, Stream};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::buyer::Buyer;
 use crate::limits::ClientIp;
 use crate::problem::{ApiError, Json, Path, Problem};
-use crate::queue::{self, QueueState};
+use crate::queue::{self, QueueState, QueueStatus};
 use crate::state::AppState;
 
 /// The header a client sends its last ticket back in.
@@ -18,7 +23,9 @@ pub const TICKET_HEADER: &str = "x-queue-ticket";
 
 /// The queue routes.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(join_queue, queue_status))
+    OpenApiRouter::new()
+        .routes(routes!(join_queue, queue_status))
+        .routes(routes!(queue_events))
 }
 
 /// Join the sale's current batch. Idempotent per buyer and batch: joining again (another tab, a
@@ -80,4 +87,125 @@ async fn queue_status(
     state.limits.check(&buyer.user, ip.0)?;
     let ticket = headers.get(TICKET_HEADER).and_then(|v| v.to_str().ok());
     Ok(Json(queue::status(&state, &buyer.user, id, ticket).await?))
+}
+
+/// How long one event stream stays open; `EventSource` clients reconnect on their own, which
+/// re-checks their token and rate limit and spreads long-lived connections over instances.
+const STREAM_LIFETIME: Duration = Duration::from_secs(600);
+
+/// The same state as `GET /sales/{id}/queue`, pushed as Server-Sent Events (`event: queue`,
+/// JSON data) whenever it changes: status, position, ahead or estimate. The stream ends when
+/// nothing is left to wait for (`sold_out`, `closed`, `expired`) and after ten minutes.
+#[utoipa::path(
+    get, path = "/sales/{id}/queue/events", tag = "shoppers",
+    params(
+        ("id" = i64, Path, description = "Sale id"),
+        ("X-Queue-Ticket" = Option<String>, Header, description = "The `ticket` of the previous answer"),
+    ),
+    security(("buyer_jwt" = [])),
+    responses(
+        (status = 200, description = "A stream of `queue` events, each a QueueState", content_type = "text/event-stream", body = QueueState),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found: no such sale, or not in its queue", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited, with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn queue_events(
+    State(state): State<AppState>,
+    buyer: Buyer,
+    ip: ClientIp,
+    Path(id): Path<SaleId>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    state.limits.check(&buyer.user, ip.0)?;
+    let ticket = headers.get(TICKET_HEADER).and_then(|v| v.to_str().ok());
+    // Errors before the stream starts (no such sale, not joined) are ordinary problems.
+    let first = queue::status(&state, &buyer.user, id, ticket).await?;
+    let deadline = Instant::now() + STREAM_LIFETIME;
+    let start = Some(Watch {
+        state,
+        user: buyer.user,
+        sale: id,
+        last: first,
+        sent: false,
+    });
+    let events = stream::unfold(start, move |watch| async move {
+        let mut watch = watch?;
+        if !watch.sent {
+            watch.sent = true;
+            let event = queue_event(&watch.last);
+            return Some((Ok(event), Some(watch)));
+        }
+        loop {
+            if is_final(watch.last.status) || Instant::now() >= deadline {
+                return None;
+            }
+            // Near the front every 200 ms, otherwise at most once a second: the counters behind
+            // it are cached, so this costs no Redis round trip.
+            let pause = watch.last.poll_after_ms.unwrap_or(1_000).clamp(200, 1_000);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            match queue::status(
+                &watch.state,
+                &watch.user,
+                watch.sale,
+                Some(&watch.last.ticket),
+            )
+            .await
+            {
+                Ok(next) => {
+                    let changed = changed(&watch.last, &next);
+                    watch.last = next;
+                    if changed {
+                        let event = queue_event(&watch.last);
+                        return Some((Ok(event), Some(watch)));
+                    }
+                }
+                // Redis or PostgreSQL hiccup: tell the client and end; it reconnects.
+                Err(e) => {
+                    let event = Event::default().event("error").data(e.to_string());
+                    return Some((Ok(event), None));
+                }
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// What an event stream remembers between checks.
+struct Watch {
+    state: AppState,
+    user: flashsale_core::UserId,
+    sale: SaleId,
+    last: QueueState,
+    sent: bool,
+}
+
+fn queue_event(state: &QueueState) -> Event {
+    Event::default()
+        .event("queue")
+        .json_data(state)
+        .unwrap_or_else(|_| Event::default().event("error"))
+}
+
+fn is_final(status: QueueStatus) -> bool {
+    matches!(
+        status,
+        QueueStatus::SoldOut | QueueStatus::Closed | QueueStatus::Expired
+    )
+}
+
+fn changed(a: &QueueState, b: &QueueState) -> bool {
+    (
+        a.status,
+        a.position,
+        a.ahead,
+        a.eta_secs,
+        &a.admission_token,
+    ) != (
+        b.status,
+        b.position,
+        b.ahead,
+        b.eta_secs,
+        &b.admission_token,
+    )
 }
