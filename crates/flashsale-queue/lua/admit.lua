@@ -9,9 +9,9 @@
 -- ARGV[2] oversubscription factor (1.0 - 1.5): buyers in flight per unit available
 -- ARGV[3] admission TTL, ms     ARGV[4] opening, Unix ms
 --
--- Returns {admitted, serving, tail, inflight}: buyers admitted by this call, the counter after
--- it, tickets handed out, and buyers admitted whose turn is still running and who have not
--- reserved. Any number of instances may call it as often as they like: the allowance is a token
+-- Returns {admitted, serving, tail, inflight, lapsed}: buyers admitted by this call, the counter
+-- after it, tickets handed out, buyers admitted whose turn is still running and who have not
+-- reserved, and buyers whose turn this call found lapsed unused. Any number of instances may call it as often as they like: the allowance is a token
 -- bucket kept here, refilled from Redis's clock, so together they never admit faster than the
 -- rate. Each call that admits records a step (its last ticket, time, expiry, count); steps past
 -- their expiry are swept, and their buyers who did not reserve stop counting as in flight.
@@ -31,7 +31,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local function counters(admitted)
   local inflight = tonumber(redis.call('HGET', ticker, 'inflight') or '0')
-  return {admitted, tonumber(redis.call('GET', serving) or '0'), tonumber(redis.call('GET', tail) or '0'), inflight}
+  return {admitted, tonumber(redis.call('GET', serving) or '0'), tonumber(redis.call('GET', tail) or '0'), inflight, 0}
 end
 if now < opens_ms then
   return counters(0)
@@ -46,10 +46,13 @@ end
 
 -- Sweep expired steps (a bounded number per call keeps the script short).
 local inflight = tonumber(redis.call('HGET', ticker, 'inflight') or '0')
+local lapsed = 0
 local expired = redis.call('ZRANGEBYSCORE', steps, '-inf', now, 'LIMIT', 0, 256)
 for _, step in ipairs(expired) do
   local f = redis.call('HMGET', info, step .. ':n', step .. ':r')
-  inflight = inflight - (tonumber(f[1] or '0') - tonumber(f[2] or '0'))
+  local unused = tonumber(f[1] or '0') - tonumber(f[2] or '0')
+  lapsed = lapsed + unused
+  inflight = inflight - unused
   redis.call('HDEL', info, step .. ':n', step .. ':r', step .. ':at', step .. ':exp')
   redis.call('ZREM', steps, step)
   redis.call('ZREM', by_ticket, step)
@@ -80,4 +83,4 @@ if admitted > 0 then
   redis.call('HSET', info, step .. ':n', admitted, step .. ':r', 0, step .. ':at', now, step .. ':exp', now + ttl)
 end
 redis.call('HSET', ticker, 'last_ms', now, 'allowance', tostring(allowance), 'inflight', inflight)
-return {admitted, current, tonumber(redis.call('GET', tail) or '0'), inflight}
+return {admitted, current, tonumber(redis.call('GET', tail) or '0'), inflight, lapsed}

@@ -124,6 +124,8 @@ pub struct Admitted {
     pub tail: u64,
     /// Admitted buyers whose turn runs and who have not reserved.
     pub inflight: u64,
+    /// Admitted buyers whose turn this call found lapsed unused.
+    pub lapsed: u64,
 }
 
 /// Where an admitted ticket stands.
@@ -273,7 +275,7 @@ impl Queue {
             .invoke_async(&mut conn)
             .await?;
         let bad = || malformed("admit", &reply);
-        let [admitted, serving, tail, inflight] = reply.as_slice() else {
+        let [admitted, serving, tail, inflight, lapsed] = reply.as_slice() else {
             return Err(bad());
         };
         let n = |v: &i64| u64::try_from(*v).map_err(|_| bad());
@@ -282,6 +284,7 @@ impl Queue {
             serving: n(serving)?,
             tail: n(tail)?,
             inflight: n(inflight)?,
+            lapsed: n(lapsed)?,
         })
     }
 

@@ -321,7 +321,11 @@ async fn admission_stops_at_the_stock_and_resumes_when_turns_expire() {
     // Nobody reserved: the turns lapse and the counter admits the next ten.
     tokio::time::sleep(Duration::from_millis(350)).await;
     let next = s.queue.admit(&open, &p).await.unwrap();
-    assert_eq!((next.serving, next.inflight), (20, 10), "{next:?}");
+    assert_eq!(
+        (next.serving, next.inflight, next.lapsed),
+        (20, 10, 10),
+        "{next:?}"
+    );
     assert_eq!(
         s.queue.admission(sale(), BatchNo::FIRST, 5).await.unwrap(),
         Admission::Expired

@@ -372,6 +372,8 @@ pub async fn admit_all(state: &AppState, now: DateTime<Utc>) -> Result<u64, ApiE
         metrics::counter!("queue_admitted_total", "sale" => label.clone()).increment(step.admitted);
         metrics::gauge!("queue_serving", "sale" => label.clone()).set(step.serving as f64);
         metrics::gauge!("queue_length", "sale" => label.clone()).set(step.tail as f64);
+        metrics::counter!("queue_admissions_lapsed_total", "sale" => label.clone())
+            .increment(step.lapsed);
         metrics::gauge!("queue_in_flight", "sale" => label).set(step.inflight as f64);
         admitted += step.admitted;
     }
