@@ -23,20 +23,12 @@ pub struct Report {
 impl Report {
     /// A report for `scenario` with no checks yet.
     pub fn new(scenario: &'static str) -> Report {
-        Report {
-            scenario,
-            checks: Vec::new(),
-            notes: Vec::new(),
-        }
+        Report { scenario, checks: Vec::new(), notes: Vec::new() }
     }
 
     /// Records a check.
     pub fn check(&mut self, name: &'static str, passed: bool, detail: impl Into<String>) {
-        self.checks.push(Check {
-            name,
-            passed,
-            detail: detail.into(),
-        });
+        self.checks.push(Check { name, passed, detail: detail.into() });
     }
 
     /// Records a measurement.
@@ -61,10 +53,6 @@ impl fmt::Display for Report {
             writeln!(f, "  {verdict} {:<32} {}", check.name, check.detail)?;
         }
         let failed = self.checks.iter().filter(|c| !c.passed).count();
-        writeln!(
-            f,
-            "checks: {} passed, {failed} failed",
-            self.checks.len() - failed
-        )
+        writeln!(f, "checks: {} passed, {failed} failed", self.checks.len() - failed)
     }
 }

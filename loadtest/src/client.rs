@@ -23,10 +23,7 @@ impl Client {
     /// A client for the server at `base` (e.g. `http://127.0.0.1:8080`).
     pub fn new(base: &str, admin_token: &str) -> Client {
         Client {
-            http: reqwest::Client::builder()
-                .pool_max_idle_per_host(256)
-                .build()
-                .expect("a plain HTTP client builds"),
+            http: reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("a plain HTTP client builds"),
             base: base.trim_end_matches('/').to_owned(),
             admin_token: admin_token.to_owned(),
         }
@@ -41,9 +38,7 @@ impl Client {
         admin: bool,
         if_match: Option<&str>,
     ) -> anyhow::Result<Reply> {
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base));
+        let mut request = self.http.request(method.clone(), format!("{}{path}", self.base));
         if admin {
             request = request.bearer_auth(&self.admin_token);
         }
@@ -53,25 +48,11 @@ impl Client {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("{method} {path}"))?;
+        let response = request.send().await.with_context(|| format!("{method} {path}"))?;
         let status = response.status();
-        let etag = response
-            .headers()
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let bytes = response
-            .bytes()
-            .await
-            .with_context(|| format!("{method} {path}: reading the body"))?;
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-        };
+        let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let bytes = response.bytes().await.with_context(|| format!("{method} {path}: reading the body"))?;
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
         Ok(Reply { status, etag, body })
     }
 

@@ -60,11 +60,7 @@ async fn main() -> ExitCode {
     match report {
         Ok(report) => {
             print!("{report}");
-            if report.passed() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+            if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         Err(e) => {
             eprintln!("flashsale-loadtest: scenario aborted: {e:#}");

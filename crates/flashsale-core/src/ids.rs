@@ -108,18 +108,13 @@ mod tests {
     #[test]
     fn ids_refuse_non_positive_json() {
         assert!(serde_json::from_str::<SaleId>("0").is_err());
-        assert_eq!(
-            serde_json::from_str::<BatchNo>("3").unwrap().next().get(),
-            4
-        );
+        assert_eq!(serde_json::from_str::<BatchNo>("3").unwrap().next().get(), 4);
     }
 }
 
 /// A buyer, as named by the `sub` claim of their identity provider's JWT: 1–64 characters, no
 /// control characters. Opaque to flashsale: it is compared, hashed and stored, never parsed.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(try_from = "String", into = "String")]
 #[schema(value_type = String, example = "user-42")]
 pub struct UserId(String);

@@ -25,10 +25,7 @@ impl KeySpace {
     /// validated before this is called.
     pub fn new(prefix: impl Into<String>) -> KeySpace {
         let prefix = prefix.into();
-        assert!(
-            Self::is_valid_prefix(&prefix),
-            "invalid Redis key prefix {prefix:?}"
-        );
+        assert!(Self::is_valid_prefix(&prefix), "invalid Redis key prefix {prefix:?}");
         KeySpace { prefix }
     }
 
@@ -47,9 +44,7 @@ impl KeySpace {
 
     /// The keys of one batch.
     pub fn batch(&self, sale: SaleId, batch: BatchNo) -> BatchKeys {
-        BatchKeys {
-            base: format!("{}:{{sale:{sale}}}:b:{batch}", self.prefix),
-        }
+        BatchKeys { base: format!("{}:{{sale:{sale}}}:b:{batch}", self.prefix) }
     }
 }
 

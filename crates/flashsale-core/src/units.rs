@@ -9,18 +9,7 @@ use serde::{Deserialize, Serialize};
 /// the conversions are explicit: widening is lossless, narrowing is checked and fails loudly instead
 /// of wrapping (the workspace denies lossy `as` casts for exactly this reason).
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Default,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize, utoipa::ToSchema,
 )]
 #[serde(transparent)]
 pub struct Units(u32);
@@ -63,9 +52,7 @@ impl Units {
 impl TryFrom<i64> for Units {
     type Error = UnitsOutOfRange;
     fn try_from(value: i64) -> Result<Units, UnitsOutOfRange> {
-        u32::try_from(value)
-            .map(Units)
-            .map_err(|_| UnitsOutOfRange(value))
+        u32::try_from(value).map(Units).map_err(|_| UnitsOutOfRange(value))
     }
 }
 

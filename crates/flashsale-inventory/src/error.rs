@@ -12,8 +12,5 @@ pub enum InventoryError {
     /// A script or command replied with something its contract does not allow; a sign of a
     /// script/wrapper version mismatch or a ledger written by something else.
     #[error("unexpected reply from {operation}: {reply}")]
-    MalformedReply {
-        operation: &'static str,
-        reply: String,
-    },
+    MalformedReply { operation: &'static str, reply: String },
 }

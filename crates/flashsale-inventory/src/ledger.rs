@@ -100,42 +100,27 @@ impl LedgerSnapshot {
 /// The inventory ledgers of every batch under one key space.
 #[derive(Clone)]
 pub struct Inventory {
-    pool: deadpool_redis::Pool,
+    redis: flashsale_redis::Redis,
     keys: KeySpace,
 }
 
 impl std::fmt::Debug for Inventory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inventory")
-            .field("keys", &self.keys)
-            .finish_non_exhaustive()
+        f.debug_struct("Inventory").field("keys", &self.keys).finish_non_exhaustive()
     }
 }
 
-const LEDGER_FIELDS: [&str; 7] = [
-    "total",
-    "available",
-    "reserved",
-    "sold",
-    "per_user_limit",
-    "paused",
-    "closed",
-];
+const LEDGER_FIELDS: [&str; 7] = ["total", "available", "reserved", "sold", "per_user_limit", "paused", "closed"];
 
 impl Inventory {
-    /// Ledgers under `keys`, reached through `pool`.
-    pub fn new(pool: deadpool_redis::Pool, keys: KeySpace) -> Inventory {
-        Inventory { pool, keys }
+    /// Ledgers under `keys`, reached through `redis`.
+    pub fn new(redis: impl Into<flashsale_redis::Redis>, keys: KeySpace) -> Inventory {
+        Inventory { redis: redis.into(), keys }
     }
 
     /// Creates the batch's ledger unless it exists.
-    pub async fn open_batch(
-        &self,
-        sale: SaleId,
-        batch: BatchNo,
-        spec: LedgerSpec,
-    ) -> Result<Opened, InventoryError> {
-        let mut conn = self.pool.get().await?;
+    pub async fn open_batch(&self, sale: SaleId, batch: BatchNo, spec: LedgerSpec) -> Result<Opened, InventoryError> {
+        let mut conn = self.redis.conn().await?;
         let reply: i64 = scripts::OPEN_BATCH
             .key(self.keys.batch(sale, batch).ledger())
             .arg(spec.total.get())
@@ -161,7 +146,7 @@ impl Inventory {
         batch: BatchNo,
         spec: LedgerSpec,
     ) -> Result<Configured, InventoryError> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.redis.conn().await?;
         let reply: Value = scripts::CONFIGURE_BATCH
             .key(self.keys.batch(sale, batch).ledger())
             .arg(spec.total.get())
@@ -175,12 +160,12 @@ impl Inventory {
             return Err(malformed_reply());
         };
         match (items.first().and_then(as_text).as_deref(), items.get(1)) {
-            (Some("ok"), Some(Value::Int(n))) => Ok(Configured::Applied {
-                available: units(*n).ok_or_else(malformed_reply)?,
-            }),
-            (Some("below_committed"), Some(Value::Int(n))) => Ok(Configured::BelowCommitted {
-                held: units(*n).ok_or_else(malformed_reply)?,
-            }),
+            (Some("ok"), Some(Value::Int(n))) => {
+                Ok(Configured::Applied { available: units(*n).ok_or_else(malformed_reply)? })
+            }
+            (Some("below_committed"), Some(Value::Int(n))) => {
+                Ok(Configured::BelowCommitted { held: units(*n).ok_or_else(malformed_reply)? })
+            }
             (Some("closed"), None) => Ok(Configured::Closed),
             (Some("missing"), None) => Ok(Configured::Missing),
             _ => Err(malformed_reply()),
@@ -194,7 +179,7 @@ impl Inventory {
         batch: BatchNo,
         change: StatusChange,
     ) -> Result<StatusChanged, InventoryError> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.redis.conn().await?;
         let change = match change {
             StatusChange::Pause => "pause",
             StatusChange::Resume => "resume",
@@ -214,11 +199,7 @@ impl Inventory {
     }
 
     /// The batch's ledger, or `None` if it has none.
-    pub async fn snapshot(
-        &self,
-        sale: SaleId,
-        batch: BatchNo,
-    ) -> Result<Option<LedgerSnapshot>, InventoryError> {
+    pub async fn snapshot(&self, sale: SaleId, batch: BatchNo) -> Result<Option<LedgerSnapshot>, InventoryError> {
         Ok(self.snapshots(&[(sale, batch)]).await?.pop().flatten())
     }
 
@@ -233,16 +214,11 @@ impl Inventory {
         }
         let mut pipe = redis::pipe();
         for (sale, batch) in batches {
-            pipe.cmd("HMGET")
-                .arg(self.keys.batch(*sale, *batch).ledger())
-                .arg(&LEDGER_FIELDS[..]);
+            pipe.cmd("HMGET").arg(self.keys.batch(*sale, *batch).ledger()).arg(&LEDGER_FIELDS[..]);
         }
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.redis.conn().await?;
         let replies: Vec<Vec<Option<i64>>> = pipe.query_async(&mut conn).await?;
-        replies
-            .into_iter()
-            .map(|fields| decode_snapshot(&fields))
-            .collect()
+        replies.into_iter().map(|fields| decode_snapshot(&fields)).collect()
     }
 }
 
@@ -251,14 +227,7 @@ fn decode_snapshot(fields: &[Option<i64>]) -> Result<Option<LedgerSnapshot>, Inv
         return Ok(None);
     }
     let bad = || malformed("HMGET ledger", &fields);
-    let unit = |i: usize| {
-        fields
-            .get(i)
-            .copied()
-            .flatten()
-            .and_then(units)
-            .ok_or_else(bad)
-    };
+    let unit = |i: usize| fields.get(i).copied().flatten().and_then(units).ok_or_else(bad);
     let flag = |i: usize| match fields.get(i).copied().flatten() {
         Some(0) => Ok(false),
         Some(1) => Ok(true),
@@ -288,8 +257,5 @@ fn as_text(value: &Value) -> Option<String> {
 }
 
 fn malformed(operation: &'static str, reply: &dyn std::fmt::Debug) -> InventoryError {
-    InventoryError::MalformedReply {
-        operation,
-        reply: format!("{reply:?}"),
-    }
+    InventoryError::MalformedReply { operation, reply: format!("{reply:?}") }
 }

@@ -22,6 +22,4 @@ pub mod ledger;
 pub mod scripts;
 
 pub use error::InventoryError;
-pub use ledger::{
-    Configured, Inventory, LedgerSnapshot, LedgerSpec, Opened, StatusChange, StatusChanged,
-};
+pub use ledger::{Configured, Inventory, LedgerSnapshot, LedgerSpec, Opened, StatusChange, StatusChanged};

@@ -26,14 +26,8 @@ pub static SET_BATCH_STATUS: LazyLock<redis::Script> =
 fn all() -> [(&'static str, &'static str); 3] {
     [
         ("open_batch", include_str!("../lua/open_batch.lua")),
-        (
-            "configure_batch",
-            include_str!("../lua/configure_batch.lua"),
-        ),
-        (
-            "set_batch_status",
-            include_str!("../lua/set_batch_status.lua"),
-        ),
+        ("configure_batch", include_str!("../lua/configure_batch.lua")),
+        ("set_batch_status", include_str!("../lua/set_batch_status.lua")),
     ]
 }
 
@@ -43,11 +37,7 @@ pub async fn load_all(pool: &deadpool_redis::Pool) -> Result<(), InventoryError>
     let mut conn = pool.get().await?;
     let scripts: [&LazyLock<redis::Script>; 3] = [&OPEN_BATCH, &CONFIGURE_BATCH, &SET_BATCH_STATUS];
     for ((name, source), script) in all().into_iter().zip(scripts) {
-        let sha: String = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(source)
-            .query_async(&mut conn)
-            .await?;
+        let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg(source).query_async(&mut conn).await?;
         if sha != script.get_hash() {
             return Err(InventoryError::MalformedReply {
                 operation: name,

@@ -21,9 +21,7 @@ fn spec(total: u32) -> LedgerSpec {
 
 async fn setup() -> (TestRedis, Inventory) {
     let redis = TestRedis::new();
-    flashsale_inventory::scripts::load_all(&redis.pool)
-        .await
-        .unwrap();
+    flashsale_inventory::scripts::load_all(&redis.pool).await.unwrap();
     let inventory = Inventory::new(redis.pool.clone(), redis.keys.clone());
     (redis, inventory)
 }
@@ -45,30 +43,11 @@ async fn hold(redis: &TestRedis, units: i64) {
 #[tokio::test]
 async fn opening_twice_never_resets_a_ledger() {
     let (redis, inventory) = setup().await;
-    assert_eq!(
-        inventory
-            .open_batch(sale(), BatchNo::FIRST, spec(10))
-            .await
-            .unwrap(),
-        Opened::Created
-    );
+    assert_eq!(inventory.open_batch(sale(), BatchNo::FIRST, spec(10)).await.unwrap(), Opened::Created);
     hold(&redis, 3).await;
-    assert_eq!(
-        inventory
-            .open_batch(sale(), BatchNo::FIRST, spec(99))
-            .await
-            .unwrap(),
-        Opened::AlreadyOpen
-    );
-    let snap = inventory
-        .snapshot(sale(), BatchNo::FIRST)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        (snap.total, snap.available, snap.reserved),
-        (Units::new(10), Units::new(7), Units::new(3))
-    );
+    assert_eq!(inventory.open_batch(sale(), BatchNo::FIRST, spec(99)).await.unwrap(), Opened::AlreadyOpen);
+    let snap = inventory.snapshot(sale(), BatchNo::FIRST).await.unwrap().unwrap();
+    assert_eq!((snap.total, snap.available, snap.reserved), (Units::new(10), Units::new(7), Units::new(3)));
     assert!(snap.balances());
     redis.cleanup().await;
 }
@@ -78,12 +57,7 @@ async fn concurrent_openings_create_one_ledger() {
     let (redis, inventory) = setup().await;
     let calls = (0..50).map(|_| {
         let inventory = inventory.clone();
-        tokio::spawn(async move {
-            inventory
-                .open_batch(sale(), BatchNo::FIRST, spec(10))
-                .await
-                .unwrap()
-        })
+        tokio::spawn(async move { inventory.open_batch(sale(), BatchNo::FIRST, spec(10)).await.unwrap() })
     });
     let mut created = 0;
     for call in calls {
@@ -98,49 +72,23 @@ async fn concurrent_openings_create_one_ledger() {
 #[tokio::test]
 async fn stock_never_drops_below_what_buyers_hold() {
     let (redis, inventory) = setup().await;
-    inventory
-        .open_batch(sale(), BatchNo::FIRST, spec(10))
-        .await
-        .unwrap();
+    inventory.open_batch(sale(), BatchNo::FIRST, spec(10)).await.unwrap();
     hold(&redis, 6).await;
     assert_eq!(
-        inventory
-            .configure(sale(), BatchNo::FIRST, spec(5))
-            .await
-            .unwrap(),
-        Configured::BelowCommitted {
-            held: Units::new(6)
-        }
+        inventory.configure(sale(), BatchNo::FIRST, spec(5)).await.unwrap(),
+        Configured::BelowCommitted { held: Units::new(6) }
     );
-    let unchanged = inventory
-        .snapshot(sale(), BatchNo::FIRST)
-        .await
-        .unwrap()
-        .unwrap();
+    let unchanged = inventory.snapshot(sale(), BatchNo::FIRST).await.unwrap().unwrap();
     assert_eq!(unchanged.total, Units::new(10));
     assert_eq!(
-        inventory
-            .configure(sale(), BatchNo::FIRST, spec(6))
-            .await
-            .unwrap(),
-        Configured::Applied {
-            available: Units::ZERO
-        }
+        inventory.configure(sale(), BatchNo::FIRST, spec(6)).await.unwrap(),
+        Configured::Applied { available: Units::ZERO }
     );
     assert_eq!(
-        inventory
-            .configure(sale(), BatchNo::FIRST, spec(20))
-            .await
-            .unwrap(),
-        Configured::Applied {
-            available: Units::new(14)
-        }
+        inventory.configure(sale(), BatchNo::FIRST, spec(20)).await.unwrap(),
+        Configured::Applied { available: Units::new(14) }
     );
-    let snap = inventory
-        .snapshot(sale(), BatchNo::FIRST)
-        .await
-        .unwrap()
-        .unwrap();
+    let snap = inventory.snapshot(sale(), BatchNo::FIRST).await.unwrap().unwrap();
     assert!(snap.balances(), "{snap:?}");
     redis.cleanup().await;
 }
@@ -148,22 +96,11 @@ async fn stock_never_drops_below_what_buyers_hold() {
 #[tokio::test]
 async fn racing_stock_changes_keep_the_ledger_balanced() {
     let (redis, inventory) = setup().await;
-    inventory
-        .open_batch(sale(), BatchNo::FIRST, spec(100))
-        .await
-        .unwrap();
+    inventory.open_batch(sale(), BatchNo::FIRST, spec(100)).await.unwrap();
     hold(&redis, 40).await;
     let calls = (1..=200u32).map(|total| {
         let inventory = inventory.clone();
-        tokio::spawn(async move {
-            (
-                total,
-                inventory
-                    .configure(sale(), BatchNo::FIRST, spec(total))
-                    .await
-                    .unwrap(),
-            )
-        })
+        tokio::spawn(async move { (total, inventory.configure(sale(), BatchNo::FIRST, spec(total)).await.unwrap()) })
     });
     for call in calls {
         let (total, outcome) = call.await.unwrap();
@@ -173,11 +110,7 @@ async fn racing_stock_changes_keep_the_ledger_balanced() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    let snap = inventory
-        .snapshot(sale(), BatchNo::FIRST)
-        .await
-        .unwrap()
-        .unwrap();
+    let snap = inventory.snapshot(sale(), BatchNo::FIRST).await.unwrap().unwrap();
     assert!(snap.balances() && snap.total >= Units::new(40), "{snap:?}");
     redis.cleanup().await;
 }
@@ -186,89 +119,26 @@ async fn racing_stock_changes_keep_the_ledger_balanced() {
 async fn closing_is_final() {
     let (redis, inventory) = setup().await;
     let batch = BatchNo::FIRST;
-    assert_eq!(
-        inventory
-            .set_status(sale(), batch, StatusChange::Pause)
-            .await
-            .unwrap(),
-        StatusChanged::Missing
-    );
+    assert_eq!(inventory.set_status(sale(), batch, StatusChange::Pause).await.unwrap(), StatusChanged::Missing);
     inventory.open_batch(sale(), batch, spec(10)).await.unwrap();
-    assert_eq!(
-        inventory
-            .set_status(sale(), batch, StatusChange::Pause)
-            .await
-            .unwrap(),
-        StatusChanged::Applied
-    );
-    assert!(
-        inventory
-            .snapshot(sale(), batch)
-            .await
-            .unwrap()
-            .unwrap()
-            .paused
-    );
-    assert_eq!(
-        inventory
-            .set_status(sale(), batch, StatusChange::Resume)
-            .await
-            .unwrap(),
-        StatusChanged::Applied
-    );
-    assert!(
-        !inventory
-            .snapshot(sale(), batch)
-            .await
-            .unwrap()
-            .unwrap()
-            .paused
-    );
-    assert_eq!(
-        inventory
-            .set_status(sale(), batch, StatusChange::Close)
-            .await
-            .unwrap(),
-        StatusChanged::Applied
-    );
-    assert_eq!(
-        inventory
-            .set_status(sale(), batch, StatusChange::Resume)
-            .await
-            .unwrap(),
-        StatusChanged::Closed
-    );
-    assert_eq!(
-        inventory.configure(sale(), batch, spec(20)).await.unwrap(),
-        Configured::Closed
-    );
-    assert!(
-        inventory
-            .snapshot(sale(), batch)
-            .await
-            .unwrap()
-            .unwrap()
-            .closed
-    );
+    assert_eq!(inventory.set_status(sale(), batch, StatusChange::Pause).await.unwrap(), StatusChanged::Applied);
+    assert!(inventory.snapshot(sale(), batch).await.unwrap().unwrap().paused);
+    assert_eq!(inventory.set_status(sale(), batch, StatusChange::Resume).await.unwrap(), StatusChanged::Applied);
+    assert!(!inventory.snapshot(sale(), batch).await.unwrap().unwrap().paused);
+    assert_eq!(inventory.set_status(sale(), batch, StatusChange::Close).await.unwrap(), StatusChanged::Applied);
+    assert_eq!(inventory.set_status(sale(), batch, StatusChange::Resume).await.unwrap(), StatusChanged::Closed);
+    assert_eq!(inventory.configure(sale(), batch, spec(20)).await.unwrap(), Configured::Closed);
+    assert!(inventory.snapshot(sale(), batch).await.unwrap().unwrap().closed);
     redis.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_missing_ledger_reads_as_none_and_a_foreign_one_as_an_error() {
     let (redis, inventory) = setup().await;
-    assert_eq!(
-        inventory.snapshot(sale(), BatchNo::FIRST).await.unwrap(),
-        None
-    );
+    assert_eq!(inventory.snapshot(sale(), BatchNo::FIRST).await.unwrap(), None);
     let mut conn = redis.pool.get().await.unwrap();
     let key = redis.keys.batch(sale(), BatchNo::FIRST).ledger();
-    let _: () = redis::cmd("HSET")
-        .arg(&key)
-        .arg("total")
-        .arg(-5)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let _: () = redis::cmd("HSET").arg(&key).arg("total").arg(-5).query_async(&mut conn).await.unwrap();
     assert!(inventory.snapshot(sale(), BatchNo::FIRST).await.is_err());
     redis.cleanup().await;
 }

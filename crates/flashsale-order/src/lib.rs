@@ -12,19 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 /// An order's id (`orders.id`).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct OrderId(i64);
 
@@ -66,10 +54,7 @@ impl OrderStatus {
     /// Whether the lifecycle allows moving from `self` to `next`.
     pub fn can_become(self, next: OrderStatus) -> bool {
         use OrderStatus::*;
-        matches!(
-            (self, next),
-            (PendingPayment, Paid | PaymentFailed | Cancelled | Expired) | (Expired, RefundDue)
-        )
+        matches!((self, next), (PendingPayment, Paid | PaymentFailed | Cancelled | Expired) | (Expired, RefundDue))
     }
 
     /// Whether an order in this state holds units back from other buyers.
@@ -92,14 +77,7 @@ pub enum OrderError {
 impl OrderStatus {
     /// `next` if the lifecycle allows it, the reason otherwise.
     pub fn transition(self, next: OrderStatus) -> Result<OrderStatus, OrderError> {
-        if self.can_become(next) {
-            Ok(next)
-        } else {
-            Err(OrderError::InvalidTransition {
-                from: self,
-                to: next,
-            })
-        }
+        if self.can_become(next) { Ok(next) } else { Err(OrderError::InvalidTransition { from: self, to: next }) }
     }
 }
 
@@ -108,22 +86,14 @@ mod tests {
     use super::OrderStatus::*;
     use super::*;
 
-    const ALL: [OrderStatus; 6] = [
-        PendingPayment,
-        Paid,
-        PaymentFailed,
-        Cancelled,
-        Expired,
-        RefundDue,
-    ];
+    const ALL: [OrderStatus; 6] = [PendingPayment, Paid, PaymentFailed, Cancelled, Expired, RefundDue];
 
     #[test]
     fn only_pending_orders_move_and_expired_ones_only_to_refund() {
         for from in ALL {
             for to in ALL {
                 let allowed = from.can_become(to);
-                let expected = (from == PendingPayment
-                    && [Paid, PaymentFailed, Cancelled, Expired].contains(&to))
+                let expected = (from == PendingPayment && [Paid, PaymentFailed, Cancelled, Expired].contains(&to))
                     || (from == Expired && to == RefundDue);
                 assert_eq!(allowed, expected, "{from:?} -> {to:?}");
                 assert_eq!(from.transition(to).is_ok(), expected);
@@ -140,9 +110,6 @@ mod tests {
 
     #[test]
     fn statuses_use_snake_case_on_the_wire() {
-        assert_eq!(
-            serde_json::to_string(&PendingPayment).unwrap(),
-            "\"pending_payment\""
-        );
+        assert_eq!(serde_json::to_string(&PendingPayment).unwrap(), "\"pending_payment\"");
     }
 }

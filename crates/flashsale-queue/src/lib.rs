@@ -48,10 +48,7 @@ pub enum QueueError {
     CorruptCounter { key: String, value: i64 },
     /// A script replied with something its contract does not allow.
     #[error("unexpected reply from {operation}: {reply}")]
-    MalformedReply {
-        operation: &'static str,
-        reply: String,
-    },
+    MalformedReply { operation: &'static str, reply: String },
 }
 
 /// A batch's queue counters at one moment.
@@ -134,10 +131,7 @@ pub enum Admission {
     /// Not admitted yet.
     Waiting,
     /// Admitted at `admitted_at_ms`; may reserve until `window.expires_at_ms`.
-    Admitted {
-        window: AdmissionWindow,
-        admitted_at_ms: i64,
-    },
+    Admitted { window: AdmissionWindow, admitted_at_ms: i64 },
     /// Admitted, but the turn ran out.
     Expired,
 }
@@ -166,23 +160,18 @@ impl Counters {
 /// The queues of every batch under one key space.
 #[derive(Clone)]
 pub struct Queue {
-    pool: deadpool_redis::Pool,
+    redis: flashsale_redis::Redis,
     keys: KeySpace,
 }
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue")
-            .field("keys", &self.keys)
-            .finish_non_exhaustive()
+        f.debug_struct("Queue").field("keys", &self.keys).finish_non_exhaustive()
     }
 }
 
 fn malformed(operation: &'static str, reply: &dyn std::fmt::Debug) -> QueueError {
-    QueueError::MalformedReply {
-        operation,
-        reply: format!("{reply:?}"),
-    }
+    QueueError::MalformedReply { operation, reply: format!("{reply:?}") }
 }
 
 fn count(v: &Value) -> Option<u64> {
@@ -201,20 +190,15 @@ fn text(v: &Value) -> Option<&str> {
 }
 
 impl Queue {
-    /// Queues under `keys`, reached through `pool`.
-    pub fn new(pool: deadpool_redis::Pool, keys: KeySpace) -> Queue {
-        Queue { pool, keys }
+    /// Queues under `keys`, reached through `redis`.
+    pub fn new(redis: impl Into<flashsale_redis::Redis>, keys: KeySpace) -> Queue {
+        Queue { redis: redis.into(), keys }
     }
 
     /// Puts `user` in the batch's queue (idempotent: a second call returns the same place).
-    pub async fn join(
-        &self,
-        window: &QueueWindow,
-        user: &UserId,
-        rank: u64,
-    ) -> Result<Joined, QueueError> {
+    pub async fn join(&self, window: &QueueWindow, user: &UserId, rank: u64) -> Result<Joined, QueueError> {
         let keys = self.keys.batch(window.sale, window.batch);
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.redis.conn().await?;
         let reply: Value = scripts::JOIN
             .key(keys.ledger())
             .key(keys.queue_prequeue())
@@ -235,10 +219,7 @@ impl Queue {
         let [outcome, number, new] = items.as_slice() else {
             return Err(bad());
         };
-        let (number, new) = (
-            count(number).ok_or_else(bad)?,
-            count(new).ok_or_else(bad)? == 1,
-        );
+        let (number, new) = (count(number).ok_or_else(bad)?, count(new).ok_or_else(bad)? == 1);
         match text(outcome) {
             Some("pre") => Ok(Joined::Prequeue { new }),
             Some("ticket") if number >= 1 => Ok(Joined::Ticket { number, new }),
@@ -251,13 +232,9 @@ impl Queue {
 
     /// One ticker step for the batch: admits as many waiting buyers as the rate and the stock
     /// allow right now. Safe to call from every instance at any frequency.
-    pub async fn admit(
-        &self,
-        window: &QueueWindow,
-        policy: &AdmissionPolicy,
-    ) -> Result<Admitted, QueueError> {
+    pub async fn admit(&self, window: &QueueWindow, policy: &AdmissionPolicy) -> Result<Admitted, QueueError> {
         let keys = self.keys.batch(window.sale, window.batch);
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.redis.conn().await?;
         let reply: Vec<i64> = scripts::ADMIT
             .key(keys.ledger())
             .key(keys.queue_prequeue())
@@ -289,14 +266,9 @@ impl Queue {
     }
 
     /// Whether `ticket` is admitted, and its window if so.
-    pub async fn admission(
-        &self,
-        sale: SaleId,
-        batch: BatchNo,
-        ticket: u64,
-    ) -> Result<Admission, QueueError> {
+    pub async fn admission(&self, sale: SaleId, batch: BatchNo, ticket: u64) -> Result<Admission, QueueError> {
         let keys = self.keys.batch(sale, batch);
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.redis.conn().await?;
         let reply: Value = scripts::ADMISSION_WINDOW
             .key(keys.queue_serving())
             .key(keys.queue_steps_by_ticket())
@@ -311,28 +283,18 @@ impl Queue {
         match (items.first().and_then(text), &items[1.min(items.len())..]) {
             (Some("waiting"), []) => Ok(Admission::Waiting),
             (Some("expired"), []) => Ok(Admission::Expired),
-            (Some("admitted"), [Value::Int(step), Value::Int(at), Value::Int(exp)]) => {
-                Ok(Admission::Admitted {
-                    window: AdmissionWindow {
-                        step: u64::try_from(*step).map_err(|_| bad())?,
-                        expires_at_ms: *exp,
-                    },
-                    admitted_at_ms: *at,
-                })
-            }
+            (Some("admitted"), [Value::Int(step), Value::Int(at), Value::Int(exp)]) => Ok(Admission::Admitted {
+                window: AdmissionWindow { step: u64::try_from(*step).map_err(|_| bad())?, expires_at_ms: *exp },
+                admitted_at_ms: *at,
+            }),
             _ => Err(bad()),
         }
     }
 
     /// The buyer's place, or `None` if they have not joined.
-    pub async fn place(
-        &self,
-        sale: SaleId,
-        batch: BatchNo,
-        user: &UserId,
-    ) -> Result<Option<Place>, QueueError> {
+    pub async fn place(&self, sale: SaleId, batch: BatchNo, user: &UserId) -> Result<Option<Place>, QueueError> {
         let keys = self.keys.batch(sale, batch);
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.redis.conn().await?;
         let (rank, ticket): (Option<u64>, Option<u64>) = redis::pipe()
             .cmd("ZRANK")
             .arg(keys.queue_prequeue())
@@ -350,23 +312,18 @@ impl Queue {
     }
 
     /// The counters of several batches in one round trip. Order follows `batches`.
-    pub async fn counters(
-        &self,
-        batches: &[(SaleId, BatchNo)],
-    ) -> Result<Vec<Counters>, QueueError> {
+    pub async fn counters(&self, batches: &[(SaleId, BatchNo)]) -> Result<Vec<Counters>, QueueError> {
         if batches.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
         for (sale, batch) in batches {
             let keys = self.keys.batch(*sale, *batch);
-            pipe.cmd("MGET")
-                .arg(keys.queue_tail())
-                .arg(keys.queue_serving());
+            pipe.cmd("MGET").arg(keys.queue_tail()).arg(keys.queue_serving());
             pipe.cmd("ZCARD").arg(keys.queue_prequeue());
             pipe.cmd("HGET").arg(keys.queue_ticker()).arg("inflight");
         }
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.redis.conn().await?;
         let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
         replies
             .chunks(3)
@@ -395,18 +352,12 @@ impl Queue {
     }
 
     /// The live numbers operations watch, for several batches in one round trip.
-    pub async fn stats(
-        &self,
-        batches: &[(SaleId, BatchNo)],
-    ) -> Result<Vec<QueueStats>, QueueError> {
+    pub async fn stats(&self, batches: &[(SaleId, BatchNo)]) -> Result<Vec<QueueStats>, QueueError> {
         Ok(self
             .counters(batches)
             .await?
             .into_iter()
-            .map(|c| QueueStats {
-                queued: c.queued(),
-                admitted: c.serving.min(c.queued()),
-            })
+            .map(|c| QueueStats { queued: c.queued(), admitted: c.serving.min(c.queued()) })
             .collect())
     }
 }

@@ -8,12 +8,10 @@ use std::sync::LazyLock;
 use crate::QueueError;
 
 /// Joins a buyer (idempotent), sealing the pre-queue at the opening.
-pub static JOIN: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("../lua/join.lua")));
+pub static JOIN: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(include_str!("../lua/join.lua")));
 
 /// One admission ticker step.
-pub static ADMIT: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("../lua/admit.lua")));
+pub static ADMIT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(include_str!("../lua/admit.lua")));
 
 /// Looks up a ticket's admission window.
 pub static ADMISSION_WINDOW: LazyLock<redis::Script> =
@@ -25,22 +23,11 @@ pub async fn load_all(pool: &deadpool_redis::Pool) -> Result<(), QueueError> {
     for (name, source, script) in [
         ("join", include_str!("../lua/join.lua"), &*JOIN),
         ("admit", include_str!("../lua/admit.lua"), &*ADMIT),
-        (
-            "admission_window",
-            include_str!("../lua/admission_window.lua"),
-            &*ADMISSION_WINDOW,
-        ),
+        ("admission_window", include_str!("../lua/admission_window.lua"), &*ADMISSION_WINDOW),
     ] {
-        let sha: String = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(source)
-            .query_async(&mut conn)
-            .await?;
+        let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg(source).query_async(&mut conn).await?;
         if sha != script.get_hash() {
-            return Err(QueueError::MalformedReply {
-                operation: name,
-                reply: format!("SCRIPT LOAD returned {sha}"),
-            });
+            return Err(QueueError::MalformedReply { operation: name, reply: format!("SCRIPT LOAD returned {sha}") });
         }
     }
     Ok(())

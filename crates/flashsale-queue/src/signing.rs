@@ -36,9 +36,7 @@ pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
 impl Signer {
     /// A signer for `purpose` (e.g. `"queue-ticket"`), keyed by HMAC(secret, purpose).
     pub fn new(secret: &[u8], purpose: &str) -> Signer {
-        Signer {
-            key: hmac_sha256(secret, format!("flashsale:{purpose}").as_bytes()),
-        }
+        Signer { key: hmac_sha256(secret, format!("flashsale:{purpose}").as_bytes()) }
     }
 
     /// The token for `payload`.
@@ -55,8 +53,7 @@ impl Signer {
     pub fn verify<T: DeserializeOwned>(&self, token: &str) -> Option<T> {
         let (body, mac) = token.split_once('.')?;
         let mac = URL_SAFE_NO_PAD.decode(mac).ok()?;
-        let mut check =
-            HmacSha256::new_from_slice(&self.key).expect("HMAC accepts keys of any length");
+        let mut check = HmacSha256::new_from_slice(&self.key).expect("HMAC accepts keys of any length");
         check.update(body.as_bytes());
         check.verify_slice(&mac).ok()?;
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).ok()?).ok()
@@ -71,18 +68,9 @@ mod tests {
     fn tokens_verify_only_with_their_own_key_and_purpose() {
         let signer = Signer::new(b"secret", "ticket");
         let token = signer.sign(&(1, "u"));
-        assert_eq!(
-            signer.verify::<(i32, String)>(&token),
-            Some((1, "u".to_owned()))
-        );
-        assert_eq!(
-            Signer::new(b"secret", "admission").verify::<(i32, String)>(&token),
-            None
-        );
-        assert_eq!(
-            Signer::new(b"other", "ticket").verify::<(i32, String)>(&token),
-            None
-        );
+        assert_eq!(signer.verify::<(i32, String)>(&token), Some((1, "u".to_owned())));
+        assert_eq!(Signer::new(b"secret", "admission").verify::<(i32, String)>(&token), None);
+        assert_eq!(Signer::new(b"other", "ticket").verify::<(i32, String)>(&token), None);
     }
 
     #[test]
@@ -91,12 +79,7 @@ mod tests {
         let token = signer.sign(&(1, "u"));
         let (body, mac) = token.split_once('.').unwrap();
         let forged_body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&(2, "u")).unwrap());
-        for bad in [
-            format!("{forged_body}.{mac}"),
-            format!("{body}.{}", &mac[1..]),
-            body.to_owned(),
-            String::new(),
-        ] {
+        for bad in [format!("{forged_body}.{mac}"), format!("{body}.{}", &mac[1..]), body.to_owned(), String::new()] {
             assert_eq!(signer.verify::<(i32, String)>(&bad), None, "{bad}");
         }
     }

@@ -73,10 +73,7 @@ pub struct Tokens {
 impl Tokens {
     /// Keys derived from the deployment's secret (`FLASHSALE_JWT_SECRET`).
     pub fn new(secret: &[u8]) -> Tokens {
-        Tokens {
-            ticket: Signer::new(secret, "queue-ticket"),
-            admission: Signer::new(secret, "admission-token"),
-        }
+        Tokens { ticket: Signer::new(secret, "queue-ticket"), admission: Signer::new(secret, "admission-token") }
     }
 
     /// The ticket as a string for the client.
@@ -85,16 +82,8 @@ impl Tokens {
     }
 
     /// The ticket in `token` if it is genuine and belongs to this buyer and batch.
-    pub fn verify_ticket(
-        &self,
-        token: &str,
-        user: &UserId,
-        sale: SaleId,
-        batch: BatchNo,
-    ) -> Option<Ticket> {
-        self.ticket
-            .verify::<Ticket>(token)
-            .filter(|t| &t.user == user && t.sale == sale && t.batch == batch)
+    pub fn verify_ticket(&self, token: &str, user: &UserId, sale: SaleId, batch: BatchNo) -> Option<Ticket> {
+        self.ticket.verify::<Ticket>(token).filter(|t| &t.user == user && t.sale == sale && t.batch == batch)
     }
 
     /// The admission token for `claims`.
@@ -151,14 +140,7 @@ mod tests {
 
     fn claims(expires_at_ms: i64) -> AdmissionClaims {
         let (sale, batch) = ids();
-        AdmissionClaims {
-            user: user("alice"),
-            sale,
-            batch,
-            ticket: 7,
-            step: 10,
-            expires_at_ms,
-        }
+        AdmissionClaims { user: user("alice"), sale, batch, ticket: 7, step: 10, expires_at_ms }
     }
 
     #[test]
@@ -166,10 +148,7 @@ mod tests {
         let tokens = Tokens::new(b"secret");
         let (sale, batch) = ids();
         let token = tokens.sign_admission(&claims(2_000));
-        assert_eq!(
-            tokens.verify_admission(&token, &user("alice"), sale, batch, 1_000),
-            Ok(claims(2_000))
-        );
+        assert_eq!(tokens.verify_admission(&token, &user("alice"), sale, batch, 1_000), Ok(claims(2_000)));
     }
 
     #[test]
@@ -181,68 +160,27 @@ mod tests {
         let forged = Tokens::new(b"guess").sign_admission(&claims(2_000));
         let mut tampered = token.clone();
         tampered.insert(3, 'x');
-        let ticket_not_admission = tokens.sign_ticket(&Ticket {
-            user: user("alice"),
-            sale,
-            batch,
-            number: Some(7),
-            admission: None,
-        });
+        let ticket_not_admission =
+            tokens.sign_ticket(&Ticket { user: user("alice"), sale, batch, number: Some(7), admission: None });
         let alice = user("alice");
-        assert_eq!(
-            tokens.verify_admission(&forged, &alice, sale, batch, 1_000),
-            Err(TokenError::Forged)
-        );
-        assert_eq!(
-            tokens.verify_admission(&tampered, &alice, sale, batch, 1_000),
-            Err(TokenError::Forged)
-        );
-        assert_eq!(
-            tokens.verify_admission(&ticket_not_admission, &alice, sale, batch, 1_000),
-            Err(TokenError::Forged)
-        );
-        assert_eq!(
-            tokens.verify_admission(&token, &user("bob"), sale, batch, 1_000),
-            Err(TokenError::WrongUser)
-        );
-        assert_eq!(
-            tokens.verify_admission(&token, &alice, other_sale, batch, 1_000),
-            Err(TokenError::WrongSale)
-        );
-        assert_eq!(
-            tokens.verify_admission(&token, &alice, sale, batch.next(), 1_000),
-            Err(TokenError::WrongSale)
-        );
-        assert_eq!(
-            tokens.verify_admission(&token, &alice, sale, batch, 2_000),
-            Err(TokenError::Expired)
-        );
+        assert_eq!(tokens.verify_admission(&forged, &alice, sale, batch, 1_000), Err(TokenError::Forged));
+        assert_eq!(tokens.verify_admission(&tampered, &alice, sale, batch, 1_000), Err(TokenError::Forged));
+        assert_eq!(tokens.verify_admission(&ticket_not_admission, &alice, sale, batch, 1_000), Err(TokenError::Forged));
+        assert_eq!(tokens.verify_admission(&token, &user("bob"), sale, batch, 1_000), Err(TokenError::WrongUser));
+        assert_eq!(tokens.verify_admission(&token, &alice, other_sale, batch, 1_000), Err(TokenError::WrongSale));
+        assert_eq!(tokens.verify_admission(&token, &alice, sale, batch.next(), 1_000), Err(TokenError::WrongSale));
+        assert_eq!(tokens.verify_admission(&token, &alice, sale, batch, 2_000), Err(TokenError::Expired));
     }
 
     #[test]
     fn tickets_of_another_buyer_or_batch_are_ignored() {
         let tokens = Tokens::new(b"secret");
         let (sale, batch) = ids();
-        let ticket = Ticket {
-            user: user("alice"),
-            sale,
-            batch,
-            number: Some(3),
-            admission: None,
-        };
+        let ticket = Ticket { user: user("alice"), sale, batch, number: Some(3), admission: None };
         let token = tokens.sign_ticket(&ticket);
-        assert_eq!(
-            tokens.verify_ticket(&token, &user("alice"), sale, batch),
-            Some(ticket)
-        );
-        assert_eq!(
-            tokens.verify_ticket(&token, &user("bob"), sale, batch),
-            None
-        );
-        assert_eq!(
-            tokens.verify_ticket(&token, &user("alice"), sale, batch.next()),
-            None
-        );
+        assert_eq!(tokens.verify_ticket(&token, &user("alice"), sale, batch), Some(ticket));
+        assert_eq!(tokens.verify_ticket(&token, &user("bob"), sale, batch), None);
+        assert_eq!(tokens.verify_ticket(&token, &user("alice"), sale, batch.next()), None);
     }
 
     #[test]
@@ -250,10 +188,7 @@ mod tests {
         let seed = PrequeueSeed::new(vec![7; 32]);
         let rank = prequeue_rank(&seed, &user("alice"));
         assert_eq!(rank, prequeue_rank(&seed, &user("alice")));
-        assert_ne!(
-            rank,
-            prequeue_rank(&PrequeueSeed::new(vec![8; 32]), &user("alice"))
-        );
+        assert_ne!(rank, prequeue_rank(&PrequeueSeed::new(vec![8; 32]), &user("alice")));
         assert!(rank < 1 << 52);
     }
 }

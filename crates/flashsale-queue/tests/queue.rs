@@ -9,13 +9,7 @@ use flashsale_queue::{Admission, AdmissionPolicy, Joined, Place, Queue, QueueWin
 use flashsale_testkit::TestRedis;
 
 fn now_ms() -> i64 {
-    i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
+    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
 }
 
 fn user(i: usize) -> UserId {
@@ -46,12 +40,8 @@ struct Setup {
 
 async fn setup(stock: u32) -> Setup {
     let redis = TestRedis::new();
-    flashsale_queue::scripts::load_all(&redis.pool)
-        .await
-        .unwrap();
-    flashsale_inventory::scripts::load_all(&redis.pool)
-        .await
-        .unwrap();
+    flashsale_queue::scripts::load_all(&redis.pool).await.unwrap();
+    flashsale_inventory::scripts::load_all(&redis.pool).await.unwrap();
     let inventory = Inventory::new(redis.pool.clone(), redis.keys.clone());
     let spec = LedgerSpec {
         total: Units::new(stock),
@@ -61,24 +51,13 @@ async fn setup(stock: u32) -> Setup {
         paused: false,
         closed: false,
     };
-    inventory
-        .open_batch(sale(), BatchNo::FIRST, spec)
-        .await
-        .unwrap();
+    inventory.open_batch(sale(), BatchNo::FIRST, spec).await.unwrap();
     let queue = Queue::new(redis.pool.clone(), redis.keys.clone());
-    Setup {
-        redis,
-        queue,
-        inventory,
-    }
+    Setup { redis, queue, inventory }
 }
 
 fn policy(rate: u32, ttl_ms: i64) -> AdmissionPolicy {
-    AdmissionPolicy {
-        rate,
-        oversubscription: 1.0,
-        ttl_ms,
-    }
+    AdmissionPolicy { rate, oversubscription: 1.0, ttl_ms }
 }
 
 #[tokio::test]
@@ -87,22 +66,10 @@ async fn joining_twenty_times_at_once_yields_one_place() {
     let open = window(-1_000);
     let buyer = user(1);
     let joins = (0..20).map(|_| s.queue.join(&open, &buyer, 0));
-    let outcomes: Vec<Joined> = futures::future::join_all(joins)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    let new = outcomes
-        .iter()
-        .filter(|o| matches!(o, Joined::Ticket { new: true, .. }))
-        .count();
+    let outcomes: Vec<Joined> = futures::future::join_all(joins).await.into_iter().map(Result::unwrap).collect();
+    let new = outcomes.iter().filter(|o| matches!(o, Joined::Ticket { new: true, .. })).count();
     assert_eq!(new, 1, "{outcomes:?}");
-    assert!(
-        outcomes
-            .iter()
-            .all(|o| matches!(o, Joined::Ticket { number: 1, .. })),
-        "{outcomes:?}"
-    );
+    assert!(outcomes.iter().all(|o| matches!(o, Joined::Ticket { number: 1, .. })), "{outcomes:?}");
     s.redis.cleanup().await;
 }
 
@@ -111,39 +78,17 @@ async fn after_the_opening_places_are_first_come_first_served() {
     let s = setup(10).await;
     let open = window(-1_000);
     for i in 1..=50 {
-        assert_eq!(
-            s.queue.join(&open, &user(i), 0).await.unwrap(),
-            Joined::Ticket {
-                number: i as u64,
-                new: true
-            }
-        );
+        assert_eq!(s.queue.join(&open, &user(i), 0).await.unwrap(), Joined::Ticket { number: i as u64, new: true });
     }
-    assert_eq!(
-        s.queue
-            .place(sale(), BatchNo::FIRST, &user(17))
-            .await
-            .unwrap(),
-        Some(Place::Ticket(17))
-    );
-    assert_eq!(
-        s.queue
-            .place(sale(), BatchNo::FIRST, &user(99))
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(s.queue.place(sale(), BatchNo::FIRST, &user(17)).await.unwrap(), Some(Place::Ticket(17)));
+    assert_eq!(s.queue.place(sale(), BatchNo::FIRST, &user(99)).await.unwrap(), None);
     s.redis.cleanup().await;
 }
 
 /// Spearman's rank correlation of two permutations of 0..n.
 fn spearman(a: &[usize], b: &[usize]) -> f64 {
     let n = a.len() as f64;
-    let d2: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
-        .sum();
+    let d2: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
     1.0 - 6.0 * d2 / (n * (n * n - 1.0))
 }
 
@@ -156,34 +101,16 @@ async fn the_prequeue_order_is_the_seeded_permutation_and_ignores_arrival_time()
         let pre = window(3_600_000);
         // Buyers arrive in order 0, 1, 2, ... during the pre-queue.
         for i in 0..BUYERS {
-            let joined = s
-                .queue
-                .join(&pre, &user(i), prequeue_rank(&seed, &user(i)))
-                .await
-                .unwrap();
+            let joined = s.queue.join(&pre, &user(i), prequeue_rank(&seed, &user(i))).await.unwrap();
             assert_eq!(joined, Joined::Prequeue { new: true });
         }
         // The batch opens; a latecomer queues behind the whole cohort.
-        let open = QueueWindow {
-            opens_at_ms: now_ms() - 1,
-            ..pre
-        };
-        assert_eq!(
-            s.queue.join(&open, &user(BUYERS), 0).await.unwrap(),
-            Joined::Ticket {
-                number: 1001,
-                new: true
-            }
-        );
+        let open = QueueWindow { opens_at_ms: now_ms() - 1, ..pre };
+        assert_eq!(s.queue.join(&open, &user(BUYERS), 0).await.unwrap(), Joined::Ticket { number: 1001, new: true });
 
         let mut places = Vec::new();
         for i in 0..BUYERS {
-            match s
-                .queue
-                .place(sale(), BatchNo::FIRST, &user(i))
-                .await
-                .unwrap()
-            {
+            match s.queue.place(sale(), BatchNo::FIRST, &user(i)).await.unwrap() {
                 Some(Place::Drawn { rank }) => places.push(usize::try_from(rank).unwrap() - 1),
                 other => panic!("{other:?}"),
             }
@@ -201,10 +128,7 @@ async fn the_prequeue_order_is_the_seeded_permutation_and_ignores_arrival_time()
         // ...and unrelated to arrival order (|rho| ~ 0.03 expected for 1000 buyers).
         let arrival: Vec<usize> = (0..BUYERS).collect();
         let rho = spearman(&arrival, &places);
-        assert!(
-            rho.abs() < 0.15,
-            "seed {seed_byte}: arrival/place correlation {rho}"
-        );
+        assert!(rho.abs() < 0.15, "seed {seed_byte}: arrival/place correlation {rho}");
         s.redis.cleanup().await;
     }
 }
@@ -212,22 +136,10 @@ async fn the_prequeue_order_is_the_seeded_permutation_and_ignores_arrival_time()
 #[tokio::test]
 async fn joins_outside_the_window_are_refused_and_sold_out_stops_new_buyers_only() {
     let s = setup(1).await;
-    let early = QueueWindow {
-        prequeue_opens_at_ms: now_ms() + 60_000,
-        ..window(120_000)
-    };
-    assert_eq!(
-        s.queue.join(&early, &user(1), 0).await.unwrap(),
-        Joined::NotOpen
-    );
+    let early = QueueWindow { prequeue_opens_at_ms: now_ms() + 60_000, ..window(120_000) };
+    assert_eq!(s.queue.join(&early, &user(1), 0).await.unwrap(), Joined::NotOpen);
     let open = window(-1_000);
-    assert_eq!(
-        s.queue.join(&open, &user(1), 0).await.unwrap(),
-        Joined::Ticket {
-            number: 1,
-            new: true
-        }
-    );
+    assert_eq!(s.queue.join(&open, &user(1), 0).await.unwrap(), Joined::Ticket { number: 1, new: true });
     // Sell the one unit (as a paid order will).
     let mut conn = s.redis.pool.get().await.unwrap();
     let ledger = s.redis.keys.batch(sale(), BatchNo::FIRST).ledger();
@@ -240,25 +152,10 @@ async fn joins_outside_the_window_are_refused_and_sold_out_stops_new_buyers_only
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(
-        s.queue.join(&open, &user(2), 0).await.unwrap(),
-        Joined::SoldOut
-    );
-    assert_eq!(
-        s.queue.join(&open, &user(1), 0).await.unwrap(),
-        Joined::Ticket {
-            number: 1,
-            new: false
-        }
-    );
-    s.inventory
-        .set_status(sale(), BatchNo::FIRST, StatusChange::Close)
-        .await
-        .unwrap();
-    assert_eq!(
-        s.queue.join(&open, &user(3), 0).await.unwrap(),
-        Joined::Closed
-    );
+    assert_eq!(s.queue.join(&open, &user(2), 0).await.unwrap(), Joined::SoldOut);
+    assert_eq!(s.queue.join(&open, &user(1), 0).await.unwrap(), Joined::Ticket { number: 1, new: false });
+    s.inventory.set_status(sale(), BatchNo::FIRST, StatusChange::Close).await.unwrap();
+    assert_eq!(s.queue.join(&open, &user(3), 0).await.unwrap(), Joined::Closed);
     s.redis.cleanup().await;
 }
 
@@ -269,10 +166,7 @@ async fn two_instances_ticking_together_never_exceed_the_admission_rate() {
     for i in 1..=2000 {
         s.queue.join(&open, &user(i), 0).await.unwrap();
     }
-    let (a, b) = (
-        s.queue.clone(),
-        Queue::new(s.redis.pool.clone(), s.redis.keys.clone()),
-    );
+    let (a, b) = (s.queue.clone(), Queue::new(s.redis.pool.clone(), s.redis.keys.clone()));
     let rate = 200;
     let started = Instant::now();
     let mut serving = 0;
@@ -308,28 +202,15 @@ async fn admission_stops_at_the_stock_and_resumes_when_turns_expire() {
     }
     assert_eq!((last.serving, last.inflight), (10, 10), "{last:?}");
     match s.queue.admission(sale(), BatchNo::FIRST, 10).await.unwrap() {
-        Admission::Admitted {
-            window,
-            admitted_at_ms,
-        } => assert_eq!(window.expires_at_ms - admitted_at_ms, 300),
+        Admission::Admitted { window, admitted_at_ms } => assert_eq!(window.expires_at_ms - admitted_at_ms, 300),
         other => panic!("{other:?}"),
     }
-    assert_eq!(
-        s.queue.admission(sale(), BatchNo::FIRST, 11).await.unwrap(),
-        Admission::Waiting
-    );
+    assert_eq!(s.queue.admission(sale(), BatchNo::FIRST, 11).await.unwrap(), Admission::Waiting);
     // Nobody reserved: the turns lapse and the counter admits the next ten.
     tokio::time::sleep(Duration::from_millis(350)).await;
     let next = s.queue.admit(&open, &p).await.unwrap();
-    assert_eq!(
-        (next.serving, next.inflight, next.lapsed),
-        (20, 10, 10),
-        "{next:?}"
-    );
-    assert_eq!(
-        s.queue.admission(sale(), BatchNo::FIRST, 5).await.unwrap(),
-        Admission::Expired
-    );
+    assert_eq!((next.serving, next.inflight, next.lapsed), (20, 10, 10), "{next:?}");
+    assert_eq!(s.queue.admission(sale(), BatchNo::FIRST, 5).await.unwrap(), Admission::Expired);
     s.redis.cleanup().await;
 }
 
@@ -340,38 +221,12 @@ async fn a_paused_batch_admits_nobody_and_keeps_places() {
     for i in 1..=5 {
         s.queue.join(&open, &user(i), 0).await.unwrap();
     }
-    s.inventory
-        .set_status(sale(), BatchNo::FIRST, StatusChange::Pause)
-        .await
-        .unwrap();
+    s.inventory.set_status(sale(), BatchNo::FIRST, StatusChange::Pause).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(
-        s.queue
-            .admit(&open, &policy(1000, 1000))
-            .await
-            .unwrap()
-            .serving,
-        0
-    );
-    assert_eq!(
-        s.queue
-            .place(sale(), BatchNo::FIRST, &user(3))
-            .await
-            .unwrap(),
-        Some(Place::Ticket(3))
-    );
-    s.inventory
-        .set_status(sale(), BatchNo::FIRST, StatusChange::Resume)
-        .await
-        .unwrap();
+    assert_eq!(s.queue.admit(&open, &policy(1000, 1000)).await.unwrap().serving, 0);
+    assert_eq!(s.queue.place(sale(), BatchNo::FIRST, &user(3)).await.unwrap(), Some(Place::Ticket(3)));
+    s.inventory.set_status(sale(), BatchNo::FIRST, StatusChange::Resume).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(
-        s.queue
-            .admit(&open, &policy(1000, 1000))
-            .await
-            .unwrap()
-            .serving
-            > 0
-    );
+    assert!(s.queue.admit(&open, &policy(1000, 1000)).await.unwrap().serving > 0);
     s.redis.cleanup().await;
 }

@@ -72,12 +72,7 @@ impl Batch {
     /// only place that knows live stock; everything else is decided by the stored row and clock.
     /// A closed batch reports `closed` even if it also sold out; a sold-out batch reports
     /// `sold_out` even while paused, since waiting would not help.
-    pub fn status(
-        &self,
-        prequeue_opens_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-        sold_out: bool,
-    ) -> BatchStatus {
+    pub fn status(&self, prequeue_opens_at: DateTime<Utc>, now: DateTime<Utc>, sold_out: bool) -> BatchStatus {
         if self.is_finished(now) {
             BatchStatus::Closed
         } else if sold_out {
@@ -154,18 +149,9 @@ mod tests {
         let (b, now) = batch(Some(120));
         let prequeue = b.opens_at - TimeDelta::seconds(30);
         assert_eq!(b.status(prequeue, now, false), BatchStatus::Scheduled);
-        assert_eq!(
-            b.status(prequeue, now + TimeDelta::seconds(45), false),
-            BatchStatus::Prequeue
-        );
-        assert_eq!(
-            b.status(prequeue, now + TimeDelta::seconds(60), false),
-            BatchStatus::Open
-        );
-        assert_eq!(
-            b.status(prequeue, now + TimeDelta::seconds(120), false),
-            BatchStatus::Closed
-        );
+        assert_eq!(b.status(prequeue, now + TimeDelta::seconds(45), false), BatchStatus::Prequeue);
+        assert_eq!(b.status(prequeue, now + TimeDelta::seconds(60), false), BatchStatus::Open);
+        assert_eq!(b.status(prequeue, now + TimeDelta::seconds(120), false), BatchStatus::Closed);
     }
 
     #[test]

@@ -169,10 +169,7 @@ pub struct ValidationErrors(pub Vec<FieldError>);
 
 impl ValidationErrors {
     fn push(&mut self, field: &str, message: impl Into<String>) {
-        self.0.push(FieldError {
-            field: field.to_owned(),
-            message: message.into(),
-        });
+        self.0.push(FieldError { field: field.to_owned(), message: message.into() });
     }
 
     /// An error about a single field.
@@ -189,11 +186,7 @@ impl ValidationErrors {
     }
 
     fn into_result<T>(self, value: T) -> Result<T, ValidationErrors> {
-        if self.0.is_empty() {
-            Ok(value)
-        } else {
-            Err(self)
-        }
+        if self.0.is_empty() { Ok(value) } else { Err(self) }
     }
 }
 
@@ -216,28 +209,17 @@ pub struct SaleConfig {
 }
 
 /// Range-checks `value` and narrows it; records an error and returns `None` otherwise.
-fn bounded<T: TryFrom<i64>>(
-    errors: &mut ValidationErrors,
-    field: &str,
-    value: i64,
-    min: i64,
-    max: i64,
-) -> Option<T> {
+fn bounded<T: TryFrom<i64>>(errors: &mut ValidationErrors, field: &str, value: i64, min: i64, max: i64) -> Option<T> {
     if (min..=max).contains(&value) {
         T::try_from(value).ok()
     } else {
-        errors.push(
-            field,
-            format!("must be between {min} and {max}, got {value}"),
-        );
+        errors.push(field, format!("must be between {min} and {max}, got {value}"));
         None
     }
 }
 
 fn is_sku(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 fn is_currency(s: &str) -> bool {
@@ -246,40 +228,24 @@ fn is_currency(s: &str) -> bool {
 
 fn check_name(errors: &mut ValidationErrors, name: &str) {
     let chars = name.chars().count();
-    errors.check(
-        !name.trim().is_empty() && chars <= 200 && !name.chars().any(char::is_control),
-        "name",
-        || "must be 1–200 characters, not blank, without control characters".to_owned(),
-    );
+    errors.check(!name.trim().is_empty() && chars <= 200 && !name.chars().any(char::is_control), "name", || {
+        "must be 1–200 characters, not blank, without control characters".to_owned()
+    });
 }
 
 impl WeeklyInput {
     fn parse(&self, errors: &mut ValidationErrors) -> Option<WeeklySchedule> {
         let weekday = self.weekday.parse::<WeekdayName>().ok();
         errors.check(weekday.is_some(), "weekly.weekday", || {
-            format!(
-                "must be one of mon, tue, wed, thu, fri, sat, sun, got {:?}",
-                self.weekday
-            )
+            format!("must be one of mon, tue, wed, thu, fri, sat, sun, got {:?}", self.weekday)
         });
-        let time = (self.time.len() == 5)
-            .then(|| NaiveTime::parse_from_str(&self.time, "%H:%M").ok())
-            .flatten();
-        errors.check(time.is_some(), "weekly.time", || {
-            format!("must be HH:MM (00:00–23:59), got {:?}", self.time)
-        });
+        let time = (self.time.len() == 5).then(|| NaiveTime::parse_from_str(&self.time, "%H:%M").ok()).flatten();
+        errors.check(time.is_some(), "weekly.time", || format!("must be HH:MM (00:00–23:59), got {:?}", self.time));
         let timezone = self.timezone.parse::<Tz>().ok();
         errors.check(timezone.is_some(), "weekly.timezone", || {
-            format!(
-                "must be an IANA time zone such as Asia/Shanghai, got {:?}",
-                self.timezone
-            )
+            format!("must be an IANA time zone such as Asia/Shanghai, got {:?}", self.timezone)
         });
-        Some(WeeklySchedule {
-            weekday: weekday?.into(),
-            time: time?,
-            timezone: timezone?,
-        })
+        Some(WeeklySchedule { weekday: weekday?.into(), time: time?, timezone: timezone? })
     }
 }
 
@@ -289,34 +255,23 @@ impl NewSale {
         let mut errors = ValidationErrors::default();
         let schedule = match (&self.opens_at, &self.weekly) {
             (Some(opens_at), None) => match DateTime::parse_from_rfc3339(opens_at) {
-                Ok(t) if t.with_timezone(&Utc) > now => Some(Schedule::Once {
-                    opens_at: t.with_timezone(&Utc),
-                }),
+                Ok(t) if t.with_timezone(&Utc) > now => Some(Schedule::Once { opens_at: t.with_timezone(&Utc) }),
                 Ok(_) => {
                     errors.push("opens_at", "must be in the future");
                     None
                 }
                 Err(_) => {
-                    errors.push(
-                        "opens_at",
-                        "must be an RFC 3339 timestamp such as 2026-11-24T12:00:00+08:00",
-                    );
+                    errors.push("opens_at", "must be an RFC 3339 timestamp such as 2026-11-24T12:00:00+08:00");
                     None
                 }
             },
             (None, Some(weekly)) => weekly.parse(&mut errors).map(Schedule::Weekly),
             (Some(_), Some(_)) => {
-                errors.push(
-                    "opens_at",
-                    "give either opens_at (one-off) or weekly (recurring), not both",
-                );
+                errors.push("opens_at", "give either opens_at (one-off) or weekly (recurring), not both");
                 None
             }
             (None, None) => {
-                errors.push(
-                    "opens_at",
-                    "give either opens_at (one-off) or weekly (recurring)",
-                );
+                errors.push("opens_at", "give either opens_at (one-off) or weekly (recurring)");
                 None
             }
         };
@@ -329,12 +284,8 @@ impl NewSale {
             per_user_limit: self.per_user_limit,
             prequeue_secs: self.prequeue_secs.unwrap_or(defaults::PREQUEUE_SECS),
             admission_rate: self.admission_rate.unwrap_or(defaults::ADMISSION_RATE),
-            admission_ttl_secs: self
-                .admission_ttl_secs
-                .unwrap_or(defaults::ADMISSION_TTL_SECS),
-            payment_window_secs: self
-                .payment_window_secs
-                .unwrap_or(defaults::PAYMENT_WINDOW_SECS),
+            admission_ttl_secs: self.admission_ttl_secs.unwrap_or(defaults::ADMISSION_TTL_SECS),
+            payment_window_secs: self.payment_window_secs.unwrap_or(defaults::PAYMENT_WINDOW_SECS),
             duration_secs: self.duration_secs,
         };
         raw.validate(schedule, errors)
@@ -353,15 +304,9 @@ impl SaleConfig {
             stock: patch.stock.unwrap_or(self.stock.to_i64()),
             per_user_limit: patch.per_user_limit.unwrap_or(self.per_user_limit.to_i64()),
             prequeue_secs: patch.prequeue_secs.unwrap_or(i64::from(self.prequeue_secs)),
-            admission_rate: patch
-                .admission_rate
-                .unwrap_or(i64::from(self.admission_rate)),
-            admission_ttl_secs: patch
-                .admission_ttl_secs
-                .unwrap_or(i64::from(self.admission_ttl_secs)),
-            payment_window_secs: patch
-                .payment_window_secs
-                .unwrap_or(i64::from(self.payment_window_secs)),
+            admission_rate: patch.admission_rate.unwrap_or(i64::from(self.admission_rate)),
+            admission_ttl_secs: patch.admission_ttl_secs.unwrap_or(i64::from(self.admission_ttl_secs)),
+            payment_window_secs: patch.payment_window_secs.unwrap_or(i64::from(self.payment_window_secs)),
             duration_secs: patch.duration_secs.or(self.duration_secs.map(i64::from)),
         };
         raw.validate(Some(self.schedule), ValidationErrors::default())
@@ -386,9 +331,7 @@ impl SaleConfig {
     pub fn batch_closes_at(&self, opens_at: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match (self.duration_secs, self.schedule) {
             (Some(duration), _) => Some(opens_at + TimeDelta::seconds(i64::from(duration))),
-            (None, Schedule::Weekly(weekly)) => {
-                Some(self.prequeue_opens_at(weekly.next_after(opens_at)))
-            }
+            (None, Schedule::Weekly(weekly)) => Some(self.prequeue_opens_at(weekly.next_after(opens_at))),
             (None, Schedule::Once { .. }) => None,
         }
     }
@@ -418,24 +361,12 @@ impl RawConfig {
     ) -> Result<SaleConfig, ValidationErrors> {
         use limits::*;
         check_name(&mut errors, &self.name);
-        errors.check(is_sku(&self.sku), "sku", || {
-            "must be 1–64 of A-Z a-z 0-9 . _ -".to_owned()
+        errors.check(is_sku(&self.sku), "sku", || "must be 1–64 of A-Z a-z 0-9 . _ -".to_owned());
+        errors.check((1..=MAX_PRICE_CENTS).contains(&self.price_cents), "price_cents", || {
+            format!("must be between 1 and {MAX_PRICE_CENTS}, got {}", self.price_cents)
         });
-        errors.check(
-            (1..=MAX_PRICE_CENTS).contains(&self.price_cents),
-            "price_cents",
-            || {
-                format!(
-                    "must be between 1 and {MAX_PRICE_CENTS}, got {}",
-                    self.price_cents
-                )
-            },
-        );
         errors.check(is_currency(&self.currency), "currency", || {
-            format!(
-                "must be an ISO 4217 code of three capital letters, got {:?}",
-                self.currency
-            )
+            format!("must be an ISO 4217 code of three capital letters, got {:?}", self.currency)
         });
         let stock: Option<u32> = bounded(&mut errors, "stock", self.stock, 1, MAX_STOCK);
         let max_limit = self.stock.clamp(1, MAX_PER_USER_LIMIT);
@@ -451,50 +382,27 @@ impl RawConfig {
             );
             None
         };
-        let prequeue_secs = bounded(
-            &mut errors,
-            "prequeue_secs",
-            self.prequeue_secs,
-            0,
-            MAX_PREQUEUE_SECS,
-        );
-        let admission_rate = bounded(
-            &mut errors,
-            "admission_rate",
-            self.admission_rate,
-            1,
-            MAX_ADMISSION_RATE,
-        );
+        let prequeue_secs = bounded(&mut errors, "prequeue_secs", self.prequeue_secs, 0, MAX_PREQUEUE_SECS);
+        let admission_rate = bounded(&mut errors, "admission_rate", self.admission_rate, 1, MAX_ADMISSION_RATE);
         let (ttl_min, ttl_max) = ADMISSION_TTL_SECS;
-        let admission_ttl_secs = bounded(
-            &mut errors,
-            "admission_ttl_secs",
-            self.admission_ttl_secs,
-            ttl_min,
-            ttl_max,
-        );
+        let admission_ttl_secs = bounded(&mut errors, "admission_ttl_secs", self.admission_ttl_secs, ttl_min, ttl_max);
         let (window_min, window_max) = PAYMENT_WINDOW_SECS;
-        let payment_window_secs = bounded(
-            &mut errors,
-            "payment_window_secs",
-            self.payment_window_secs,
-            window_min,
-            window_max,
-        );
+        let payment_window_secs =
+            bounded(&mut errors, "payment_window_secs", self.payment_window_secs, window_min, window_max);
         errors.check(self.admission_ttl_secs <= self.payment_window_secs, "admission_ttl_secs", || {
             "must not exceed payment_window_secs: an admission never outlives the reservation it leads to".to_owned()
         });
         let (duration_min, duration_max) = DURATION_SECS;
         let duration_secs = match self.duration_secs {
             None => Some(None),
-            Some(d) => {
-                bounded(&mut errors, "duration_secs", d, duration_min, duration_max).map(Some)
-            }
+            Some(d) => bounded(&mut errors, "duration_secs", d, duration_min, duration_max).map(Some),
         };
         if let Some(Schedule::Weekly(_)) = schedule {
             let window = self.prequeue_secs + self.duration_secs.unwrap_or(0);
             errors.check(window <= WEEKLY_WINDOW_SECS, "duration_secs", || {
-                format!("prequeue_secs + duration_secs must be at most {WEEKLY_WINDOW_SECS} for a weekly sale, got {window}")
+                format!(
+                    "prequeue_secs + duration_secs must be at most {WEEKLY_WINDOW_SECS} for a weekly sale, got {window}"
+                )
             });
         }
         let config = (|| {
@@ -525,9 +433,7 @@ mod tests {
     use super::*;
 
     fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-22T00:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc)
+        DateTime::parse_from_rfc3339("2026-11-22T00:00:00Z").unwrap().with_timezone(&Utc)
     }
 
     fn weekly_sale() -> NewSale {
@@ -551,10 +457,7 @@ mod tests {
         let opens = config.first_opening(now());
         assert_eq!(opens.to_rfc3339(), "2026-11-24T04:00:00+00:00");
         // Without a duration the batch runs until the next week's pre-queue.
-        assert_eq!(
-            config.batch_closes_at(opens).unwrap().to_rfc3339(),
-            "2026-12-01T03:50:00+00:00"
-        );
+        assert_eq!(config.batch_closes_at(opens).unwrap().to_rfc3339(), "2026-12-01T03:50:00+00:00");
     }
 
     #[test]
@@ -563,24 +466,11 @@ mod tests {
         sale.stock = 0;
         sale.per_user_limit = 0;
         sale.currency = "cny".into();
-        sale.weekly = Some(WeeklyInput {
-            weekday: "tuesday".into(),
-            time: "24:00".into(),
-            timezone: "Mars/Base".into(),
-        });
+        sale.weekly =
+            Some(WeeklyInput { weekday: "tuesday".into(), time: "24:00".into(), timezone: "Mars/Base".into() });
         let got = fields(sale.validate(now()));
-        for field in [
-            "stock",
-            "per_user_limit",
-            "currency",
-            "weekly.weekday",
-            "weekly.time",
-            "weekly.timezone",
-        ] {
-            assert!(
-                got.iter().any(|f| f == field),
-                "{field} missing from {got:?}"
-            );
+        for field in ["stock", "per_user_limit", "currency", "weekly.weekday", "weekly.time", "weekly.timezone"] {
+            assert!(got.iter().any(|f| f == field), "{field} missing from {got:?}");
         }
     }
 
@@ -608,21 +498,11 @@ mod tests {
     #[test]
     fn a_patch_is_validated_with_the_fields_it_keeps() {
         let config = weekly_sale().validate(now()).unwrap();
-        let patch = SalePatch {
-            payment_window_secs: Some(60),
-            ..SalePatch::default()
-        };
+        let patch = SalePatch { payment_window_secs: Some(60), ..SalePatch::default() };
         assert_eq!(fields(config.patched(&patch)), ["admission_ttl_secs"]);
-        let patch = SalePatch {
-            stock: Some(1),
-            ..SalePatch::default()
-        };
+        let patch = SalePatch { stock: Some(1), ..SalePatch::default() };
         assert_eq!(fields(config.patched(&patch)), ["per_user_limit"]);
-        let patch = SalePatch {
-            stock: Some(10),
-            per_user_limit: Some(1),
-            ..SalePatch::default()
-        };
+        let patch = SalePatch { stock: Some(10), per_user_limit: Some(1), ..SalePatch::default() };
         assert_eq!(config.patched(&patch).unwrap().stock, Units::new(10));
     }
 

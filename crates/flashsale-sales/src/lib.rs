@@ -18,8 +18,6 @@ pub mod schedule;
 pub mod store;
 
 pub use batch::{Batch, BatchStatus, Sale};
-pub use config::{
-    FieldError, NewSale, SaleConfig, SalePatch, Schedule, ValidationErrors, WeeklyInput,
-};
+pub use config::{FieldError, NewSale, SaleConfig, SalePatch, Schedule, ValidationErrors, WeeklyInput};
 pub use error::SalesError;
 pub use schedule::{WeekdayName, WeeklySchedule};

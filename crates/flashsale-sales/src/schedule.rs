@@ -11,10 +11,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{
-    DateTime, Datelike, Days, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, TimeZone, Utc,
-    Weekday,
-};
+use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, TimeZone, Utc, Weekday};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
@@ -54,9 +51,7 @@ impl WeeklySchedule {
             // Spring-forward gap: read the local time with the offset in force before the gap.
             // No zone has a gap longer than a day, so a day earlier is safely before it.
             chrono::LocalResult::None => {
-                let before_gap = self
-                    .timezone
-                    .offset_from_utc_datetime(&(local - TimeDelta::days(1)));
+                let before_gap = self.timezone.offset_from_utc_datetime(&(local - TimeDelta::days(1)));
                 let offset = chrono::Offset::fix(&before_gap);
                 (local - TimeDelta::seconds(i64::from(offset.local_minus_utc()))).and_utc()
             }
@@ -170,52 +165,31 @@ mod tests {
     fn weekly_openings_keep_local_time_across_daylight_saving() {
         // New York: EDT (UTC-4) until 2026-11-01, EST (UTC-5) after; DST resumes 2027-03-14.
         let s = weekly(Weekday::Tue, "12:00", "America/New_York");
-        assert_eq!(
-            s.next_after(utc("2026-10-25T00:00:00Z")),
-            utc("2026-10-27T16:00:00Z")
-        );
-        assert_eq!(
-            s.next_after(utc("2026-10-28T00:00:00Z")),
-            utc("2026-11-03T17:00:00Z")
-        );
-        assert_eq!(
-            s.next_after(utc("2027-03-10T00:00:00Z")),
-            utc("2027-03-16T16:00:00Z")
-        );
+        assert_eq!(s.next_after(utc("2026-10-25T00:00:00Z")), utc("2026-10-27T16:00:00Z"));
+        assert_eq!(s.next_after(utc("2026-10-28T00:00:00Z")), utc("2026-11-03T17:00:00Z"));
+        assert_eq!(s.next_after(utc("2027-03-10T00:00:00Z")), utc("2027-03-16T16:00:00Z"));
     }
 
     #[test]
     fn a_time_in_the_spring_gap_opens_just_after_it() {
         // Europe/Berlin skips 02:00–03:00 on Sunday 2027-03-28: 02:30 becomes 03:30 CEST (01:30Z).
         let s = weekly(Weekday::Sun, "02:30", "Europe/Berlin");
-        assert_eq!(
-            s.next_after(utc("2027-03-22T00:00:00Z")),
-            utc("2027-03-28T01:30:00Z")
-        );
+        assert_eq!(s.next_after(utc("2027-03-22T00:00:00Z")), utc("2027-03-28T01:30:00Z"));
     }
 
     #[test]
     fn a_repeated_time_in_the_autumn_overlap_opens_at_its_first_occurrence() {
         // Europe/Berlin repeats 02:00–03:00 on Sunday 2026-10-25; 02:30 CEST is 00:30Z.
         let s = weekly(Weekday::Sun, "02:30", "Europe/Berlin");
-        assert_eq!(
-            s.next_after(utc("2026-10-20T00:00:00Z")),
-            utc("2026-10-25T00:30:00Z")
-        );
+        assert_eq!(s.next_after(utc("2026-10-20T00:00:00Z")), utc("2026-10-25T00:30:00Z"));
     }
 
     #[test]
     fn zones_east_of_utc_find_the_local_weekday() {
         // Monday 23:00 in Kiritimati (UTC+14) is Monday 09:00 UTC.
         let s = weekly(Weekday::Mon, "23:00", "Pacific/Kiritimati");
-        assert_eq!(
-            s.next_after(utc("2026-11-22T00:00:00Z")),
-            utc("2026-11-23T09:00:00Z")
-        );
-        assert_eq!(
-            s.next_after(utc("2026-11-23T09:00:00Z")),
-            utc("2026-11-30T09:00:00Z")
-        );
+        assert_eq!(s.next_after(utc("2026-11-22T00:00:00Z")), utc("2026-11-23T09:00:00Z"));
+        assert_eq!(s.next_after(utc("2026-11-23T09:00:00Z")), utc("2026-11-30T09:00:00Z"));
     }
 
     #[test]

@@ -45,24 +45,14 @@ const SALE_COLUMNS: &str = "id, name, sku, price_cents, currency, stock, per_use
 impl TryFrom<SaleRow> for Sale {
     type Error = SalesError;
     fn try_from(row: SaleRow) -> Result<Sale, SalesError> {
-        let corrupt = |reason: &str| SalesError::CorruptRow {
-            sale_id: row.id,
-            reason: reason.to_owned(),
-        };
+        let corrupt = |reason: &str| SalesError::CorruptRow { sale_id: row.id, reason: reason.to_owned() };
         let units = |v: i64| Units::try_from(v).map_err(|e| corrupt(&e.to_string()));
         let secs = |v: i32| u32::try_from(v).map_err(|_| corrupt("negative duration"));
         let schedule = match row.schedule_kind.as_str() {
-            "once" => Schedule::Once {
-                opens_at: row
-                    .opens_at
-                    .ok_or_else(|| corrupt("once without opens_at"))?,
-            },
+            "once" => Schedule::Once { opens_at: row.opens_at.ok_or_else(|| corrupt("once without opens_at"))? },
             "weekly" => {
-                let weekday: WeekdayName = row
-                    .weekly_weekday
-                    .as_deref()
-                    .and_then(|d| d.parse().ok())
-                    .ok_or_else(|| corrupt("bad weekday"))?;
+                let weekday: WeekdayName =
+                    row.weekly_weekday.as_deref().and_then(|d| d.parse().ok()).ok_or_else(|| corrupt("bad weekday"))?;
                 let timezone = row
                     .weekly_timezone
                     .as_deref()
@@ -70,9 +60,7 @@ impl TryFrom<SaleRow> for Sale {
                     .ok_or_else(|| corrupt("unknown time zone"))?;
                 Schedule::Weekly(WeeklySchedule {
                     weekday: weekday.into(),
-                    time: row
-                        .weekly_time
-                        .ok_or_else(|| corrupt("weekly without time"))?,
+                    time: row.weekly_time.ok_or_else(|| corrupt("weekly without time"))?,
                     timezone,
                 })
             }
@@ -114,16 +102,12 @@ struct BatchRow {
     prequeue_seed: Vec<u8>,
 }
 
-const BATCH_COLUMNS: &str =
-    "sale_id, batch_no, opens_at, closes_at, stock, paused, closed_at, prequeue_seed";
+const BATCH_COLUMNS: &str = "sale_id, batch_no, opens_at, closes_at, stock, paused, closed_at, prequeue_seed";
 
 impl TryFrom<BatchRow> for Batch {
     type Error = SalesError;
     fn try_from(row: BatchRow) -> Result<Batch, SalesError> {
-        let corrupt = |reason: String| SalesError::CorruptRow {
-            sale_id: row.sale_id,
-            reason,
-        };
+        let corrupt = |reason: String| SalesError::CorruptRow { sale_id: row.sale_id, reason };
         Ok(Batch {
             sale_id: SaleId::try_from(row.sale_id).map_err(|e| corrupt(e.to_string()))?,
             batch_no: BatchNo::try_from(row.batch_no).map_err(|e| corrupt(e.to_string()))?,
@@ -146,13 +130,9 @@ fn to_i32(v: u32) -> i32 {
 pub async fn insert_sale(conn: &mut PgConnection, config: &SaleConfig) -> Result<Sale, SalesError> {
     let (kind, opens_at, weekday, time, timezone) = match config.schedule {
         Schedule::Once { opens_at } => ("once", Some(opens_at), None, None, None),
-        Schedule::Weekly(w) => (
-            "weekly",
-            None,
-            Some(WeekdayName::from(w.weekday).as_str()),
-            Some(w.time),
-            Some(w.timezone.name()),
-        ),
+        Schedule::Weekly(w) => {
+            ("weekly", None, Some(WeekdayName::from(w.weekday).as_str()), Some(w.time), Some(w.timezone.name()))
+        }
     };
     let row: SaleRow = sqlx::query_as(&format!(
         "INSERT INTO sales (name, sku, price_cents, currency, stock, per_user_limit, schedule_kind, opens_at, \
@@ -182,11 +162,7 @@ pub async fn insert_sale(conn: &mut PgConnection, config: &SaleConfig) -> Result
 }
 
 /// Replaces the changeable part of a sale's configuration and bumps its version.
-pub async fn update_sale_config(
-    conn: &mut PgConnection,
-    id: SaleId,
-    config: &SaleConfig,
-) -> Result<Sale, SalesError> {
+pub async fn update_sale_config(conn: &mut PgConnection, id: SaleId, config: &SaleConfig) -> Result<Sale, SalesError> {
     let row: SaleRow = sqlx::query_as(&format!(
         "UPDATE sales SET name = $2, stock = $3, per_user_limit = $4, prequeue_secs = $5, admission_rate = $6, \
          admission_ttl_secs = $7, payment_window_secs = $8, duration_secs = $9, version = version + 1, \
@@ -226,18 +202,12 @@ pub async fn touch_sale(
 
 /// Loads a sale. With `for_update`, locks its row until the transaction ends, which serialises
 /// concurrent admin changes to one sale.
-pub async fn get_sale(
-    conn: &mut PgConnection,
-    id: SaleId,
-    for_update: bool,
-) -> Result<Option<Sale>, SalesError> {
+pub async fn get_sale(conn: &mut PgConnection, id: SaleId, for_update: bool) -> Result<Option<Sale>, SalesError> {
     let lock = if for_update { " FOR UPDATE" } else { "" };
-    let row: Option<SaleRow> = sqlx::query_as(&format!(
-        "SELECT {SALE_COLUMNS} FROM sales WHERE id = $1{lock}"
-    ))
-    .bind(id.get())
-    .fetch_optional(conn)
-    .await?;
+    let row: Option<SaleRow> = sqlx::query_as(&format!("SELECT {SALE_COLUMNS} FROM sales WHERE id = $1{lock}"))
+        .bind(id.get())
+        .fetch_optional(conn)
+        .await?;
     row.map(Sale::try_from).transpose()
 }
 
@@ -298,10 +268,7 @@ pub async fn update_batch(conn: &mut PgConnection, batch: &Batch) -> Result<(), 
 }
 
 /// The sale's current batch: its latest one.
-pub async fn current_batch(
-    conn: &mut PgConnection,
-    sale: SaleId,
-) -> Result<Option<Batch>, SalesError> {
+pub async fn current_batch(conn: &mut PgConnection, sale: SaleId) -> Result<Option<Batch>, SalesError> {
     let row: Option<BatchRow> = sqlx::query_as(&format!(
         "SELECT {BATCH_COLUMNS} FROM sale_batches WHERE sale_id = $1 ORDER BY batch_no DESC LIMIT 1"
     ))
@@ -312,10 +279,7 @@ pub async fn current_batch(
 }
 
 /// The current batch of each of `sales`, in one query.
-pub async fn current_batches(
-    conn: &mut PgConnection,
-    sales: &[SaleId],
-) -> Result<Vec<Batch>, SalesError> {
+pub async fn current_batches(conn: &mut PgConnection, sales: &[SaleId]) -> Result<Vec<Batch>, SalesError> {
     let ids: Vec<i64> = sales.iter().map(|s| s.get()).collect();
     let rows: Vec<BatchRow> = sqlx::query_as(&format!(
         "SELECT DISTINCT ON (sale_id) {BATCH_COLUMNS} FROM sale_batches WHERE sale_id = ANY($1) \
@@ -349,15 +313,13 @@ pub async fn record_audit(
     sale: Option<SaleId>,
     details: &serde_json::Value,
 ) -> Result<(), SalesError> {
-    sqlx::query(
-        "INSERT INTO admin_audit (actor, action, sale_id, details) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(actor)
-    .bind(action)
-    .bind(sale.map(SaleId::get))
-    .bind(details)
-    .execute(conn)
-    .await?;
+    sqlx::query("INSERT INTO admin_audit (actor, action, sale_id, details) VALUES ($1, $2, $3, $4)")
+        .bind(actor)
+        .bind(action)
+        .bind(sale.map(SaleId::get))
+        .bind(details)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -374,14 +336,9 @@ pub struct AuditEntry {
 }
 
 /// The audit trail of one sale, oldest first.
-pub async fn audit_trail(
-    conn: &mut PgConnection,
-    sale: SaleId,
-) -> Result<Vec<AuditEntry>, SalesError> {
-    Ok(sqlx::query_as(
-        "SELECT id, at, actor, action, sale_id, details FROM admin_audit WHERE sale_id = $1 ORDER BY id",
-    )
-    .bind(sale.get())
-    .fetch_all(conn)
-    .await?)
+pub async fn audit_trail(conn: &mut PgConnection, sale: SaleId) -> Result<Vec<AuditEntry>, SalesError> {
+    Ok(sqlx::query_as("SELECT id, at, actor, action, sale_id, details FROM admin_audit WHERE sale_id = $1 ORDER BY id")
+        .bind(sale.get())
+        .fetch_all(conn)
+        .await?)
 }

@@ -46,9 +46,7 @@ impl Modify for Security {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
-                    .description(Some(
-                        "HS256 JWT signed with FLASHSALE_JWT_SECRET; sub = user id, exp required",
-                    ))
+                    .description(Some("HS256 JWT signed with FLASHSALE_JWT_SECRET; sub = user id, exp required"))
                     .build(),
             ),
         );

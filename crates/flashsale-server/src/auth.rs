@@ -25,10 +25,7 @@ pub struct Admin {
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
@@ -40,9 +37,7 @@ fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
         .ok()
         .filter(|s| (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
-        .ok_or_else(|| {
-            ApiError::BadRequest("X-Actor must be 1–64 visible ASCII characters".to_owned())
-        })
+        .ok_or_else(|| ApiError::BadRequest("X-Actor must be 1–64 visible ASCII characters".to_owned()))
 }
 
 impl FromRequestParts<AppState> for Admin {
@@ -57,10 +52,7 @@ impl FromRequestParts<AppState> for Admin {
         }
         Ok(Admin {
             actor: actor(&parts.headers)?,
-            client_ip: parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
+            client_ip: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()),
         })
     }
 }

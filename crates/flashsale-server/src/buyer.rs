@@ -48,10 +48,7 @@ impl JwtVerifier {
         validation.validate_nbf = true;
         // Clocks of the identity provider and this server may differ a little.
         validation.leeway = 5;
-        JwtVerifier {
-            key: DecodingKey::from_secret(secret),
-            validation,
-        }
+        JwtVerifier { key: DecodingKey::from_secret(secret), validation }
     }
 
     /// The buyer named by `token`, if it is genuine and current.
@@ -82,22 +79,13 @@ mod tests {
     }
 
     fn token(claims: serde_json::Value, secret: &[u8], alg: Algorithm) -> String {
-        encode(
-            &Header::new(alg),
-            &claims,
-            &EncodingKey::from_secret(secret),
-        )
-        .unwrap()
+        encode(&Header::new(alg), &claims, &EncodingKey::from_secret(secret)).unwrap()
     }
 
     #[test]
     fn genuine_current_tokens_name_their_buyer() {
         let verifier = JwtVerifier::new(b"secret");
-        let t = token(
-            json!({"sub": "alice", "exp": now() + 60}),
-            b"secret",
-            Algorithm::HS256,
-        );
+        let t = token(json!({"sub": "alice", "exp": now() + 60}), b"secret", Algorithm::HS256);
         assert_eq!(verifier.verify(&t).unwrap().as_str(), "alice");
     }
 
@@ -105,38 +93,14 @@ mod tests {
     fn expired_early_unsigned_foreign_and_malformed_tokens_are_refused() {
         let verifier = JwtVerifier::new(b"secret");
         let cases = [
-            token(
-                json!({"sub": "alice", "exp": now() - 60}),
-                b"secret",
-                Algorithm::HS256,
-            ),
-            token(
-                json!({"sub": "alice", "exp": now() + 60, "nbf": now() + 60}),
-                b"secret",
-                Algorithm::HS256,
-            ),
+            token(json!({"sub": "alice", "exp": now() - 60}), b"secret", Algorithm::HS256),
+            token(json!({"sub": "alice", "exp": now() + 60, "nbf": now() + 60}), b"secret", Algorithm::HS256),
             token(json!({"sub": "alice"}), b"secret", Algorithm::HS256),
             token(json!({"exp": now() + 60}), b"secret", Algorithm::HS256),
-            token(
-                json!({"sub": "", "exp": now() + 60}),
-                b"secret",
-                Algorithm::HS256,
-            ),
-            token(
-                json!({"sub": "x".repeat(65), "exp": now() + 60}),
-                b"secret",
-                Algorithm::HS256,
-            ),
-            token(
-                json!({"sub": "alice", "exp": now() + 60}),
-                b"other",
-                Algorithm::HS256,
-            ),
-            token(
-                json!({"sub": "alice", "exp": now() + 60}),
-                b"secret",
-                Algorithm::HS384,
-            ),
+            token(json!({"sub": "", "exp": now() + 60}), b"secret", Algorithm::HS256),
+            token(json!({"sub": "x".repeat(65), "exp": now() + 60}), b"secret", Algorithm::HS256),
+            token(json!({"sub": "alice", "exp": now() + 60}), b"other", Algorithm::HS256),
+            token(json!({"sub": "alice", "exp": now() + 60}), b"secret", Algorithm::HS384),
             // alg "none": header {"alg":"none"}, no signature.
             "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSIsImV4cCI6OTk5OTk5OTk5OX0.".to_owned(),
             "not a jwt".to_owned(),

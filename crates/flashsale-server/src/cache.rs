@@ -33,10 +33,7 @@ struct Entry<V> {
 impl<K: Eq + Hash + Clone, V> TtlCache<K, V> {
     /// A cache whose entries live for `ttl` (zero: every call loads).
     pub fn new(ttl: Duration) -> Self {
-        TtlCache {
-            ttl,
-            entries: Mutex::new(HashMap::new()),
-        }
+        TtlCache { ttl, entries: Mutex::new(HashMap::new()) }
     }
 
     /// The cached value for `key`, or the result of `load` (shared with concurrent callers).
@@ -55,13 +52,7 @@ impl<K: Eq + Hash + Clone, V> TtlCache<K, V> {
                         entries.retain(|_, e| e.born.elapsed() < self.ttl);
                     }
                     let cell = Arc::new(OnceCell::new());
-                    entries.insert(
-                        key,
-                        Entry {
-                            born: Instant::now(),
-                            cell: cell.clone(),
-                        },
-                    );
+                    entries.insert(key, Entry { born: Instant::now(), cell: cell.clone() });
                     cell
                 }
             }
@@ -71,10 +62,7 @@ impl<K: Eq + Hash + Clone, V> TtlCache<K, V> {
 
     /// Forgets `key`.
     pub fn remove(&self, key: &K) {
-        self.entries
-            .lock()
-            .expect("cache lock is never poisoned")
-            .remove(key);
+        self.entries.lock().expect("cache lock is never poisoned").remove(key);
     }
 }
 
@@ -96,19 +84,8 @@ mod tests {
         assert!(results.iter().all(|r| **r.as_ref().unwrap() == 7));
         assert_eq!(loads.load(Ordering::SeqCst), 1);
 
-        assert!(
-            cache
-                .get_or_load(2, || async { Err::<Arc<u32>, _>("down") })
-                .await
-                .is_err()
-        );
-        assert_eq!(
-            *cache
-                .get_or_load(2, || async { Ok::<_, ()>(Arc::new(9)) })
-                .await
-                .unwrap(),
-            9
-        );
+        assert!(cache.get_or_load(2, || async { Err::<Arc<u32>, _>("down") }).await.is_err());
+        assert_eq!(*cache.get_or_load(2, || async { Ok::<_, ()>(Arc::new(9)) }).await.unwrap(), 9);
         cache.remove(&1);
         cache.get_or_load(1, load).await.unwrap();
         assert_eq!(loads.load(Ordering::SeqCst), 2);

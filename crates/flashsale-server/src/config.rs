@@ -71,12 +71,7 @@ pub struct RawSettings {
     )]
     pub database_url: Secret,
     /// Redis URL.
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
     pub redis_url: Secret,
     /// Address to listen on.
     #[arg(long, env = "FLASHSALE_ADDR", default_value = "127.0.0.1:8080")]
@@ -107,11 +102,7 @@ pub struct RawSettings {
     pub max_body_bytes: usize,
     /// Skip the `maxmemory-policy noeviction` check (only for managed Redis that hides CONFIG and
     /// is known to be set to noeviction).
-    #[arg(
-        long,
-        env = "FLASHSALE_REDIS_SKIP_POLICY_CHECK",
-        default_value_t = false
-    )]
+    #[arg(long, env = "FLASHSALE_REDIS_SKIP_POLICY_CHECK", default_value_t = false)]
     pub redis_skip_policy_check: bool,
     /// How long public sale views (`GET /sales`, `GET /sales/{id}`) are cached per instance, in
     /// milliseconds; 0 disables the cache.
@@ -119,11 +110,7 @@ pub struct RawSettings {
     pub public_cache_ms: u64,
     /// Buyers admitted and not yet finished per unit of stock left (1.0–1.5): a little above 1
     /// makes up for admitted buyers who never reserve.
-    #[arg(
-        long,
-        env = "FLASHSALE_ADMISSION_OVERSUBSCRIPTION",
-        default_value_t = 1.2
-    )]
+    #[arg(long, env = "FLASHSALE_ADMISSION_OVERSUBSCRIPTION", default_value_t = 1.2)]
     pub admission_oversubscription: f64,
     /// How long an instance reuses a batch's serving counter and stock for status polls, in
     /// milliseconds: polls then cost no Redis round trip.
@@ -138,9 +125,22 @@ pub struct RawSettings {
     /// Comma-separated proxies (addresses or CIDR networks) whose X-Forwarded-For is believed.
     #[arg(long, env = "FLASHSALE_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
+    /// How the hot path reaches Redis: `shared` (one multiplexed connection per instance,
+    /// commands of concurrent requests pipelined) or `pool` (a pooled connection per operation).
+    #[arg(long, env = "FLASHSALE_REDIS_MODE", default_value = "shared")]
+    pub redis_mode: RedisMode,
     /// Log format: `text` or `json`.
     #[arg(long, env = "FLASHSALE_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// How the hot path reaches Redis (see the `flashsale-redis` crate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RedisMode {
+    /// One multiplexed connection per instance.
+    Shared,
+    /// A pooled connection per operation.
+    Pool,
 }
 
 /// How log lines are written.
@@ -168,6 +168,7 @@ pub struct Settings {
     pub public_cache_ttl: Duration,
     pub queue: QueueSettings,
     pub limits: crate::limits::LimitSettings,
+    pub redis_mode: RedisMode,
     pub log_format: LogFormat,
 }
 
@@ -182,10 +183,7 @@ pub struct QueueSettings {
 
 impl Default for QueueSettings {
     fn default() -> Self {
-        QueueSettings {
-            oversubscription: 1.2,
-            counter_cache_ttl: Duration::from_millis(50),
-        }
+        QueueSettings { oversubscription: 1.2, counter_cache_ttl: Duration::from_millis(50) }
     }
 }
 
@@ -221,11 +219,7 @@ impl RawSettings {
     pub fn validate(self) -> Result<Settings, ConfigError> {
         // An empty variable (`FLASHSALE_ADMIN_TOKEN=` in a compose file) counts as unset.
         let given = |secret: Option<Secret>| secret.filter(|s| !s.expose().is_empty());
-        let secrets = match (
-            given(self.admin_token),
-            given(self.jwt_secret),
-            given(self.payment_secret),
-        ) {
+        let secrets = match (given(self.admin_token), given(self.jwt_secret), given(self.payment_secret)) {
             (None, None, None) => Secrets::dev(),
             (Some(admin_token), Some(jwt_secret), Some(payment_secret)) => {
                 let checks = [
@@ -235,17 +229,10 @@ impl RawSettings {
                 ];
                 for (name, secret, min) in checks {
                     if secret.expose().len() < min {
-                        return Err(ConfigError(format!(
-                            "{name} must be at least {min} bytes long"
-                        )));
+                        return Err(ConfigError(format!("{name} must be at least {min} bytes long")));
                     }
                 }
-                Secrets {
-                    admin_token,
-                    jwt_secret,
-                    payment_secret,
-                    dev_mode: false,
-                }
+                Secrets { admin_token, jwt_secret, payment_secret, dev_mode: false }
             }
             _ => {
                 return Err(ConfigError(
@@ -261,25 +248,15 @@ impl RawSettings {
                 self.redis_prefix
             )));
         }
-        if self
-            .database_url
-            .expose()
-            .parse::<sqlx::postgres::PgConnectOptions>()
-            .is_err()
-        {
-            return Err(ConfigError(
-                "DATABASE_URL is not a valid PostgreSQL URL".to_owned(),
-            ));
+        if self.database_url.expose().parse::<sqlx::postgres::PgConnectOptions>().is_err() {
+            return Err(ConfigError("DATABASE_URL is not a valid PostgreSQL URL".to_owned()));
         }
         if redis::parse_redis_url(self.redis_url.expose()).is_none() {
             return Err(ConfigError("REDIS_URL is not a valid Redis URL".to_owned()));
         }
         let positive = [
             ("FLASHSALE_REDIS_POOL_SIZE", self.redis_pool_size as u64),
-            (
-                "FLASHSALE_DB_MAX_CONNECTIONS",
-                u64::from(self.db_max_connections),
-            ),
+            ("FLASHSALE_DB_MAX_CONNECTIONS", u64::from(self.db_max_connections)),
             ("FLASHSALE_STARTUP_TIMEOUT_SECS", self.startup_timeout_secs),
             ("FLASHSALE_MAX_BODY_BYTES", self.max_body_bytes as u64),
         ];
@@ -287,9 +264,7 @@ impl RawSettings {
             return Err(ConfigError(format!("{name} must be at least 1")));
         }
         if !(1.0..=1.5).contains(&self.admission_oversubscription) {
-            return Err(ConfigError(
-                "FLASHSALE_ADMISSION_OVERSUBSCRIPTION must be between 1.0 and 1.5".to_owned(),
-            ));
+            return Err(ConfigError("FLASHSALE_ADMISSION_OVERSUBSCRIPTION must be between 1.0 and 1.5".to_owned()));
         }
         let trusted_proxies = self
             .trusted_proxies
@@ -320,6 +295,7 @@ impl RawSettings {
                 oversubscription: self.admission_oversubscription,
                 counter_cache_ttl: Duration::from_millis(self.queue_counter_cache_ms),
             },
+            redis_mode: self.redis_mode,
             log_format: self.log_format,
         })
     }
@@ -349,13 +325,7 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Settings, ConfigError> {
         // Flags, not the environment, so the test does not depend on the caller's variables.
-        let mut argv = vec![
-            "flashsale",
-            "--database-url",
-            "postgres://u:hunter2@db/x",
-            "--redis-url",
-            "redis://r",
-        ];
+        let mut argv = vec!["flashsale", "--database-url", "postgres://u:hunter2@db/x", "--redis-url", "redis://r"];
         argv.extend_from_slice(args);
         Cli::try_parse_from(argv).unwrap().settings.validate()
     }
@@ -369,15 +339,7 @@ mod tests {
 
     #[test]
     fn empty_secrets_count_as_unset() {
-        let settings = parse(&[
-            "--admin-token",
-            "",
-            "--jwt-secret",
-            "",
-            "--payment-secret",
-            "",
-        ])
-        .unwrap();
+        let settings = parse(&["--admin-token", "", "--jwt-secret", "", "--payment-secret", ""]).unwrap();
         assert!(settings.secrets.dev_mode);
     }
 
@@ -388,15 +350,9 @@ mod tests {
 
     #[test]
     fn short_secrets_are_refused() {
-        let err = parse(&[
-            "--admin-token",
-            "short",
-            "--jwt-secret",
-            &"j".repeat(32),
-            "--payment-secret",
-            &"p".repeat(16),
-        ])
-        .unwrap_err();
+        let err =
+            parse(&["--admin-token", "short", "--jwt-secret", &"j".repeat(32), "--payment-secret", &"p".repeat(16)])
+                .unwrap_err();
         assert!(err.0.contains("FLASHSALE_ADMIN_TOKEN"), "{err}");
     }
 
@@ -412,12 +368,7 @@ mod tests {
         ])
         .unwrap();
         let debug = format!("{settings:?}");
-        for secret in [
-            "admin-token-0123456789",
-            &"j".repeat(40),
-            "payment-secret-0123456789",
-            "hunter2",
-        ] {
+        for secret in ["admin-token-0123456789", &"j".repeat(40), "payment-secret-0123456789", "hunter2"] {
             assert!(!debug.contains(secret), "{secret} leaked: {debug}");
         }
     }

@@ -38,32 +38,32 @@ pub use state::AppState;
 /// Connects, migrates and serves until SIGINT or SIGTERM, then drains in-flight requests.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     if settings.secrets.dev_mode {
-        let exposure = if settings.listens_publicly() {
-            " ON A PUBLIC ADDRESS"
-        } else {
-            ""
-        };
+        let exposure = if settings.listens_publicly() { " ON A PUBLIC ADDRESS" } else { "" };
         tracing::warn!(
             "DEV MODE{exposure}: no secrets configured, using the well-known dev admin token, JWT and payment secrets. \
              Set FLASHSALE_ADMIN_TOKEN, FLASHSALE_JWT_SECRET and FLASHSALE_PAYMENT_SECRET in production."
         );
     }
     let db = startup::connect_postgres(&settings).await?;
-    startup::MIGRATOR
-        .run(&db)
-        .await
-        .map_err(startup::StartupError::from)?;
+    startup::MIGRATOR.run(&db).await.map_err(startup::StartupError::from)?;
     let redis = startup::connect_redis(&settings).await?;
-    flashsale_inventory::scripts::load_all(&redis)
-        .await
-        .map_err(startup::StartupError::from)?;
-    flashsale_queue::scripts::load_all(&redis)
-        .await
-        .map_err(startup::StartupError::from)?;
+    flashsale_inventory::scripts::load_all(&redis).await.map_err(startup::StartupError::from)?;
+    flashsale_queue::scripts::load_all(&redis).await.map_err(startup::StartupError::from)?;
 
+    let hot = match settings.redis_mode {
+        config::RedisMode::Pool => flashsale_redis::Redis::pooled(redis),
+        config::RedisMode::Shared => {
+            flashsale_redis::Redis::shared(redis, settings.redis_url.expose(), std::time::Duration::from_secs(2))
+                .await
+                .map_err(|e| startup::StartupError::RedisUnreachable {
+                    waited: std::time::Duration::ZERO,
+                    cause: e.to_string(),
+                })?
+        }
+    };
     let state = AppState::new(
         db.clone(),
-        redis,
+        hot,
         settings.keys.clone(),
         settings.secrets.clone(),
         state::Tuning {
@@ -79,12 +79,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     let listener = tokio::net::TcpListener::bind(settings.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "flashsale listening");
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     shutdown.cancel();
     upkeep.await?;
     admission.await?;
@@ -96,21 +93,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 /// Runs the migrations and exits.
 pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
     let db = startup::connect_postgres(&settings).await?;
-    startup::MIGRATOR
-        .run(&db)
-        .await
-        .map_err(startup::StartupError::from)?;
+    startup::MIGRATOR.run(&db).await.map_err(startup::StartupError::from)?;
     tracing::info!("migrations applied");
     Ok(())
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (what orchestrators send before killing).
 async fn shutdown_signal() {
-    let interrupt = async {
-        tokio::signal::ctrl_c()
-            .await
-            .expect("install the SIGINT handler")
-    };
+    let interrupt = async { tokio::signal::ctrl_c().await.expect("install the SIGINT handler") };
     #[cfg(unix)]
     let terminate = async {
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -38,18 +38,12 @@ impl FromStr for IpNet {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = addr
-            .trim()
-            .parse()
-            .map_err(|_| format!("{s:?} is not an IP address or network"))?;
+        let addr: IpAddr = addr.trim().parse().map_err(|_| format!("{s:?} is not an IP address or network"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
-            Some(p) => p
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("bad prefix in {s:?}"))?,
+            Some(p) => {
+                p.trim().parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("bad prefix in {s:?}"))?
+            }
             None => max,
         };
         Ok(IpNet { addr, prefix })
@@ -60,11 +54,7 @@ impl IpNet {
     /// Whether `ip` is inside this network.
     pub fn contains(&self, ip: IpAddr) -> bool {
         fn masked(bits: u128, prefix: u8, width: u8) -> u128 {
-            if prefix == 0 {
-                0
-            } else {
-                bits >> (width - prefix)
-            }
+            if prefix == 0 { 0 } else { bits >> (width - prefix) }
         }
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
@@ -72,8 +62,7 @@ impl IpNet {
                     == masked(u128::from(u32::from(ip)), self.prefix, 32)
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                masked(u128::from(net), self.prefix, 128)
-                    == masked(u128::from(ip), self.prefix, 128)
+                masked(u128::from(net), self.prefix, 128) == masked(u128::from(ip), self.prefix, 128)
             }
             _ => false,
         }
@@ -123,14 +112,10 @@ impl RateLimits {
             ApiError::RateLimited { retry_after: wait }
         };
         if let (Some(limiter), Some(ip)) = (&self.per_ip, ip) {
-            limiter
-                .check_key(&ip)
-                .map_err(|n| refused("ip", n.wait_time_from(self.clock.now())))?;
+            limiter.check_key(&ip).map_err(|n| refused("ip", n.wait_time_from(self.clock.now())))?;
         }
         if let Some(limiter) = &self.per_user {
-            limiter
-                .check_key(user)
-                .map_err(|n| refused("user", n.wait_time_from(self.clock.now())))?;
+            limiter.check_key(user).map_err(|n| refused("user", n.wait_time_from(self.clock.now())))?;
         }
         Ok(())
     }
@@ -187,18 +172,9 @@ pub struct ClientIp(pub Option<IpAddr>);
 
 impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<ClientIp, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
-        let forwarded = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<ClientIp, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let forwarded = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
         Ok(ClientIp(state.limits.client_ip(peer, forwarded)))
     }
 }
@@ -237,15 +213,9 @@ mod tests {
         let limits = limits(0, 3, &[]);
         let ip: IpAddr = "203.0.113.9".parse().unwrap();
         for i in 0..6 {
-            limits
-                .check(&UserId::try_from(format!("u{i}")).unwrap(), Some(ip))
-                .unwrap();
+            limits.check(&UserId::try_from(format!("u{i}")).unwrap(), Some(ip)).unwrap();
         }
-        assert!(
-            limits
-                .check(&UserId::try_from("u7".to_owned()).unwrap(), Some(ip))
-                .is_err()
-        );
+        assert!(limits.check(&UserId::try_from("u7".to_owned()).unwrap(), Some(ip)).is_err());
     }
 
     #[test]
@@ -254,14 +224,8 @@ mod tests {
         let client: IpAddr = "203.0.113.9".parse().unwrap();
         let proxy: IpAddr = "10.1.2.3".parse().unwrap();
         let stranger: IpAddr = "198.51.100.7".parse().unwrap();
-        assert_eq!(
-            limits.client_ip(Some(proxy), Some("203.0.113.9, 10.0.0.5")),
-            Some(client)
-        );
-        assert_eq!(
-            limits.client_ip(Some(stranger), Some("203.0.113.9")),
-            Some(stranger)
-        );
+        assert_eq!(limits.client_ip(Some(proxy), Some("203.0.113.9, 10.0.0.5")), Some(client));
+        assert_eq!(limits.client_ip(Some(stranger), Some("203.0.113.9")), Some(stranger));
         assert_eq!(limits.client_ip(Some(proxy), Some("junk")), Some(proxy));
         assert_eq!(limits.client_ip(Some(proxy), None), Some(proxy));
         assert_eq!(limits.client_ip(None, Some("203.0.113.9")), None);
@@ -273,12 +237,7 @@ mod tests {
         assert!(net.contains("10.255.0.1".parse().unwrap()));
         assert!(!net.contains("11.0.0.1".parse().unwrap()));
         assert!(!net.contains("::1".parse().unwrap()));
-        assert!(
-            "0.0.0.0/0"
-                .parse::<IpNet>()
-                .unwrap()
-                .contains("8.8.8.8".parse().unwrap())
-        );
+        assert!("0.0.0.0/0".parse::<IpNet>().unwrap().contains("8.8.8.8".parse().unwrap()));
         assert!("10.0.0.0/33".parse::<IpNet>().is_err());
     }
 
@@ -286,9 +245,7 @@ mod tests {
     fn housekeeping_forgets_keys_whose_buckets_refilled() {
         let limits = limits(1000, 0, &[]);
         for i in 0..1000 {
-            limits
-                .check(&UserId::try_from(format!("u{i}")).unwrap(), None)
-                .unwrap();
+            limits.check(&UserId::try_from(format!("u{i}")).unwrap(), None).unwrap();
         }
         std::thread::sleep(Duration::from_millis(20));
         limits.housekeeping();

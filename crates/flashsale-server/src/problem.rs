@@ -73,9 +73,7 @@ pub enum ApiError {
     Conflict { code: &'static str, detail: String },
     /// 409 `not_open`: the batch's queue does not accept buyers yet; `opens_at` says when.
     #[error("the queue opens at {opens_at}")]
-    NotOpen {
-        opens_at: chrono::DateTime<chrono::Utc>,
-    },
+    NotOpen { opens_at: chrono::DateTime<chrono::Utc> },
     /// 403 `token_invalid`: an admission token that is forged, tampered, expired, or for another
     /// buyer, sale or batch.
     #[error("{0}")]
@@ -129,13 +127,9 @@ impl ApiError {
             ApiError::NotOpen { .. } => (StatusCode::CONFLICT, "not_open"),
             ApiError::TokenInvalid(_) => (StatusCode::FORBIDDEN, "token_invalid"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-            ApiError::VersionMismatch { .. } => {
-                (StatusCode::PRECONDITION_FAILED, "precondition_failed")
-            }
+            ApiError::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ApiError::UnsupportedMediaType(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
-            }
+            ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::Validation(_) | ApiError::InvalidBody(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
             }
@@ -161,15 +155,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let detail = match &self {
-            ApiError::Validation(errors) => errors
-                .0
-                .iter()
-                .map(|e| format!("{}: {}", e.field, e.message))
-                .collect::<Vec<_>>()
-                .join("; "),
-            ApiError::Internal(_) => {
-                "the server failed to handle the request; it has been logged".to_owned()
+            ApiError::Validation(errors) => {
+                errors.0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ")
             }
+            ApiError::Internal(_) => "the server failed to handle the request; it has been logged".to_owned(),
             other => other.to_string(),
         };
         let problem = Problem {
@@ -191,30 +180,21 @@ impl IntoResponse for ApiError {
                 _ => None,
             },
         };
-        let mut response = (
-            status,
-            [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))],
-            axum::Json(problem),
-        )
-            .into_response();
+        let mut response =
+            (status, [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))], axum::Json(problem))
+                .into_response();
         // `axum::Json` sets application/json; problem details have their own media type.
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         match self {
             ApiError::Unauthorized => {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             ApiError::RateLimited { retry_after } => {
                 let secs = HeaderValue::from(retry_after_secs(&retry_after));
                 response.headers_mut().insert(header::RETRY_AFTER, secs);
             }
             ApiError::Internal(cause) => {
-                response
-                    .extensions_mut()
-                    .insert(InternalCause(Arc::new(format!("{cause:#}"))));
+                response.extensions_mut().insert(InternalCause(Arc::new(format!("{cause:#}"))));
             }
             _ => {}
         }
@@ -251,11 +231,7 @@ impl From<sqlx::Error> for ApiError {
 /// Redis errors: a connection that broke or timed out is a 503 (retrying is safe); anything
 /// else (a script error, a wrong type) is a bug.
 fn from_redis(error: redis::RedisError) -> ApiError {
-    if error.is_io_error()
-        || error.is_timeout()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal()
-    {
+    if error.is_io_error() || error.is_timeout() || error.is_connection_dropped() || error.is_connection_refusal() {
         ApiError::Unavailable("Redis is unavailable; retry shortly".to_owned())
     } else {
         ApiError::Internal(error.into())
@@ -285,9 +261,7 @@ impl From<flashsale_queue::QueueError> for ApiError {
         match error {
             E::NoConnection(e) => e.into(),
             E::Redis(e) => from_redis(e),
-            other @ (E::CorruptCounter { .. } | E::MalformedReply { .. }) => {
-                ApiError::Internal(other.into())
-            }
+            other @ (E::CorruptCounter { .. } | E::MalformedReply { .. }) => ApiError::Internal(other.into()),
         }
     }
 }
@@ -298,12 +272,10 @@ impl From<JsonRejection> for ApiError {
         match rejection {
             JsonRejection::JsonDataError(_) => ApiError::InvalidBody(text),
             JsonRejection::JsonSyntaxError(_) => ApiError::MalformedJson(text),
-            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
-                "send the body as Content-Type: application/json".to_owned(),
-            ),
-            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiError::PayloadTooLarge(text)
+            JsonRejection::MissingJsonContentType(_) => {
+                ApiError::UnsupportedMediaType("send the body as Content-Type: application/json".to_owned())
             }
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(text),
             _ => ApiError::MalformedJson(text),
         }
     }
@@ -346,57 +318,17 @@ pub struct Query<T>(pub T);
 /// The error-code table of the API, for the OpenAPI description's `Problem` responses.
 pub const CODES: &[(&str, u16, &str)] = &[
     ("malformed_json", 400, "The body is not valid JSON."),
-    (
-        "bad_request",
-        400,
-        "A query parameter or header cannot be read.",
-    ),
+    ("bad_request", 400, "A query parameter or header cannot be read."),
     ("unauthorized", 401, "Missing or invalid bearer token."),
-    (
-        "not_found",
-        404,
-        "No such resource (also: another buyer's resource).",
-    ),
-    (
-        "method_not_allowed",
-        405,
-        "The resource does not support this method.",
-    ),
-    (
-        "stock_below_committed",
-        409,
-        "New stock would be below the units buyers hold (reserved + sold).",
-    ),
-    (
-        "sale_ended",
-        409,
-        "The sale was closed by operations; it can no longer change.",
-    ),
+    ("not_found", 404, "No such resource (also: another buyer's resource)."),
+    ("method_not_allowed", 405, "The resource does not support this method."),
+    ("stock_below_committed", 409, "New stock would be below the units buyers hold (reserved + sold)."),
+    ("sale_ended", 409, "The sale was closed by operations; it can no longer change."),
     ("batch_finished", 409, "The current batch's window is over."),
-    (
-        "precondition_failed",
-        412,
-        "If-Match names another version; the body carries current_version.",
-    ),
-    (
-        "payload_too_large",
-        413,
-        "The body exceeds the configured limit.",
-    ),
-    (
-        "unsupported_media_type",
-        415,
-        "The body must be application/json.",
-    ),
-    (
-        "validation_failed",
-        422,
-        "The body is well-formed but breaks a rule; errors lists each field.",
-    ),
-    (
-        "unavailable",
-        503,
-        "Redis or PostgreSQL cannot be reached; safe to retry.",
-    ),
+    ("precondition_failed", 412, "If-Match names another version; the body carries current_version."),
+    ("payload_too_large", 413, "The body exceeds the configured limit."),
+    ("unsupported_media_type", 415, "The body must be application/json."),
+    ("validation_failed", 422, "The body is well-formed but breaks a rule; errors lists each field."),
+    ("unavailable", 503, "Redis or PostgreSQL cannot be reached; safe to retry."),
     ("internal", 500, "Unexpected failure; logged on the server."),
 ];

@@ -14,9 +14,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use flashsale_core::{BatchNo, SaleId, UserId};
 use flashsale_inventory::LedgerSnapshot;
 use flashsale_queue::tokens::prequeue_rank;
-use flashsale_queue::{
-    Admission, AdmissionClaims, AdmissionPolicy, Counters, Joined, Place, QueueWindow, Ticket,
-};
+use flashsale_queue::{Admission, AdmissionClaims, AdmissionPolicy, Counters, Joined, Place, QueueWindow, Ticket};
 use flashsale_sales::{Batch, Sale};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -83,14 +81,15 @@ pub struct QueueState {
 }
 
 /// A sale's current batch, with what the queue needs of it.
-struct Context {
-    sale: Sale,
-    batch: Batch,
+/// Borrowed from the cached snapshot: a status poll copies nothing of the sale.
+struct Context<'a> {
+    sale: &'a Sale,
+    batch: &'a Batch,
     window: QueueWindow,
     policy: AdmissionPolicy,
 }
 
-fn context_of(state: &AppState, sale: &Sale, batch: &Batch) -> Context {
+fn context_of<'a>(state: &AppState, sale: &'a Sale, batch: &'a Batch) -> Context<'a> {
     let config = &sale.config;
     Context {
         window: QueueWindow {
@@ -105,35 +104,28 @@ fn context_of(state: &AppState, sale: &Sale, batch: &Batch) -> Context {
             oversubscription: state.queue_settings.oversubscription,
             ttl_ms: i64::from(config.admission_ttl_secs) * 1000,
         },
-        sale: sale.clone(),
-        batch: batch.clone(),
+        sale,
+        batch,
     }
 }
 
-async fn context(state: &AppState, id: SaleId) -> Result<Context, ApiError> {
+/// The cached snapshot of one sale; 404 when there is no such sale.
+async fn sale_snapshot(state: &AppState, id: SaleId) -> Result<std::sync::Arc<crate::sales::PublicSnapshot>, ApiError> {
     let snapshot = live_snapshot(state, Some(id)).await?;
-    let (sale, live) = snapshot.first().ok_or_else(ApiError::sale_not_found)?;
-    Ok(context_of(state, sale, &live.batch))
+    if snapshot.is_empty() {
+        return Err(ApiError::sale_not_found());
+    }
+    Ok(snapshot)
 }
 
-async fn counters(
-    state: &AppState,
-    sale: SaleId,
-    batch: BatchNo,
-) -> Result<std::sync::Arc<BatchCounters>, ApiError> {
+async fn counters(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<std::sync::Arc<BatchCounters>, ApiError> {
     state
         .counters
         .get_or_load((sale, batch), || async {
             let key = [(sale, batch)];
-            let (queue, ledger) = tokio::join!(
-                state.queue.counters(&key),
-                state.inventory.snapshot(sale, batch)
-            );
+            let (queue, ledger) = tokio::join!(state.queue.counters(&key), state.inventory.snapshot(sale, batch));
             let queue = queue?.pop().unwrap_or_default();
-            Ok::<_, ApiError>(std::sync::Arc::new(BatchCounters {
-                queue,
-                ledger: ledger?,
-            }))
+            Ok::<_, ApiError>(std::sync::Arc::new(BatchCounters { queue, ledger: ledger? }))
         })
         .await
 }
@@ -150,12 +142,9 @@ pub fn poll_after_ms(ahead: u64, rate: u32) -> u64 {
 }
 
 /// Joins the buyer to the sale's current batch. Returns whether this call created the place.
-pub async fn join(
-    state: &AppState,
-    user: &UserId,
-    id: SaleId,
-) -> Result<(bool, QueueState), ApiError> {
-    let ctx = context(state, id).await?;
+pub async fn join(state: &AppState, user: &UserId, id: SaleId) -> Result<(bool, QueueState), ApiError> {
+    let snapshot = sale_snapshot(state, id).await?;
+    let ctx = context_of(state, &snapshot[0].0, &snapshot[0].1.batch);
     let rank = prequeue_rank(&ctx.batch.prequeue_seed, user);
     let joined = state.queue.join(&ctx.window, user, rank).await?;
     let outcome = match joined {
@@ -170,31 +159,17 @@ pub async fn join(
         Joined::Prequeue { new } => (None, new),
         Joined::Ticket { number, new } => (Some(number), new),
         Joined::NotOpen => {
-            return Err(ApiError::NotOpen {
-                opens_at: ctx.sale.config.prequeue_opens_at(ctx.batch.opens_at),
-            });
+            return Err(ApiError::NotOpen { opens_at: ctx.sale.config.prequeue_opens_at(ctx.batch.opens_at) });
         }
         Joined::Closed => {
-            return Err(ApiError::Conflict {
-                code: "closed",
-                detail: "the batch is closed".to_owned(),
-            });
+            return Err(ApiError::Conflict { code: "closed", detail: "the batch is closed".to_owned() });
         }
         Joined::SoldOut => {
-            return Err(ApiError::Conflict {
-                code: "sold_out",
-                detail: "every unit of this batch is sold".to_owned(),
-            });
+            return Err(ApiError::Conflict { code: "sold_out", detail: "every unit of this batch is sold".to_owned() });
         }
     };
-    let ticket = Ticket {
-        user: user.clone(),
-        sale: id,
-        batch: ctx.batch.batch_no,
-        number,
-        admission: None,
-    };
-    Ok((new, view(state, &ctx, ticket).await?))
+    let ticket = Ticket { user: user.clone(), sale: id, batch: ctx.batch.batch_no, number, admission: None };
+    Ok((new, view(state, &ctx, ticket, None).await?))
 }
 
 /// The buyer's state in the sale's current batch; `presented` is the ticket from their last
@@ -205,33 +180,27 @@ pub async fn status(
     id: SaleId,
     presented: Option<&str>,
 ) -> Result<QueueState, ApiError> {
-    let ctx = context(state, id).await?;
-    let ticket = match presented
-        .and_then(|t| state.tokens.verify_ticket(t, user, id, ctx.batch.batch_no))
-    {
+    let snapshot = sale_snapshot(state, id).await?;
+    let ctx = context_of(state, &snapshot[0].0, &snapshot[0].1.batch);
+    let verified = presented.and_then(|t| state.tokens.verify_ticket(t, user, id, ctx.batch.batch_no));
+    let reusable = verified.as_ref().and(presented);
+    let ticket = match verified {
         Some(ticket) => ticket,
         None => {
             let place = state.queue.place(id, ctx.batch.batch_no, user).await?;
             let number = match place {
                 None => {
                     return Err(ApiError::NotFound(
-                        "you have not joined this batch's queue; POST /sales/{id}/queue to join"
-                            .to_owned(),
+                        "you have not joined this batch's queue; POST /sales/{id}/queue to join".to_owned(),
                     ));
                 }
                 Some(Place::Drawn { rank }) => (Utc::now() >= ctx.batch.opens_at).then_some(rank),
                 Some(Place::Ticket(number)) => Some(number),
             };
-            Ticket {
-                user: user.clone(),
-                sale: id,
-                batch: ctx.batch.batch_no,
-                number,
-                admission: None,
-            }
+            Ticket { user: user.clone(), sale: id, batch: ctx.batch.batch_no, number, admission: None }
         }
     };
-    let state_now = view(state, &ctx, ticket).await?;
+    let state_now = view(state, &ctx, ticket, reusable).await?;
     let status = match state_now.status {
         QueueStatus::Waiting => "waiting",
         QueueStatus::Admitted => "admitted",
@@ -244,8 +213,16 @@ pub async fn status(
     Ok(state_now)
 }
 
-/// Computes the buyer's state from their ticket and the batch's (cached) counters.
-async fn view(state: &AppState, ctx: &Context, mut ticket: Ticket) -> Result<QueueState, ApiError> {
+/// Computes the buyer's state from their ticket and the batch's (cached) counters. `presented`
+/// is the genuine ticket string the client sent, handed back unchanged (not re-signed) when
+/// nothing in it changed.
+async fn view(
+    state: &AppState,
+    ctx: &Context<'_>,
+    mut ticket: Ticket,
+    presented: Option<&str>,
+) -> Result<QueueState, ApiError> {
+    let mut dirty = presented.is_none();
     let now = Utc::now();
     let now_ms = now.timestamp_millis();
     let (sale, batch) = (ctx.sale.id, ctx.batch.batch_no);
@@ -257,6 +234,7 @@ async fn view(state: &AppState, ctx: &Context, mut ticket: Ticket) -> Result<Que
     if ticket.number.is_none() && now >= ctx.batch.opens_at {
         if let Some(Place::Drawn { rank }) = state.queue.place(sale, batch, &ticket.user).await? {
             ticket.number = Some(rank);
+            dirty = true;
         }
     }
 
@@ -284,8 +262,7 @@ async fn view(state: &AppState, ctx: &Context, mut ticket: Ticket) -> Result<Que
     } else {
         match ticket.number {
             None => {
-                let until_open =
-                    u64::try_from((ctx.batch.opens_at - now).num_milliseconds()).unwrap_or(0);
+                let until_open = u64::try_from((ctx.batch.opens_at - now).num_milliseconds()).unwrap_or(0);
                 out.poll_after_ms = Some((until_open / 2).clamp(1_000, 10_000));
             }
             Some(number) if number <= serving => {
@@ -300,6 +277,7 @@ async fn view(state: &AppState, ctx: &Context, mut ticket: Ticket) -> Result<Que
                 };
                 match window.filter(|w| now_ms < w.expires_at_ms) {
                     Some(window) => {
+                        dirty |= ticket.admission != Some(window);
                         ticket.admission = Some(window);
                         let claims = AdmissionClaims {
                             user: ticket.user.clone(),
@@ -337,7 +315,10 @@ async fn view(state: &AppState, ctx: &Context, mut ticket: Ticket) -> Result<Que
             }
         }
     }
-    out.ticket = state.tokens.sign_ticket(&ticket);
+    out.ticket = match presented {
+        Some(unchanged) if !dirty => unchanged.to_owned(),
+        _ => state.tokens.sign_ticket(&ticket),
+    };
     Ok(out)
 }
 
@@ -372,8 +353,7 @@ pub async fn admit_all(state: &AppState, now: DateTime<Utc>) -> Result<u64, ApiE
         metrics::counter!("queue_admitted_total", "sale" => label.clone()).increment(step.admitted);
         metrics::gauge!("queue_serving", "sale" => label.clone()).set(step.serving as f64);
         metrics::gauge!("queue_length", "sale" => label.clone()).set(step.tail as f64);
-        metrics::counter!("queue_admissions_lapsed_total", "sale" => label.clone())
-            .increment(step.lapsed);
+        metrics::counter!("queue_admissions_lapsed_total", "sale" => label.clone()).increment(step.lapsed);
         metrics::gauge!("queue_in_flight", "sale" => label).set(step.inflight as f64);
         admitted += step.admitted;
     }

@@ -14,8 +14,7 @@ use flashsale_core::{BatchNo, SaleId, Units};
 use flashsale_inventory::{Configured, LedgerSnapshot, LedgerSpec, StatusChange, StatusChanged};
 use flashsale_queue::QueueStats;
 use flashsale_sales::{
-    Batch, BatchStatus, NewSale, Sale, SaleConfig, SalePatch, Schedule, ValidationErrors,
-    WeekdayName, store,
+    Batch, BatchStatus, NewSale, Sale, SaleConfig, SalePatch, Schedule, ValidationErrors, WeekdayName, store,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -142,9 +141,7 @@ pub fn ledger_spec(config: &SaleConfig, batch: &Batch) -> LedgerSpec {
 
 fn schedule_view(schedule: &Schedule) -> ScheduleView {
     match schedule {
-        Schedule::Once { opens_at } => ScheduleView::Once {
-            opens_at: *opens_at,
-        },
+        Schedule::Once { opens_at } => ScheduleView::Once { opens_at: *opens_at },
         Schedule::Weekly(w) => ScheduleView::Weekly {
             weekday: w.weekday.into(),
             time: w.time.format("%H:%M").to_string(),
@@ -167,11 +164,7 @@ pub struct Live {
 impl Live {
     fn status(&self, sale: &Sale, now: DateTime<Utc>) -> BatchStatus {
         let sold_out = self.ledger.is_some_and(|l| l.is_sold_out());
-        self.batch.status(
-            sale.config.prequeue_opens_at(self.batch.opens_at),
-            now,
-            sold_out,
-        )
+        self.batch.status(sale.config.prequeue_opens_at(self.batch.opens_at), now, sold_out)
     }
 }
 
@@ -189,19 +182,11 @@ async fn live_batches(state: &AppState, sales: &[Sale]) -> Result<Vec<Option<Liv
         .into_iter()
         .zip(ledgers)
         .zip(queues)
-        .map(|((batch, ledger), queue)| Live {
-            batch,
-            ledger,
-            queue,
-        })
+        .map(|((batch, ledger), queue)| Live { batch, ledger, queue })
         .collect();
     Ok(sales
         .iter()
-        .map(|sale| {
-            live.iter()
-                .position(|l| l.batch.sale_id == sale.id)
-                .map(|at| live.swap_remove(at))
-        })
+        .map(|sale| live.iter().position(|l| l.batch.sale_id == sale.id).map(|at| live.swap_remove(at)))
         .collect())
 }
 
@@ -267,19 +252,13 @@ fn public_view(sale: &Sale, live: &Live, now: DateTime<Utc>) -> PublicSale {
 pub async fn admin_views(state: &AppState, sales: Vec<Sale>) -> Result<Vec<AdminSale>, ApiError> {
     let live = live_batches(state, &sales).await?;
     let now = Utc::now();
-    Ok(sales
-        .into_iter()
-        .zip(live)
-        .map(|(sale, live)| admin_view(sale, live, now))
-        .collect())
+    Ok(sales.into_iter().zip(live).map(|(sale, live)| admin_view(sale, live, now)).collect())
 }
 
 /// One sale's admin view.
 pub async fn admin_sale(state: &AppState, id: SaleId) -> Result<AdminSale, ApiError> {
     let mut conn = state.db.acquire().await?;
-    let sale = store::get_sale(&mut conn, id, false)
-        .await?
-        .ok_or_else(ApiError::sale_not_found)?;
+    let sale = store::get_sale(&mut conn, id, false).await?.ok_or_else(ApiError::sale_not_found)?;
     drop(conn);
     Ok(admin_views(state, vec![sale]).await?.remove(0))
 }
@@ -293,10 +272,7 @@ pub type PublicSnapshot = Vec<(Sale, Live)>;
 /// The underlying data comes from [`PublicCache`]: countdown pages poll these endpoints, and on
 /// sale day millions of them must not each cost PostgreSQL two queries. Status and `server_time`
 /// are still computed per request, so the countdown and the switch to `open` are exact.
-pub async fn public_sales(
-    state: &AppState,
-    only: Option<SaleId>,
-) -> Result<Vec<PublicSale>, ApiError> {
+pub async fn public_sales(state: &AppState, only: Option<SaleId>) -> Result<Vec<PublicSale>, ApiError> {
     let snapshot = live_snapshot(state, only).await?;
     let now = Utc::now();
     Ok(snapshot
@@ -308,37 +284,19 @@ pub async fn public_sales(
 
 /// Sales (all live ones, or just `only`) with their current batch and its live state, from the
 /// per-instance cache.
-pub async fn live_snapshot(
-    state: &AppState,
-    only: Option<SaleId>,
-) -> Result<Arc<PublicSnapshot>, ApiError> {
-    state
-        .public_cache
-        .get_or_load(only, || load_public(state, only))
-        .await
+pub async fn live_snapshot(state: &AppState, only: Option<SaleId>) -> Result<Arc<PublicSnapshot>, ApiError> {
+    state.public_cache.get_or_load(only, || load_public(state, only)).await
 }
 
-async fn load_public(
-    state: &AppState,
-    only: Option<SaleId>,
-) -> Result<Arc<PublicSnapshot>, ApiError> {
+async fn load_public(state: &AppState, only: Option<SaleId>) -> Result<Arc<PublicSnapshot>, ApiError> {
     let mut conn = state.db.acquire().await?;
     let sales = match only {
-        Some(id) => store::get_sale(&mut conn, id, false)
-            .await?
-            .into_iter()
-            .collect(),
+        Some(id) => store::get_sale(&mut conn, id, false).await?.into_iter().collect(),
         None => store::list_sales(&mut conn, false, 500, 0).await?,
     };
     drop(conn);
     let live = live_batches(state, &sales).await?;
-    Ok(Arc::new(
-        sales
-            .into_iter()
-            .zip(live)
-            .filter_map(|(sale, live)| Some((sale, live?)))
-            .collect(),
-    ))
+    Ok(Arc::new(sales.into_iter().zip(live).filter_map(|(sale, live)| Some((sale, live?))).collect()))
 }
 
 /// Public views, keyed by sale (`None`: the list). Admin changes on this instance invalidate the
@@ -362,17 +320,8 @@ impl IfMatch {
     fn check(&self, sale: &Sale) -> Result<(), ApiError> {
         let Some(header) = &self.0 else { return Ok(()) };
         let current = etag(sale.version);
-        let matches = header
-            .split(',')
-            .map(str::trim)
-            .any(|tag| tag == "*" || tag == current);
-        if matches {
-            Ok(())
-        } else {
-            Err(ApiError::VersionMismatch {
-                current: sale.version,
-            })
-        }
+        let matches = header.split(',').map(str::trim).any(|tag| tag == "*" || tag == current);
+        if matches { Ok(()) } else { Err(ApiError::VersionMismatch { current: sale.version }) }
     }
 }
 
@@ -394,21 +343,11 @@ pub async fn create(state: &AppState, admin: &Admin, body: NewSale) -> Result<Ad
     let batch = Batch::first(sale.id, &config, now);
     store::insert_batch(&mut tx, &batch).await?;
     let details = audit_details(admin, serde_json::to_value(&body).unwrap_or_default());
-    store::record_audit(
-        &mut tx,
-        &admin.actor,
-        "sale.create",
-        Some(sale.id),
-        &details,
-    )
-    .await?;
+    store::record_audit(&mut tx, &admin.actor, "sale.create", Some(sale.id), &details).await?;
     // Before the commit: if Redis is down the sale is not created at all (503) rather than
     // created without a ledger. A ledger left by a failed commit names a sale id that is never
     // reused (sequences do not roll back), so it is inert.
-    state
-        .inventory
-        .open_batch(sale.id, batch.batch_no, ledger_spec(&config, &batch))
-        .await?;
+    state.inventory.open_batch(sale.id, batch.batch_no, ledger_spec(&config, &batch)).await?;
     tx.commit().await?;
     state.public_cache.invalidate(sale.id);
     tracing::info!(sale.id = %sale.id, admin.actor = %admin.actor, batch.opens_at = %batch.opens_at, "sale created");
@@ -416,37 +355,22 @@ pub async fn create(state: &AppState, admin: &Admin, body: NewSale) -> Result<Ad
 }
 
 /// Locks a sale for a change: 404 if absent, 412 if `If-Match` names another version.
-async fn lock_sale(
-    conn: &mut PgConnection,
-    id: SaleId,
-    if_match: &IfMatch,
-) -> Result<Sale, ApiError> {
-    let sale = store::get_sale(conn, id, true)
-        .await?
-        .ok_or_else(ApiError::sale_not_found)?;
+async fn lock_sale(conn: &mut PgConnection, id: SaleId, if_match: &IfMatch) -> Result<Sale, ApiError> {
+    let sale = store::get_sale(conn, id, true).await?.ok_or_else(ApiError::sale_not_found)?;
     if_match.check(&sale)?;
     Ok(sale)
 }
 
 fn sale_ended() -> ApiError {
-    ApiError::Conflict {
-        code: "sale_ended",
-        detail: "the sale was closed and can no longer change".to_owned(),
-    }
+    ApiError::Conflict { code: "sale_ended", detail: "the sale was closed and can no longer change".to_owned() }
 }
 
 fn batch_finished(batch: Option<&Batch>) -> ApiError {
     let detail = match batch {
-        Some(b) => format!(
-            "batch {} is over; the next one has not been scheduled yet",
-            b.batch_no
-        ),
+        Some(b) => format!("batch {} is over; the next one has not been scheduled yet", b.batch_no),
         None => "the sale has no batch".to_owned(),
     };
-    ApiError::Conflict {
-        code: "batch_finished",
-        detail,
-    }
+    ApiError::Conflict { code: "batch_finished", detail }
 }
 
 /// Changes a sale's configuration; a new stock applies to the live batch at once and is refused
@@ -469,21 +393,12 @@ pub async fn update(
     }
     let config = sale.config.patched(&patch)?;
     let mut reconfigured = None;
-    if let Some(before) = store::current_batch(&mut tx, id)
-        .await?
-        .filter(|b| !b.is_finished(now))
-    {
+    if let Some(before) = store::current_batch(&mut tx, id).await?.filter(|b| !b.is_finished(now)) {
         let mut batch = before.clone();
         batch.stock = config.stock;
         batch.closes_at = config.batch_closes_at(batch.opens_at);
-        match state
-            .inventory
-            .configure(id, batch.batch_no, ledger_spec(&config, &batch))
-            .await?
-        {
-            Configured::Applied { .. } => {
-                reconfigured = Some((batch.batch_no, ledger_spec(&sale.config, &before)))
-            }
+        match state.inventory.configure(id, batch.batch_no, ledger_spec(&config, &batch)).await? {
+            Configured::Applied { .. } => reconfigured = Some((batch.batch_no, ledger_spec(&sale.config, &before))),
             Configured::BelowCommitted { held } => {
                 return Err(ApiError::Conflict {
                     code: "stock_below_committed",
@@ -496,10 +411,7 @@ pub async fn update(
             Configured::Closed => return Err(batch_finished(Some(&batch))),
             // No ledger in Redis (see upkeep): create it with the new configuration.
             Configured::Missing => {
-                state
-                    .inventory
-                    .open_batch(id, batch.batch_no, ledger_spec(&config, &batch))
-                    .await?;
+                state.inventory.open_batch(id, batch.batch_no, ledger_spec(&config, &batch)).await?;
             }
         }
         store::update_batch(&mut tx, &batch).await?;
@@ -554,19 +466,12 @@ pub async fn change_status(
                 StatusChange::Close => batch.closed_at = Some(now),
                 _ => batch.paused = change == StatusChange::Pause,
             }
-            match state
-                .inventory
-                .set_status(id, batch.batch_no, change)
-                .await?
-            {
+            match state.inventory.set_status(id, batch.batch_no, change).await? {
                 StatusChanged::Applied => {}
                 StatusChanged::Closed if change == StatusChange::Close => {}
                 StatusChanged::Closed => return Err(batch_finished(Some(&batch))),
                 StatusChanged::Missing => {
-                    state
-                        .inventory
-                        .open_batch(id, batch.batch_no, ledger_spec(&sale.config, &batch))
-                        .await?;
+                    state.inventory.open_batch(id, batch.batch_no, ledger_spec(&sale.config, &batch)).await?;
                 }
             }
             store::update_batch(&mut tx, &batch).await?;

@@ -16,11 +16,7 @@ use crate::config::Settings;
 pub enum StartupError {
     /// PostgreSQL did not answer within the start-up timeout.
     #[error("PostgreSQL at {target} is unreachable after {waited:?}: {cause}")]
-    PostgresUnreachable {
-        target: String,
-        waited: Duration,
-        cause: String,
-    },
+    PostgresUnreachable { target: String, waited: Duration, cause: String },
     /// The database was missing and could not be created.
     #[error("cannot create database {database}: {cause}")]
     CreateDatabase { database: String, cause: String },
@@ -58,22 +54,13 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations"
 
 /// `host:port/database` of a PostgreSQL URL, for logs (never the password).
 pub fn describe_postgres(options: &PgConnectOptions) -> String {
-    format!(
-        "{}:{}/{}",
-        options.get_host(),
-        options.get_port(),
-        options.get_database().unwrap_or("postgres")
-    )
+    format!("{}:{}/{}", options.get_host(), options.get_port(), options.get_database().unwrap_or("postgres"))
 }
 
 /// Connects to PostgreSQL, creating the database if it does not exist, retrying unreachable
 /// servers until `settings.startup_timeout` has passed.
 pub async fn connect_postgres(settings: &Settings) -> Result<PgPool, StartupError> {
-    let options: PgConnectOptions = settings
-        .database_url
-        .expose()
-        .parse()
-        .expect("validated with the configuration");
+    let options: PgConnectOptions = settings.database_url.expose().parse().expect("validated with the configuration");
     let options = options.log_statements(tracing::log::LevelFilter::Debug);
     let target = describe_postgres(&options);
     let started = Instant::now();
@@ -103,32 +90,18 @@ pub async fn connect_postgres(settings: &Settings) -> Result<PgPool, StartupErro
 
 fn is_missing_database(error: &sqlx::Error) -> bool {
     // 3D000: invalid_catalog_name, "database does not exist".
-    error
-        .as_database_error()
-        .and_then(|e| e.code())
-        .is_some_and(|code| code == "3D000")
+    error.as_database_error().and_then(|e| e.code()).is_some_and(|code| code == "3D000")
 }
 
 async fn create_database(options: &PgConnectOptions) -> Result<(), StartupError> {
     let database = options.get_database().unwrap_or("postgres").to_owned();
-    let failed = |cause: String| StartupError::CreateDatabase {
-        database: database.clone(),
-        cause,
-    };
-    let mut conn = options
-        .clone()
-        .database("postgres")
-        .connect()
-        .await
-        .map_err(|e| failed(e.to_string()))?;
+    let failed = |cause: String| StartupError::CreateDatabase { database: database.clone(), cause };
+    let mut conn = options.clone().database("postgres").connect().await.map_err(|e| failed(e.to_string()))?;
     let statement = format!("CREATE DATABASE \"{}\"", database.replace('"', "\"\""));
     match sqlx::query(&statement).execute(&mut conn).await {
         Ok(_) => tracing::info!(db.name = %database, "created database"),
         // 42P04: duplicate_database; another instance created it first.
-        Err(e)
-            if e.as_database_error()
-                .and_then(|d| d.code())
-                .is_some_and(|c| c == "42P04") => {}
+        Err(e) if e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "42P04") => {}
         Err(e) => return Err(failed(e.to_string())),
     }
     conn.close().await.map_err(|e| failed(e.to_string()))
@@ -141,10 +114,7 @@ pub async fn connect_redis(settings: &Settings) -> Result<deadpool_redis::Pool, 
     let mut conn = loop {
         let attempt = async {
             let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-            redis::cmd("PING")
-                .query_async::<String>(&mut conn)
-                .await
-                .map_err(|e| e.to_string())?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(|e| e.to_string())?;
             Ok::<_, String>(conn)
         };
         match attempt.await {
@@ -154,10 +124,7 @@ pub async fn connect_redis(settings: &Settings) -> Result<deadpool_redis::Pool, 
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(cause) => {
-                return Err(StartupError::RedisUnreachable {
-                    waited: started.elapsed(),
-                    cause,
-                });
+                return Err(StartupError::RedisUnreachable { waited: started.elapsed(), cause });
             }
         }
     };
@@ -176,30 +143,16 @@ pub fn redis_pool(url: &str, size: usize) -> Result<deadpool_redis::Pool, Startu
     pool.timeouts.create = Some(Duration::from_secs(2));
     pool.timeouts.recycle = Some(Duration::from_secs(2));
     config.pool = Some(pool);
-    config
-        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-        .map_err(|e| StartupError::RedisConfig(e.to_string()))
+    config.create_pool(Some(deadpool_redis::Runtime::Tokio1)).map_err(|e| StartupError::RedisConfig(e.to_string()))
 }
 
 /// Refuses a Redis whose `maxmemory-policy` is anything but `noeviction`.
-pub async fn check_eviction_policy(
-    conn: &mut deadpool_redis::Connection,
-) -> Result<(), StartupError> {
-    let reply: Result<Vec<String>, _> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("maxmemory-policy")
-        .query_async(conn)
-        .await;
-    let reply = reply.map_err(|e| StartupError::RedisPolicyUnknown {
-        cause: e.to_string(),
-    })?;
+pub async fn check_eviction_policy(conn: &mut deadpool_redis::Connection) -> Result<(), StartupError> {
+    let reply: Result<Vec<String>, _> = redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(conn).await;
+    let reply = reply.map_err(|e| StartupError::RedisPolicyUnknown { cause: e.to_string() })?;
     match reply.as_slice() {
         [_, policy] if policy == "noeviction" => Ok(()),
-        [_, policy] => Err(StartupError::RedisEvicts {
-            policy: policy.clone(),
-        }),
-        other => Err(StartupError::RedisPolicyUnknown {
-            cause: format!("unexpected reply {other:?}"),
-        }),
+        [_, policy] => Err(StartupError::RedisEvicts { policy: policy.clone() }),
+        other => Err(StartupError::RedisPolicyUnknown { cause: format!("unexpected reply {other:?}") }),
     }
 }

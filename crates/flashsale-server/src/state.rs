@@ -20,8 +20,7 @@ use crate::queue::BatchCounters;
 use crate::sales::PublicCache;
 
 /// How long public sale views are cached unless configured otherwise.
-pub const DEFAULT_PUBLIC_CACHE_TTL: Duration =
-    Duration::from_millis(crate::config::DEFAULT_PUBLIC_CACHE_MS);
+pub const DEFAULT_PUBLIC_CACHE_TTL: Duration = Duration::from_millis(crate::config::DEFAULT_PUBLIC_CACHE_MS);
 
 /// Cheap to clone: pools and `Arc`s. Nothing in it is per-instance truth (the server is
 /// stateless; several instances share one Redis and one PostgreSQL).
@@ -29,7 +28,8 @@ pub const DEFAULT_PUBLIC_CACHE_TTL: Duration =
 pub struct AppState {
     /// PostgreSQL: sales, batches, audit trail.
     pub db: PgPool,
-    /// Redis connections (also held by `inventory` and `queue`), for health checks.
+    /// The Redis pool, for health checks (`inventory` and `queue` use the hot-path handle, pooled
+    /// or shared as configured).
     pub redis: deadpool_redis::Pool,
     /// Batch ledgers in Redis.
     pub inventory: Inventory,
@@ -94,16 +94,17 @@ impl AppState {
     /// for `public_cache_ttl`.
     pub fn new(
         db: PgPool,
-        redis: deadpool_redis::Pool,
+        redis: impl Into<flashsale_redis::Redis>,
         keys: flashsale_core::KeySpace,
         secrets: Secrets,
         tuning: Tuning,
     ) -> AppState {
+        let hot: flashsale_redis::Redis = redis.into();
         AppState {
-            inventory: Inventory::new(redis.clone(), keys.clone()),
-            queue: Queue::new(redis.clone(), keys),
+            inventory: Inventory::new(hot.clone(), keys.clone()),
+            queue: Queue::new(hot.clone(), keys),
             db,
-            redis,
+            redis: hot.pool().clone(),
             secrets: Arc::new(secrets.clone()),
             metrics: crate::metrics::handle(),
             openapi: Arc::new(OnceLock::new()),

@@ -59,10 +59,7 @@ pub async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<Pass, ApiError
             if roll_over(state, sale.id, now).await? {
                 done.rolled_over += 1;
             }
-        } else if state
-            .inventory
-            .open_batch(sale.id, batch.batch_no, ledger_spec(&sale.config, &batch))
-            .await?
+        } else if state.inventory.open_batch(sale.id, batch.batch_no, ledger_spec(&sale.config, &batch)).await?
             == Opened::Created
         {
             tracing::warn!(sale.id = %sale.id, batch.no = %batch.batch_no, "batch had no ledger in Redis; created it");
@@ -92,10 +89,7 @@ async fn roll_over(state: &AppState, id: SaleId, now: DateTime<Utc>) -> Result<b
     if !store::insert_batch(&mut tx, &next).await? {
         return Ok(false);
     }
-    state
-        .inventory
-        .open_batch(id, next.batch_no, ledger_spec(&sale.config, &next))
-        .await?;
+    state.inventory.open_batch(id, next.batch_no, ledger_spec(&sale.config, &next)).await?;
     tx.commit().await?;
     state.public_cache.invalidate(id);
     tracing::info!(sale.id = %id, batch.no = %next.batch_no, batch.opens_at = %next.opens_at, "weekly batch scheduled");

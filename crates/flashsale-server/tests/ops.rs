@@ -22,26 +22,12 @@ struct Cli {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn settings(redis_url: &str) -> Settings {
-    let args = [
-        "flashsale",
-        "--redis-url",
-        redis_url,
-        "--startup-timeout-secs",
-        "2",
-    ];
-    Cli::try_parse_from(args)
-        .unwrap()
-        .settings
-        .validate()
-        .unwrap()
+    let args = ["flashsale", "--redis-url", redis_url, "--startup-timeout-secs", "2"];
+    Cli::try_parse_from(args).unwrap().settings.validate().unwrap()
 }
 
 /// A private redis-server on a free port, killed when dropped.
@@ -54,25 +40,13 @@ impl PrivateRedis {
     fn start(extra: &[&str]) -> PrivateRedis {
         let port = free_port();
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is installed (the test script installs it)");
         // From here on, dropping `redis` kills and reaps the process, panic or not.
-        let redis = PrivateRedis {
-            child,
-            url: format!("redis://127.0.0.1:{port}"),
-        };
+        let redis = PrivateRedis { child, url: format!("redis://127.0.0.1:{port}") };
         for _ in 0..50 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return redis;
@@ -93,13 +67,8 @@ impl Drop for PrivateRedis {
 #[tokio::test]
 async fn start_up_refuses_a_redis_that_evicts_keys() {
     let redis = PrivateRedis::start(&["--maxmemory-policy", "allkeys-lru"]);
-    let refused = startup::connect_redis(&settings(&redis.url))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&refused, StartupError::RedisEvicts { policy } if policy == "allkeys-lru"),
-        "{refused}"
-    );
+    let refused = startup::connect_redis(&settings(&redis.url)).await.unwrap_err();
+    assert!(matches!(&refused, StartupError::RedisEvicts { policy } if policy == "allkeys-lru"), "{refused}");
     assert!(refused.to_string().contains("noeviction"));
 }
 
@@ -113,36 +82,18 @@ async fn start_up_accepts_a_redis_with_noeviction() {
 async fn start_up_gives_up_on_an_unreachable_redis_after_its_timeout() {
     let port = free_port();
     let started = std::time::Instant::now();
-    let refused = startup::connect_redis(&settings(&format!("redis://127.0.0.1:{port}")))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(refused, StartupError::RedisUnreachable { .. }),
-        "{refused}"
-    );
+    let refused = startup::connect_redis(&settings(&format!("redis://127.0.0.1:{port}"))).await.unwrap_err();
+    assert!(matches!(refused, StartupError::RedisUnreachable { .. }), "{refused}");
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
 #[tokio::test]
 async fn start_up_gives_up_on_an_unreachable_postgres_after_its_timeout() {
     let url = format!("postgres://postgres@127.0.0.1:{}/flashsale", free_port());
-    let args = [
-        "flashsale",
-        "--database-url",
-        &url,
-        "--startup-timeout-secs",
-        "2",
-    ];
-    let settings = Cli::try_parse_from(args)
-        .unwrap()
-        .settings
-        .validate()
-        .unwrap();
+    let args = ["flashsale", "--database-url", &url, "--startup-timeout-secs", "2"];
+    let settings = Cli::try_parse_from(args).unwrap().settings.validate().unwrap();
     let refused = startup::connect_postgres(&settings).await.unwrap_err();
-    assert!(
-        matches!(refused, StartupError::PostgresUnreachable { .. }),
-        "{refused}"
-    );
+    assert!(matches!(refused, StartupError::PostgresUnreachable { .. }), "{refused}");
     // The message names the target but never a password.
     assert!(refused.to_string().contains("127.0.0.1"), "{refused}");
 }
@@ -156,13 +107,8 @@ async fn readiness_reports_a_dead_redis_while_health_stays_up(db: sqlx::PgPool) 
 
     let port = free_port();
     let dead = startup::redis_pool(&format!("redis://127.0.0.1:{port}"), 2).unwrap();
-    let state = AppState::new(
-        db,
-        dead,
-        app.redis.keys.clone(),
-        Secrets::dev(),
-        flashsale_server::state::Tuning::default(),
-    );
+    let state =
+        AppState::new(db, dead, app.redis.keys.clone(), Secrets::dev(), flashsale_server::state::Tuning::default());
     let broken = TestApp {
         router: flashsale_server::app(state.clone(), 1024),
         state,
@@ -174,10 +120,7 @@ async fn readiness_reports_a_dead_redis_while_health_stays_up(db: sqlx::PgPool) 
     assert!(reply.body["detail"].as_str().unwrap().contains("Redis"));
     assert_eq!(broken.get("/healthz").await.status, 200);
     // Listing a sale needs its live ledger: a clear 503, not a 500 or a hang.
-    broken
-        .get("/sales")
-        .await
-        .assert_problem(503, "unavailable");
+    broken.get("/sales").await.assert_problem(503, "unavailable");
     app.redis.cleanup().await;
 }
 
@@ -186,24 +129,11 @@ async fn metrics_count_requests_by_route_template(db: sqlx::PgPool) {
     let app = TestApp::new(db).await;
     let id = app.create_sale(weekly_sale()).await["id"].as_i64().unwrap();
     app.get(&format!("/sales/{id}")).await;
-    let reply = app
-        .send(Method::GET, "/metrics", &[], axum::body::Body::empty())
-        .await;
+    let reply = app.send(Method::GET, "/metrics", &[], axum::body::Body::empty()).await;
     let text = reply.body.as_str().unwrap();
-    assert!(
-        text.contains("http_requests_total{method=\"GET\",route=\"/sales/{id}\",status=\"200\"}"),
-        "{text}"
-    );
-    assert!(
-        text.contains(
-            "http_request_duration_seconds_bucket{method=\"POST\",route=\"/admin/sales\""
-        ),
-        "{text}"
-    );
-    assert!(
-        !text.contains(&format!("/sales/{id}\"")),
-        "raw ids must not become labels"
-    );
+    assert!(text.contains("http_requests_total{method=\"GET\",route=\"/sales/{id}\",status=\"200\"}"), "{text}");
+    assert!(text.contains("http_request_duration_seconds_bucket{method=\"POST\",route=\"/admin/sales\""), "{text}");
+    assert!(!text.contains(&format!("/sales/{id}\"")), "raw ids must not become labels");
     app.redis.cleanup().await;
 }
 
@@ -212,12 +142,7 @@ async fn the_openapi_document_describes_every_route(db: sqlx::PgPool) {
     let app = TestApp::new(db).await;
     let doc = app.get("/openapi.json").await.body;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    let paths: BTreeSet<&str> = doc["paths"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let paths: BTreeSet<&str> = doc["paths"].as_object().unwrap().keys().map(String::as_str).collect();
     let expected: BTreeSet<&str> = [
         "/sales",
         "/sales/{id}",
@@ -238,48 +163,19 @@ async fn the_openapi_document_describes_every_route(db: sqlx::PgPool) {
     assert_eq!(paths, expected);
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
-            assert!(
-                operation["responses"]
-                    .as_object()
-                    .is_some_and(|r| !r.is_empty()),
-                "{method} {path}"
-            );
+            assert!(operation["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path}");
             if path.contains("/queue") {
-                assert_eq!(
-                    operation["security"][0]["buyer_jwt"],
-                    json!([]),
-                    "{method} {path}"
-                );
-                assert!(
-                    operation["responses"]["401"].is_object(),
-                    "{method} {path} documents 401"
-                );
+                assert_eq!(operation["security"][0]["buyer_jwt"], json!([]), "{method} {path}");
+                assert!(operation["responses"]["401"].is_object(), "{method} {path} documents 401");
             }
             if path.starts_with("/admin") {
-                assert!(
-                    operation["responses"]["401"].is_object(),
-                    "{method} {path} documents 401"
-                );
-                assert_eq!(
-                    operation["security"][0]["admin_token"],
-                    json!([]),
-                    "{method} {path}"
-                );
+                assert!(operation["responses"]["401"].is_object(), "{method} {path} documents 401");
+                assert_eq!(operation["security"][0]["admin_token"], json!([]), "{method} {path}");
             }
         }
     }
-    for schema in [
-        "NewSale",
-        "SalePatch",
-        "AdminSale",
-        "PublicSale",
-        "Problem",
-        "QueueState",
-    ] {
-        assert!(
-            doc["components"]["schemas"][schema].is_object(),
-            "{schema} missing"
-        );
+    for schema in ["NewSale", "SalePatch", "AdminSale", "PublicSale", "Problem", "QueueState"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema} missing");
     }
 }
 
@@ -288,44 +184,26 @@ async fn a_finished_weekly_batch_rolls_over_once_even_with_several_instances(db:
     let app = TestApp::new(db).await;
     let sale = app.create_sale(weekly_sale()).await;
     let id = sale["id"].as_i64().unwrap();
-    let closes_at =
-        chrono::DateTime::parse_from_rfc3339(sale["current_batch"]["closes_at"].as_str().unwrap())
-            .unwrap()
-            .with_timezone(&Utc);
+    let closes_at = chrono::DateTime::parse_from_rfc3339(sale["current_batch"]["closes_at"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&Utc);
     let later = closes_at + TimeDelta::seconds(1);
     // Before the window ends nothing rolls over.
-    assert_eq!(
-        upkeep::pass(&app.state, closes_at - TimeDelta::seconds(1))
-            .await
-            .unwrap()
-            .rolled_over,
-        0
-    );
+    assert_eq!(upkeep::pass(&app.state, closes_at - TimeDelta::seconds(1)).await.unwrap().rolled_over, 0);
     // Three instances at once: exactly one creates the next batch.
     let passes = (0..3).map(|_| upkeep::pass(&app.state, later));
-    let rolled: usize = futures::future::join_all(passes)
-        .await
-        .into_iter()
-        .map(|p| p.unwrap().rolled_over)
-        .sum();
+    let rolled: usize = futures::future::join_all(passes).await.into_iter().map(|p| p.unwrap().rolled_over).sum();
     assert_eq!(rolled, 1);
-    let batches: Vec<(i64, chrono::DateTime<Utc>)> = sqlx::query_as(
-        "SELECT batch_no, opens_at FROM sale_batches WHERE sale_id = $1 ORDER BY batch_no",
-    )
-    .bind(id)
-    .fetch_all(&app.db)
-    .await
-    .unwrap();
+    let batches: Vec<(i64, chrono::DateTime<Utc>)> =
+        sqlx::query_as("SELECT batch_no, opens_at FROM sale_batches WHERE sale_id = $1 ORDER BY batch_no")
+            .bind(id)
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
     assert_eq!(batches.len(), 2);
     assert_eq!(batches[1].1 - batches[0].1, TimeDelta::days(7));
     let next = flashsale_core::BatchNo::FIRST.next();
-    let ledger = app
-        .state
-        .inventory
-        .snapshot(id.try_into().unwrap(), next)
-        .await
-        .unwrap()
-        .unwrap();
+    let ledger = app.state.inventory.snapshot(id.try_into().unwrap(), next).await.unwrap().unwrap();
     assert_eq!((ledger.total.get(), ledger.available.get()), (100, 100));
     app.redis.cleanup().await;
 }
@@ -334,21 +212,9 @@ async fn a_finished_weekly_batch_rolls_over_once_even_with_several_instances(db:
 async fn upkeep_recreates_a_ledger_redis_lost(db: sqlx::PgPool) {
     let app = TestApp::new(db).await;
     app.create_sale(weekly_sale()).await;
-    assert_eq!(
-        upkeep::pass(&app.state, Utc::now())
-            .await
-            .unwrap()
-            .ledgers_opened,
-        0
-    );
+    assert_eq!(upkeep::pass(&app.state, Utc::now()).await.unwrap().ledgers_opened, 0);
     app.redis.cleanup().await;
-    assert_eq!(
-        upkeep::pass(&app.state, Utc::now())
-            .await
-            .unwrap()
-            .ledgers_opened,
-        1
-    );
+    assert_eq!(upkeep::pass(&app.state, Utc::now()).await.unwrap().ledgers_opened, 1);
     assert_eq!(app.get("/sales").await.body["sales"][0]["units_left"], 100);
     app.redis.cleanup().await;
 }

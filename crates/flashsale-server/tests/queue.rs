@@ -13,9 +13,7 @@ use serde_json::Value;
 
 async fn tick_until_admitted(app: &TestApp, times: usize) {
     for _ in 0..times {
-        flashsale_server::queue::admit_all(&app.state, Utc::now())
-            .await
-            .unwrap();
+        flashsale_server::queue::admit_all(&app.state, Utc::now()).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
@@ -27,22 +25,12 @@ fn uid(s: &str) -> UserId {
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
 async fn the_queue_needs_a_genuine_buyer_jwt(db: sqlx::PgPool) {
     let app = uncached(db).await;
-    let id = app.create_sale(sale_in_prequeue(10)).await["id"]
-        .as_i64()
-        .unwrap();
+    let id = app.create_sale(sale_in_prequeue(10)).await["id"].as_i64().unwrap();
     let uri = format!("/sales/{id}/queue");
     let expired = format!("Bearer {}", buyer_jwt("alice", -120));
-    for auth in [
-        None,
-        Some("Bearer dev-admin-token"),
-        Some(expired.as_str()),
-        Some("Bearer x.y.z"),
-    ] {
-        let headers: Vec<(&str, &str)> =
-            auth.map(|a| vec![("authorization", a)]).unwrap_or_default();
-        app.send(Method::POST, &uri, &headers, axum::body::Body::empty())
-            .await
-            .assert_problem(401, "unauthorized");
+    for auth in [None, Some("Bearer dev-admin-token"), Some(expired.as_str()), Some("Bearer x.y.z")] {
+        let headers: Vec<(&str, &str)> = auth.map(|a| vec![("authorization", a)]).unwrap_or_default();
+        app.send(Method::POST, &uri, &headers, axum::body::Body::empty()).await.assert_problem(401, "unauthorized");
     }
     app.redis.cleanup().await;
 }
@@ -53,37 +41,21 @@ async fn joining_before_the_prequeue_is_refused_with_its_opening(db: sqlx::PgPoo
     let mut body = sale_in_prequeue(10);
     body["opens_at"] = serde_json::json!((Utc::now() + chrono::TimeDelta::hours(2)).to_rfc3339());
     let sale = app.create_sale(body).await;
-    let reply = app
-        .buyer(
-            Method::POST,
-            &format!("/sales/{}/queue", sale["id"]),
-            "alice",
-            None,
-        )
-        .await;
+    let reply = app.buyer(Method::POST, &format!("/sales/{}/queue", sale["id"]), "alice", None).await;
     reply.assert_problem(409, "not_open");
-    assert_eq!(
-        reply.body["opens_at"],
-        sale["current_batch"]["prequeue_opens_at"]
-    );
+    assert_eq!(reply.body["opens_at"], sale["current_batch"]["prequeue_opens_at"]);
     app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
 async fn a_prequeue_place_is_idempotent_and_drawn_at_the_opening(db: sqlx::PgPool) {
     let app = uncached(db).await;
-    let id = app.create_sale(sale_in_prequeue(10)).await["id"]
-        .as_i64()
-        .unwrap();
+    let id = app.create_sale(sale_in_prequeue(10)).await["id"].as_i64().unwrap();
     let uri = format!("/sales/{id}/queue");
     let buyers = ["ann", "bob", "cat", "dan", "eve"];
     for user in buyers {
         let first = app.buyer(Method::POST, &uri, user, None).await;
-        assert_eq!(
-            (first.status.as_u16(), first.body["status"].as_str()),
-            (201, Some("waiting")),
-            "{first:?}"
-        );
+        assert_eq!((first.status.as_u16(), first.body["status"].as_str()), (201, Some("waiting")), "{first:?}");
         assert_eq!(first.body["position"], Value::Null);
         let again = app.buyer(Method::POST, &uri, user, None).await;
         assert_eq!(again.status, 200);
@@ -93,12 +65,11 @@ async fn a_prequeue_place_is_idempotent_and_drawn_at_the_opening(db: sqlx::PgPoo
     assert_eq!(late.body["position"], 6);
 
     // The draw: positions are the buyers' order by the keyed hash of the batch's seed.
-    let seed: Vec<u8> =
-        sqlx::query_scalar("SELECT prequeue_seed FROM sale_batches WHERE sale_id = $1")
-            .bind(id)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
+    let seed: Vec<u8> = sqlx::query_scalar("SELECT prequeue_seed FROM sale_batches WHERE sale_id = $1")
+        .bind(id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
     let seed = PrequeueSeed::new(seed);
     let mut expected: Vec<&str> = buyers.to_vec();
     expected.sort_by_key(|u| prequeue_rank(&seed, &uid(u)));
@@ -112,9 +83,7 @@ async fn a_prequeue_place_is_idempotent_and_drawn_at_the_opening(db: sqlx::PgPoo
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
 async fn buyers_are_admitted_in_order_with_a_token_bound_to_them(db: sqlx::PgPool) {
     let app = uncached(db).await;
-    let id = app.create_sale(sale_in_prequeue(2)).await["id"]
-        .as_i64()
-        .unwrap();
+    let id = app.create_sale(sale_in_prequeue(2)).await["id"].as_i64().unwrap();
     open_now(&app, id).await;
     let uri = format!("/sales/{id}/queue");
     let mut tickets = Vec::new();
@@ -123,62 +92,29 @@ async fn buyers_are_admitted_in_order_with_a_token_bound_to_them(db: sqlx::PgPoo
         tickets.push(joined.body["ticket"].as_str().unwrap().to_owned());
     }
     let waiting = app.buyer(Method::GET, &uri, "u4", Some(&tickets[3])).await;
-    assert_eq!(
-        (
-            waiting.body["status"].as_str(),
-            waiting.body["ahead"].as_u64()
-        ),
-        (Some("waiting"), Some(3))
-    );
+    assert_eq!((waiting.body["status"].as_str(), waiting.body["ahead"].as_u64()), (Some("waiting"), Some(3)));
 
     // Two units, oversubscription 1.0: exactly the first two are admitted, however long it ticks.
     tick_until_admitted(&app, 10).await;
     let mut statuses = Vec::new();
     for (i, user) in ["u1", "u2", "u3", "u4"].iter().enumerate() {
-        statuses.push(
-            app.buyer(Method::GET, &uri, user, Some(&tickets[i]))
-                .await
-                .body,
-        );
+        statuses.push(app.buyer(Method::GET, &uri, user, Some(&tickets[i])).await.body);
     }
-    let names: Vec<&str> = statuses
-        .iter()
-        .map(|s| s["status"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = statuses.iter().map(|s| s["status"].as_str().unwrap()).collect();
     assert_eq!(names, ["admitted", "admitted", "waiting", "waiting"]);
     assert_eq!(statuses[0]["position"], 1);
-    assert_eq!(
-        statuses[2]["eta_secs"],
-        Value::Null,
-        "no stock free right now: no estimate"
-    );
+    assert_eq!(statuses[2]["eta_secs"], Value::Null, "no stock free right now: no estimate");
 
     let token = statuses[0]["admission_token"].as_str().unwrap();
     let now_ms = Utc::now().timestamp_millis();
     let (sale, batch) = (SaleId::try_from(id).unwrap(), BatchNo::FIRST);
-    let claims = app
-        .state
-        .tokens
-        .verify_admission(token, &uid("u1"), sale, batch, now_ms)
-        .unwrap();
+    let claims = app.state.tokens.verify_admission(token, &uid("u1"), sale, batch, now_ms).unwrap();
     assert_eq!(claims.ticket, 1);
-    assert_eq!(
-        app.state
-            .tokens
-            .verify_admission(token, &uid("u2"), sale, batch, now_ms),
-        Err(TokenError::WrongUser)
-    );
+    assert_eq!(app.state.tokens.verify_admission(token, &uid("u2"), sale, batch, now_ms), Err(TokenError::WrongUser));
     let other = SaleId::try_from(id + 1).unwrap();
-    assert_eq!(
-        app.state
-            .tokens
-            .verify_admission(token, &uid("u1"), other, batch, now_ms),
-        Err(TokenError::WrongSale)
-    );
+    assert_eq!(app.state.tokens.verify_admission(token, &uid("u1"), other, batch, now_ms), Err(TokenError::WrongSale));
     // The admitted buyer's next poll carries its window in the ticket: same token, no Redis.
-    let again = app
-        .buyer(Method::GET, &uri, "u1", statuses[0]["ticket"].as_str())
-        .await;
+    let again = app.buyer(Method::GET, &uri, "u1", statuses[0]["ticket"].as_str()).await;
     assert_eq!(again.body["admission_token"].as_str(), Some(token));
     app.redis.cleanup().await;
 }
@@ -186,18 +122,12 @@ async fn buyers_are_admitted_in_order_with_a_token_bound_to_them(db: sqlx::PgPoo
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
 async fn waiting_buyers_learn_sold_out_on_their_next_poll(db: sqlx::PgPool) {
     let app = uncached(db).await;
-    let id = app.create_sale(sale_in_prequeue(1)).await["id"]
-        .as_i64()
-        .unwrap();
+    let id = app.create_sale(sale_in_prequeue(1)).await["id"].as_i64().unwrap();
     open_now(&app, id).await;
     let uri = format!("/sales/{id}/queue");
     let joined = app.buyer(Method::POST, &uri, "late", None).await;
     // The last unit is paid for (as the order step will record it).
-    let ledger = app
-        .redis
-        .keys
-        .batch(SaleId::try_from(id).unwrap(), BatchNo::FIRST)
-        .ledger();
+    let ledger = app.redis.keys.batch(SaleId::try_from(id).unwrap(), BatchNo::FIRST).ledger();
     let mut conn = app.redis.pool.get().await.unwrap();
     let _: () = redis::cmd("HSET")
         .arg(&ledger)
@@ -208,72 +138,45 @@ async fn waiting_buyers_learn_sold_out_on_their_next_poll(db: sqlx::PgPool) {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let reply = app
-        .buyer(Method::GET, &uri, "late", joined.body["ticket"].as_str())
-        .await;
+    let reply = app.buyer(Method::GET, &uri, "late", joined.body["ticket"].as_str()).await;
     assert_eq!(reply.body["status"], "sold_out");
     assert_eq!(reply.body["poll_after_ms"], Value::Null);
-    app.buyer(Method::POST, &uri, "newcomer", None)
-        .await
-        .assert_problem(409, "sold_out");
+    app.buyer(Method::POST, &uri, "newcomer", None).await.assert_problem(409, "sold_out");
     app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
 async fn paused_batches_keep_places_and_say_so(db: sqlx::PgPool) {
     let app = uncached(db).await;
-    let id = app.create_sale(sale_in_prequeue(5)).await["id"]
-        .as_i64()
-        .unwrap();
+    let id = app.create_sale(sale_in_prequeue(5)).await["id"].as_i64().unwrap();
     open_now(&app, id).await;
     let uri = format!("/sales/{id}/queue");
     app.buyer(Method::POST, &uri, "a", None).await;
-    app.admin(Method::POST, &format!("/admin/sales/{id}/pause"), None)
-        .await;
+    app.admin(Method::POST, &format!("/admin/sales/{id}/pause"), None).await;
     tick_until_admitted(&app, 3).await;
     let paused = app.buyer(Method::GET, &uri, "a", None).await;
-    assert_eq!(
-        (
-            paused.body["status"].as_str(),
-            paused.body["position"].as_u64()
-        ),
-        (Some("paused"), Some(1))
-    );
-    app.admin(Method::POST, &format!("/admin/sales/{id}/resume"), None)
-        .await;
+    assert_eq!((paused.body["status"].as_str(), paused.body["position"].as_u64()), (Some("paused"), Some(1)));
+    app.admin(Method::POST, &format!("/admin/sales/{id}/resume"), None).await;
     tick_until_admitted(&app, 3).await;
-    assert_eq!(
-        app.buyer(Method::GET, &uri, "a", None).await.body["status"],
-        "admitted"
-    );
+    assert_eq!(app.buyer(Method::GET, &uri, "a", None).await.body["status"], "admitted");
     app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
 async fn polls_without_joining_or_with_someone_elses_ticket_are_handled(db: sqlx::PgPool) {
     let app = uncached(db).await;
-    let id = app.create_sale(sale_in_prequeue(5)).await["id"]
-        .as_i64()
-        .unwrap();
+    let id = app.create_sale(sale_in_prequeue(5)).await["id"].as_i64().unwrap();
     open_now(&app, id).await;
     let uri = format!("/sales/{id}/queue");
-    app.buyer(Method::GET, &uri, "stranger", None)
-        .await
-        .assert_problem(404, "not_found");
+    app.buyer(Method::GET, &uri, "stranger", None).await.assert_problem(404, "not_found");
     let a = app.buyer(Method::POST, &uri, "a", None).await;
     app.buyer(Method::POST, &uri, "b", None).await;
     // b presents a's ticket: it is ignored and b's own place is looked up.
-    let b = app
-        .buyer(Method::GET, &uri, "b", a.body["ticket"].as_str())
-        .await;
+    let b = app.buyer(Method::GET, &uri, "b", a.body["ticket"].as_str()).await;
     assert_eq!(b.body["position"], 2);
-    let forged = app
-        .buyer(Method::GET, &uri, "b", Some("forged.ticket"))
-        .await;
+    let forged = app.buyer(Method::GET, &uri, "b", Some("forged.ticket")).await;
     assert_eq!(forged.body["position"], 2);
-    app.buyer(Method::POST, "/sales/999/queue", "a", None)
-        .await
-        .assert_problem(404, "not_found");
+    app.buyer(Method::POST, "/sales/999/queue", "a", None).await.assert_problem(404, "not_found");
     app.redis.cleanup().await;
 }
 
@@ -282,31 +185,19 @@ async fn a_buyer_polling_too_fast_gets_429_with_retry_after(db: sqlx::PgPool) {
     let mut tuning = flashsale_server::state::Tuning::default();
     tuning.limits.per_user = std::num::NonZeroU32::new(2);
     let app = TestApp::with_tuning(db, tuning).await;
-    let id = app.create_sale(sale_in_prequeue(5)).await["id"]
-        .as_i64()
-        .unwrap();
+    let id = app.create_sale(sale_in_prequeue(5)).await["id"].as_i64().unwrap();
     let uri = format!("/sales/{id}/queue");
     let mut replies = Vec::new();
     for _ in 0..8 {
         replies.push(app.buyer(Method::POST, &uri, "eager", None).await);
     }
     let limited: Vec<_> = replies.iter().filter(|r| r.status == 429).collect();
-    assert!(
-        !limited.is_empty(),
-        "burst of 4 at 2/s should refuse some of 8"
-    );
+    assert!(!limited.is_empty(), "burst of 4 at 2/s should refuse some of 8");
     limited[0].assert_problem(429, "rate_limited");
-    let retry: u64 = limited[0].headers["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry: u64 = limited[0].headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=2).contains(&retry), "{retry}");
     // Another buyer is not affected.
-    assert_eq!(
-        app.buyer(Method::POST, &uri, "calm", None).await.status,
-        201
-    );
+    assert_eq!(app.buyer(Method::POST, &uri, "calm", None).await.status, 201);
     app.redis.cleanup().await;
 }
 
@@ -316,20 +207,12 @@ async fn the_event_stream_pushes_sold_out_within_a_second_and_ends(db: sqlx::PgP
     use tower::ServiceExt;
 
     let app = uncached(db).await;
-    let id = app.create_sale(sale_in_prequeue(1)).await["id"]
-        .as_i64()
-        .unwrap();
+    let id = app.create_sale(sale_in_prequeue(1)).await["id"].as_i64().unwrap();
     open_now(&app, id).await;
-    app.buyer(Method::POST, &format!("/sales/{id}/queue"), "first", None)
-        .await;
-    let joined = app
-        .buyer(Method::POST, &format!("/sales/{id}/queue"), "waiter", None)
-        .await;
+    app.buyer(Method::POST, &format!("/sales/{id}/queue"), "first", None).await;
+    let joined = app.buyer(Method::POST, &format!("/sales/{id}/queue"), "waiter", None).await;
     let request = axum::http::Request::get(format!("/sales/{id}/queue/events"))
-        .header(
-            "authorization",
-            format!("Bearer {}", buyer_jwt("waiter", 600)),
-        )
+        .header("authorization", format!("Bearer {}", buyer_jwt("waiter", 600)))
         .header("x-queue-ticket", joined.body["ticket"].as_str().unwrap())
         .body(axum::body::Body::empty())
         .unwrap();
@@ -338,10 +221,7 @@ async fn the_event_stream_pushes_sold_out_within_a_second_and_ends(db: sqlx::PgP
     let mut body = response.into_body();
     let mut next_event = async || -> Option<Value> {
         loop {
-            let frame = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame())
-                .await
-                .ok()??
-                .ok()?;
+            let frame = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame()).await.ok()??.ok()?;
             let Ok(data) = frame.into_data() else {
                 continue;
             };
@@ -352,17 +232,10 @@ async fn the_event_stream_pushes_sold_out_within_a_second_and_ends(db: sqlx::PgP
         }
     };
     let first = next_event().await.unwrap();
-    assert_eq!(
-        (first["status"].as_str(), first["position"].as_u64()),
-        (Some("waiting"), Some(2))
-    );
+    assert_eq!((first["status"].as_str(), first["position"].as_u64()), (Some("waiting"), Some(2)));
 
     // The last unit goes.
-    let ledger = app
-        .redis
-        .keys
-        .batch(SaleId::try_from(id).unwrap(), BatchNo::FIRST)
-        .ledger();
+    let ledger = app.redis.keys.batch(SaleId::try_from(id).unwrap(), BatchNo::FIRST).ledger();
     let mut conn = app.redis.pool.get().await.unwrap();
     let _: () = redis::cmd("HSET")
         .arg(&ledger)
@@ -376,14 +249,7 @@ async fn the_event_stream_pushes_sold_out_within_a_second_and_ends(db: sqlx::PgP
     let sold_at = std::time::Instant::now();
     let pushed = next_event().await.unwrap();
     assert_eq!(pushed["status"], "sold_out");
-    assert!(
-        sold_at.elapsed() < std::time::Duration::from_secs(2),
-        "pushed after {:?}",
-        sold_at.elapsed()
-    );
-    assert!(
-        next_event().await.is_none(),
-        "the stream ends after a final state"
-    );
+    assert!(sold_at.elapsed() < std::time::Duration::from_secs(2), "pushed after {:?}", sold_at.elapsed());
+    assert!(next_event().await.is_none(), "the stream ends after a final state");
     app.redis.cleanup().await;
 }

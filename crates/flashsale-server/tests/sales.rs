@@ -9,9 +9,7 @@ use common::{TestApp, hold_units, one_off_sale, weekly_sale};
 use serde_json::json;
 
 fn instant(value: &serde_json::Value) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(value.as_str().unwrap())
-        .unwrap()
-        .with_timezone(&Utc)
+    DateTime::parse_from_rfc3339(value.as_str().unwrap()).unwrap().with_timezone(&Utc)
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -24,27 +22,10 @@ async fn a_weekly_tuesday_noon_sale_opens_next_tuesday_at_noon_shanghai_time(db:
     // Independently of the schedule code: Shanghai is UTC+8 all year, so the opening is a Tuesday
     // at 04:00 UTC, in the future, within a week.
     let local = opens_at.with_timezone(&chrono_tz::Asia::Shanghai);
-    assert_eq!(
-        (
-            local.weekday(),
-            local.hour(),
-            local.minute(),
-            local.second()
-        ),
-        (chrono::Weekday::Tue, 12, 0, 0)
-    );
-    assert!(
-        opens_at > before && opens_at <= before + chrono::TimeDelta::days(7),
-        "{opens_at}"
-    );
-    assert_eq!(
-        instant(&batch["prequeue_opens_at"]),
-        opens_at - chrono::TimeDelta::seconds(600)
-    );
-    assert_eq!(
-        instant(&batch["closes_at"]),
-        opens_at + chrono::TimeDelta::days(7) - chrono::TimeDelta::seconds(600)
-    );
+    assert_eq!((local.weekday(), local.hour(), local.minute(), local.second()), (chrono::Weekday::Tue, 12, 0, 0));
+    assert!(opens_at > before && opens_at <= before + chrono::TimeDelta::days(7), "{opens_at}");
+    assert_eq!(instant(&batch["prequeue_opens_at"]), opens_at - chrono::TimeDelta::seconds(600));
+    assert_eq!(instant(&batch["closes_at"]), opens_at + chrono::TimeDelta::days(7) - chrono::TimeDelta::seconds(600));
     assert_eq!(batch["batch_no"], 1);
     assert_eq!(batch["status"], "scheduled");
     assert_eq!(
@@ -75,8 +56,7 @@ async fn a_weekly_sale_in_a_daylight_saving_zone_opens_at_local_noon(db: sqlx::P
     let local = opens_at.with_timezone(&chrono_tz::America::New_York);
     assert_eq!(local.weekday(), chrono::Weekday::Sun);
     // 02:30 exists on every Sunday but the spring-forward one, which opens at 03:30 instead.
-    let resolved = chrono_tz::America::New_York
-        .from_local_datetime(&local.date_naive().and_hms_opt(2, 30, 0).unwrap());
+    let resolved = chrono_tz::America::New_York.from_local_datetime(&local.date_naive().and_hms_opt(2, 30, 0).unwrap());
     if resolved.earliest().is_some() {
         assert_eq!((local.hour(), local.minute()), (2, 30));
     } else {
@@ -90,18 +70,13 @@ async fn of_concurrent_patches_with_the_same_version_exactly_one_wins(db: sqlx::
     let app = TestApp::new(db).await;
     let id = app.create_sale(weekly_sale()).await["id"].as_i64().unwrap();
     let uri = format!("/admin/sales/{id}");
-    let patches = (0..20).map(|i| {
-        let (app, uri) = (&app, &uri);
-        async move {
-            app.admin_with(
-                Method::PATCH,
-                uri,
-                Some(json!({"stock": 200 + i})),
-                &[("if-match", "\"1\"")],
-            )
-            .await
-        }
-    });
+    let patches =
+        (0..20).map(|i| {
+            let (app, uri) = (&app, &uri);
+            async move {
+                app.admin_with(Method::PATCH, uri, Some(json!({"stock": 200 + i})), &[("if-match", "\"1\"")]).await
+            }
+        });
     let replies = futures::future::join_all(patches).await;
     let winners: Vec<_> = replies.iter().filter(|r| r.status == 200).collect();
     assert_eq!(winners.len(), 1, "{replies:?}");
@@ -112,10 +87,7 @@ async fn of_concurrent_patches_with_the_same_version_exactly_one_wins(db: sqlx::
     let after = app.admin(Method::GET, &uri, None).await;
     assert_eq!(after.headers["etag"], "\"2\"");
     assert_eq!(after.body["stock"], winners[0].body["stock"]);
-    assert_eq!(
-        after.body["current_batch"]["stats"]["stock"],
-        winners[0].body["stock"]
-    );
+    assert_eq!(after.body["current_batch"]["stats"]["stock"], winners[0].body["stock"]);
     assert_eq!(app.count("admin_audit").await, 2);
     app.redis.cleanup().await;
 }
@@ -127,10 +99,7 @@ async fn concurrent_patches_without_a_version_are_serialised_and_each_audited(db
     let uri = format!("/admin/sales/{id}");
     let patches = (0..20).map(|i| {
         let (app, uri) = (&app, &uri);
-        async move {
-            app.admin(Method::PATCH, uri, Some(json!({"admission_rate": 100 + i})))
-                .await
-        }
+        async move { app.admin(Method::PATCH, uri, Some(json!({"admission_rate": 100 + i}))).await }
     });
     for reply in futures::future::join_all(patches).await {
         assert_eq!(reply.status, 200, "{reply:?}");
@@ -147,50 +116,29 @@ async fn stock_cannot_drop_below_what_buyers_hold(db: sqlx::PgPool) {
     let id = app.create_sale(weekly_sale()).await["id"].as_i64().unwrap();
     hold_units(&app, id, 60).await;
     let uri = format!("/admin/sales/{id}");
-    let refused = app
-        .admin(Method::PATCH, &uri, Some(json!({"stock": 59})))
-        .await;
+    let refused = app.admin(Method::PATCH, &uri, Some(json!({"stock": 59}))).await;
     refused.assert_problem(409, "stock_below_committed");
     let unchanged = app.admin(Method::GET, &uri, None).await;
-    assert_eq!(
-        (
-            unchanged.body["version"].as_i64(),
-            unchanged.body["stock"].as_i64()
-        ),
-        (Some(1), Some(100))
-    );
+    assert_eq!((unchanged.body["version"].as_i64(), unchanged.body["stock"].as_i64()), (Some(1), Some(100)));
     assert_eq!(unchanged.body["current_batch"]["stats"]["available"], 40);
 
-    let lowered = app
-        .admin(Method::PATCH, &uri, Some(json!({"stock": 60})))
-        .await;
+    let lowered = app.admin(Method::PATCH, &uri, Some(json!({"stock": 60}))).await;
     assert_eq!(lowered.status, 200, "{lowered:?}");
     assert_eq!(
         lowered.body["current_batch"]["stats"],
         json!({"stock": 60, "available": 0, "reserved": 60, "sold": 0, "queued": 0, "admitted": 0})
     );
-    let raised = app
-        .admin(
-            Method::PATCH,
-            &uri,
-            Some(json!({"stock": 500, "per_user_limit": 5})),
-        )
-        .await;
+    let raised = app.admin(Method::PATCH, &uri, Some(json!({"stock": 500, "per_user_limit": 5}))).await;
     assert_eq!(raised.body["current_batch"]["stats"]["available"], 440);
     assert_eq!(raised.body["per_user_limit"], 5);
-    assert_eq!(
-        app.get(&format!("/sales/{id}")).await.body["units_left"],
-        440
-    );
+    assert_eq!(app.get(&format!("/sales/{id}")).await.body["units_left"], 440);
     app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
 async fn pause_resume_and_close_move_the_batch_and_closing_is_final(db: sqlx::PgPool) {
     let app = TestApp::new(db).await;
-    let id = app.create_sale(one_off_sale()).await["id"]
-        .as_i64()
-        .unwrap();
+    let id = app.create_sale(one_off_sale()).await["id"].as_i64().unwrap();
     let action = |name: &str| format!("/admin/sales/{id}/{name}");
     let public = format!("/sales/{id}");
 
@@ -198,13 +146,8 @@ async fn pause_resume_and_close_move_the_batch_and_closing_is_final(db: sqlx::Pg
     assert_eq!(paused.body["current_batch"]["status"], "paused");
     assert_eq!(paused.body["current_batch"]["paused"], true);
     assert_eq!(app.get(&public).await.body["status"], "paused");
-    let ledger = app
-        .state
-        .inventory
-        .snapshot(id.try_into().unwrap(), flashsale_core::BatchNo::FIRST)
-        .await
-        .unwrap()
-        .unwrap();
+    let ledger =
+        app.state.inventory.snapshot(id.try_into().unwrap(), flashsale_core::BatchNo::FIRST).await.unwrap().unwrap();
     assert!(ledger.paused);
 
     let resumed = app.admin(Method::POST, &action("resume"), None).await;
@@ -214,40 +157,22 @@ async fn pause_resume_and_close_move_the_batch_and_closing_is_final(db: sqlx::Pg
     let closed = app.admin(Method::POST, &action("close"), None).await;
     assert_eq!(closed.body["current_batch"]["status"], "closed");
     assert!(closed.body["ended_at"].is_string());
-    let ledger = app
-        .state
-        .inventory
-        .snapshot(id.try_into().unwrap(), flashsale_core::BatchNo::FIRST)
-        .await
-        .unwrap()
-        .unwrap();
+    let ledger =
+        app.state.inventory.snapshot(id.try_into().unwrap(), flashsale_core::BatchNo::FIRST).await.unwrap().unwrap();
     assert!(ledger.closed);
     assert_eq!(app.get(&public).await.body["status"], "closed");
     assert_eq!(app.get("/sales").await.body["sales"], json!([]));
 
-    app.admin(Method::POST, &action("resume"), None)
+    app.admin(Method::POST, &action("resume"), None).await.assert_problem(409, "sale_ended");
+    app.admin(Method::POST, &action("pause"), None).await.assert_problem(409, "sale_ended");
+    app.admin(Method::PATCH, &format!("/admin/sales/{id}"), Some(json!({"stock": 50})))
         .await
         .assert_problem(409, "sale_ended");
-    app.admin(Method::POST, &action("pause"), None)
-        .await
-        .assert_problem(409, "sale_ended");
-    app.admin(
-        Method::PATCH,
-        &format!("/admin/sales/{id}"),
-        Some(json!({"stock": 50})),
-    )
-    .await
-    .assert_problem(409, "sale_ended");
     let again = app.admin(Method::POST, &action("close"), None).await;
-    assert_eq!(
-        (again.status.as_u16(), again.body["version"].as_i64()),
-        (200, Some(4))
-    );
+    assert_eq!((again.status.as_u16(), again.body["version"].as_i64()), (200, Some(4)));
     let listed = app.admin(Method::GET, "/admin/sales", None).await;
     assert_eq!(listed.body["sales"], json!([]));
-    let all = app
-        .admin(Method::GET, "/admin/sales?include_ended=true", None)
-        .await;
+    let all = app.admin(Method::GET, "/admin/sales?include_ended=true", None).await;
     assert_eq!(all.body["sales"][0]["id"], id);
     app.redis.cleanup().await;
 }
@@ -256,25 +181,12 @@ async fn pause_resume_and_close_move_the_batch_and_closing_is_final(db: sqlx::Pg
 async fn a_stale_if_match_is_refused_for_status_changes_too(db: sqlx::PgPool) {
     let app = TestApp::new(db).await;
     let id = app.create_sale(weekly_sale()).await["id"].as_i64().unwrap();
-    app.admin(Method::POST, &format!("/admin/sales/{id}/pause"), None)
-        .await;
-    let stale = app
-        .admin_with(
-            Method::POST,
-            &format!("/admin/sales/{id}/resume"),
-            None,
-            &[("if-match", "\"1\"")],
-        )
-        .await;
+    app.admin(Method::POST, &format!("/admin/sales/{id}/pause"), None).await;
+    let stale =
+        app.admin_with(Method::POST, &format!("/admin/sales/{id}/resume"), None, &[("if-match", "\"1\"")]).await;
     stale.assert_problem(412, "precondition_failed");
-    let fresh = app
-        .admin_with(
-            Method::POST,
-            &format!("/admin/sales/{id}/resume"),
-            None,
-            &[("if-match", "\"2\"")],
-        )
-        .await;
+    let fresh =
+        app.admin_with(Method::POST, &format!("/admin/sales/{id}/resume"), None, &[("if-match", "\"2\"")]).await;
     assert_eq!(fresh.status, 200);
     app.redis.cleanup().await;
 }
@@ -286,10 +198,7 @@ async fn the_status_follows_the_clock_from_prequeue_to_open(db: sqlx::PgPool) {
     body["opens_at"] = json!((Utc::now() + chrono::TimeDelta::seconds(120)).to_rfc3339());
     body["prequeue_secs"] = json!(600);
     let id = app.create_sale(body).await["id"].as_i64().unwrap();
-    assert_eq!(
-        app.get(&format!("/sales/{id}")).await.body["status"],
-        "prequeue"
-    );
+    assert_eq!(app.get(&format!("/sales/{id}")).await.body["status"], "prequeue");
     app.redis.cleanup().await;
 }
 
@@ -304,17 +213,9 @@ async fn public_views_are_cached_until_an_admin_change_on_this_instance(db: sqlx
     let cached = app.get(&public).await.body;
     assert_eq!(cached["units_left"], 100);
     // ...while the status and clock are still computed per request.
-    assert_ne!(
-        cached["server_time"],
-        app.get(&public).await.body["server_time"]
-    );
+    assert_ne!(cached["server_time"], app.get(&public).await.body["server_time"]);
     // An admin change invalidates the sale and the list at once.
-    app.admin(
-        Method::PATCH,
-        &format!("/admin/sales/{id}"),
-        Some(json!({"stock": 200})),
-    )
-    .await;
+    app.admin(Method::PATCH, &format!("/admin/sales/{id}"), Some(json!({"stock": 200}))).await;
     assert_eq!(app.get(&public).await.body["units_left"], 170);
     assert_eq!(app.get("/sales").await.body["sales"][0]["units_left"], 170);
     app.redis.cleanup().await;
@@ -324,14 +225,8 @@ async fn public_views_are_cached_until_an_admin_change_on_this_instance(db: sqlx
 async fn a_zero_ttl_serves_every_public_read_fresh(db: sqlx::PgPool) {
     let app = TestApp::with_cache_ttl(db, std::time::Duration::ZERO).await;
     let id = app.create_sale(weekly_sale()).await["id"].as_i64().unwrap();
-    assert_eq!(
-        app.get(&format!("/sales/{id}")).await.body["units_left"],
-        100
-    );
+    assert_eq!(app.get(&format!("/sales/{id}")).await.body["units_left"], 100);
     hold_units(&app, id, 30).await;
-    assert_eq!(
-        app.get(&format!("/sales/{id}")).await.body["units_left"],
-        70
-    );
+    assert_eq!(app.get(&format!("/sales/{id}")).await.body["units_left"], 70);
     app.redis.cleanup().await;
 }

@@ -30,10 +30,7 @@ impl TestRedis {
         let pool = deadpool_redis::Config::from_url(redis_url())
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .expect("REDIS_URL is a valid Redis URL");
-        TestRedis {
-            pool,
-            keys: KeySpace::new(format!("test-{}", uuid::Uuid::new_v4().simple())),
-        }
+        TestRedis { pool, keys: KeySpace::new(format!("test-{}", uuid::Uuid::new_v4().simple())) }
     }
 
     /// Every key under this test's prefix.
@@ -71,11 +68,7 @@ impl TestRedis {
         let keys = self.keys_in_use().await;
         if !keys.is_empty() {
             let mut conn = self.pool.get().await.expect("test Redis reachable");
-            let _: i64 = redis::cmd("DEL")
-                .arg(&keys)
-                .query_async(&mut conn)
-                .await
-                .expect("DEL succeeds");
+            let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.expect("DEL succeeds");
         }
     }
 }

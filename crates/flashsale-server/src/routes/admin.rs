@@ -34,28 +34,17 @@ impl FromRequestParts<AppState> for IfMatch {
     type Rejection = Infallible;
     async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<IfMatch, Infallible> {
         // A header that is not valid text cannot match any ETag; keep it so the check fails.
-        Ok(IfMatch(
-            parts
-                .headers
-                .get(header::IF_MATCH)
-                .map(|v| v.to_str().unwrap_or("\u{0}").to_owned()),
-        ))
+        Ok(IfMatch(parts.headers.get(header::IF_MATCH).map(|v| v.to_str().unwrap_or("\u{0}").to_owned())))
     }
 }
 
 /// A sale with its `ETag`.
 fn with_etag(status: StatusCode, sale: AdminSale) -> Response {
     let mut headers = HeaderMap::new();
-    headers.insert(
-        header::ETAG,
-        HeaderValue::from_str(&etag(sale.version)).expect("digits are a valid header"),
-    );
+    headers.insert(header::ETAG, HeaderValue::from_str(&etag(sale.version)).expect("digits are a valid header"));
     if status == StatusCode::CREATED {
         let location = format!("/admin/sales/{}", sale.id);
-        headers.insert(
-            header::LOCATION,
-            HeaderValue::from_str(&location).expect("a path is a valid header"),
-        );
+        headers.insert(header::LOCATION, HeaderValue::from_str(&location).expect("a path is a valid header"));
     }
     (status, headers, Json(sale)).into_response()
 }
@@ -78,10 +67,7 @@ async fn create_sale(
     admin: Admin,
     Json(body): Json<NewSale>,
 ) -> Result<Response, ApiError> {
-    Ok(with_etag(
-        StatusCode::CREATED,
-        sales::create(&state, &admin, body).await?,
-    ))
+    Ok(with_etag(StatusCode::CREATED, sales::create(&state, &admin, body).await?))
 }
 
 /// Paging of `GET /admin/sales`.
@@ -120,22 +106,12 @@ async fn list_sales(
     let limit = query.limit.unwrap_or(50);
     let offset = query.offset.unwrap_or(0);
     if !(1..=200).contains(&limit) || offset < 0 {
-        return Err(ApiError::BadRequest(
-            "limit must be 1–200 and offset ≥ 0".to_owned(),
-        ));
+        return Err(ApiError::BadRequest("limit must be 1–200 and offset ≥ 0".to_owned()));
     }
     let mut conn = state.db.acquire().await?;
-    let found = store::list_sales(
-        &mut conn,
-        query.include_ended.unwrap_or(false),
-        limit,
-        offset,
-    )
-    .await?;
+    let found = store::list_sales(&mut conn, query.include_ended.unwrap_or(false), limit, offset).await?;
     drop(conn);
-    Ok(Json(AdminSaleList {
-        sales: sales::admin_views(&state, found).await?,
-    }))
+    Ok(Json(AdminSaleList { sales: sales::admin_views(&state, found).await? }))
 }
 
 /// A sale: configuration, version (also as `ETag`), current batch and live numbers.
@@ -149,15 +125,8 @@ async fn list_sales(
         (status = 503, description = "unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn get_sale(
-    State(state): State<AppState>,
-    _admin: Admin,
-    Path(id): Path<SaleId>,
-) -> Result<Response, ApiError> {
-    Ok(with_etag(
-        StatusCode::OK,
-        sales::admin_sale(&state, id).await?,
-    ))
+async fn get_sale(State(state): State<AppState>, _admin: Admin, Path(id): Path<SaleId>) -> Result<Response, ApiError> {
+    Ok(with_etag(StatusCode::OK, sales::admin_sale(&state, id).await?))
 }
 
 /// Change stock, limit, rate or windows. Send `If-Match: "<version>"` to refuse the change if
@@ -188,10 +157,7 @@ async fn patch_sale(
     if_match: IfMatch,
     Json(patch): Json<SalePatch>,
 ) -> Result<Response, ApiError> {
-    Ok(with_etag(
-        StatusCode::OK,
-        sales::update(&state, &admin, id, if_match, patch).await?,
-    ))
+    Ok(with_etag(StatusCode::OK, sales::update(&state, &admin, id, if_match, patch).await?))
 }
 
 /// What pause, resume and close answer.
@@ -225,10 +191,7 @@ async fn status_change(
     if_match: IfMatch,
     change: StatusChange,
 ) -> Result<Response, ApiError> {
-    Ok(with_etag(
-        StatusCode::OK,
-        sales::change_status(&state, &admin, id, if_match, change).await?,
-    ))
+    Ok(with_etag(StatusCode::OK, sales::change_status(&state, &admin, id, if_match, change).await?))
 }
 
 /// Pause admission to the current batch; buyers keep their places.
@@ -301,10 +264,6 @@ async fn sale_audit(
     Path(id): Path<SaleId>,
 ) -> Result<Json<AuditTrail>, ApiError> {
     let mut conn = state.db.acquire().await?;
-    store::get_sale(&mut conn, id, false)
-        .await?
-        .ok_or_else(ApiError::sale_not_found)?;
-    Ok(Json(AuditTrail {
-        entries: store::audit_trail(&mut conn, id).await?,
-    }))
+    store::get_sale(&mut conn, id, false).await?.ok_or_else(ApiError::sale_not_found)?;
+    Ok(Json(AuditTrail { entries: store::audit_trail(&mut conn, id).await? }))
 }

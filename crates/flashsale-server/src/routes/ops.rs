@@ -47,10 +47,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError>
     let postgres = tokio::time::timeout(limit, sqlx::query("SELECT 1").execute(&state.db));
     let redis = tokio::time::timeout(limit, async {
         let mut conn = state.redis.get().await.map_err(|e| e.to_string())?;
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .map_err(|e| e.to_string())
+        redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(|e| e.to_string())
     });
     let (postgres, redis) = tokio::join!(postgres, redis);
     let mut down = Vec::new();
@@ -63,10 +60,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError>
     if down.is_empty() {
         Ok(Json(Health { status: "ok" }))
     } else {
-        Err(ApiError::Unavailable(format!(
-            "{} not answering",
-            down.join(" and ")
-        )))
+        Err(ApiError::Unavailable(format!("{} not answering", down.join(" and "))))
     }
 }
 
@@ -74,10 +68,9 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError>
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, content_type = "text/plain", body = String)))]
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut response = state.metrics.render().into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     response
 }
 
@@ -85,12 +78,5 @@ async fn metrics(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, content_type = "application/json", body = Object)))]
 async fn openapi(State(state): State<AppState>) -> Response {
     let body = state.openapi.get().cloned().unwrap_or_default();
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }

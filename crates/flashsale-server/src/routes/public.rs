@@ -12,9 +12,7 @@ use crate::state::AppState;
 
 /// The public routes.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list_sales))
-        .routes(routes!(get_sale))
+    OpenApiRouter::new().routes(routes!(list_sales)).routes(routes!(get_sale))
 }
 
 /// Upcoming and open sales (scheduled, pre-queue, open, paused, sold out), with the server's
@@ -28,10 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 )]
 async fn list_sales(State(state): State<AppState>) -> Result<Json<PublicSaleList>, ApiError> {
     let sales = sales::public_sales(&state, None).await?;
-    Ok(Json(PublicSaleList {
-        sales,
-        server_time: Utc::now(),
-    }))
+    Ok(Json(PublicSaleList { sales, server_time: Utc::now() }))
 }
 
 /// One sale: price, batch status, opening, units left and the server's clock.
@@ -43,13 +38,6 @@ async fn list_sales(State(state): State<AppState>) -> Result<Json<PublicSaleList
         (status = 503, description = "unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn get_sale(
-    State(state): State<AppState>,
-    Path(id): Path<SaleId>,
-) -> Result<Json<PublicSale>, ApiError> {
-    sales::public_sales(&state, Some(id))
-        .await?
-        .pop()
-        .map(Json)
-        .ok_or_else(ApiError::sale_not_found)
+async fn get_sale(State(state): State<AppState>, Path(id): Path<SaleId>) -> Result<Json<PublicSale>, ApiError> {
+    sales::public_sales(&state, Some(id)).await?.pop().map(Json).ok_or_else(ApiError::sale_not_found)
 }

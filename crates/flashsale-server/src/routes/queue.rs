@@ -23,9 +23,7 @@ pub const TICKET_HEADER: &str = "x-queue-ticket";
 
 /// The queue routes.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(join_queue, queue_status))
-        .routes(routes!(queue_events))
+    OpenApiRouter::new().routes(routes!(join_queue, queue_status)).routes(routes!(queue_events))
 }
 
 /// Join the sale's current batch. Idempotent per buyer and batch: joining again (another tab, a
@@ -51,11 +49,7 @@ async fn join_queue(
 ) -> Result<Response, ApiError> {
     state.limits.check(&buyer.user, ip.0)?;
     let (new, joined) = queue::join(&state, &buyer.user, id).await?;
-    let status = if new {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = if new { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(joined)).into_response())
 }
 
@@ -122,13 +116,7 @@ async fn queue_events(
     // Errors before the stream starts (no such sale, not joined) are ordinary problems.
     let first = queue::status(&state, &buyer.user, id, ticket).await?;
     let deadline = Instant::now() + STREAM_LIFETIME;
-    let start = Some(Watch {
-        state,
-        user: buyer.user,
-        sale: id,
-        last: first,
-        sent: false,
-    });
+    let start = Some(Watch { state, user: buyer.user, sale: id, last: first, sent: false });
     let events = stream::unfold(start, move |watch| async move {
         let mut watch = watch?;
         if !watch.sent {
@@ -144,14 +132,7 @@ async fn queue_events(
             // it are cached, so this costs no Redis round trip.
             let pause = watch.last.poll_after_ms.unwrap_or(1_000).clamp(200, 1_000);
             tokio::time::sleep(Duration::from_millis(pause)).await;
-            match queue::status(
-                &watch.state,
-                &watch.user,
-                watch.sale,
-                Some(&watch.last.ticket),
-            )
-            .await
-            {
+            match queue::status(&watch.state, &watch.user, watch.sale, Some(&watch.last.ticket)).await {
                 Ok(next) => {
                     let changed = changed(&watch.last, &next);
                     watch.last = next;
@@ -181,31 +162,14 @@ struct Watch {
 }
 
 fn queue_event(state: &QueueState) -> Event {
-    Event::default()
-        .event("queue")
-        .json_data(state)
-        .unwrap_or_else(|_| Event::default().event("error"))
+    Event::default().event("queue").json_data(state).unwrap_or_else(|_| Event::default().event("error"))
 }
 
 fn is_final(status: QueueStatus) -> bool {
-    matches!(
-        status,
-        QueueStatus::SoldOut | QueueStatus::Closed | QueueStatus::Expired
-    )
+    matches!(status, QueueStatus::SoldOut | QueueStatus::Closed | QueueStatus::Expired)
 }
 
 fn changed(a: &QueueState, b: &QueueState) -> bool {
-    (
-        a.status,
-        a.position,
-        a.ahead,
-        a.eta_secs,
-        &a.admission_token,
-    ) != (
-        b.status,
-        b.position,
-        b.ahead,
-        b.eta_secs,
-        &b.admission_token,
-    )
+    (a.status, a.position, a.ahead, a.eta_secs, &a.admission_token)
+        != (b.status, b.position, b.ahead, b.eta_secs, &b.admission_token)
 }

@@ -39,10 +39,7 @@ impl Reply {
     #[track_caller]
     pub fn assert_problem(&self, status: u16, code: &str) {
         assert_eq!(self.status.as_u16(), status, "{self:?}");
-        assert_eq!(
-            self.headers["content-type"], "application/problem+json",
-            "{self:?}"
-        );
+        assert_eq!(self.headers["content-type"], "application/problem+json", "{self:?}");
         assert_eq!(self.body["code"], code, "{self:?}");
         assert_eq!(self.body["status"], status, "{self:?}");
         assert_eq!(self.body["type"], format!("urn:problem:flashsale:{code}"));
@@ -56,59 +53,26 @@ impl TestApp {
 
     /// A test app whose public views are cached for `ttl`.
     pub async fn with_cache_ttl(db: PgPool, ttl: std::time::Duration) -> TestApp {
-        TestApp::with_tuning(
-            db,
-            Tuning {
-                public_cache_ttl: ttl,
-                ..Tuning::default()
-            },
-        )
-        .await
+        TestApp::with_tuning(db, Tuning { public_cache_ttl: ttl, ..Tuning::default() }).await
     }
 
     /// A test app with the given tunables.
     pub async fn with_tuning(db: PgPool, tuning: Tuning) -> TestApp {
         let redis = TestRedis::new();
-        flashsale_inventory::scripts::load_all(&redis.pool)
-            .await
-            .unwrap();
-        flashsale_queue::scripts::load_all(&redis.pool)
-            .await
-            .unwrap();
-        let state = AppState::new(
-            db.clone(),
-            redis.pool.clone(),
-            redis.keys.clone(),
-            Secrets::dev(),
-            tuning,
-        );
+        flashsale_inventory::scripts::load_all(&redis.pool).await.unwrap();
+        flashsale_queue::scripts::load_all(&redis.pool).await.unwrap();
+        let state = AppState::new(db.clone(), redis.pool.clone(), redis.keys.clone(), Secrets::dev(), tuning);
         let router = app(state.clone(), MAX_BODY_BYTES);
-        TestApp {
-            router,
-            state,
-            redis,
-            db,
-        }
+        TestApp { router, state, redis, db }
     }
 
     /// Sends a request with the given headers and raw body.
-    pub async fn send(
-        &self,
-        method: Method,
-        uri: &str,
-        headers: &[(&str, &str)],
-        body: impl Into<Body>,
-    ) -> Reply {
+    pub async fn send(&self, method: Method, uri: &str, headers: &[(&str, &str)], body: impl Into<Body>) -> Reply {
         let mut request = Request::builder().method(method).uri(uri);
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let response = self
-            .router
-            .clone()
-            .oneshot(request.body(body.into()).unwrap())
-            .await
-            .unwrap();
+        let response = self.router.clone().oneshot(request.body(body.into()).unwrap()).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
@@ -118,26 +82,13 @@ impl TestApp {
             serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        Reply { status, headers, body }
     }
 
     /// An admin request with a JSON body (or none), the dev token and extra headers.
-    pub async fn admin_with(
-        &self,
-        method: Method,
-        uri: &str,
-        body: Option<Value>,
-        extra: &[(&str, &str)],
-    ) -> Reply {
+    pub async fn admin_with(&self, method: Method, uri: &str, body: Option<Value>, extra: &[(&str, &str)]) -> Reply {
         let auth = format!("Bearer {}", dev::ADMIN_TOKEN);
-        let mut headers = vec![
-            ("authorization", auth.as_str()),
-            ("content-type", "application/json"),
-        ];
+        let mut headers = vec![("authorization", auth.as_str()), ("content-type", "application/json")];
         headers.extend_from_slice(extra);
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         self.send(method, uri, &headers, body).await
@@ -149,13 +100,7 @@ impl TestApp {
     }
 
     /// A shopper request: the buyer's JWT and, optionally, their last queue ticket.
-    pub async fn buyer(
-        &self,
-        method: Method,
-        uri: &str,
-        user: &str,
-        ticket: Option<&str>,
-    ) -> Reply {
+    pub async fn buyer(&self, method: Method, uri: &str, user: &str, ticket: Option<&str>) -> Reply {
         let auth = format!("Bearer {}", buyer_jwt(user, 600));
         let mut headers = vec![("authorization", auth.as_str())];
         if let Some(ticket) = ticket {
@@ -178,10 +123,7 @@ impl TestApp {
 
     /// Rows in a table, to prove a refused request wrote nothing.
     pub async fn count(&self, table: &str) -> i64 {
-        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
-            .fetch_one(&self.db)
-            .await
-            .unwrap()
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}")).fetch_one(&self.db).await.unwrap()
     }
 }
 
@@ -207,10 +149,7 @@ pub fn one_off_sale() -> Value {
 /// Moves `units` of a batch's ledger from available to reserved, the way reservations will, so
 /// that stock changes can be tested against units buyers hold.
 pub async fn hold_units(app: &TestApp, sale: i64, units: i64) {
-    let keys = app
-        .redis
-        .keys
-        .batch(sale.try_into().unwrap(), flashsale_core::BatchNo::FIRST);
+    let keys = app.redis.keys.batch(sale.try_into().unwrap(), flashsale_core::BatchNo::FIRST);
     let mut conn = app.redis.pool.get().await.unwrap();
     let _: () = redis::pipe()
         .atomic()
@@ -235,13 +174,11 @@ pub fn buyer_jwt(user: &str, secs: i64) -> String {
 /// Moves a sale's current batch opening into the past, as if the clock had reached it (the app
 /// must not cache public views, or it would not notice).
 pub async fn open_now(app: &TestApp, sale: i64) {
-    sqlx::query(
-        "UPDATE sale_batches SET opens_at = now() - interval '1 second' WHERE sale_id = $1",
-    )
-    .bind(sale)
-    .execute(&app.db)
-    .await
-    .unwrap();
+    sqlx::query("UPDATE sale_batches SET opens_at = now() - interval '1 second' WHERE sale_id = $1")
+        .bind(sale)
+        .execute(&app.db)
+        .await
+        .unwrap();
 }
 
 /// A test app that caches nothing, so tests see every change at once.

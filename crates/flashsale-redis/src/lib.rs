@@ -1,0 +1,141 @@
+//! How flashsale talks to Redis.
+//!
+//! Two ways, chosen by measurement (BENCHMARKS.md) and configuration (`FLASHSALE_REDIS_MODE`):
+//! - **pool** (`deadpool-redis`): each operation checks a connection out, runs its command and
+//!   returns it. Simple; every in-flight request holds a connection, and a request waits for one
+//!   when all are busy.
+//! - **shared**: one multiplexed connection per instance (`redis::aio::ConnectionManager`, which
+//!   reconnects on its own). Concurrent requests' commands are pipelined on one socket, so Redis
+//!   reads many per system call and the server spends far less time per command.
+//!
+//! [`Redis`] hides the choice: the queue and inventory crates ask it for a [`Conn`] and run their
+//! scripts on that. The pool is always there for the occasional command (health checks, script
+//! loading).
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+
+/// A handle to Redis for the hot path; cheap to clone.
+#[derive(Clone)]
+pub struct Redis {
+    pool: deadpool_redis::Pool,
+    shared: Option<ConnectionManager>,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis").field("shared", &self.shared.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl From<deadpool_redis::Pool> for Redis {
+    fn from(pool: deadpool_redis::Pool) -> Redis {
+        Redis::pooled(pool)
+    }
+}
+
+impl Redis {
+    /// Every operation checks a connection out of `pool`.
+    pub fn pooled(pool: deadpool_redis::Pool) -> Redis {
+        Redis { pool, shared: None }
+    }
+
+    /// Hot-path operations share one multiplexed connection to `url`; commands that wait longer
+    /// than `response_timeout` fail (so a hung Redis becomes a 503, not a pile of requests).
+    pub async fn shared(
+        pool: deadpool_redis::Pool,
+        url: &str,
+        response_timeout: Duration,
+    ) -> redis::RedisResult<Redis> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(response_timeout)
+            .set_connection_timeout(response_timeout)
+            .set_number_of_retries(2);
+        let manager = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Redis { pool, shared: Some(manager) })
+    }
+
+    /// The pool, for occasional commands.
+    pub fn pool(&self) -> &deadpool_redis::Pool {
+        &self.pool
+    }
+
+    /// A connection for one operation.
+    pub async fn conn(&self) -> Result<Conn, deadpool_redis::PoolError> {
+        match &self.shared {
+            Some(shared) => Ok(Conn::Shared(shared.clone())),
+            None => Ok(Conn::Pooled(self.pool.get().await?)),
+        }
+    }
+}
+
+/// A connection from [`Redis::conn`]: run commands and scripts on it as on any async connection.
+pub enum Conn {
+    /// Checked out of the pool; returned when dropped.
+    Pooled(deadpool_redis::Connection),
+    /// A clone of the shared multiplexed connection.
+    Shared(ConnectionManager),
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Conn::Pooled(_) => "Conn::Pooled",
+            Conn::Shared(_) => "Conn::Shared",
+        })
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Pooled(c) => c.req_packed_command(cmd),
+            Conn::Shared(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Pooled(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Shared(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Pooled(c) => c.get_db(),
+            Conn::Shared(c) => c.get_db(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url() -> String {
+        std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+    }
+
+    #[tokio::test]
+    async fn both_modes_run_commands_and_pipelines() {
+        let pool = deadpool_redis::Config::from_url(url()).create_pool(Some(deadpool_redis::Runtime::Tokio1)).unwrap();
+        let shared = Redis::shared(pool.clone(), &url(), Duration::from_secs(2)).await.unwrap();
+        for redis in [Redis::pooled(pool), shared] {
+            let mut conn = redis.conn().await.unwrap();
+            let pong: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+            assert_eq!(pong, "PONG");
+            let (a, b): (i64, i64) =
+                redis::pipe().cmd("ECHO").arg(1).cmd("ECHO").arg(2).query_async(&mut conn).await.unwrap();
+            assert_eq!((a, b), (1, 2));
+        }
+    }
+}
