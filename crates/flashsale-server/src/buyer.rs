@@ -24,13 +24,31 @@ pub struct Buyer {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+    exp: i64,
+    nbf: Option<i64>,
 }
 
+/// A token that verified, remembered so the buyer's next poll with the same token skips the
+/// signature check and JSON parsing (its time window is still checked on every use).
+#[derive(Debug, Clone)]
+struct Verified {
+    user: UserId,
+    exp: i64,
+    nbf: Option<i64>,
+}
+
+/// How many verified tokens an instance remembers before starting over. A buyer polls with the
+/// same token every few seconds; remembering it turns most verifications into one hash lookup.
+const VERIFIED_CAPACITY: usize = 200_000;
+
+/// Clock skew tolerated against the identity provider, in seconds.
+const LEEWAY_SECS: i64 = 5;
+
 /// Verifies shopper JWTs.
-#[derive(Clone)]
 pub struct JwtVerifier {
     key: DecodingKey,
     validation: Validation,
+    verified: std::sync::Mutex<std::collections::HashMap<Box<str>, Verified>>,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -47,14 +65,28 @@ impl JwtVerifier {
         validation.validate_exp = true;
         validation.validate_nbf = true;
         // Clocks of the identity provider and this server may differ a little.
-        validation.leeway = 5;
-        JwtVerifier { key: DecodingKey::from_secret(secret), validation }
+        validation.leeway = LEEWAY_SECS.unsigned_abs();
+        JwtVerifier { key: DecodingKey::from_secret(secret), validation, verified: Default::default() }
     }
 
     /// The buyer named by `token`, if it is genuine and current.
     pub fn verify(&self, token: &str) -> Option<UserId> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).ok()?;
-        UserId::try_from(data.claims.sub).ok()
+        let now = chrono::Utc::now().timestamp();
+        let current = |v: &Verified| now < v.exp + LEEWAY_SECS && v.nbf.is_none_or(|nbf| now + LEEWAY_SECS >= nbf);
+        if let Some(known) = self.verified.lock().expect("never poisoned").get(token) {
+            // The same bytes verified before: only the time window can have changed.
+            return current(known).then(|| known.user.clone());
+        }
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).ok()?.claims;
+        let verified = Verified { user: UserId::try_from(claims.sub).ok()?, exp: claims.exp, nbf: claims.nbf };
+        let user = verified.user.clone();
+        let mut known = self.verified.lock().expect("never poisoned");
+        if known.len() >= VERIFIED_CAPACITY {
+            // Start over rather than track recency: cheap, and bounded.
+            known.clear();
+        }
+        known.insert(token.into(), verified);
+        Some(user)
     }
 }
 
@@ -87,6 +119,16 @@ mod tests {
         let verifier = JwtVerifier::new(b"secret");
         let t = token(json!({"sub": "alice", "exp": now() + 60}), b"secret", Algorithm::HS256);
         assert_eq!(verifier.verify(&t).unwrap().as_str(), "alice");
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires() {
+        let verifier = JwtVerifier::new(b"secret");
+        let t = token(json!({"sub": "alice", "exp": now() - LEEWAY_SECS + 1}), b"secret", Algorithm::HS256);
+        assert!(verifier.verify(&t).is_some());
+        assert!(verifier.verify(&t).is_some(), "second use comes from memory");
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert!(verifier.verify(&t).is_none(), "expired while remembered");
     }
 
     #[test]

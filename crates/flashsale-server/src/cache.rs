@@ -57,7 +57,9 @@ impl<K: Eq + Hash + Clone, V> TtlCache<K, V> {
                 }
             }
         };
-        cell.get_or_try_init(load).await.cloned()
+        // Boxed: the load (a database query, a Redis round trip) is the cold path, and its large
+        // future would otherwise be part of every caller's future, copied around on every poll.
+        cell.get_or_try_init(|| Box::pin(load())).await.cloned()
     }
 
     /// Forgets `key`.

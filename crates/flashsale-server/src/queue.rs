@@ -187,7 +187,7 @@ pub async fn status(
     let ticket = match verified {
         Some(ticket) => ticket,
         None => {
-            let place = state.queue.place(id, ctx.batch.batch_no, user).await?;
+            let place = Box::pin(state.queue.place(id, ctx.batch.batch_no, user)).await?;
             let number = match place {
                 None => {
                     return Err(ApiError::NotFound(
@@ -232,7 +232,7 @@ async fn view(
 
     // The pre-queue's draw is known from the opening on: learn this buyer's place once.
     if ticket.number.is_none() && now >= ctx.batch.opens_at {
-        if let Some(Place::Drawn { rank }) = state.queue.place(sale, batch, &ticket.user).await? {
+        if let Some(Place::Drawn { rank }) = Box::pin(state.queue.place(sale, batch, &ticket.user)).await? {
             ticket.number = Some(rank);
             dirty = true;
         }
@@ -268,7 +268,7 @@ async fn view(
             Some(number) if number <= serving => {
                 let window = match ticket.admission {
                     Some(window) => Some(window),
-                    None => match state.queue.admission(sale, batch, number).await? {
+                    None => match Box::pin(state.queue.admission(sale, batch, number)).await? {
                         Admission::Admitted { window, .. } => Some(window),
                         // The cached counter ran ahead of a swept step: the turn has passed.
                         Admission::Expired => None,

@@ -22,10 +22,22 @@ use crate::sales::PublicCache;
 /// How long public sale views are cached unless configured otherwise.
 pub const DEFAULT_PUBLIC_CACHE_TTL: Duration = Duration::from_millis(crate::config::DEFAULT_PUBLIC_CACHE_MS);
 
-/// Cheap to clone: pools and `Arc`s. Nothing in it is per-instance truth (the server is
-/// stateless; several instances share one Redis and one PostgreSQL).
+/// What every handler shares, behind one `Arc`: axum clones the state for every request, so a
+/// clone must be a single reference-count increment, not a copy of pools and key prefixes.
+/// Nothing in it is per-instance truth (the server is stateless; several instances share one
+/// Redis and one PostgreSQL).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+pub struct Shared {
     /// PostgreSQL: sales, batches, audit trail.
     pub db: PgPool,
     /// The Redis pool, for health checks (`inventory` and `queue` use the hot-path handle, pooled
@@ -82,6 +94,12 @@ impl Default for Tuning {
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
             .field("inventory", &self.inventory)
             .field("secrets", &self.secrets)
@@ -100,7 +118,7 @@ impl AppState {
         tuning: Tuning,
     ) -> AppState {
         let hot: flashsale_redis::Redis = redis.into();
-        AppState {
+        AppState(Arc::new(Shared {
             inventory: Inventory::new(hot.clone(), keys.clone()),
             queue: Queue::new(hot.clone(), keys),
             db,
@@ -114,6 +132,6 @@ impl AppState {
             queue_settings: tuning.queue,
             counters: Arc::new(TtlCache::new(tuning.queue.counter_cache_ttl)),
             limits: Arc::new(RateLimits::new(&tuning.limits)),
-        }
+        }))
     }
 }
