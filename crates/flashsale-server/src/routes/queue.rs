@@ -3,8 +3,10 @@
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
+use axum::extract::FromRequestParts;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use flashsale_core::SaleId;
@@ -20,6 +22,18 @@ use crate::state::AppState;
 
 /// The header a client sends its last ticket back in.
 pub const TICKET_HEADER: &str = "x-queue-ticket";
+
+/// The `X-Queue-Ticket` header, if present and text. Taken alone rather than cloning the whole
+/// header map on every poll.
+#[derive(Debug)]
+struct PresentedTicket(Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PresentedTicket {
+    type Rejection = Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<PresentedTicket, Infallible> {
+        Ok(PresentedTicket(parts.headers.get(TICKET_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned)))
+    }
+}
 
 /// The queue routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -76,11 +90,10 @@ async fn queue_status(
     buyer: Buyer,
     ip: ClientIp,
     Path(id): Path<SaleId>,
-    headers: HeaderMap,
+    ticket: PresentedTicket,
 ) -> Result<Json<QueueState>, ApiError> {
     state.limits.check(&buyer.user, ip.0)?;
-    let ticket = headers.get(TICKET_HEADER).and_then(|v| v.to_str().ok());
-    Ok(Json(queue::status(&state, &buyer.user, id, ticket).await?))
+    Ok(Json(queue::status(&state, &buyer.user, id, ticket.0.as_deref()).await?))
 }
 
 /// How long one event stream stays open; `EventSource` clients reconnect on their own, which
@@ -109,10 +122,10 @@ async fn queue_events(
     buyer: Buyer,
     ip: ClientIp,
     Path(id): Path<SaleId>,
-    headers: HeaderMap,
+    ticket: PresentedTicket,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     state.limits.check(&buyer.user, ip.0)?;
-    let ticket = headers.get(TICKET_HEADER).and_then(|v| v.to_str().ok());
+    let ticket = ticket.0.as_deref();
     // Errors before the stream starts (no such sale, not joined) are ordinary problems.
     let first = queue::status(&state, &buyer.user, id, ticket).await?;
     let deadline = Instant::now() + STREAM_LIFETIME;
