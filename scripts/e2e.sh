@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End to end: starts the real `flashsale` binary on a free port with a database of its own,
-# waits until it is ready, plays `flashsale-loadtest admin-race` against it, then stops it with
-# SIGTERM and checks it shut down cleanly. Services must be up (see services.sh).
+# waits until it is ready, plays `flashsale-loadtest admin-race` and `queue-smoke` against it,
+# then stops it with SIGTERM and checks it shut down cleanly. The per-IP rate limit is off for
+# this server: every simulated buyer comes from 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/services.sh
@@ -15,11 +16,12 @@ db="flashsale_e2e_$$"
 log=$(mktemp)
 
 DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" FLASHSALE_ADDR="127.0.0.1:$port" \
-  FLASHSALE_REDIS_PREFIX="e2e-$$" "$target/flashsale" serve >"$log" 2>&1 &
+  FLASHSALE_REDIS_PREFIX="e2e-$$" FLASHSALE_RATE_LIMIT_PER_IP=0 "$target/flashsale" serve >"$log" 2>&1 &
 server=$!
 cleanup() {
   kill "$server" 2>/dev/null || true
   psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
+  redis-cli --scan --pattern "e2e-$$:*" | xargs -r redis-cli del >/dev/null 2>&1 || true
   rm -f "$log"
 }
 trap cleanup EXIT
@@ -31,8 +33,9 @@ for _ in $(seq 1 120); do
 done
 
 "$target/flashsale-loadtest" --url "http://127.0.0.1:$port" admin-race --operators 50
+"$target/flashsale-loadtest" --url "http://127.0.0.1:$port" queue-smoke --buyers 300 --stock 20
 
 kill -TERM "$server"
 if ! wait "$server"; then cat "$log"; echo "flashsale did not shut down cleanly"; exit 1; fi
 grep -q "flashsale stopped" "$log" || { cat "$log"; echo "no clean-shutdown line in the log"; exit 1; }
-echo "e2e: flashsale started, served admin-race and stopped cleanly"
+echo "e2e: flashsale started, served admin-race and queue-smoke, and stopped cleanly"

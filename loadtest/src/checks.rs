@@ -46,11 +46,11 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "scenario {}", self.scenario)?;
         for (name, value) in &self.notes {
-            writeln!(f, "  {name:<37} {value}")?;
+            writeln!(f, "  {name:<43} {value}")?;
         }
         for check in &self.checks {
             let verdict = if check.passed { "PASS" } else { "FAIL" };
-            writeln!(f, "  {verdict} {:<32} {}", check.name, check.detail)?;
+            writeln!(f, "  {verdict} {:<38} {}", check.name, check.detail)?;
         }
         let failed = self.checks.iter().filter(|c| !c.passed).count();
         writeln!(f, "checks: {} passed, {failed} failed", self.checks.len() - failed)

@@ -9,6 +9,7 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     admin_token: String,
+    jwt_secret: String,
 }
 
 /// A response: status, `ETag` if any, and the JSON body (`Null` when empty).
@@ -21,11 +22,12 @@ pub struct Reply {
 
 impl Client {
     /// A client for the server at `base` (e.g. `http://127.0.0.1:8080`).
-    pub fn new(base: &str, admin_token: &str) -> Client {
+    pub fn new(base: &str, admin_token: &str, jwt_secret: &str) -> Client {
         Client {
             http: reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("a plain HTTP client builds"),
             base: base.trim_end_matches('/').to_owned(),
             admin_token: admin_token.to_owned(),
+            jwt_secret: jwt_secret.to_owned(),
         }
     }
 
@@ -54,6 +56,26 @@ impl Client {
         let bytes = response.bytes().await.with_context(|| format!("{method} {path}: reading the body"))?;
         let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
         Ok(Reply { status, etag, body })
+    }
+
+    /// A shopper's request: a JWT for `user` minted as an identity provider would (HS256 with
+    /// the deployment's JWT secret), and their last queue ticket if any.
+    pub async fn buyer(&self, method: Method, path: &str, user: &str, ticket: Option<&str>) -> anyhow::Result<Reply> {
+        let claims = serde_json::json!({ "sub": user, "exp": chrono::Utc::now().timestamp() + 3600 });
+        let jwt = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(self.jwt_secret.as_bytes()),
+        )?;
+        let mut request = self.http.request(method.clone(), format!("{}{path}", self.base)).bearer_auth(jwt);
+        if let Some(ticket) = ticket {
+            request = request.header("x-queue-ticket", ticket);
+        }
+        let response = request.send().await.with_context(|| format!("{method} {path} as {user}"))?;
+        let status = response.status();
+        let bytes = response.bytes().await?;
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        Ok(Reply { status, etag: None, body })
     }
 
     /// An admin request that must succeed with `expected`.

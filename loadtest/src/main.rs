@@ -7,6 +7,7 @@
 //!   same variable the server reads).
 //! - [`checks`]: named pass/fail checks and their report; any failure exits with code 1.
 //! - [`admin_race`]: operations editing one sale at once.
+//! - [`queue_smoke`]: the queue end to end: pre-queue cohort, opening, latecomers, admission.
 //!
 //! The sale-day scenarios (`smoke`, `tuesday-noon`, `baseline-naive`) arrive with the load
 //! harness issue, on top of the same client and checks.
@@ -14,6 +15,7 @@
 mod admin_race;
 mod checks;
 mod client;
+mod queue_smoke;
 
 use std::process::ExitCode;
 
@@ -35,6 +37,15 @@ struct Cli {
         hide_env_values = true
     )]
     admin_token: String,
+    /// HS256 key for the buyers' JWTs (the server's dev-mode key when unset).
+    #[arg(
+        long,
+        global = true,
+        env = "FLASHSALE_JWT_SECRET",
+        default_value = "dev-jwt-secret-do-not-use-in-production",
+        hide_env_values = true
+    )]
+    jwt_secret: String,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -48,14 +59,30 @@ enum Scenario {
         #[arg(long, default_value_t = 50)]
         operators: usize,
     },
+    /// The queue end to end: a pre-queue cohort, the opening, latecomers, admission. Needs the
+    /// server's per-user rate limit to allow a few requests per buyer (the default does).
+    QueueSmoke {
+        /// Buyers (half join in the pre-queue, half after the opening).
+        #[arg(long, default_value_t = 300)]
+        buyers: usize,
+        /// Units in the batch.
+        #[arg(long, default_value_t = 20)]
+        stock: u32,
+        /// The server's FLASHSALE_ADMISSION_OVERSUBSCRIPTION, to check admission against.
+        #[arg(long, env = "FLASHSALE_ADMISSION_OVERSUBSCRIPTION", default_value_t = 1.2)]
+        oversubscription: f64,
+    },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let client = client::Client::new(&cli.url, &cli.admin_token);
+    let client = client::Client::new(&cli.url, &cli.admin_token, &cli.jwt_secret);
     let report = match cli.scenario {
         Scenario::AdminRace { operators } => admin_race::run(&client, operators).await,
+        Scenario::QueueSmoke { buyers, stock, oversubscription } => {
+            queue_smoke::run(&client, buyers, stock, oversubscription).await
+        }
     };
     match report {
         Ok(report) => {
