@@ -278,6 +278,17 @@ pub async fn current_batch(conn: &mut PgConnection, sale: SaleId) -> Result<Opti
     row.map(Batch::try_from).transpose()
 }
 
+/// One batch of a sale.
+pub async fn get_batch(conn: &mut PgConnection, sale: SaleId, batch: BatchNo) -> Result<Option<Batch>, SalesError> {
+    let row: Option<BatchRow> =
+        sqlx::query_as(&format!("SELECT {BATCH_COLUMNS} FROM sale_batches WHERE sale_id = $1 AND batch_no = $2"))
+            .bind(sale.get())
+            .bind(batch.get())
+            .fetch_optional(conn)
+            .await?;
+    row.map(Batch::try_from).transpose()
+}
+
 /// The current batch of each of `sales`, in one query.
 pub async fn current_batches(conn: &mut PgConnection, sales: &[SaleId]) -> Result<Vec<Batch>, SalesError> {
     let ids: Vec<i64> = sales.iter().map(|s| s.get()).collect();

@@ -148,6 +148,7 @@ async fn the_openapi_document_describes_every_route(db: sqlx::PgPool) {
         "/sales/{id}",
         "/sales/{id}/queue",
         "/sales/{id}/queue/events",
+        "/sales/{id}/batches/{batch_no}/draw",
         "/admin/sales",
         "/admin/sales/{id}",
         "/admin/sales/{id}/pause",

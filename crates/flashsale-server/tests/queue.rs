@@ -70,6 +70,13 @@ async fn a_prequeue_place_is_idempotent_and_drawn_at_the_opening(db: sqlx::PgPoo
         .fetch_one(&app.db)
         .await
         .unwrap();
+    // The seed stays secret while the batch runs, and is published once it is closed.
+    let draw = format!("/sales/{id}/batches/1/draw");
+    app.get(&draw).await.assert_problem(409, "not_closed");
+    app.admin(Method::POST, &format!("/admin/sales/{id}/close"), None).await;
+    let published = app.get(&draw).await.body["prequeue_seed"].as_str().unwrap().to_owned();
+    let hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(published, hex);
     let seed = PrequeueSeed::new(seed);
     let mut expected: Vec<&str> = buyers.to_vec();
     expected.sort_by_key(|u| prequeue_rank(&seed, &uid(u)));
