@@ -42,7 +42,7 @@ pub async fn run(client: &Client, buyers: usize, stock: u32, oversubscription: f
     let mut report = Report::new("queue-smoke");
     let started = Instant::now();
     client.send(Method::GET, "/readyz", None, false, None).await.context("the server is not reachable")?;
-    let opens_in = Duration::from_secs(4);
+    let opens_in = Duration::from_secs(6);
     let opens_at = chrono::Utc::now() + chrono::TimeDelta::from_std(opens_in)?;
     let sale = json!({
         "name": "queue-smoke", "sku": "LOADTEST-QUEUE", "price_cents": 100, "currency": "CNY",
