@@ -325,18 +325,12 @@ async fn view(
 /// Runs the admission ticker step for every open batch every [`ADMISSION_TICK`], until
 /// `shutdown`. Every instance runs it; the token bucket in Redis keeps the global rate.
 pub async fn run_admission(state: AppState, shutdown: CancellationToken) {
-    let mut ticker = tokio::time::interval(ADMISSION_TICK);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticker.tick() => {
-                if let Err(e) = admit_all(&state, Utc::now()).await {
-                    tracing::warn!(error = %e, "admission tick failed; retrying");
-                }
-            }
+    crate::upkeep::every(ADMISSION_TICK, shutdown, || async {
+        if let Err(e) = admit_all(&state, Utc::now()).await {
+            tracing::warn!(error = %e, "admission tick failed; retrying");
         }
-    }
+    })
+    .await;
 }
 
 /// One admission step for every open batch; returns how many buyers were admitted.

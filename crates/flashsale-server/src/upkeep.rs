@@ -30,22 +30,33 @@ pub struct Pass {
     pub ledgers_opened: usize,
 }
 
-/// Runs upkeep every second until `shutdown` is cancelled.
-pub async fn run(state: AppState, shutdown: CancellationToken) {
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+/// Runs `work` every `period` until `shutdown` is cancelled. A tick that finds the previous one
+/// still running is skipped, not queued: background work never piles up behind a slow store.
+pub async fn every<F, Fut>(period: Duration, shutdown: CancellationToken, mut work: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = ticker.tick() => {
-                if let Err(e) = pass(&state, Utc::now()).await {
-                    tracing::warn!(error = %e, "upkeep pass failed; retrying next second");
-                }
-                state.metrics.run_upkeep();
-                state.limits.housekeeping();
-            }
+            _ = ticker.tick() => work().await,
         }
     }
+}
+
+/// Runs upkeep every second until `shutdown` is cancelled.
+pub async fn run(state: AppState, shutdown: CancellationToken) {
+    every(Duration::from_secs(1), shutdown, || async {
+        if let Err(e) = pass(&state, Utc::now()).await {
+            tracing::warn!(error = %e, "upkeep pass failed; retrying next second");
+        }
+        state.metrics.run_upkeep();
+        state.limits.housekeeping();
+    })
+    .await;
 }
 
 /// One upkeep pass as of `now`.

@@ -5,7 +5,7 @@ mod common;
 
 use axum::http::Method;
 use chrono::Utc;
-use common::{TestApp, buyer_jwt, open_now, sale_in_prequeue, uncached};
+use common::{TestApp, buyer_jwt, open_now, sale_in_prequeue, sell_out, uncached};
 use flashsale_core::{BatchNo, PrequeueSeed, SaleId, UserId};
 use flashsale_queue::TokenError;
 use flashsale_queue::tokens::prequeue_rank;
@@ -134,17 +134,7 @@ async fn waiting_buyers_learn_sold_out_on_their_next_poll(db: sqlx::PgPool) {
     let uri = format!("/sales/{id}/queue");
     let joined = app.buyer(Method::POST, &uri, "late", None).await;
     // The last unit is paid for (as the order step will record it).
-    let ledger = app.redis.keys.batch(SaleId::try_from(id).unwrap(), BatchNo::FIRST).ledger();
-    let mut conn = app.redis.pool.get().await.unwrap();
-    let _: () = redis::cmd("HSET")
-        .arg(&ledger)
-        .arg("available")
-        .arg(0)
-        .arg("sold")
-        .arg(1)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    sell_out(&app, id).await;
     let reply = app.buyer(Method::GET, &uri, "late", joined.body["ticket"].as_str()).await;
     assert_eq!(reply.body["status"], "sold_out");
     assert_eq!(reply.body["poll_after_ms"], Value::Null);
@@ -242,17 +232,7 @@ async fn the_event_stream_pushes_sold_out_within_a_second_and_ends(db: sqlx::PgP
     assert_eq!((first["status"].as_str(), first["position"].as_u64()), (Some("waiting"), Some(2)));
 
     // The last unit goes.
-    let ledger = app.redis.keys.batch(SaleId::try_from(id).unwrap(), BatchNo::FIRST).ledger();
-    let mut conn = app.redis.pool.get().await.unwrap();
-    let _: () = redis::cmd("HSET")
-        .arg(&ledger)
-        .arg("available")
-        .arg(0)
-        .arg("sold")
-        .arg(1)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    sell_out(&app, id).await;
     let sold_at = std::time::Instant::now();
     let pushed = next_event().await.unwrap();
     assert_eq!(pushed["status"], "sold_out");

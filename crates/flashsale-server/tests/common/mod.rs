@@ -205,3 +205,22 @@ pub fn sale_in_prequeue(stock: u32) -> Value {
     body["stock"] = json!(stock);
     body
 }
+
+/// Records the batch's every unit as sold, the way paid orders will, so sold-out behaviour can be
+/// tested before orders exist.
+pub async fn sell_out(app: &TestApp, sale: i64) {
+    let ledger = app.redis.keys.batch(sale.try_into().unwrap(), flashsale_core::BatchNo::FIRST).ledger();
+    let mut conn = app.redis.pool.get().await.unwrap();
+    let total: i64 = redis::cmd("HGET").arg(&ledger).arg("total").query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(&ledger)
+        .arg("available")
+        .arg(0)
+        .arg("reserved")
+        .arg(0)
+        .arg("sold")
+        .arg(total)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
