@@ -239,7 +239,7 @@ async fn view(
     }
 
     let closed = ctx.batch.is_finished(now) || ledger.is_some_and(|l| l.closed);
-    let sold_out = ledger.is_some_and(|l| l.sold >= l.total);
+    let sold_out = ledger.is_some_and(|l| l.is_sold_out());
     let mut out = QueueState {
         status: QueueStatus::Waiting,
         sale_id: sale,
@@ -266,16 +266,23 @@ async fn view(
                 out.poll_after_ms = Some((until_open / 2).clamp(1_000, 10_000));
             }
             Some(number) if number <= serving => {
-                let window = match ticket.admission {
+                let turn = match ticket.admission {
                     Some(window) => Some(window),
                     None => match Box::pin(state.queue.admission(sale, batch, number)).await? {
                         Admission::Admitted { window, .. } => Some(window),
-                        // The cached counter ran ahead of a swept step: the turn has passed.
+                        // Admitted, and the step's window was swept: the turn has passed.
                         Admission::Expired => None,
-                        Admission::Waiting => None,
+                        // Redis's counter is behind the cached one (possible only if Redis lost
+                        // its state): at the front, but not admitted yet.
+                        Admission::Waiting => {
+                            out.ahead = Some(0);
+                            out.poll_after_ms = Some(500);
+                            out.ticket = state.tokens.sign_ticket(&ticket);
+                            return Ok(out);
+                        }
                     },
                 };
-                match window.filter(|w| now_ms < w.expires_at_ms) {
+                match turn.filter(|w| now_ms < w.expires_at_ms) {
                     Some(window) => {
                         dirty |= ticket.admission != Some(window);
                         ticket.admission = Some(window);
