@@ -67,12 +67,16 @@ pub struct QueueState {
     /// When to ask again, in ms: rarely when far back, often near the front; null when there is
     /// nothing left to wait for.
     pub poll_after_ms: Option<u64>,
-    /// Send it back as `X-Queue-Ticket` on the next poll: it carries the place, so the poll is
-    /// cheap.
-    pub ticket: String,
+    /// A new ticket, present whenever the place it records changed (the first answer, the
+    /// pre-queue draw, admission): keep the latest and send it back as `X-Queue-Ticket`; it
+    /// carries the place, so the poll is cheap. Absent when the ticket sent is still current.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
     /// When admitted: the single-use token the order step consumes.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub admission_token: Option<String>,
     /// When admitted: when the token stops being accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
     /// When the batch opens (the pre-queue's draw).
     pub opens_at: DateTime<Utc>,
@@ -248,7 +252,7 @@ async fn view(
         ahead: None,
         eta_secs: None,
         poll_after_ms: None,
-        ticket: String::new(),
+        ticket: None,
         admission_token: None,
         expires_at: None,
         opens_at: ctx.batch.opens_at,
@@ -277,7 +281,7 @@ async fn view(
                         Admission::Waiting => {
                             out.ahead = Some(0);
                             out.poll_after_ms = Some(500);
-                            out.ticket = state.tokens.sign_ticket(&ticket);
+                            out.ticket = Some(state.tokens.sign_ticket(&ticket));
                             return Ok(out);
                         }
                     },
@@ -322,10 +326,9 @@ async fn view(
             }
         }
     }
-    out.ticket = match presented {
-        Some(unchanged) if !dirty => unchanged.to_owned(),
-        _ => state.tokens.sign_ticket(&ticket),
-    };
+    if dirty {
+        out.ticket = Some(state.tokens.sign_ticket(&ticket));
+    }
     Ok(out)
 }
 

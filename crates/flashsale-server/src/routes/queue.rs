@@ -129,7 +129,8 @@ async fn queue_events(
     // Errors before the stream starts (no such sale, not joined) are ordinary problems.
     let first = queue::status(&state, &buyer.user, id, ticket).await?;
     let deadline = Instant::now() + STREAM_LIFETIME;
-    let start = Some(Watch { state, user: buyer.user, sale: id, last: first, sent: false });
+    let ticket = first.ticket.clone().or_else(|| ticket.map(str::to_owned)).unwrap_or_default();
+    let start = Some(Watch { state, user: buyer.user, sale: id, ticket, last: first, sent: false });
     let events = stream::unfold(start, move |watch| async move {
         let mut watch = watch?;
         if !watch.sent {
@@ -145,8 +146,11 @@ async fn queue_events(
             // it are cached, so this costs no Redis round trip.
             let pause = watch.last.poll_after_ms.unwrap_or(1_000).clamp(200, 1_000);
             tokio::time::sleep(Duration::from_millis(pause)).await;
-            match queue::status(&watch.state, &watch.user, watch.sale, Some(&watch.last.ticket)).await {
+            match queue::status(&watch.state, &watch.user, watch.sale, Some(&watch.ticket)).await {
                 Ok(next) => {
+                    if let Some(renewed) = &next.ticket {
+                        watch.ticket.clone_from(renewed);
+                    }
                     let changed = changed(&watch.last, &next);
                     watch.last = next;
                     if changed {
@@ -170,6 +174,8 @@ struct Watch {
     state: AppState,
     user: flashsale_core::UserId,
     sale: SaleId,
+    /// The latest ticket (answers only carry one when it changes).
+    ticket: String,
     last: QueueState,
     sent: bool,
 }
