@@ -74,10 +74,6 @@ pub enum ApiError {
     /// 409 `not_open`: the batch's queue does not accept buyers yet; `opens_at` says when.
     #[error("the queue opens at {opens_at}")]
     NotOpen { opens_at: chrono::DateTime<chrono::Utc> },
-    /// 403 `token_invalid`: an admission token that is forged, tampered, expired, or for another
-    /// buyer, sale or batch.
-    #[error("{0}")]
-    TokenInvalid(String),
     /// 429 `rate_limited`: too many requests from this buyer or address; `Retry-After` says when
     /// to try again.
     #[error("too many requests; retry in {} s", retry_after_secs(.retry_after))]
@@ -125,7 +121,6 @@ impl ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::NotOpen { .. } => (StatusCode::CONFLICT, "not_open"),
-            ApiError::TokenInvalid(_) => (StatusCode::FORBIDDEN, "token_invalid"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
