@@ -9,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/services.sh
 source scripts/services.sh
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 ensure_services
 command -v wrk >/dev/null || apt_install wrk
 
@@ -25,18 +27,12 @@ run_with_cache() {
   RUST_LOG=warn DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" FLASHSALE_ADDR="127.0.0.1:$port" \
     FLASHSALE_REDIS_PREFIX="bench-$$" FLASHSALE_PUBLIC_CACHE_MS="$cache_ms" "$bin" >/dev/null 2>&1 &
   local server=$!
-  for _ in $(seq 1 60); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.5; done
+  wait_for_listener "$port"
   curl -sf -X POST "http://127.0.0.1:$port/admin/sales" -H 'Authorization: Bearer dev-admin-token' \
     -H 'Content-Type: application/json' \
     -d '{"name":"Phone X","sku":"PHONE-X","price_cents":499900,"currency":"CNY","stock":50000,"per_user_limit":2,"weekly":{"weekday":"tue","time":"12:00","timezone":"Asia/Shanghai"}}' >/dev/null
   for path in /healthz /sales/1 /sales; do
-    local out; out=$(wrk -t2 -c"$connections" -d"${duration}s" --latency "http://127.0.0.1:$port$path")
-    local rps p50 p99 errors
-    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    p50=$(awk '/Latency Distribution/ {f=1} f && $1=="50%" {print $2; exit}' <<<"$out")
-    p99=$(awk '/Latency Distribution/ {f=1} f && $1=="99%" {print $2; exit}' <<<"$out")
-    errors=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
-    printf '| %s | %s | %s | %s | %s | %s |\n' "$cache_ms" "$path" "$rps" "$p50" "$p99" "${errors:-0}"
+    echo "| $cache_ms | $path | $(wrk_cells "$connections" "$duration" "http://127.0.0.1:$port$path") |"
   done
   kill "$server"; wait "$server" || true
   psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1

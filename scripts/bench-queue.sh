@@ -11,6 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/services.sh
 source scripts/services.sh
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 ensure_services
 command -v wrk >/dev/null || apt_install wrk
 
@@ -37,7 +39,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-for _ in $(seq 1 60); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.5; done
+wait_for_listener "$port"
 
 # A sale opening in 3 s, admitting one buyer a second (so nearly everyone stays waiting).
 opens_at=$(date -u -d '+3 seconds' +%Y-%m-%dT%H:%M:%SZ)
@@ -61,14 +63,9 @@ grep -q '"status":"waiting"' <<<"$check" || { echo "poll check failed: $check"; 
 
 row() { # label, wrk args...
   local label=$1; shift
-  local out; out=$(wrk -t2 -c"$connections" -d"${duration}s" --latency "$@")
-  local rps p50 p99 errors
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  p50=$(awk '/Latency Distribution/ {f=1} f && $1=="50%" {print $2; exit}' <<<"$out")
-  p99=$(awk '/Latency Distribution/ {f=1} f && $1=="99%" {print $2; exit}' <<<"$out")
-  errors=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
-  printf '| %s | %s | %s | %s | %s |\n' "$label" "$rps" "$p50" "$p99" "${errors:-0}"
-  echo "$rps" >"$work/$label.rps"
+  local cells; cells=$(wrk_cells "$connections" "$duration" "$@")
+  echo "| $label | $cells |"
+  cut -d'|' -f1 <<<"$cells" | tr -d ' ' >"$work/$label.rps"
 }
 
 # /healthz is driven through the same wrk script (same headers, same client work per request),
