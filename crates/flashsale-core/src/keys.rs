@@ -112,6 +112,34 @@ impl BatchKeys {
     pub fn queue_ticker(&self) -> String {
         self.key("q:ticker")
     }
+
+    /// Hash: user id → units the buyer holds or bought in this batch (checked against the
+    /// per-user limit). Owned by the inventory crate.
+    pub fn holdings(&self) -> String {
+        self.key("inv:holdings")
+    }
+
+    /// Hash: reservation id → `units deadline_ms user`, for reservations not yet settled (the user
+    /// last: a user id may contain spaces).
+    pub fn reservations(&self) -> String {
+        self.key("inv:res")
+    }
+
+    /// Sorted set: open reservation ids scored by deadline (Unix ms), for the sweeper.
+    pub fn reservation_deadlines(&self) -> String {
+        self.key("inv:res:deadlines")
+    }
+
+    /// Hash: reservation id → how it was settled (`committed` or `released`), so a repeated
+    /// release or commit answers the same as the first.
+    pub fn settled(&self) -> String {
+        self.key("inv:settled")
+    }
+
+    /// Set: admission tickets already used to reserve (an admission token is single use).
+    pub fn used_tickets(&self) -> String {
+        self.key("inv:used-tickets")
+    }
 }
 
 #[cfg(test)]
@@ -141,6 +169,11 @@ mod tests {
                 keys.queue_steps_by_ticket(),
                 keys.queue_step_info(),
                 keys.queue_ticker(),
+                keys.holdings(),
+                keys.reservations(),
+                keys.reservation_deadlines(),
+                keys.settled(),
+                keys.used_tickets(),
             ];
             for key in all {
                 assert_eq!(hash_tag(&key), "sale:42", "{key}");

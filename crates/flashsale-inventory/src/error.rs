@@ -9,6 +9,9 @@ pub enum InventoryError {
     /// Redis answered with an error or the connection broke mid-call.
     #[error("Redis failed during an inventory operation: {0}")]
     Redis(#[from] redis::RedisError),
+    /// A reservation of zero units was asked for; quantities are checked before Redis is.
+    #[error("a reservation needs at least one unit")]
+    ZeroUnits,
     /// A script or command replied with something its contract does not allow; a sign of a
     /// script/wrapper version mismatch or a ledger written by something else.
     #[error("unexpected reply from {operation}: {reply}")]

@@ -118,6 +118,16 @@ impl Inventory {
         Inventory { redis: redis.into(), keys }
     }
 
+    /// The key space of these ledgers.
+    pub(crate) fn keys(&self) -> &KeySpace {
+        &self.keys
+    }
+
+    /// The Redis handle.
+    pub(crate) fn redis(&self) -> &flashsale_redis::Redis {
+        &self.redis
+    }
+
     /// Creates the batch's ledger unless it exists.
     pub async fn open_batch(&self, sale: SaleId, batch: BatchNo, spec: LedgerSpec) -> Result<Opened, InventoryError> {
         let mut conn = self.redis.conn().await?;

@@ -13,13 +13,15 @@
 //! path checks in the same step (`per_user_limit`, `paused`, `closed`, the window in Unix ms).
 //! Scripts receive the hash through `KEYS`, so they run unchanged on Redis Cluster.
 //!
-//! Reservation, release and commit (the per-buyer operations) arrive with the inventory issue;
-//! this crate already owns opening a batch's ledger, changing its stock without ever dropping
-//! below what buyers hold, and pausing, resuming and closing it.
+//! [`reservation`] holds the per-buyer operations: reserve (consuming the admission ticket,
+//! checking the per-user limit and the stock in the same step), commit or release exactly once,
+//! and the sweeper's expiry of reservations past their deadline.
 
 pub mod error;
 pub mod ledger;
+pub mod reservation;
 pub mod scripts;
 
 pub use error::InventoryError;
 pub use ledger::{Configured, Inventory, LedgerSnapshot, LedgerSpec, Opened, StatusChange, StatusChanged};
+pub use reservation::{Expired, ReservationId, ReserveRequest, Reserved, Settled, Settlement};

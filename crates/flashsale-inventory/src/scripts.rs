@@ -22,12 +22,24 @@ pub static CONFIGURE_BATCH: LazyLock<redis::Script> =
 pub static SET_BATCH_STATUS: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("../lua/set_batch_status.lua")));
 
+/// Reserves units for an admitted buyer.
+pub static RESERVE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(include_str!("../lua/reserve.lua")));
+
+/// Commits or releases one reservation, exactly once.
+pub static SETTLE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(include_str!("../lua/settle.lua")));
+
+/// Releases reservations past their deadline.
+pub static EXPIRE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(include_str!("../lua/expire.lua")));
+
 /// Every script with its file's source, for loading.
-fn all() -> [(&'static str, &'static str); 3] {
+fn all() -> [(&'static str, &'static str, &'static LazyLock<redis::Script>); 6] {
     [
-        ("open_batch", include_str!("../lua/open_batch.lua")),
-        ("configure_batch", include_str!("../lua/configure_batch.lua")),
-        ("set_batch_status", include_str!("../lua/set_batch_status.lua")),
+        ("open_batch", include_str!("../lua/open_batch.lua"), &OPEN_BATCH),
+        ("configure_batch", include_str!("../lua/configure_batch.lua"), &CONFIGURE_BATCH),
+        ("set_batch_status", include_str!("../lua/set_batch_status.lua"), &SET_BATCH_STATUS),
+        ("reserve", include_str!("../lua/reserve.lua"), &RESERVE),
+        ("settle", include_str!("../lua/settle.lua"), &SETTLE),
+        ("expire", include_str!("../lua/expire.lua"), &EXPIRE),
     ]
 }
 
@@ -35,8 +47,7 @@ fn all() -> [(&'static str, &'static str); 3] {
 /// them and that the SHA it reports is the one [`redis::Script`] will call.
 pub async fn load_all(pool: &deadpool_redis::Pool) -> Result<(), InventoryError> {
     let mut conn = pool.get().await?;
-    let scripts: [&LazyLock<redis::Script>; 3] = [&OPEN_BATCH, &CONFIGURE_BATCH, &SET_BATCH_STATUS];
-    for ((name, source), script) in all().into_iter().zip(scripts) {
+    for (name, source, script) in all() {
         let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg(source).query_async(&mut conn).await?;
         if sha != script.get_hash() {
             return Err(InventoryError::MalformedReply {

@@ -230,3 +230,35 @@ async fn a_paused_batch_admits_nobody_and_keeps_places() {
     assert!(s.queue.admit(&open, &policy(1000, 1000)).await.unwrap().serving > 0);
     s.redis.cleanup().await;
 }
+
+#[tokio::test]
+async fn buyers_who_reserve_stop_counting_as_in_flight() {
+    let s = setup(10).await;
+    let open = window(-1_000);
+    for i in 1..=30 {
+        s.queue.join(&open, &user(i), 0).await.unwrap();
+    }
+    let p = policy(10_000, 300);
+    // The bucket starts empty: the first step only starts the clock.
+    s.queue.admit(&open, &p).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let first = s.queue.admit(&open, &p).await.unwrap();
+    assert_eq!((first.serving, first.inflight), (10, 10), "{first:?}");
+    let step = first.serving;
+    for ticket in 1..=3u64 {
+        let buyer = user(usize::try_from(ticket).unwrap());
+        let request =
+            flashsale_inventory::ReserveRequest { user: &buyer, units: Units::new(1), ticket, step, window_ms: 60_000 };
+        let reserved = s.inventory.reserve(sale(), BatchNo::FIRST, request).await.unwrap();
+        assert!(matches!(reserved, flashsale_inventory::Reserved::Reserved { .. }), "{reserved:?}");
+    }
+    // 7 units left, 7 admitted buyers still to act: nobody more is admitted yet.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let next = s.queue.admit(&open, &p).await.unwrap();
+    assert_eq!((next.serving, next.inflight), (10, 7), "{next:?}");
+    // The seven lapse; only they count as lapsed, and seven more are admitted for the 7 units.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let later = s.queue.admit(&open, &p).await.unwrap();
+    assert_eq!((later.serving, later.inflight, later.lapsed), (17, 7, 7), "{later:?}");
+    s.redis.cleanup().await;
+}

@@ -245,7 +245,8 @@ impl From<flashsale_inventory::InventoryError> for ApiError {
         match error {
             E::NoConnection(e) => e.into(),
             E::Redis(e) => from_redis(e),
-            other @ E::MalformedReply { .. } => ApiError::Internal(other.into()),
+            // Quantities are validated before the inventory is asked: a zero here is a bug.
+            other @ (E::MalformedReply { .. } | E::ZeroUnits) => ApiError::Internal(other.into()),
         }
     }
 }

@@ -28,7 +28,14 @@ pub struct Pass {
     pub rolled_over: usize,
     /// Ledgers created where Redis had none.
     pub ledgers_opened: usize,
+    /// Units of reservations released after their deadline (and the grace period).
+    pub units_expired: u64,
 }
+
+/// How long after a reservation's deadline the Redis sweep releases it. The order's own expiry
+/// (PostgreSQL, where a payment racing the deadline is decided) acts first; the sweep returns
+/// units whose order was never written (the process died between reserve and insert).
+pub const RESERVATION_GRACE_MS: i64 = 30_000;
 
 /// Runs `work` every `period` until `shutdown` is cancelled. A tick that finds the previous one
 /// still running is skipped, not queued: background work never piles up behind a slow store.
@@ -66,6 +73,12 @@ pub async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<Pass, ApiError
     let live = store::live_sales(&mut conn).await?;
     drop(conn);
     for (sale, batch) in live {
+        let expired = state.inventory.expire_due(sale.id, batch.batch_no, 1_000, RESERVATION_GRACE_MS).await?;
+        if expired.units > 0 {
+            tracing::info!(sale.id = %sale.id, batch.no = %batch.batch_no, units = expired.units, "expired reservations released");
+            metrics::counter!("reservations_expired_total").increment(expired.reservations);
+            done.units_expired += expired.units;
+        }
         if batch.is_finished(now) {
             if roll_over(state, sale.id, now).await? {
                 done.rolled_over += 1;

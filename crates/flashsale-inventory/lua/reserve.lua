@@ -1,0 +1,51 @@
+-- reserve: turn an admission into held units, or say why not. All checks and writes in one step.
+--
+-- KEYS[1] ledger hash          KEYS[4] open reservations' deadlines (zset)
+-- KEYS[2] holdings hash        KEYS[5] used admission tickets (set)
+-- KEYS[3] open reservations (id -> 'units deadline_ms user')    KEYS[6] queue step info hash     KEYS[7] queue ticker hash
+-- ARGV[1] user id   ARGV[2] units (>= 1)   ARGV[3] admission ticket (the token's unique id)
+-- ARGV[4] admission step   ARGV[5] payment window, ms (the reservation's lifetime)
+--
+-- Returns {'reserved', id, deadline_ms} or one of {'missing'}, {'not_open'}, {'paused'},
+-- {'closed'}, {'token_used'}, {'limit_reached', held}, {'sold_out', available}. Nothing is
+-- written unless 'reserved' is returned. On success the ticket is consumed (a replayed token
+-- reserves nothing), the buyer's holdings grow, available -> reserved, the reservation is recorded
+-- with its deadline (Redis's clock), and the admission step learns one of its buyers reserved (so
+-- the queue stops counting them as in flight).
+
+if #KEYS ~= 7 or #ARGV ~= 5 then
+  return redis.error_reply('ERR reserve expects 7 keys and 5 arguments')
+end
+local ledger, holdings, reservations, deadlines, used, step_info, ticker = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local user, qty, ticket, step, window = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
+if not qty or qty < 1 or qty % 1 ~= 0 or not window or window < 1 then
+  return redis.error_reply('ERR reserve: bad units or window')
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local l = redis.call('HMGET', ledger, 'available', 'per_user_limit', 'paused', 'closed', 'opens_at_ms', 'closes_at_ms')
+if not l[1] then return {'missing'} end
+local closes = tonumber(l[6])
+if l[4] == '1' or (closes > 0 and now >= closes) then return {'closed'} end
+if now < tonumber(l[5]) then return {'not_open'} end
+if l[3] == '1' then return {'paused'} end
+if redis.call('SISMEMBER', used, ticket) == 1 then return {'token_used'} end
+local held = tonumber(redis.call('HGET', holdings, user) or '0')
+if held + qty > tonumber(l[2]) then return {'limit_reached', held} end
+local available = tonumber(l[1])
+if available < qty then return {'sold_out', available} end
+
+redis.call('SADD', used, ticket)
+redis.call('HINCRBY', holdings, user, qty)
+redis.call('HINCRBY', ledger, 'available', -qty)
+redis.call('HINCRBY', ledger, 'reserved', qty)
+local id = redis.call('HINCRBY', ledger, 'seq', 1)
+local deadline = now + window
+redis.call('HSET', reservations, id, qty .. ' ' .. deadline .. ' ' .. user)
+redis.call('ZADD', deadlines, deadline, id)
+if redis.call('HEXISTS', step_info, step .. ':n') == 1 then
+  redis.call('HINCRBY', step_info, step .. ':r', 1)
+  redis.call('HINCRBY', ticker, 'inflight', -1)
+end
+return {'reserved', id, deadline}

@@ -1,0 +1,216 @@
+//! Reservations: an admitted buyer's units held until they pay, give up, or the deadline passes.
+//!
+//! Three operations, each one Lua script and so one atomic step:
+//! - [`Inventory::reserve`]: consume the admission ticket, check the buyer's holdings against the
+//!   per-user limit and the stock, take the units, record the reservation with its deadline.
+//! - [`Inventory::settle`]: commit (paid) or release (cancelled, order not written) one
+//!   reservation, exactly once.
+//! - [`Inventory::expire_due`]: the sweeper's step, releasing reservations past their deadline;
+//!   safe on every instance at once.
+
+use flashsale_core::{BatchNo, SaleId, Units, UserId};
+use redis::Value;
+
+use crate::{Inventory, InventoryError, scripts};
+
+/// A reservation's id, unique within its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReservationId(pub u64);
+
+/// What a buyer asks to reserve, with the admission that entitles them.
+#[derive(Debug, Clone, Copy)]
+pub struct ReserveRequest<'a> {
+    pub user: &'a UserId,
+    /// Units wanted (≥ 1).
+    pub units: Units,
+    /// The admission token's unique id (its ticket); consumed on success.
+    pub ticket: u64,
+    /// The admission step the ticket belongs to.
+    pub step: u64,
+    /// How long the reservation holds the units: the payment window, in ms.
+    pub window_ms: i64,
+}
+
+/// Outcome of [`Inventory::reserve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserved {
+    /// Held until `deadline_ms` (Unix ms, Redis's clock).
+    Reserved { id: ReservationId, deadline_ms: i64 },
+    /// Not enough units left; `available` is what there is.
+    SoldOut { available: Units },
+    /// The buyer already holds or bought `held` units; more would exceed the limit.
+    LimitReached { held: Units },
+    /// The admission ticket was already used to reserve.
+    TokenUsed,
+    /// The batch has not opened.
+    NotOpen,
+    /// Operations paused the batch.
+    Paused,
+    /// The batch is closed.
+    Closed,
+    /// No ledger in Redis (lost state: the batch must be rebuilt first).
+    Missing,
+}
+
+/// How a reservation ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Paid: the units are sold.
+    Commit,
+    /// Not paid: the units go back to stock.
+    Release,
+}
+
+/// Outcome of [`Inventory::settle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// This call settled it, moving `units`.
+    Done { units: Units },
+    /// It was committed before.
+    AlreadyCommitted,
+    /// It was released before (a commit now is too late: the units may be someone else's).
+    AlreadyReleased,
+    /// No such reservation.
+    Unknown,
+}
+
+/// Outcome of [`Inventory::expire_due`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Expired {
+    /// Reservations released by this call.
+    pub reservations: u64,
+    /// Their units, back in stock.
+    pub units: u64,
+}
+
+fn text(v: &Value) -> Option<&str> {
+    match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn malformed(operation: &'static str, reply: &Value) -> InventoryError {
+    InventoryError::MalformedReply { operation, reply: format!("{reply:?}") }
+}
+
+fn units(v: &Value) -> Option<Units> {
+    match v {
+        Value::Int(n) => Units::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+impl Inventory {
+    /// Reserves units for an admitted buyer (see [`Reserved`] for the outcomes).
+    pub async fn reserve(
+        &self,
+        sale: SaleId,
+        batch: BatchNo,
+        request: ReserveRequest<'_>,
+    ) -> Result<Reserved, InventoryError> {
+        if request.units == Units::ZERO {
+            return Err(InventoryError::ZeroUnits);
+        }
+        let keys = self.keys().batch(sale, batch);
+        let mut conn = self.redis().conn().await?;
+        let reply: Value = scripts::RESERVE
+            .key(keys.ledger())
+            .key(keys.holdings())
+            .key(keys.reservations())
+            .key(keys.reservation_deadlines())
+            .key(keys.used_tickets())
+            .key(keys.queue_step_info())
+            .key(keys.queue_ticker())
+            .arg(request.user.as_str())
+            .arg(request.units.get())
+            .arg(request.ticket)
+            .arg(request.step)
+            .arg(request.window_ms)
+            .invoke_async(&mut conn)
+            .await?;
+        let bad = || malformed("reserve", &reply);
+        let Value::Array(items) = &reply else { return Err(bad()) };
+        Ok(match (items.first().and_then(text), &items[1.min(items.len())..]) {
+            (Some("reserved"), [Value::Int(id), Value::Int(deadline)]) => {
+                Reserved::Reserved { id: ReservationId(u64::try_from(*id).map_err(|_| bad())?), deadline_ms: *deadline }
+            }
+            (Some("sold_out"), [available]) => Reserved::SoldOut { available: units(available).ok_or_else(bad)? },
+            (Some("limit_reached"), [held]) => Reserved::LimitReached { held: units(held).ok_or_else(bad)? },
+            (Some("token_used"), []) => Reserved::TokenUsed,
+            (Some("not_open"), []) => Reserved::NotOpen,
+            (Some("paused"), []) => Reserved::Paused,
+            (Some("closed"), []) => Reserved::Closed,
+            (Some("missing"), []) => Reserved::Missing,
+            _ => return Err(bad()),
+        })
+    }
+
+    /// Commits or releases a reservation, exactly once.
+    pub async fn settle(
+        &self,
+        sale: SaleId,
+        batch: BatchNo,
+        id: ReservationId,
+        how: Settlement,
+    ) -> Result<Settled, InventoryError> {
+        let keys = self.keys().batch(sale, batch);
+        let mut conn = self.redis().conn().await?;
+        let reply: Value = scripts::SETTLE
+            .key(keys.ledger())
+            .key(keys.holdings())
+            .key(keys.reservations())
+            .key(keys.reservation_deadlines())
+            .key(keys.settled())
+            .arg(id.0)
+            .arg(match how {
+                Settlement::Commit => "commit",
+                Settlement::Release => "release",
+            })
+            .invoke_async(&mut conn)
+            .await?;
+        let bad = || malformed("settle", &reply);
+        let Value::Array(items) = &reply else { return Err(bad()) };
+        Ok(match (items.first().and_then(text), items.get(1)) {
+            (Some("done"), Some(n)) => Settled::Done { units: units(n).ok_or_else(bad)? },
+            (Some("already"), Some(how)) => match text(how) {
+                Some("committed") => Settled::AlreadyCommitted,
+                Some("released") => Settled::AlreadyReleased,
+                _ => return Err(bad()),
+            },
+            (Some("unknown"), None) => Settled::Unknown,
+            _ => return Err(bad()),
+        })
+    }
+
+    /// Releases up to `limit` reservations of the batch whose deadline passed more than `grace_ms`
+    /// ago.
+    pub async fn expire_due(
+        &self,
+        sale: SaleId,
+        batch: BatchNo,
+        limit: u32,
+        grace_ms: i64,
+    ) -> Result<Expired, InventoryError> {
+        let keys = self.keys().batch(sale, batch);
+        let mut conn = self.redis().conn().await?;
+        let reply: Vec<i64> = scripts::EXPIRE
+            .key(keys.ledger())
+            .key(keys.holdings())
+            .key(keys.reservations())
+            .key(keys.reservation_deadlines())
+            .key(keys.settled())
+            .arg(limit.max(1))
+            .arg(grace_ms.max(0))
+            .invoke_async(&mut conn)
+            .await?;
+        match reply.as_slice() {
+            [n, u] => Ok(Expired {
+                reservations: u64::try_from(*n).unwrap_or_default(),
+                units: u64::try_from(*u).unwrap_or_default(),
+            }),
+            _ => Err(InventoryError::MalformedReply { operation: "expire", reply: format!("{reply:?}") }),
+        }
+    }
+}
