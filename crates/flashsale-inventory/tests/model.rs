@@ -1,0 +1,182 @@
+//! A state-machine test: random sequences of reserve, replay, commit, release, expire and stock
+//! changes run against Redis and against a plain model; after every step the ledger must equal
+//! the model and balance (available + reserved + sold = total).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use flashsale_core::{BatchNo, SaleId, Units, UserId};
+use flashsale_inventory::{
+    Configured, Inventory, LedgerSpec, ReservationId, ReserveRequest, Reserved, Settled, Settlement,
+};
+use flashsale_testkit::TestRedis;
+use proptest::prelude::*;
+
+const LIMIT: u32 = 4;
+const SHORT_MS: i64 = 1;
+const LONG_MS: i64 = 600_000;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Reserve { user: u8, units: u32, short: bool },
+    Replay,
+    Commit(usize),
+    Release(usize),
+    Expire,
+    SetStock(u32),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..5, 1u32..=3, any::<bool>()).prop_map(|(user, units, short)| Op::Reserve { user, units, short }),
+        1 => Just(Op::Replay),
+        2 => (0usize..16).prop_map(Op::Commit),
+        2 => (0usize..16).prop_map(Op::Release),
+        1 => Just(Op::Expire),
+        1 => (1u32..40).prop_map(Op::SetStock),
+    ]
+}
+
+/// What the ledger should hold.
+#[derive(Debug, Default)]
+struct Model {
+    total: u32,
+    available: u32,
+    reserved: u32,
+    sold: u32,
+    holdings: BTreeMap<u8, u32>,
+    /// Open reservations: id → (user, units, short window).
+    open: BTreeMap<u64, (u8, u32, bool)>,
+    /// Every reservation id ever made, in order, and how each was settled.
+    made: Vec<u64>,
+    settled: BTreeMap<u64, Settlement>,
+    used_tickets: Vec<u64>,
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
+}
+
+fn spec(total: u32) -> LedgerSpec {
+    LedgerSpec {
+        total: Units::new(total),
+        per_user_limit: Units::new(LIMIT),
+        opens_at_ms: now_ms() - 1_000,
+        closes_at_ms: None,
+        paused: false,
+        closed: false,
+    }
+}
+
+async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
+    let redis = TestRedis::new();
+    flashsale_inventory::scripts::load_all(&redis.pool).await.unwrap();
+    let inventory = Inventory::new(redis.pool.clone(), redis.keys.clone());
+    let (sale, batch) = (SaleId::try_from(5).unwrap(), BatchNo::FIRST);
+    inventory.open_batch(sale, batch, spec(stock)).await.unwrap();
+    let mut m = Model { total: stock, available: stock, ..Model::default() };
+    let user = |u: u8| UserId::try_from(format!("user {u}")).unwrap();
+
+    for (step, op) in ops.into_iter().enumerate() {
+        match op {
+            Op::Reserve { user: u, units, short } => {
+                let ticket = step as u64 + 1;
+                let buyer = user(u);
+                let window_ms = if short { SHORT_MS } else { LONG_MS };
+                let request = ReserveRequest { user: &buyer, units: Units::new(units), ticket, step: 0, window_ms };
+                let got = inventory.reserve(sale, batch, request).await.unwrap();
+                let held = m.holdings.get(&u).copied().unwrap_or(0);
+                if held + units > LIMIT {
+                    prop_assert_eq!(got, Reserved::LimitReached { held: Units::new(held) });
+                } else if m.available < units {
+                    prop_assert_eq!(got, Reserved::SoldOut { available: Units::new(m.available) });
+                } else {
+                    let Reserved::Reserved { id, .. } = got else {
+                        return Err(TestCaseError::fail(format!("{got:?}")));
+                    };
+                    m.available -= units;
+                    m.reserved += units;
+                    *m.holdings.entry(u).or_default() += units;
+                    m.open.insert(id.0, (u, units, short));
+                    m.made.push(id.0);
+                    m.used_tickets.push(ticket);
+                }
+            }
+            Op::Replay => {
+                if let Some(ticket) = m.used_tickets.last().copied() {
+                    let buyer = user(0);
+                    let request =
+                        ReserveRequest { user: &buyer, units: Units::new(1), ticket, step: 0, window_ms: LONG_MS };
+                    prop_assert_eq!(inventory.reserve(sale, batch, request).await.unwrap(), Reserved::TokenUsed);
+                }
+            }
+            Op::Commit(pick) | Op::Release(pick) => {
+                let Some(id) = (!m.made.is_empty()).then(|| m.made[pick % m.made.len()]) else { continue };
+                let how = if matches!(op, Op::Commit(_)) { Settlement::Commit } else { Settlement::Release };
+                let got = inventory.settle(sale, batch, ReservationId(id), how).await.unwrap();
+                match (m.open.remove(&id), m.settled.get(&id)) {
+                    (Some((u, units, _)), _) => {
+                        prop_assert_eq!(got, Settled::Done { units: Units::new(units) });
+                        m.reserved -= units;
+                        if how == Settlement::Commit {
+                            m.sold += units;
+                        } else {
+                            m.available += units;
+                            *m.holdings.get_mut(&u).unwrap() -= units;
+                        }
+                        m.settled.insert(id, how);
+                    }
+                    (None, Some(Settlement::Commit)) => prop_assert_eq!(got, Settled::AlreadyCommitted),
+                    (None, Some(Settlement::Release)) => prop_assert_eq!(got, Settled::AlreadyReleased),
+                    (None, None) => return Err(TestCaseError::fail("made but neither open nor settled")),
+                }
+            }
+            Op::Expire => {
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                let got = inventory.expire_due(sale, batch, 1_000, 0).await.unwrap();
+                let due: Vec<u64> = m.open.iter().filter(|(_, (_, _, short))| *short).map(|(id, _)| *id).collect();
+                let mut units_back = 0;
+                for id in &due {
+                    let (u, units, _) = m.open.remove(id).unwrap();
+                    m.reserved -= units;
+                    m.available += units;
+                    *m.holdings.get_mut(&u).unwrap() -= units;
+                    m.settled.insert(*id, Settlement::Release);
+                    units_back += u64::from(units);
+                }
+                prop_assert_eq!((got.reservations, got.units), (due.len() as u64, units_back));
+            }
+            Op::SetStock(total) => {
+                let got = inventory.configure(sale, batch, spec(total)).await.unwrap();
+                let held = m.reserved + m.sold;
+                if total < held {
+                    prop_assert_eq!(got, Configured::BelowCommitted { held: Units::new(held) });
+                } else {
+                    m.total = total;
+                    m.available = total - held;
+                    prop_assert_eq!(got, Configured::Applied { available: Units::new(m.available) });
+                }
+            }
+        }
+        let l = inventory.snapshot(sale, batch).await.unwrap().unwrap();
+        prop_assert!(l.balances(), "unbalanced after step {}: {:?}", step, l);
+        prop_assert_eq!(
+            (l.total.get(), l.available.get(), l.reserved.get(), l.sold.get()),
+            (m.total, m.available, m.reserved, m.sold),
+            "after step {}",
+            step
+        );
+    }
+    redis.cleanup().await;
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    #[test]
+    fn the_ledger_follows_the_model_through_any_sequence(ops in prop::collection::vec(op(), 1..40), stock in 1u32..30) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(run(ops, stock))?;
+    }
+}
