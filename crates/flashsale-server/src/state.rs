@@ -65,6 +65,8 @@ pub struct Shared {
     pub counters: Arc<TtlCache<(SaleId, BatchNo), BatchCounters>>,
     /// Per-buyer and per-IP rate limits on the queue endpoints.
     pub limits: Arc<RateLimits>,
+    /// Batches whose ledger drift has been logged, so it is logged once, not every second.
+    pub drifting: std::sync::Mutex<std::collections::HashSet<(SaleId, BatchNo)>>,
 }
 
 /// Tunables of an instance's state, with the defaults of the configuration.
@@ -132,6 +134,7 @@ impl AppState {
             queue_settings: tuning.queue,
             counters: Arc::new(TtlCache::new(tuning.queue.counter_cache_ttl)),
             limits: Arc::new(RateLimits::new(&tuning.limits)),
+            drifting: Default::default(),
         }))
     }
 }

@@ -30,6 +30,8 @@ pub struct Pass {
     pub ledgers_opened: usize,
     /// Units of reservations released after their deadline (and the grace period).
     pub units_expired: u64,
+    /// Batches whose ledger does not balance (available + reserved + sold ≠ total).
+    pub unbalanced: usize,
 }
 
 /// How long after a reservation's deadline the Redis sweep releases it. The order's own expiry
@@ -79,6 +81,11 @@ pub async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<Pass, ApiError
             metrics::counter!("reservations_expired_total").increment(expired.reservations);
             done.units_expired += expired.units;
         }
+        if let Some(ledger) = state.inventory.snapshot(sale.id, batch.batch_no).await? {
+            if audit_ledger(state, sale.id, batch.batch_no, &ledger) != 0 {
+                done.unbalanced += 1;
+            }
+        }
         if batch.is_finished(now) {
             if roll_over(state, sale.id, now).await? {
                 done.rolled_over += 1;
@@ -92,6 +99,26 @@ pub async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<Pass, ApiError
         }
     }
     Ok(done)
+}
+
+/// The Redis half of the inventory audit: exports `inventory_drift_units` (total − available −
+/// reserved − sold, expected 0) per sale and logs a drift once, when it appears, not every second.
+/// Returns the drift. (Comparing with PostgreSQL's orders comes with the orders.)
+fn audit_ledger(
+    state: &AppState,
+    sale: SaleId,
+    batch: flashsale_core::BatchNo,
+    ledger: &flashsale_inventory::LedgerSnapshot,
+) -> i64 {
+    let drift = ledger.total.to_i64() - ledger.available.to_i64() - ledger.reserved.to_i64() - ledger.sold.to_i64();
+    metrics::gauge!("inventory_drift_units", "sale" => sale.to_string()).set(drift as f64);
+    let mut drifting = state.drifting.lock().expect("never poisoned");
+    if drift != 0 && drifting.insert((sale, batch)) {
+        tracing::error!(sale.id = %sale, batch.no = %batch, drift, ?ledger, "inventory ledger does not balance");
+    } else if drift == 0 && drifting.remove(&(sale, batch)) {
+        tracing::info!(sale.id = %sale, batch.no = %batch, "inventory ledger balances again");
+    }
+    drift
 }
 
 /// Creates the next batch of a weekly sale whose current batch is finished. Returns whether this
