@@ -183,3 +183,15 @@ async fn a_paused_closed_or_unopened_batch_reserves_nothing() {
     assert_eq!(ledger(&inventory).await.available, Units::new(10));
     redis.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_flushed_script_cache_is_reloaded_transparently() {
+    let (redis, inventory) = open(10, 1).await;
+    let mut conn = redis.pool.get().await.unwrap();
+    // Every caller reloads on NOSCRIPT, so flushing under other tests' feet is harmless.
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
+    let alice = user(1);
+    let reserved = inventory.reserve(sale(), BatchNo::FIRST, request(&alice, 1, 1, WINDOW_MS)).await.unwrap();
+    assert!(matches!(reserved, Reserved::Reserved { .. }), "{reserved:?}");
+    redis.cleanup().await;
+}
