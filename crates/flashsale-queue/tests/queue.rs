@@ -193,7 +193,8 @@ async fn admission_stops_at_the_stock_and_resumes_when_turns_expire() {
     for i in 1..=100 {
         s.queue.join(&open, &user(i), 0).await.unwrap();
     }
-    let p = policy(10_000, 300);
+    // Turns last two seconds: long enough that a loaded machine cannot lapse them mid-test.
+    let p = policy(10_000, 2_000);
     tokio::time::sleep(Duration::from_millis(20)).await;
     let mut last = s.queue.admit(&open, &p).await.unwrap();
     for _ in 0..5 {
@@ -202,12 +203,12 @@ async fn admission_stops_at_the_stock_and_resumes_when_turns_expire() {
     }
     assert_eq!((last.serving, last.inflight), (10, 10), "{last:?}");
     match s.queue.admission(sale(), BatchNo::FIRST, 10).await.unwrap() {
-        Admission::Admitted { window, admitted_at_ms } => assert_eq!(window.expires_at_ms - admitted_at_ms, 300),
+        Admission::Admitted { window, admitted_at_ms } => assert_eq!(window.expires_at_ms - admitted_at_ms, 2_000),
         other => panic!("{other:?}"),
     }
     assert_eq!(s.queue.admission(sale(), BatchNo::FIRST, 11).await.unwrap(), Admission::Waiting);
     // Nobody reserved: the turns lapse and the counter admits the next ten.
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
     let next = s.queue.admit(&open, &p).await.unwrap();
     assert_eq!((next.serving, next.inflight, next.lapsed), (20, 10, 10), "{next:?}");
     assert_eq!(s.queue.admission(sale(), BatchNo::FIRST, 5).await.unwrap(), Admission::Expired);
@@ -238,7 +239,8 @@ async fn buyers_who_reserve_stop_counting_as_in_flight() {
     for i in 1..=30 {
         s.queue.join(&open, &user(i), 0).await.unwrap();
     }
-    let p = policy(10_000, 300);
+    // Turns last two seconds: long enough that a loaded machine cannot lapse them mid-test.
+    let p = policy(10_000, 2_000);
     // The bucket starts empty: the first step only starts the clock.
     s.queue.admit(&open, &p).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -257,7 +259,7 @@ async fn buyers_who_reserve_stop_counting_as_in_flight() {
     let next = s.queue.admit(&open, &p).await.unwrap();
     assert_eq!((next.serving, next.inflight), (10, 7), "{next:?}");
     // The seven lapse; only they count as lapsed, and seven more are admitted for the 7 units.
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
     let later = s.queue.admit(&open, &p).await.unwrap();
     assert_eq!((later.serving, later.inflight, later.lapsed), (17, 7, 7), "{later:?}");
     s.redis.cleanup().await;
