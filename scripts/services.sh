@@ -73,6 +73,8 @@ ensure_postgres() {
     local hba="/etc/postgresql/$version/main/pg_hba.conf"
     if ! as_root grep -q 'flashsale-dev' "$hba"; then
       as_root sed -i '1i host all postgres 127.0.0.1/32 trust # flashsale-dev\nhost all postgres ::1/128 trust # flashsale-dev' "$hba"
+      # The package may have started the cluster already: make it read the new rule.
+      if port_open 5432; then as_root pg_ctlcluster "$version" main reload || true; fi
     fi
   fi
   if ! port_open 5432; then
