@@ -282,6 +282,11 @@ pub async fn public_sales(state: &AppState, only: Option<SaleId>) -> Result<Vec<
         .collect())
 }
 
+/// At most this many live sales are loaded into the shared snapshot that the public list and the
+/// admission ticker read. Far above any real catalogue of simultaneous flash sales; a bound so a
+/// runaway script creating sales cannot make every instance load them all twice a second.
+const LIVE_SALES_CAP: i64 = 10_000;
+
 /// Sales (all live ones, or just `only`) with their current batch and its live state, from the
 /// per-instance cache.
 pub async fn live_snapshot(state: &AppState, only: Option<SaleId>) -> Result<Arc<PublicSnapshot>, ApiError> {
@@ -292,7 +297,7 @@ async fn load_public(state: &AppState, only: Option<SaleId>) -> Result<Arc<Publi
     let mut conn = state.db.acquire().await?;
     let sales = match only {
         Some(id) => store::get_sale(&mut conn, id, false).await?.into_iter().collect(),
-        None => store::list_sales(&mut conn, false, 500, 0).await?,
+        None => store::list_sales(&mut conn, false, LIVE_SALES_CAP, 0).await?,
     };
     drop(conn);
     let live = live_batches(state, &sales).await?;
