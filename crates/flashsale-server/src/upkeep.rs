@@ -81,8 +81,10 @@ pub async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<Pass, ApiError
             metrics::counter!("reservations_expired_total").increment(expired.reservations);
             done.units_expired += expired.units;
         }
-        if let Some(ledger) = state.inventory.snapshot(sale.id, batch.batch_no).await? {
-            if audit_ledger(state, sale.id, batch.batch_no, &ledger) != 0 {
+        // One read serves both the audit and the check that the ledger exists.
+        let ledger = state.inventory.snapshot(sale.id, batch.batch_no).await?;
+        if let Some(ledger) = &ledger {
+            if audit_ledger(state, sale.id, batch.batch_no, ledger) != 0 {
                 done.unbalanced += 1;
             }
         }
@@ -90,8 +92,9 @@ pub async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<Pass, ApiError
             if roll_over(state, sale.id, now).await? {
                 done.rolled_over += 1;
             }
-        } else if state.inventory.open_batch(sale.id, batch.batch_no, ledger_spec(&sale.config, &batch)).await?
-            == Opened::Created
+        } else if ledger.is_none()
+            && state.inventory.open_batch(sale.id, batch.batch_no, ledger_spec(&sale.config, &batch)).await?
+                == Opened::Created
         {
             tracing::warn!(sale.id = %sale.id, batch.no = %batch.batch_no, "batch had no ledger in Redis; created it");
             state.public_cache.invalidate(sale.id);
