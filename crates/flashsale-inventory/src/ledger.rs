@@ -1,6 +1,7 @@
 //! [`Inventory`]: typed calls to the ledger scripts.
 
 use flashsale_core::{BatchNo, KeySpace, SaleId, Units};
+use flashsale_redis::reply_text;
 use redis::Value;
 use serde::Serialize;
 
@@ -169,7 +170,7 @@ impl Inventory {
         let Value::Array(items) = &reply else {
             return Err(malformed_reply());
         };
-        match (items.first().and_then(as_text).as_deref(), items.get(1)) {
+        match (items.first().and_then(reply_text), items.get(1)) {
             (Some("ok"), Some(Value::Int(n))) => {
                 Ok(Configured::Applied { available: units(*n).ok_or_else(malformed_reply)? })
             }
@@ -200,7 +201,7 @@ impl Inventory {
             .arg(change)
             .invoke_async(&mut conn)
             .await?;
-        match as_text(&reply).as_deref() {
+        match reply_text(&reply) {
             Some("ok") => Ok(StatusChanged::Applied),
             Some("closed") => Ok(StatusChanged::Closed),
             Some("missing") => Ok(StatusChanged::Missing),
@@ -258,14 +259,6 @@ fn units(n: i64) -> Option<Units> {
     Units::try_from(n).ok()
 }
 
-fn as_text(value: &Value) -> Option<String> {
-    match value {
-        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    }
-}
-
-fn malformed(operation: &'static str, reply: &dyn std::fmt::Debug) -> InventoryError {
+pub(crate) fn malformed(operation: &'static str, reply: &dyn std::fmt::Debug) -> InventoryError {
     InventoryError::MalformedReply { operation, reply: format!("{reply:?}") }
 }

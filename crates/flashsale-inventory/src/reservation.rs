@@ -11,6 +11,9 @@
 use flashsale_core::{BatchNo, SaleId, Units, UserId};
 use redis::Value;
 
+use flashsale_redis::reply_text;
+
+use crate::ledger::malformed;
 use crate::{Inventory, InventoryError, scripts};
 
 /// A reservation's id, unique within its batch.
@@ -83,18 +86,6 @@ pub struct Expired {
     pub units: u64,
 }
 
-fn text(v: &Value) -> Option<&str> {
-    match v {
-        Value::BulkString(b) => std::str::from_utf8(b).ok(),
-        Value::SimpleString(s) => Some(s),
-        _ => None,
-    }
-}
-
-fn malformed(operation: &'static str, reply: &Value) -> InventoryError {
-    InventoryError::MalformedReply { operation, reply: format!("{reply:?}") }
-}
-
 fn units(v: &Value) -> Option<Units> {
     match v {
         Value::Int(n) => Units::try_from(*n).ok(),
@@ -132,7 +123,7 @@ impl Inventory {
             .await?;
         let bad = || malformed("reserve", &reply);
         let Value::Array(items) = &reply else { return Err(bad()) };
-        Ok(match (items.first().and_then(text), &items[1.min(items.len())..]) {
+        Ok(match (items.first().and_then(reply_text), &items[1.min(items.len())..]) {
             (Some("reserved"), [Value::Int(id), Value::Int(deadline)]) => {
                 Reserved::Reserved { id: ReservationId(u64::try_from(*id).map_err(|_| bad())?), deadline_ms: *deadline }
             }
@@ -172,9 +163,9 @@ impl Inventory {
             .await?;
         let bad = || malformed("settle", &reply);
         let Value::Array(items) = &reply else { return Err(bad()) };
-        Ok(match (items.first().and_then(text), items.get(1)) {
+        Ok(match (items.first().and_then(reply_text), items.get(1)) {
             (Some("done"), Some(n)) => Settled::Done { units: units(n).ok_or_else(bad)? },
-            (Some("already"), Some(how)) => match text(how) {
+            (Some("already"), Some(how)) => match reply_text(how) {
                 Some("committed") => Settled::AlreadyCommitted,
                 Some("released") => Settled::AlreadyReleased,
                 _ => return Err(bad()),
@@ -210,7 +201,7 @@ impl Inventory {
                 reservations: u64::try_from(*n).unwrap_or_default(),
                 units: u64::try_from(*u).unwrap_or_default(),
             }),
-            _ => Err(InventoryError::MalformedReply { operation: "expire", reply: format!("{reply:?}") }),
+            _ => Err(malformed("expire", &reply)),
         }
     }
 }

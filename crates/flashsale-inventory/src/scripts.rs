@@ -31,15 +31,15 @@ pub static SETTLE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new
 /// Releases reservations past their deadline.
 pub static EXPIRE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(include_str!("../lua/expire.lua")));
 
-/// Every script with its file's source, for loading.
-fn all() -> [(&'static str, &'static str, &'static LazyLock<redis::Script>); 6] {
+/// Every script, named for error messages.
+fn all() -> [(&'static str, &'static LazyLock<redis::Script>); 6] {
     [
-        ("open_batch", include_str!("../lua/open_batch.lua"), &OPEN_BATCH),
-        ("configure_batch", include_str!("../lua/configure_batch.lua"), &CONFIGURE_BATCH),
-        ("set_batch_status", include_str!("../lua/set_batch_status.lua"), &SET_BATCH_STATUS),
-        ("reserve", include_str!("../lua/reserve.lua"), &RESERVE),
-        ("settle", include_str!("../lua/settle.lua"), &SETTLE),
-        ("expire", include_str!("../lua/expire.lua"), &EXPIRE),
+        ("open_batch", &OPEN_BATCH),
+        ("configure_batch", &CONFIGURE_BATCH),
+        ("set_batch_status", &SET_BATCH_STATUS),
+        ("reserve", &RESERVE),
+        ("settle", &SETTLE),
+        ("expire", &EXPIRE),
     ]
 }
 
@@ -47,8 +47,8 @@ fn all() -> [(&'static str, &'static str, &'static LazyLock<redis::Script>); 6] 
 /// them and that the SHA it reports is the one [`redis::Script`] will call.
 pub async fn load_all(pool: &deadpool_redis::Pool) -> Result<(), InventoryError> {
     let mut conn = pool.get().await?;
-    for (name, source, script) in all() {
-        let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg(source).query_async(&mut conn).await?;
+    for (name, script) in all() {
+        let sha = script.load_async(&mut conn).await?;
         if sha != script.get_hash() {
             return Err(InventoryError::MalformedReply {
                 operation: name,

@@ -25,6 +25,7 @@
 //! global rate, and the stock left caps how many admitted buyers may be in flight at once.
 
 use flashsale_core::{BatchNo, KeySpace, SaleId, UserId};
+use flashsale_redis::reply_text;
 use redis::Value;
 use serde::Serialize;
 
@@ -181,14 +182,6 @@ fn count(v: &Value) -> Option<u64> {
     }
 }
 
-fn text(v: &Value) -> Option<&str> {
-    match v {
-        Value::BulkString(b) => std::str::from_utf8(b).ok(),
-        Value::SimpleString(s) => Some(s),
-        _ => None,
-    }
-}
-
 impl Queue {
     /// Queues under `keys`, reached through `redis`.
     pub fn new(redis: impl Into<flashsale_redis::Redis>, keys: KeySpace) -> Queue {
@@ -220,7 +213,7 @@ impl Queue {
             return Err(bad());
         };
         let (number, new) = (count(number).ok_or_else(bad)?, count(new).ok_or_else(bad)? == 1);
-        match text(outcome) {
+        match reply_text(outcome) {
             Some("pre") => Ok(Joined::Prequeue { new }),
             Some("ticket") if number >= 1 => Ok(Joined::Ticket { number, new }),
             Some("not_open") => Ok(Joined::NotOpen),
@@ -280,7 +273,7 @@ impl Queue {
         let Value::Array(items) = &reply else {
             return Err(bad());
         };
-        match (items.first().and_then(text), &items[1.min(items.len())..]) {
+        match (items.first().and_then(reply_text), &items[1.min(items.len())..]) {
             (Some("waiting"), []) => Ok(Admission::Waiting),
             (Some("expired"), []) => Ok(Admission::Expired),
             (Some("admitted"), [Value::Int(step), Value::Int(at), Value::Int(exp)]) => Ok(Admission::Admitted {

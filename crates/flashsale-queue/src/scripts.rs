@@ -20,12 +20,8 @@ pub static ADMISSION_WINDOW: LazyLock<redis::Script> =
 /// Loads every queue script into Redis's script cache.
 pub async fn load_all(pool: &deadpool_redis::Pool) -> Result<(), QueueError> {
     let mut conn = pool.get().await?;
-    for (name, source, script) in [
-        ("join", include_str!("../lua/join.lua"), &*JOIN),
-        ("admit", include_str!("../lua/admit.lua"), &*ADMIT),
-        ("admission_window", include_str!("../lua/admission_window.lua"), &*ADMISSION_WINDOW),
-    ] {
-        let sha: String = redis::cmd("SCRIPT").arg("LOAD").arg(source).query_async(&mut conn).await?;
+    for (name, script) in [("join", &*JOIN), ("admit", &*ADMIT), ("admission_window", &*ADMISSION_WINDOW)] {
+        let sha = script.load_async(&mut conn).await?;
         if sha != script.get_hash() {
             return Err(QueueError::MalformedReply { operation: name, reply: format!("SCRIPT LOAD returned {sha}") });
         }

@@ -72,6 +72,16 @@ impl Redis {
     }
 }
 
+/// The text of a status or bulk-string reply (how Lua scripts return their outcome names), or
+/// `None` for any other reply.
+pub fn reply_text(value: &Value) -> Option<&str> {
+    match value {
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
+
 /// A connection from [`Redis::conn`]: run commands and scripts on it as on any async connection.
 pub enum Conn {
     /// Checked out of the pool; returned when dropped.
