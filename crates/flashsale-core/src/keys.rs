@@ -119,7 +119,7 @@ impl BatchKeys {
         self.key("inv:holdings")
     }
 
-    /// Hash: reservation id → `units deadline_ms user`, for reservations not yet settled (the user
+    /// Hash: reservation id → `units deadline_ms ticket user`, for reservations not yet settled (the user
     /// last: a user id may contain spaces).
     pub fn reservations(&self) -> String {
         self.key("inv:res")

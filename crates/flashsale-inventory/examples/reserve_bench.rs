@@ -40,6 +40,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         closes_at_ms: None,
         paused: false,
         closed: false,
+        epoch: 1,
     };
     inventory.open_batch(sale, batch, spec).await?;
 

@@ -27,7 +27,7 @@ local units = 0
 for _, id in ipairs(due) do
   local open = redis.call('HGET', reservations, id)
   if open then
-    local qty, user = string.match(open, '^(%d+) %d+ (.*)$')
+    local qty, user = string.match(open, '^(%d+) %d+ %d+ (.*)$')
     qty = tonumber(qty)
     redis.call('HINCRBY', ledger, 'reserved', -qty)
     redis.call('HINCRBY', ledger, 'available', qty)

@@ -7,14 +7,16 @@
 -- ARGV[4]  end of the window, Unix milliseconds; 0 = none
 -- ARGV[5]  paused: 0 or 1
 -- ARGV[6]  closed: 0 or 1
+-- ARGV[7]  epoch: the batch's epoch in PostgreSQL (reported by every reservation, see
+--          rebuild_batch.lua)
 --
 -- Returns 1 when the ledger was created (available = total, nothing reserved or sold), 0 when it
 -- already existed; an existing ledger is left exactly as it was, so calling this again (another
 -- instance, a retry after a timeout) can never reset stock that buyers already hold.
 -- All or nothing: argument errors are raised before any write.
 
-if #KEYS ~= 1 or #ARGV ~= 6 then
-  return redis.error_reply('ERR open_batch expects 1 key and 6 arguments')
+if #KEYS ~= 1 or #ARGV ~= 7 then
+  return redis.error_reply('ERR open_batch expects 1 key and 7 arguments')
 end
 local total = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
@@ -27,5 +29,5 @@ end
 redis.call('HSET', KEYS[1],
   'total', total, 'available', total, 'reserved', 0, 'sold', 0,
   'per_user_limit', limit, 'opens_at_ms', ARGV[3], 'closes_at_ms', ARGV[4],
-  'paused', ARGV[5], 'closed', ARGV[6])
+  'paused', ARGV[5], 'closed', ARGV[6], 'epoch', ARGV[7])
 return 1

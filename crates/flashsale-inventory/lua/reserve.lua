@@ -2,11 +2,11 @@
 --
 -- KEYS[1] ledger hash          KEYS[4] open reservations' deadlines (zset)
 -- KEYS[2] holdings hash        KEYS[5] used admission tickets (set)
--- KEYS[3] open reservations (id -> 'units deadline_ms user')    KEYS[6] queue step info hash     KEYS[7] queue ticker hash
+-- KEYS[3] open reservations (id -> 'units deadline_ms ticket user')    KEYS[6] queue step info hash     KEYS[7] queue ticker hash
 -- ARGV[1] user id   ARGV[2] units (>= 1)   ARGV[3] admission ticket (the token's unique id)
 -- ARGV[4] admission step   ARGV[5] payment window, ms (the reservation's lifetime)
 --
--- Returns {'reserved', id, deadline_ms} or one of {'missing'}, {'not_open'}, {'paused'},
+-- Returns {'reserved', id, deadline_ms, epoch} (epoch: the ledger's, see rebuild_batch.lua) or one of {'missing'}, {'not_open'}, {'paused'},
 -- {'closed'}, {'token_used'}, {'limit_reached', held}, {'sold_out', available}. Nothing is
 -- written unless 'reserved' is returned. On success the ticket is consumed (a replayed token
 -- reserves nothing), the buyer's holdings grow, available -> reserved, the reservation is recorded
@@ -24,7 +24,7 @@ end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-local l = redis.call('HMGET', ledger, 'available', 'per_user_limit', 'paused', 'closed', 'opens_at_ms', 'closes_at_ms')
+local l = redis.call('HMGET', ledger, 'available', 'per_user_limit', 'paused', 'closed', 'opens_at_ms', 'closes_at_ms', 'epoch')
 if not l[1] then return {'missing'} end
 local closes = tonumber(l[6])
 if l[4] == '1' or (closes > 0 and now >= closes) then return {'closed'} end
@@ -42,10 +42,10 @@ redis.call('HINCRBY', ledger, 'available', -qty)
 redis.call('HINCRBY', ledger, 'reserved', qty)
 local id = redis.call('HINCRBY', ledger, 'seq', 1)
 local deadline = now + window
-redis.call('HSET', reservations, id, qty .. ' ' .. deadline .. ' ' .. user)
+redis.call('HSET', reservations, id, qty .. ' ' .. deadline .. ' ' .. ticket .. ' ' .. user)
 redis.call('ZADD', deadlines, deadline, id)
 if redis.call('HEXISTS', step_info, step .. ':n') == 1 then
   redis.call('HINCRBY', step_info, step .. ':r', 1)
   redis.call('HINCRBY', ticker, 'inflight', -1)
 end
-return {'reserved', id, deadline}
+return {'reserved', id, deadline, tonumber(l[7] or '1')}

@@ -23,6 +23,8 @@ pub struct LedgerSpec {
     pub paused: bool,
     /// Closed by operations.
     pub closed: bool,
+    /// The batch's epoch in PostgreSQL (see [`Inventory::rebuild`]).
+    pub epoch: i64,
 }
 
 /// Outcome of [`Inventory::open_batch`].
@@ -140,6 +142,7 @@ impl Inventory {
             .arg(spec.closes_at_ms.unwrap_or(0))
             .arg(u8::from(spec.paused))
             .arg(u8::from(spec.closed))
+            .arg(spec.epoch)
             .invoke_async(&mut conn)
             .await?;
         match reply {

@@ -19,9 +19,11 @@
 
 pub mod error;
 pub mod ledger;
+pub mod rebuild;
 pub mod reservation;
 pub mod scripts;
 
 pub use error::InventoryError;
 pub use ledger::{Configured, Inventory, LedgerSnapshot, LedgerSpec, Opened, StatusChange, StatusChanged};
+pub use rebuild::{BatchState, OpenReservation, Rebuilt, SettledReservation};
 pub use reservation::{Expired, ReservationId, ReserveRequest, Reserved, Settled, Settlement};

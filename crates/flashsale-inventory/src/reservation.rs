@@ -3,8 +3,8 @@
 //! Three operations, each one Lua script and so one atomic step:
 //! - [`Inventory::reserve`]: consume the admission ticket, check the buyer's holdings against the
 //!   per-user limit and the stock, take the units, record the reservation with its deadline.
-//! - [`Inventory::settle`]: commit (paid) or release (cancelled, order not written) one
-//!   reservation, exactly once.
+//! - [`Inventory::settle`]: commit (paid), release (cancelled, expired) or abort (order not
+//!   written) one reservation, exactly once.
 //! - [`Inventory::expire_due`]: the sweeper's step, releasing reservations past their deadline;
 //!   safe on every instance at once.
 
@@ -37,8 +37,9 @@ pub struct ReserveRequest<'a> {
 /// Outcome of [`Inventory::reserve`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reserved {
-    /// Held until `deadline_ms` (Unix ms, Redis's clock).
-    Reserved { id: ReservationId, deadline_ms: i64 },
+    /// Held until `deadline_ms` (Unix ms, Redis's clock), made in the ledger's `epoch` (the order
+    /// must be written with it: see the rebuild).
+    Reserved { id: ReservationId, deadline_ms: i64, epoch: i64 },
     /// Not enough units left; `available` is what there is.
     SoldOut { available: Units },
     /// The buyer already holds or bought `held` units; more would exceed the limit.
@@ -62,6 +63,9 @@ pub enum Settlement {
     Commit,
     /// Not paid: the units go back to stock.
     Release,
+    /// The order could not be written: the units go back to stock and the admission ticket
+    /// becomes usable again, so the buyer can retry with the same token.
+    Abort,
 }
 
 /// Outcome of [`Inventory::settle`].
@@ -124,9 +128,11 @@ impl Inventory {
         let bad = || malformed("reserve", &reply);
         let Value::Array(items) = &reply else { return Err(bad()) };
         Ok(match (items.first().and_then(reply_text), &items[1.min(items.len())..]) {
-            (Some("reserved"), [Value::Int(id), Value::Int(deadline)]) => {
-                Reserved::Reserved { id: ReservationId(u64::try_from(*id).map_err(|_| bad())?), deadline_ms: *deadline }
-            }
+            (Some("reserved"), [Value::Int(id), Value::Int(deadline), Value::Int(epoch)]) => Reserved::Reserved {
+                id: ReservationId(u64::try_from(*id).map_err(|_| bad())?),
+                deadline_ms: *deadline,
+                epoch: *epoch,
+            },
             (Some("sold_out"), [available]) => Reserved::SoldOut { available: units(available).ok_or_else(bad)? },
             (Some("limit_reached"), [held]) => Reserved::LimitReached { held: units(held).ok_or_else(bad)? },
             (Some("token_used"), []) => Reserved::TokenUsed,
@@ -154,10 +160,12 @@ impl Inventory {
             .key(keys.reservations())
             .key(keys.reservation_deadlines())
             .key(keys.settled())
+            .key(keys.used_tickets())
             .arg(id.0)
             .arg(match how {
                 Settlement::Commit => "commit",
                 Settlement::Release => "release",
+                Settlement::Abort => "abort",
             })
             .invoke_async(&mut conn)
             .await?;

@@ -31,8 +31,12 @@ pub static SETTLE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new
 /// Releases reservations past their deadline.
 pub static EXPIRE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(include_str!("../lua/expire.lua")));
 
+/// Recreates a batch's hot state from PostgreSQL's orders.
+pub static REBUILD_BATCH: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("../lua/rebuild_batch.lua")));
+
 /// Every script, named for error messages.
-fn all() -> [(&'static str, &'static LazyLock<redis::Script>); 6] {
+fn all() -> [(&'static str, &'static LazyLock<redis::Script>); 7] {
     [
         ("open_batch", &OPEN_BATCH),
         ("configure_batch", &CONFIGURE_BATCH),
@@ -40,6 +44,7 @@ fn all() -> [(&'static str, &'static LazyLock<redis::Script>); 6] {
         ("reserve", &RESERVE),
         ("settle", &SETTLE),
         ("expire", &EXPIRE),
+        ("rebuild_batch", &REBUILD_BATCH),
     ]
 }
 

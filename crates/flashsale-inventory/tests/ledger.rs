@@ -16,6 +16,7 @@ fn spec(total: u32) -> LedgerSpec {
         closes_at_ms: None,
         paused: false,
         closed: false,
+        epoch: 1,
     }
 }
 

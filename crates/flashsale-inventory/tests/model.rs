@@ -1,13 +1,15 @@
-//! A state-machine test: random sequences of reserve, replay, commit, release, expire and stock
-//! changes run against Redis and against a plain model; after every step the ledger must equal
-//! the model and balance (available + reserved + sold = total).
+//! A state-machine test: random sequences of reserve, replay, commit, release, abort, expire,
+//! stock changes and rebuilds (Redis loses the batch's state and it is rebuilt from what the
+//! orders know) run against Redis and against a plain model; after every step the ledger must
+//! equal the model and balance (available + reserved + sold = total).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flashsale_core::{BatchNo, SaleId, Units, UserId};
 use flashsale_inventory::{
-    Configured, Inventory, LedgerSpec, ReservationId, ReserveRequest, Reserved, Settled, Settlement,
+    BatchState, Configured, Inventory, LedgerSpec, OpenReservation, Rebuilt, ReservationId, ReserveRequest, Reserved,
+    Settled, SettledReservation, Settlement,
 };
 use flashsale_testkit::TestRedis;
 use proptest::prelude::*;
@@ -22,7 +24,9 @@ enum Op {
     Replay,
     Commit(usize),
     Release(usize),
+    Abort(usize),
     Expire,
+    Rebuild,
     SetStock(u32),
 }
 
@@ -32,7 +36,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Replay),
         2 => (0usize..16).prop_map(Op::Commit),
         2 => (0usize..16).prop_map(Op::Release),
+        1 => (0usize..16).prop_map(Op::Abort),
         1 => Just(Op::Expire),
+        1 => Just(Op::Rebuild),
         1 => (1u32..40).prop_map(Op::SetStock),
     ]
 }
@@ -51,6 +57,10 @@ struct Model {
     made: Vec<u64>,
     settled: BTreeMap<u64, Settlement>,
     used_tickets: Vec<u64>,
+    /// Every reservation's user, units and ticket.
+    info: BTreeMap<u64, (u8, u32, u64)>,
+    /// Reservations aborted before a rebuild: no order remembers them, so Redis no longer knows them.
+    forgotten: Vec<u64>,
 }
 
 fn now_ms() -> i64 {
@@ -65,6 +75,7 @@ fn spec(total: u32) -> LedgerSpec {
         closes_at_ms: None,
         paused: false,
         closed: false,
+        epoch: 1,
     }
 }
 
@@ -100,6 +111,7 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                     m.open.insert(id.0, (u, units, short));
                     m.made.push(id.0);
                     m.used_tickets.push(ticket);
+                    m.info.insert(id.0, (u, units, ticket));
                 }
             }
             Op::Replay => {
@@ -110,9 +122,13 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                     prop_assert_eq!(inventory.reserve(sale, batch, request).await.unwrap(), Reserved::TokenUsed);
                 }
             }
-            Op::Commit(pick) | Op::Release(pick) => {
+            Op::Commit(pick) | Op::Release(pick) | Op::Abort(pick) => {
                 let Some(id) = (!m.made.is_empty()).then(|| m.made[pick % m.made.len()]) else { continue };
-                let how = if matches!(op, Op::Commit(_)) { Settlement::Commit } else { Settlement::Release };
+                let how = match op {
+                    Op::Commit(_) => Settlement::Commit,
+                    Op::Release(_) => Settlement::Release,
+                    _ => Settlement::Abort,
+                };
                 let got = inventory.settle(sale, batch, ReservationId(id), how).await.unwrap();
                 match (m.open.remove(&id), m.settled.get(&id)) {
                     (Some((u, units, _)), _) => {
@@ -124,10 +140,18 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                             m.available += units;
                             *m.holdings.get_mut(&u).unwrap() -= units;
                         }
+                        if how == Settlement::Abort {
+                            // The ticket is usable again.
+                            let ticket = m.info[&id].2;
+                            m.used_tickets.retain(|t| *t != ticket);
+                        }
                         m.settled.insert(id, how);
                     }
+                    (None, _) if m.forgotten.contains(&id) => prop_assert_eq!(got, Settled::Unknown),
                     (None, Some(Settlement::Commit)) => prop_assert_eq!(got, Settled::AlreadyCommitted),
-                    (None, Some(Settlement::Release)) => prop_assert_eq!(got, Settled::AlreadyReleased),
+                    (None, Some(Settlement::Release | Settlement::Abort)) => {
+                        prop_assert_eq!(got, Settled::AlreadyReleased)
+                    }
                     (None, None) => return Err(TestCaseError::fail("made but neither open nor settled")),
                 }
             }
@@ -145,6 +169,61 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                     units_back += u64::from(units);
                 }
                 prop_assert_eq!((got.reservations, got.units), (due.len() as u64, units_back));
+            }
+            Op::Rebuild => {
+                // Redis loses the batch: every key of it goes.
+                let keys = redis.keys.batch(sale, batch);
+                let mut conn = redis.pool.get().await.unwrap();
+                let all = [
+                    keys.ledger(),
+                    keys.holdings(),
+                    keys.reservations(),
+                    keys.reservation_deadlines(),
+                    keys.settled(),
+                    keys.used_tickets(),
+                ];
+                let _: () = redis::cmd("DEL").arg(&all[..]).query_async(&mut conn).await.unwrap();
+                let request =
+                    ReserveRequest { user: &user(0), units: Units::new(1), ticket: 999_999, step: 0, window_ms: 1 };
+                prop_assert_eq!(inventory.reserve(sale, batch, request).await.unwrap(), Reserved::Missing);
+                // What the orders know: aborted reservations never became orders.
+                let order = |id: &u64| {
+                    let (u, units, ticket) = m.info[id];
+                    (ReservationId(*id), user(u), Units::new(units), ticket)
+                };
+                let open = m
+                    .open
+                    .iter()
+                    .map(|(id, (_, _, short))| {
+                        let (id, user, units, ticket) = order(id);
+                        let deadline_ms = now_ms() + if *short { SHORT_MS } else { LONG_MS };
+                        OpenReservation { id, user, units, deadline_ms, ticket }
+                    })
+                    .collect();
+                let settled = m
+                    .settled
+                    .iter()
+                    .filter(|(_, how)| **how != Settlement::Abort)
+                    .map(|(id, how)| {
+                        let (id, user, units, ticket) = order(id);
+                        SettledReservation { id, user, units, committed: *how == Settlement::Commit, ticket }
+                    })
+                    .collect();
+                let last_reservation = m.made.iter().copied().max().unwrap_or(0);
+                let state =
+                    BatchState { spec: LedgerSpec { epoch: 2, ..spec(m.total) }, last_reservation, open, settled };
+                let got = inventory.rebuild(sale, batch, &state).await.unwrap();
+                prop_assert_eq!(
+                    got,
+                    Rebuilt::Rebuilt {
+                        available: Units::new(m.available),
+                        reserved: Units::new(m.reserved),
+                        sold: Units::new(m.sold)
+                    }
+                );
+                prop_assert_eq!(inventory.rebuild(sale, batch, &state).await.unwrap(), Rebuilt::AlreadyPresent);
+                let aborted = m.settled.iter().filter(|(_, how)| **how == Settlement::Abort).map(|(id, _)| *id);
+                m.forgotten.extend(aborted);
             }
             Op::SetStock(total) => {
                 let got = inventory.configure(sale, batch, spec(total)).await.unwrap();

@@ -35,6 +35,7 @@ async fn open(stock: u32, limit: u32) -> (TestRedis, Inventory) {
         closes_at_ms: None,
         paused: false,
         closed: false,
+        epoch: 1,
     };
     inventory.open_batch(sale(), BatchNo::FIRST, spec).await.unwrap();
     (redis, inventory)

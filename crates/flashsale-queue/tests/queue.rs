@@ -50,6 +50,7 @@ async fn setup(stock: u32) -> Setup {
         closes_at_ms: None,
         paused: false,
         closed: false,
+        epoch: 1,
     };
     inventory.open_batch(sale(), BatchNo::FIRST, spec).await.unwrap();
     let queue = Queue::new(redis.pool.clone(), redis.keys.clone());

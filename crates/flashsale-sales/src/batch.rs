@@ -35,6 +35,9 @@ pub struct Batch {
     pub closed_at: Option<DateTime<Utc>>,
     /// Secret seed of the pre-queue draw; published once the batch is closed.
     pub prequeue_seed: PrequeueSeed,
+    /// Bumped each time the batch's Redis state is rebuilt from PostgreSQL; reservations report
+    /// the epoch they were made in, and orders are written only with the current one.
+    pub epoch: i64,
 }
 
 /// 32 bytes from the thread's CSPRNG (ChaCha, seeded by the OS).
@@ -100,6 +103,7 @@ impl Batch {
             paused: false,
             closed_at: None,
             prequeue_seed: fresh_seed(),
+            epoch: 1,
         }
     }
 
@@ -120,6 +124,7 @@ impl Batch {
             paused: false,
             closed_at: None,
             prequeue_seed: fresh_seed(),
+            epoch: 1,
         })
     }
 }
@@ -140,6 +145,7 @@ mod tests {
             paused: false,
             closed_at: None,
             prequeue_seed: fresh_seed(),
+            epoch: 1,
         };
         (b, now)
     }

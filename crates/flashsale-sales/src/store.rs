@@ -100,9 +100,10 @@ struct BatchRow {
     paused: bool,
     closed_at: Option<DateTime<Utc>>,
     prequeue_seed: Vec<u8>,
+    epoch: i64,
 }
 
-const BATCH_COLUMNS: &str = "sale_id, batch_no, opens_at, closes_at, stock, paused, closed_at, prequeue_seed";
+const BATCH_COLUMNS: &str = "sale_id, batch_no, opens_at, closes_at, stock, paused, closed_at, prequeue_seed, epoch";
 
 impl TryFrom<BatchRow> for Batch {
     type Error = SalesError;
@@ -117,6 +118,7 @@ impl TryFrom<BatchRow> for Batch {
             paused: row.paused,
             closed_at: row.closed_at,
             prequeue_seed: PrequeueSeed::new(row.prequeue_seed),
+            epoch: row.epoch,
         })
     }
 }
@@ -287,6 +289,31 @@ pub async fn get_batch(conn: &mut PgConnection, sale: SaleId, batch: BatchNo) ->
             .fetch_optional(conn)
             .await?;
     row.map(Batch::try_from).transpose()
+}
+
+/// Locks one batch's row (`FOR UPDATE`, until the transaction ends) and returns it. Order writes
+/// share-lock the row, so they wait; so does a second rebuild of the same batch.
+pub async fn lock_batch(conn: &mut PgConnection, sale: SaleId, batch: BatchNo) -> Result<Option<Batch>, SalesError> {
+    let row: Option<BatchRow> = sqlx::query_as(&format!(
+        "SELECT {BATCH_COLUMNS} FROM sale_batches WHERE sale_id = $1 AND batch_no = $2 FOR UPDATE"
+    ))
+    .bind(sale.get())
+    .bind(batch.get())
+    .fetch_optional(conn)
+    .await?;
+    row.map(Batch::try_from).transpose()
+}
+
+/// Gives a batch a new epoch, from a sequence so no value is ever handed out twice, and returns it.
+pub async fn new_epoch(conn: &mut PgConnection, sale: SaleId, batch: BatchNo) -> Result<i64, SalesError> {
+    let epoch: i64 = sqlx::query_scalar(
+        "UPDATE sale_batches SET epoch = nextval('batch_epochs') WHERE sale_id = $1 AND batch_no = $2 RETURNING epoch",
+    )
+    .bind(sale.get())
+    .bind(batch.get())
+    .fetch_one(conn)
+    .await?;
+    Ok(epoch)
 }
 
 /// The current batch of each of `sales`, in one query.

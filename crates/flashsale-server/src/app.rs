@@ -21,6 +21,7 @@ use crate::state::AppState;
     tags(
         (name = "shoppers", description = "What is on sale, for buyers"),
         (name = "admin", description = "Sale batches, for operations (Authorization: Bearer $FLASHSALE_ADMIN_TOKEN)"),
+        (name = "payments", description = "The payment provider's signed callback (X-Signature)"),
         (name = "ops", description = "Health, readiness, metrics"),
     )
 )]
@@ -72,6 +73,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::public::router())
         .merge(routes::queue::router())
+        .merge(routes::orders::router())
         .merge(routes::admin::router())
         .merge(routes::ops::router())
         .split_for_parts();

@@ -7,9 +7,13 @@
 //! - [`app`]: the router and the OpenAPI document generated from it; [`routes`] holds the handlers
 //!   by audience (shoppers, admin, ops).
 //! - [`sales`]: sale operations spanning PostgreSQL and Redis, and the views the API returns.
+//! - [`queue`]: the buyer's side of the queue and the admission ticker.
+//! - [`orders`]: order creation around the Redis reservation, payments, the expiry and
+//!   settlement sweep.
 //! - [`problem`]: RFC 9457 errors and the extractors that produce them.
 //! - [`auth`], [`metrics`], [`state`]: the admin token, Prometheus metrics, shared state.
-//! - [`upkeep`]: the once-a-second background pass (weekly rollover, missing ledgers).
+//! - [`upkeep`]: the once-a-second background pass (weekly rollover, rebuilding lost Redis
+//!   state, the inventory audit).
 //!
 //! The binary (`src/bin/flashsale.rs`) only parses the command line and calls [`serve`] or
 //! [`migrate`].
@@ -21,6 +25,7 @@ pub mod cache;
 pub mod config;
 pub mod limits;
 pub mod metrics;
+pub mod orders;
 pub mod problem;
 pub mod queue;
 pub mod routes;
@@ -70,11 +75,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             public_cache_ttl: settings.public_cache_ttl,
             queue: settings.queue,
             limits: settings.limits.clone(),
+            orders: flashsale_order::WriterTuning::default(),
         },
     );
     let shutdown = CancellationToken::new();
     let upkeep = tokio::spawn(upkeep::run(state.clone(), shutdown.clone()));
     let admission = tokio::spawn(queue::run_admission(state.clone(), shutdown.clone()));
+    let sweep = tokio::spawn(upkeep::run_order_sweep(state.clone(), shutdown.clone()));
     let router = app(state, settings.max_body_bytes);
 
     let listener = tokio::net::TcpListener::bind(settings.addr).await?;
@@ -85,6 +92,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     shutdown.cancel();
     upkeep.await?;
     admission.await?;
+    sweep.await?;
     db.close().await;
     tracing::info!("flashsale stopped");
     Ok(())

@@ -58,9 +58,17 @@ pub enum ApiError {
     /// 400 `bad_request`: a query string or header that cannot be read.
     #[error("{0}")]
     BadRequest(String),
+    /// 400 `idempotency_key_invalid`: `Idempotency-Key` missing or not 1–255 visible ASCII
+    /// characters.
+    #[error("send an Idempotency-Key header of 1 to 255 visible ASCII characters")]
+    InvalidIdempotencyKey,
     /// 401 `unauthorized`: missing or wrong credentials.
     #[error("missing or invalid credentials")]
     Unauthorized,
+    /// 403 with a specific code (`token_invalid`): authenticated, but the credential presented
+    /// for this step does not entitle the buyer to it.
+    #[error("{detail}")]
+    Forbidden { code: &'static str, detail: String },
     /// 404 `not_found`.
     #[error("{0}")]
     NotFound(String),
@@ -93,6 +101,14 @@ pub enum ApiError {
     /// 422 `validation_failed` without field detail (a JSON document of the wrong shape).
     #[error("{0}")]
     InvalidBody(String),
+    /// 422 with a specific code (`idempotency_key_reused`, `amount_mismatch`,
+    /// `payment_ref_reused`): understood, but it contradicts what was sent before.
+    #[error("{detail}")]
+    Unprocessable { code: &'static str, detail: String },
+    /// 503 `rebuilding`: the batch's Redis state is being rebuilt from PostgreSQL; `Retry-After`
+    /// says when to try again.
+    #[error("the sale's stock is being restored after a storage failure; retry in a second")]
+    Rebuilding,
     /// 503 `unavailable`: Redis or PostgreSQL cannot be reached right now; retrying later is safe.
     #[error("{0}")]
     Unavailable(String),
@@ -116,7 +132,9 @@ impl ApiError {
         match self {
             ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::InvalidIdempotencyKey => (StatusCode::BAD_REQUEST, "idempotency_key_invalid"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
@@ -128,6 +146,8 @@ impl ApiError {
             ApiError::Validation(_) | ApiError::InvalidBody(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
             }
+            ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
+            ApiError::Rebuilding => (StatusCode::SERVICE_UNAVAILABLE, "rebuilding"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -146,35 +166,43 @@ fn title(status: StatusCode) -> String {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The problem document this error is sent as.
+    pub fn problem(&self) -> Problem {
         let (status, code) = self.status_and_code();
-        let detail = match &self {
+        let detail = match self {
             ApiError::Validation(errors) => {
                 errors.0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ")
             }
             ApiError::Internal(_) => "the server failed to handle the request; it has been logged".to_owned(),
             other => other.to_string(),
         };
-        let problem = Problem {
+        Problem {
             problem_type: format!("urn:problem:flashsale:{code}"),
             title: title(status),
             status: status.as_u16(),
             detail,
             code: code.to_owned(),
-            errors: match &self {
+            errors: match self {
                 ApiError::Validation(errors) => Some(errors.0.clone()),
                 _ => None,
             },
-            current_version: match &self {
+            current_version: match self {
                 ApiError::VersionMismatch { current } => Some(*current),
                 _ => None,
             },
-            opens_at: match &self {
+            opens_at: match self {
                 ApiError::NotOpen { opens_at } => Some(*opens_at),
                 _ => None,
             },
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_and_code().0;
+        let problem = self.problem();
         let mut response =
             (status, [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))], axum::Json(problem))
                 .into_response();
@@ -187,6 +215,9 @@ impl IntoResponse for ApiError {
             ApiError::RateLimited { retry_after } => {
                 let secs = HeaderValue::from(retry_after_secs(&retry_after));
                 response.headers_mut().insert(header::RETRY_AFTER, secs);
+            }
+            ApiError::Rebuilding => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
             }
             ApiError::Internal(cause) => {
                 response.extensions_mut().insert(InternalCause(Arc::new(format!("{cause:#}"))));
@@ -247,6 +278,21 @@ impl From<flashsale_inventory::InventoryError> for ApiError {
             E::Redis(e) => from_redis(e),
             // Quantities are validated before the inventory is asked: a zero here is a bug.
             other @ (E::MalformedReply { .. } | E::ZeroUnits) => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<flashsale_order::OrderError> for ApiError {
+    fn from(error: flashsale_order::OrderError) -> ApiError {
+        use flashsale_order::OrderError as E;
+        match error {
+            E::NotFound => ApiError::NotFound("no such order".to_owned()),
+            E::InvalidTransition { from, to } => ApiError::Conflict {
+                code: "invalid_transition",
+                detail: format!("an order that is {} cannot become {}", from.as_str(), to.as_str()),
+            },
+            e if e.is_unavailable() => ApiError::Unavailable("PostgreSQL is unavailable; retry shortly".to_owned()),
+            other => ApiError::Internal(other.into()),
         }
     }
 }
@@ -321,16 +367,30 @@ pub struct Query<T>(pub T);
 pub const CODES: &[(&str, u16, &str)] = &[
     ("malformed_json", 400, "The body is not valid JSON."),
     ("bad_request", 400, "A query parameter or header cannot be read."),
-    ("unauthorized", 401, "Missing or invalid bearer token."),
+    ("idempotency_key_invalid", 400, "Idempotency-Key is missing or not 1-255 visible ASCII characters."),
+    ("unauthorized", 401, "Missing or invalid bearer token (or payment signature)."),
+    ("token_invalid", 403, "The admission token is forged, expired, or not this buyer's, sale's or batch's."),
     ("not_found", 404, "No such resource (also: another buyer's resource)."),
     ("method_not_allowed", 405, "The resource does not support this method."),
     ("stock_below_committed", 409, "New stock would be below the units buyers hold (reserved + sold)."),
     ("sale_ended", 409, "The sale was closed by operations; it can no longer change."),
     ("batch_finished", 409, "The current batch's window is over."),
+    ("sold_out", 409, "No units left to reserve."),
+    ("limit_reached", 409, "The buyer already holds or bought the per-user limit."),
+    ("token_used", 409, "The admission token was already used to reserve."),
+    ("not_open", 409, "The batch has not opened yet (opens_at says when)."),
+    ("paused", 409, "Operations paused the batch."),
+    ("closed", 409, "The batch is closed."),
+    ("in_progress", 409, "A request with this Idempotency-Key is still running; retry shortly."),
+    ("invalid_transition", 409, "The order's status does not allow this (cancelling a paid order)."),
     ("precondition_failed", 412, "If-Match names another version; the body carries current_version."),
     ("payload_too_large", 413, "The body exceeds the configured limit."),
     ("unsupported_media_type", 415, "The body must be application/json."),
     ("validation_failed", 422, "The body is well-formed but breaks a rule; errors lists each field."),
+    ("idempotency_key_reused", 422, "This Idempotency-Key was used for a different request."),
+    ("amount_mismatch", 422, "The payment's amount is not the order's; recorded, nothing changed."),
+    ("payment_ref_reused", 422, "This payment_ref was sent before with different contents."),
     ("unavailable", 503, "Redis or PostgreSQL cannot be reached; safe to retry."),
+    ("rebuilding", 503, "The batch's stock is being rebuilt after Redis lost it; retry after Retry-After."),
     ("internal", 500, "Unexpected failure; logged on the server."),
 ];

@@ -114,7 +114,10 @@ fn context_of<'a>(state: &AppState, sale: &'a Sale, batch: &'a Batch) -> Context
 }
 
 /// The cached snapshot of one sale; 404 when there is no such sale.
-async fn sale_snapshot(state: &AppState, id: SaleId) -> Result<std::sync::Arc<crate::sales::PublicSnapshot>, ApiError> {
+pub(crate) async fn sale_snapshot(
+    state: &AppState,
+    id: SaleId,
+) -> Result<std::sync::Arc<crate::sales::PublicSnapshot>, ApiError> {
     let snapshot = live_snapshot(state, Some(id)).await?;
     if snapshot.is_empty() {
         return Err(ApiError::sale_not_found());
@@ -134,7 +137,7 @@ async fn counters(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<std:
         .await
 }
 
-fn millis_to_time(ms: i64) -> DateTime<Utc> {
+pub(crate) fn millis_to_time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 

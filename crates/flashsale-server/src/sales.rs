@@ -136,6 +136,7 @@ pub fn ledger_spec(config: &SaleConfig, batch: &Batch) -> LedgerSpec {
         closes_at_ms: batch.closes_at.map(|t| t.timestamp_millis()),
         paused: batch.paused,
         closed: batch.closed_at.is_some(),
+        epoch: batch.epoch,
     }
 }
 

@@ -3,6 +3,7 @@
 use std::sync::{Arc, OnceLock};
 
 use flashsale_inventory::Inventory;
+use flashsale_order::{OrderBook, WriterTuning};
 use flashsale_queue::Queue;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
@@ -67,6 +68,22 @@ pub struct Shared {
     pub limits: Arc<RateLimits>,
     /// Batches whose ledger drift has been logged, so it is logged once, not every second.
     pub drifting: std::sync::Mutex<std::collections::HashSet<(SaleId, BatchNo)>>,
+    /// Each batch's Redis-vs-PostgreSQL difference at the previous audit (a difference is
+    /// reported when it persists, not when the audit catches a write in flight).
+    pub pg_drift: std::sync::Mutex<std::collections::HashMap<(SaleId, BatchNo), (i64, i64)>>,
+    /// Orders in PostgreSQL, with their group-commit writers.
+    pub orders: Arc<OrderBook>,
+    /// Test-only crash points (feature `failpoints`).
+    #[cfg(feature = "failpoints")]
+    pub failpoints: Failpoints,
+}
+
+/// Places where a test can make a request stop as if the process had died.
+#[cfg(feature = "failpoints")]
+#[derive(Debug, Default)]
+pub struct Failpoints {
+    /// Stop right after the Redis reservation, before the order is written.
+    pub crash_after_reserve: std::sync::atomic::AtomicBool,
 }
 
 /// Tunables of an instance's state, with the defaults of the configuration.
@@ -78,6 +95,8 @@ pub struct Tuning {
     pub queue: QueueSettings,
     /// Rate limits.
     pub limits: LimitSettings,
+    /// The order writers.
+    pub orders: WriterTuning,
 }
 
 impl Default for Tuning {
@@ -90,6 +109,7 @@ impl Default for Tuning {
                 per_ip: std::num::NonZeroU32::new(crate::config::DEFAULT_RATE_LIMIT_PER_IP),
                 trusted_proxies: Vec::new(),
             },
+            orders: WriterTuning::default(),
         }
     }
 }
@@ -120,7 +140,9 @@ impl AppState {
         tuning: Tuning,
     ) -> AppState {
         let hot: flashsale_redis::Redis = redis.into();
+        let orders = Arc::new(OrderBook::new(db.clone(), tuning.orders));
         AppState(Arc::new(Shared {
+            orders,
             inventory: Inventory::new(hot.clone(), keys.clone()),
             queue: Queue::new(hot.clone(), keys),
             db,
@@ -135,6 +157,9 @@ impl AppState {
             counters: Arc::new(TtlCache::new(tuning.queue.counter_cache_ttl)),
             limits: Arc::new(RateLimits::new(&tuning.limits)),
             drifting: Default::default(),
+            pg_drift: Default::default(),
+            #[cfg(feature = "failpoints")]
+            failpoints: Failpoints::default(),
         }))
     }
 }

@@ -3,18 +3,28 @@
 //! - **Rollover**: when a weekly sale's batch window ends, its next batch is created (with its
 //!   ledger). Instances race harmlessly: each locks the sale's row and re-checks, and the batch
 //!   insert is idempotent.
-//! - **Ledgers**: every live batch must have a ledger in Redis; one is created where missing (a
-//!   sale created while its ledger write was lost, or a Redis that lost its data). Until orders
-//!   exist this recreates the full stock, which is then exact; the inventory issue replaces it with
-//!   a rebuild from PostgreSQL's orders behind an epoch fence.
+//! - **Rebuilds**: every live batch must have a ledger in Redis. A batch without one (Redis
+//!   restarted without persistence, failed over to a stale replica, was flushed; or a new sale
+//!   whose ledger write failed) is rebuilt from PostgreSQL: under the batch row's lock its epoch
+//!   is bumped, its orders are read, and the whole hot state (stock minus pending and paid units,
+//!   holdings, live reservations, used tickets) is written in one script, ledger last. Meanwhile
+//!   reservations answer 503 `rebuilding`; reservations from before the loss are fenced off by
+//!   the epoch (see `flashsale_order::book`).
+//! - **Audit**: `available + reserved + sold = total` in Redis every second
+//!   (`inventory_drift_units`), and every five seconds Redis against PostgreSQL's orders
+//!   (`inventory_pg_drift_units`, by `kind`: `sold` must be 0; `reserved` is 0 or briefly
+//!   positive while an order is being written). Drift is logged once, when it persists.
+//! - **Sweeps**: reservations past deadline + grace in Redis (units whose order was never
+//!   written); [`run_order_sweep`] expires unpaid orders in PostgreSQL.
 //! - **Metrics**: the Prometheus recorder's housekeeping.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use flashsale_core::SaleId;
-use flashsale_inventory::Opened;
-use flashsale_sales::store;
+use flashsale_core::{BatchNo, SaleId};
+use flashsale_inventory::{BatchState, OpenReservation, Rebuilt, ReservationId, SettledReservation};
+use flashsale_order::{OrderBook, OrderStatus};
+use flashsale_sales::{Sale, store};
 use tokio_util::sync::CancellationToken;
 
 use crate::problem::ApiError;
@@ -26,8 +36,9 @@ use crate::state::AppState;
 pub struct Pass {
     /// Weekly batches created.
     pub rolled_over: usize,
-    /// Ledgers created where Redis had none.
-    pub ledgers_opened: usize,
+    /// Batches whose Redis state was rebuilt from PostgreSQL (or created, for a new batch whose
+    /// ledger was never written).
+    pub ledgers_rebuilt: usize,
     /// Units of reservations released after their deadline (and the grace period).
     pub units_expired: u64,
     /// Batches whose ledger does not balance (available + reserved + sold ≠ total).
@@ -87,18 +98,16 @@ pub async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<Pass, ApiError
             if audit_ledger(state, sale.id, batch.batch_no, ledger) != 0 {
                 done.unbalanced += 1;
             }
+            if now.timestamp() % 5 == 0 {
+                audit_against_orders(state, sale.id, batch.batch_no, ledger).await?;
+            }
         }
         if batch.is_finished(now) {
             if roll_over(state, sale.id, now).await? {
                 done.rolled_over += 1;
             }
-        } else if ledger.is_none()
-            && state.inventory.open_batch(sale.id, batch.batch_no, ledger_spec(&sale.config, &batch)).await?
-                == Opened::Created
-        {
-            tracing::warn!(sale.id = %sale.id, batch.no = %batch.batch_no, "batch had no ledger in Redis; created it");
-            state.public_cache.invalidate(sale.id);
-            done.ledgers_opened += 1;
+        } else if ledger.is_none() && rebuild(state, &sale, batch.batch_no).await? {
+            done.ledgers_rebuilt += 1;
         }
     }
     Ok(done)
@@ -122,6 +131,94 @@ fn audit_ledger(
         tracing::info!(sale.id = %sale, batch.no = %batch, "inventory ledger balances again");
     }
     drift
+}
+
+/// Rebuilds a batch's Redis state from PostgreSQL, unless its ledger exists (checked again under
+/// the batch row's lock, so two instances never rebuild the same loss twice). Returns whether
+/// this call rebuilt it.
+pub async fn rebuild(state: &AppState, sale: &Sale, batch_no: BatchNo) -> Result<bool, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let Some(batch) = store::lock_batch(&mut tx, sale.id, batch_no).await? else {
+        return Ok(false);
+    };
+    if state.inventory.snapshot(sale.id, batch_no).await?.is_some() {
+        return Ok(false);
+    }
+    // Order writes committed before this lock are read below; later ones wait for it and then
+    // find the epoch moved on.
+    let epoch = store::new_epoch(&mut tx, sale.id, batch_no).await?;
+    let orders = OrderBook::batch_orders(&mut tx, sale.id, batch_no).await?;
+    let mut rebuilt = BatchState {
+        spec: flashsale_inventory::LedgerSpec { epoch, ..ledger_spec(&sale.config, &batch) },
+        last_reservation: orders.iter().map(|o| o.reservation_id).max().unwrap_or(0),
+        open: Vec::new(),
+        settled: Vec::new(),
+    };
+    for o in orders {
+        let id = ReservationId(o.reservation_id);
+        if o.status == OrderStatus::PendingPayment {
+            let deadline_ms = o.expires_at.timestamp_millis();
+            rebuilt.open.push(OpenReservation { id, user: o.user, units: o.quantity, deadline_ms, ticket: o.ticket });
+        } else {
+            let committed = o.status == OrderStatus::Paid;
+            rebuilt.settled.push(SettledReservation {
+                id,
+                user: o.user,
+                units: o.quantity,
+                committed,
+                ticket: o.ticket,
+            });
+        }
+    }
+    let outcome = state.inventory.rebuild(sale.id, batch_no, &rebuilt).await?;
+    tx.commit().await?;
+    state.public_cache.invalidate(sale.id);
+    match outcome {
+        Rebuilt::Rebuilt { available, reserved, sold } => {
+            metrics::counter!("inventory_rebuilds_total").increment(1);
+            tracing::warn!(
+                sale.id = %sale.id, batch.no = %batch_no, epoch, %available, %reserved, %sold,
+                "batch had no state in Redis; rebuilt it from PostgreSQL"
+            );
+            Ok(true)
+        }
+        Rebuilt::AlreadyPresent => Ok(false),
+    }
+}
+
+/// The PostgreSQL half of the audit: Redis's reserved and sold units against what the batch's
+/// orders hold. Exports `inventory_pg_drift_units{kind}` and logs a drift that is still there at
+/// the next audit (one audit may catch an order between its reservation and its write).
+async fn audit_against_orders(
+    state: &AppState,
+    sale: SaleId,
+    batch: BatchNo,
+    ledger: &flashsale_inventory::LedgerSnapshot,
+) -> Result<(), ApiError> {
+    let expected = state.orders.batch_totals(sale, batch).await?;
+    let drift = (ledger.reserved.to_i64() - expected.reserved, ledger.sold.to_i64() - expected.sold);
+    let label = sale.to_string();
+    metrics::gauge!("inventory_pg_drift_units", "sale" => label.clone(), "kind" => "reserved").set(drift.0 as f64);
+    metrics::gauge!("inventory_pg_drift_units", "sale" => label, "kind" => "sold").set(drift.1 as f64);
+    let previous = state.pg_drift.lock().expect("never poisoned").insert((sale, batch), drift);
+    if drift != (0, 0) && previous == Some(drift) {
+        tracing::error!(
+            sale.id = %sale, batch.no = %batch, reserved_drift = drift.0, sold_drift = drift.1, ?ledger, ?expected,
+            "Redis and PostgreSQL disagree about the batch's units"
+        );
+    }
+    Ok(())
+}
+
+/// Runs the order sweep (expiry of unpaid orders, settlements left behind) every second until
+/// `shutdown` is cancelled.
+pub async fn run_order_sweep(state: AppState, shutdown: CancellationToken) {
+    every(Duration::from_secs(1), shutdown, || async {
+        if let Err(e) = crate::orders::sweep(&state).await {
+            tracing::warn!(error = %e, "order sweep failed; retrying next second");
+        }
+    })
+    .await;
 }
 
 /// Creates the next batch of a weekly sale whose current batch is finished. Returns whether this

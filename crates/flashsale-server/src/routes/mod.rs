@@ -3,5 +3,6 @@
 
 pub mod admin;
 pub mod ops;
+pub mod orders;
 pub mod public;
 pub mod queue;

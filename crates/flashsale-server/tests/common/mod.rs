@@ -171,30 +171,43 @@ pub fn buyer_jwt(user: &str, secs: i64) -> String {
     .unwrap()
 }
 
-/// Moves a sale's current batch opening into the past, as if the clock had reached it (the app
-/// must not cache public views, or it would not notice).
+/// Moves a sale's current batch opening into the past, as if the clock had reached it, in
+/// PostgreSQL and in the batch's Redis ledger (the app must not cache public views, or it would
+/// not notice).
 pub async fn open_now(app: &TestApp, sale: i64) {
-    sqlx::query("UPDATE sale_batches SET opens_at = now() - interval '1 second' WHERE sale_id = $1")
-        .bind(sale)
-        .execute(&app.db)
+    let opens_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "UPDATE sale_batches SET opens_at = now() - interval '1 second' WHERE sale_id = $1 RETURNING opens_at",
+    )
+    .bind(sale)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    let ledger = app.redis.keys.batch(sale.try_into().unwrap(), flashsale_core::BatchNo::FIRST).ledger();
+    let mut conn = app.redis.pool.get().await.unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(&ledger)
+        .arg("opens_at_ms")
+        .arg(opens_at.timestamp_millis())
+        .query_async(&mut conn)
         .await
         .unwrap();
 }
 
 /// A test app that caches nothing, so tests see every change at once.
 pub async fn uncached(db: PgPool) -> TestApp {
-    TestApp::with_tuning(
-        db,
-        Tuning {
-            public_cache_ttl: std::time::Duration::ZERO,
-            queue: flashsale_server::config::QueueSettings {
-                oversubscription: 1.0,
-                counter_cache_ttl: std::time::Duration::ZERO,
-            },
-            ..Tuning::default()
+    TestApp::with_tuning(db, uncached_tuning()).await
+}
+
+/// The tunables of [`uncached`].
+pub fn uncached_tuning() -> Tuning {
+    Tuning {
+        public_cache_ttl: std::time::Duration::ZERO,
+        queue: flashsale_server::config::QueueSettings {
+            oversubscription: 1.0,
+            counter_cache_ttl: std::time::Duration::ZERO,
         },
-    )
-    .await
+        ..Tuning::default()
+    }
 }
 
 /// A one-off sale opening in a minute, its pre-queue open now.

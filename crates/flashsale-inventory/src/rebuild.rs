@@ -1,0 +1,107 @@
+//! Rebuilding a batch's hot state from PostgreSQL after Redis lost it.
+//!
+//! The caller (the server's upkeep) notices a live batch without a ledger, bumps the batch's
+//! epoch in PostgreSQL under the batch row's lock, reads the batch's orders, and hands them here.
+//! [`Inventory::rebuild`] writes the whole state in one script, ledger last; until then every
+//! reservation answers [`crate::Reserved::Missing`] (the API's 503 `rebuilding`).
+
+use flashsale_core::{BatchNo, SaleId, Units, UserId};
+use redis::Value;
+
+use crate::ledger::malformed;
+use crate::{Inventory, InventoryError, LedgerSpec, ReservationId, scripts};
+
+/// A reservation whose order is still waiting for payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenReservation {
+    pub id: ReservationId,
+    pub user: UserId,
+    pub units: Units,
+    /// The order's payment deadline, Unix ms.
+    pub deadline_ms: i64,
+    /// The admission ticket it consumed.
+    pub ticket: u64,
+}
+
+/// A reservation whose order is paid (`committed`) or gave its units back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettledReservation {
+    pub id: ReservationId,
+    pub user: UserId,
+    pub units: Units,
+    pub committed: bool,
+    pub ticket: u64,
+}
+
+/// Everything a batch's hot state is rebuilt from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchState {
+    /// The ledger's settings, with the batch's new epoch.
+    pub spec: LedgerSpec,
+    /// The largest reservation id any order uses.
+    pub last_reservation: u64,
+    pub open: Vec<OpenReservation>,
+    pub settled: Vec<SettledReservation>,
+}
+
+/// Outcome of [`Inventory::rebuild`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rebuilt {
+    /// The state is back, with these counts.
+    Rebuilt { available: Units, reserved: Units, sold: Units },
+    /// A ledger exists (another instance rebuilt it first): nothing was written.
+    AlreadyPresent,
+}
+
+impl Inventory {
+    /// Writes a batch's hot state from `state`, unless its ledger exists.
+    pub async fn rebuild(&self, sale: SaleId, batch: BatchNo, state: &BatchState) -> Result<Rebuilt, InventoryError> {
+        let keys = self.keys().batch(sale, batch);
+        let spec = &state.spec;
+        let mut invocation = scripts::REBUILD_BATCH.prepare_invoke();
+        invocation
+            .key(keys.ledger())
+            .key(keys.holdings())
+            .key(keys.reservations())
+            .key(keys.reservation_deadlines())
+            .key(keys.settled())
+            .key(keys.used_tickets())
+            .key(keys.queue_tail())
+            .key(keys.queue_serving())
+            .arg(spec.total.get())
+            .arg(spec.per_user_limit.get())
+            .arg(spec.opens_at_ms)
+            .arg(spec.closes_at_ms.unwrap_or(0))
+            .arg(u8::from(spec.paused))
+            .arg(u8::from(spec.closed))
+            .arg(spec.epoch)
+            .arg(state.last_reservation)
+            .arg(state.open.len());
+        for r in &state.open {
+            invocation.arg(r.id.0).arg(r.units.get()).arg(r.deadline_ms).arg(r.ticket).arg(r.user.as_str());
+        }
+        for r in &state.settled {
+            let how = if r.committed { "committed" } else { "released" };
+            invocation.arg(r.id.0).arg(r.units.get()).arg(how).arg(r.ticket).arg(r.user.as_str());
+        }
+        let mut conn = self.redis().conn().await?;
+        let reply: Value = invocation.invoke_async(&mut conn).await?;
+        let bad = || malformed("rebuild_batch", &reply);
+        let units = |v: &Value| match v {
+            Value::Int(n) => Units::try_from(*n).ok(),
+            _ => None,
+        };
+        match &reply {
+            Value::Array(items) => match items.as_slice() {
+                [Value::Int(0)] => Ok(Rebuilt::AlreadyPresent),
+                [Value::Int(1), a, r, s] => Ok(Rebuilt::Rebuilt {
+                    available: units(a).ok_or_else(bad)?,
+                    reserved: units(r).ok_or_else(bad)?,
+                    sold: units(s).ok_or_else(bad)?,
+                }),
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        }
+    }
+}

@@ -1,0 +1,800 @@
+//! [`OrderBook`]: orders in PostgreSQL, created exactly once per idempotency key.
+//!
+//! # Creating an order (the server drives these steps around the Redis reservation)
+//! 1. [`OrderBook::claim`] the buyer's `Idempotency-Key`: the first request claims it; a retry
+//!    gets the stored answer ([`Claim::Replay`]), 409 while the first still runs
+//!    ([`Claim::InProgress`]), or 422 when the key comes back with another request
+//!    ([`Claim::KeyReused`]). Claims are committed without waiting for the disk
+//!    (`synchronous_commit = off`): a claim lost in a crash had no order yet, and the order's own
+//!    durable commit flushes every claim written before it.
+//! 2. The server reserves in Redis.
+//! 3. [`OrderBook::place`] writes the order and the answer to replay, in one transaction, or
+//!    [`OrderBook::record_outcome`] stores a refusal (sold out, limit reached) to replay.
+//!    [`OrderBook::abandon_claim`] frees the key when the request failed in a way worth retrying.
+//!
+//! Claims and orders go through group commit ([`crate::batcher`]): the requests queued at one
+//! moment share one transaction, and each is answered only after that transaction committed.
+//!
+//! # The epoch fence
+//! A reservation carries the epoch of the batch's Redis state it was made in. `place` share-locks
+//! the batch row and writes an order only if that epoch is still current; a rebuild of the
+//! batch's Redis state bumps the epoch under an exclusive lock of the same row first. So an order
+//! is either written before the rebuild reads the orders (and is rebuilt), or refused
+//! ([`Placed::Fenced`]): a reservation from a Redis state that was lost never becomes an order.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use flashsale_core::{BatchNo, SaleId, Units, UserId};
+use sqlx::{FromRow, PgPool, Postgres, Transaction};
+
+use crate::batcher::Batcher;
+use crate::payment::{PaymentNotice, PaymentOutcome, PaymentReceipt, decide, receipt};
+use crate::{Fingerprint, IdempotencyKey, NewOrder, Order, OrderError, OrderId, OrderStatus};
+
+/// How the order writers run.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterTuning {
+    /// Writer tasks per kind (claims, orders): how many transactions may be committing at once.
+    pub workers: usize,
+    /// Most requests in one transaction.
+    pub max_batch: usize,
+    /// A claim whose request has run this long without an answer is taken to be abandoned (its
+    /// instance crashed) and may be taken over by a retry.
+    pub stale_claim: Duration,
+}
+
+impl Default for WriterTuning {
+    fn default() -> Self {
+        WriterTuning { workers: 4, max_batch: 256, stale_claim: Duration::from_secs(60) }
+    }
+}
+
+/// A stored answer, replayed to retries: the HTTP status and the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    /// The JSON body, byte for byte as first sent.
+    pub body: String,
+}
+
+/// Outcome of [`OrderBook::claim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This request owns the key: go on.
+    Acquired,
+    /// The key was used before for this same request: answer what it got.
+    Replay(StoredResponse),
+    /// The first request with this key is still running.
+    InProgress,
+    /// The key was used before for a different request.
+    KeyReused,
+}
+
+/// Outcome of [`OrderBook::place`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placed {
+    /// Written and durable.
+    Created(Order),
+    /// The batch's Redis state was rebuilt since the reservation was made: no order, and the
+    /// claim was given up so the buyer can retry.
+    Fenced,
+}
+
+/// What Redis still has to do for an order whose status changed here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisSettle {
+    /// The order is paid: the reservation's units become sold.
+    Commit,
+    /// The order no longer holds units: they go back to stock.
+    Release,
+}
+
+impl RedisSettle {
+    fn as_str(self) -> &'static str {
+        match self {
+            RedisSettle::Commit => "commit",
+            RedisSettle::Release => "release",
+        }
+    }
+
+    fn parse(s: &str) -> Option<RedisSettle> {
+        match s {
+            "commit" => Some(RedisSettle::Commit),
+            "release" => Some(RedisSettle::Release),
+            _ => None,
+        }
+    }
+}
+
+/// A settlement Redis owes an order (the outbox row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingSettlement {
+    pub order: OrderId,
+    pub sale: SaleId,
+    pub batch: BatchNo,
+    pub reservation_id: u64,
+    pub how: RedisSettle,
+}
+
+/// Outcome of [`OrderBook::cancel`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancelled {
+    /// Cancelled by this call: Redis must release the units.
+    Now(Order, PendingSettlement),
+    /// It was cancelled before (a retried cancel).
+    Before(Order),
+}
+
+/// Outcome of [`OrderBook::apply_payment`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentApplied {
+    /// The first time this `payment_ref` was seen: what it did, and what Redis must do.
+    Applied { status: u16, receipt: PaymentReceipt, settle: Option<PendingSettlement> },
+    /// The same notice again: the stored answer.
+    Replayed(StoredResponse),
+    /// The same `payment_ref` with a different notice.
+    RefReused,
+}
+
+/// An order as a batch rebuild needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchOrder {
+    pub reservation_id: u64,
+    pub user: UserId,
+    pub quantity: Units,
+    pub status: OrderStatus,
+    pub expires_at: DateTime<Utc>,
+    pub ticket: u64,
+}
+
+/// Units a batch's orders hold, as Redis should see them once every owed settlement is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BatchTotals {
+    /// Units of pending orders, plus orders whose settlement Redis still owes (Redis still counts
+    /// them as reserved).
+    pub reserved: i64,
+    /// Units of paid orders Redis has committed.
+    pub sold: i64,
+}
+
+struct ClaimJob {
+    user: UserId,
+    key: IdempotencyKey,
+    fingerprint: Fingerprint,
+}
+
+enum RecordJob {
+    Order(Box<NewOrder>),
+    Outcome { user: UserId, key: IdempotencyKey, response: StoredResponse },
+}
+
+enum Recorded {
+    Placed(Placed),
+    Stored,
+}
+
+/// Orders in PostgreSQL. Cheap to share behind an `Arc`; its writer tasks stop when it is dropped.
+#[derive(Debug)]
+pub struct OrderBook {
+    db: PgPool,
+    claims: Batcher<ClaimJob, Claim>,
+    records: Batcher<RecordJob, Recorded>,
+}
+
+const ORDER_COLUMNS: &str = "id, sale_id, batch_no, user_id, status, quantity, amount_cents, currency, created_at, \
+     expires_at, paid_at, payment_ref, reservation_id";
+
+#[derive(FromRow)]
+struct OrderRow {
+    id: i64,
+    sale_id: i64,
+    batch_no: i64,
+    user_id: String,
+    status: String,
+    quantity: i32,
+    amount_cents: i64,
+    currency: String,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    paid_at: Option<DateTime<Utc>>,
+    payment_ref: Option<String>,
+    reservation_id: i64,
+}
+
+impl TryFrom<OrderRow> for Order {
+    type Error = OrderError;
+    fn try_from(row: OrderRow) -> Result<Order, OrderError> {
+        let corrupt = |reason: String| OrderError::CorruptRow { id: row.id, reason };
+        Ok(Order {
+            id: OrderId::new(row.id),
+            sale_id: SaleId::try_from(row.sale_id).map_err(|e| corrupt(e.to_string()))?,
+            batch_no: BatchNo::try_from(row.batch_no).map_err(|e| corrupt(e.to_string()))?,
+            status: OrderStatus::parse(&row.status).ok_or_else(|| corrupt(format!("status {}", row.status)))?,
+            quantity: Units::try_from(i64::from(row.quantity)).map_err(|e| corrupt(e.to_string()))?,
+            amount_cents: row.amount_cents,
+            currency: row.currency,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            paid_at: row.paid_at,
+            payment_ref: row.payment_ref,
+            user: UserId::try_from(row.user_id).map_err(|_| corrupt("user id".to_owned()))?,
+            reservation_id: u64::try_from(row.reservation_id).map_err(|e| corrupt(e.to_string()))?,
+        })
+    }
+}
+
+fn to_i64(v: u64) -> i64 {
+    // Reservation ids and tickets are Redis counters: far below 2^63.
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn settlement_of(order: &Order, how: RedisSettle) -> PendingSettlement {
+    PendingSettlement {
+        order: order.id,
+        sale: order.sale_id,
+        batch: order.batch_no,
+        reservation_id: order.reservation_id,
+        how,
+    }
+}
+
+impl OrderBook {
+    /// An order book over `db`, starting its writer tasks on the current tokio runtime.
+    pub fn new(db: PgPool, tuning: WriterTuning) -> OrderBook {
+        let claim_db = db.clone();
+        let stale = tuning.stale_claim;
+        let claims = Batcher::spawn("claims", tuning.workers, tuning.max_batch, move |jobs: Vec<ClaimJob>| {
+            let db = claim_db.clone();
+            async move {
+                match claim_batch(&db, stale, &jobs).await {
+                    Ok(results) => results.into_iter().map(Ok).collect(),
+                    Err(e) => jobs.iter().map(|_| Err(e.clone())).collect(),
+                }
+            }
+        });
+        let record_db = db.clone();
+        let records = Batcher::spawn("orders", tuning.workers, tuning.max_batch, move |jobs: Vec<RecordJob>| {
+            let db = record_db.clone();
+            async move { record_isolated(&db, jobs).await }
+        });
+        OrderBook { db, claims, records }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &PgPool {
+        &self.db
+    }
+
+    /// Claims `key` for `user`'s request with `fingerprint` (see [`Claim`]).
+    pub async fn claim(
+        &self,
+        user: &UserId,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+    ) -> Result<Claim, OrderError> {
+        self.claims.submit(ClaimJob { user: user.clone(), key: key.clone(), fingerprint }).await
+    }
+
+    /// Gives a claimed key up without an answer, so that a retry runs the request again (after a
+    /// failure worth retrying: Redis or PostgreSQL unavailable, a batch being rebuilt).
+    pub async fn abandon_claim(&self, user: &UserId, key: &IdempotencyKey) -> Result<(), OrderError> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2 AND response IS NULL")
+            .bind(user.as_str())
+            .bind(key.as_str())
+            .execute(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Writes the order for a reservation and stores its 201 answer for the claim, durably, in
+    /// one transaction.
+    pub async fn place(&self, order: NewOrder) -> Result<Placed, OrderError> {
+        match self.records.submit(RecordJob::Order(Box::new(order))).await? {
+            Recorded::Placed(placed) => Ok(placed),
+            Recorded::Stored => unreachable!("an order job answers Placed"),
+        }
+    }
+
+    /// Stores the answer of a claimed request that made no order (sold out, limit reached, ...).
+    pub async fn record_outcome(
+        &self,
+        user: &UserId,
+        key: &IdempotencyKey,
+        response: StoredResponse,
+    ) -> Result<(), OrderError> {
+        self.records.submit(RecordJob::Outcome { user: user.clone(), key: key.clone(), response }).await.map(|_| ())
+    }
+
+    /// The buyer's order, if it is theirs.
+    pub async fn get(&self, user: &UserId, id: OrderId) -> Result<Option<Order>, OrderError> {
+        let row: Option<OrderRow> =
+            sqlx::query_as(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND user_id = $2"))
+                .bind(id.get())
+                .bind(user.as_str())
+                .fetch_optional(&self.db)
+                .await?;
+        row.map(Order::try_from).transpose()
+    }
+
+    /// The buyer's orders, newest first, `limit` at most, older than `before` if given.
+    pub async fn list(&self, user: &UserId, before: Option<OrderId>, limit: i64) -> Result<Vec<Order>, OrderError> {
+        let rows: Vec<OrderRow> = sqlx::query_as(&format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 AND ($2::bigint IS NULL OR id < $2) \
+             ORDER BY id DESC LIMIT $3"
+        ))
+        .bind(user.as_str())
+        .bind(before.map(OrderId::get))
+        .bind(limit)
+        .fetch_all(&self.db)
+        .await?;
+        rows.into_iter().map(Order::try_from).collect()
+    }
+
+    /// Cancels the buyer's pending order. One statement, so it cannot interleave with a payment
+    /// or the expiry worker (both lock the row): whichever comes first decides.
+    pub async fn cancel(&self, user: &UserId, id: OrderId) -> Result<Cancelled, OrderError> {
+        let row: Option<OrderRow> = sqlx::query_as(&format!(
+            "UPDATE orders SET status = 'cancelled', updated_at = now(), redis_settle = 'release' \
+             WHERE id = $1 AND user_id = $2 AND status = 'pending_payment' RETURNING {ORDER_COLUMNS}"
+        ))
+        .bind(id.get())
+        .bind(user.as_str())
+        .fetch_optional(&self.db)
+        .await?;
+        if let Some(row) = row {
+            let order = Order::try_from(row)?;
+            let settle = settlement_of(&order, RedisSettle::Release);
+            return Ok(Cancelled::Now(order, settle));
+        }
+        let order = self.get(user, id).await?.ok_or(OrderError::NotFound)?;
+        match order.status {
+            OrderStatus::Cancelled => Ok(Cancelled::Before(order)),
+            from => Err(OrderError::InvalidTransition { from, to: OrderStatus::Cancelled }),
+        }
+    }
+
+    /// Applies a payment notice, exactly once per `payment_ref`. The order's row is locked and
+    /// the deadline read from PostgreSQL's clock under that lock, so a payment and the expiry
+    /// worker racing at the deadline give exactly one outcome.
+    pub async fn apply_payment(
+        &self,
+        notice: &PaymentNotice,
+        fingerprint: &Fingerprint,
+    ) -> Result<PaymentApplied, OrderError> {
+        // Two notices with the same reference at once: the second insert fails on the primary
+        // key after the first committed; running again finds the stored answer.
+        for _ in 0..3 {
+            match self.try_apply_payment(notice, fingerprint).await {
+                Err(OrderError::Database(e)) if is_unique_violation(&e) => continue,
+                other => return other,
+            }
+        }
+        Err(OrderError::CorruptRow { id: notice.order_id, reason: "payment reference keeps conflicting".to_owned() })
+    }
+
+    async fn try_apply_payment(
+        &self,
+        notice: &PaymentNotice,
+        fingerprint: &Fingerprint,
+    ) -> Result<PaymentApplied, OrderError> {
+        let mut tx = self.db.begin().await?;
+        let seen: Option<(Vec<u8>, i16, String)> =
+            sqlx::query_as("SELECT fingerprint, status_code, response FROM payments WHERE payment_ref = $1")
+                .bind(&notice.payment_ref)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some((stored, status, body)) = seen {
+            if stored != fingerprint.0 {
+                return Ok(PaymentApplied::RefReused);
+            }
+            let status = u16::try_from(status).unwrap_or(500);
+            return Ok(PaymentApplied::Replayed(StoredResponse { status, body }));
+        }
+        #[derive(FromRow)]
+        struct Locked {
+            #[sqlx(flatten)]
+            order: OrderRow,
+            late: bool,
+        }
+        let locked: Option<Locked> = sqlx::query_as(&format!(
+            "SELECT {ORDER_COLUMNS}, clock_timestamp() > expires_at AS late FROM orders WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(notice.order_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (outcome, status_after, settle) = match locked {
+            None => (PaymentOutcome::UnknownOrder, None, None),
+            Some(Locked { order, late }) => {
+                let order = Order::try_from(order)?;
+                let (outcome, next) =
+                    decide(notice.status, order.status, late, notice.amount_cents == order.amount_cents);
+                let settle = match (order.status, next) {
+                    (_, Some(OrderStatus::Paid)) => Some(RedisSettle::Commit),
+                    (OrderStatus::PendingPayment, Some(_)) => Some(RedisSettle::Release),
+                    _ => None,
+                };
+                if let Some(next) = next {
+                    sqlx::query(
+                        "UPDATE orders SET status = $2, updated_at = now(), \
+                         paid_at = CASE WHEN $2 = 'paid' THEN now() ELSE paid_at END, \
+                         payment_ref = CASE WHEN $2 = 'paid' THEN $3 ELSE payment_ref END, \
+                         redis_settle = COALESCE($4, redis_settle) WHERE id = $1",
+                    )
+                    .bind(order.id.get())
+                    .bind(next.as_str())
+                    .bind(&notice.payment_ref)
+                    .bind(settle.map(RedisSettle::as_str))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let settle = settle.map(|how| settlement_of(&order, how));
+                (outcome, Some(next.unwrap_or(order.status)), settle)
+            }
+        };
+        let status: u16 = match outcome {
+            PaymentOutcome::UnknownOrder => 404,
+            PaymentOutcome::AmountMismatch => 422,
+            _ => 200,
+        };
+        let receipt = receipt(notice, outcome, status_after);
+        sqlx::query(
+            "INSERT INTO payments (payment_ref, order_id, amount_cents, status, fingerprint, outcome, status_code, response) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&notice.payment_ref)
+        .bind(notice.order_id)
+        .bind(notice.amount_cents)
+        .bind(notice.status.as_str())
+        .bind(&fingerprint.0[..])
+        .bind(outcome.as_str())
+        .bind(i16::try_from(status).unwrap_or(500))
+        .bind(serde_json::to_string(&receipt).map_err(|e| OrderError::CorruptRow { id: notice.order_id, reason: e.to_string() })?)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(PaymentApplied::Applied { status, receipt, settle })
+    }
+
+    /// Moves up to `limit` pending orders past their deadline to `expired` and returns the
+    /// releases Redis owes them. Safe on every instance at once: rows another instance is
+    /// expiring (or a payment is deciding) are skipped, not waited for.
+    pub async fn expire_due(&self, limit: i64) -> Result<Vec<PendingSettlement>, OrderError> {
+        let rows: Vec<OrderRow> = sqlx::query_as(&format!(
+            "WITH due AS (SELECT id FROM orders WHERE status = 'pending_payment' AND expires_at < clock_timestamp() \
+                          ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
+             UPDATE orders o SET status = 'expired', updated_at = now(), redis_settle = 'release' \
+             FROM due WHERE o.id = due.id RETURNING {}",
+            ORDER_COLUMNS.split(", ").map(|c| format!("o.{c}")).collect::<Vec<_>>().join(", ")
+        ))
+        .bind(limit)
+        .fetch_all(&self.db)
+        .await?;
+        rows.into_iter().map(|row| Order::try_from(row).map(|o| settlement_of(&o, RedisSettle::Release))).collect()
+    }
+
+    /// Settlements Redis still owes, changed more than `older_than` ago (younger ones are being
+    /// applied by the request that made them).
+    pub async fn unsettled(&self, older_than: Duration, limit: i64) -> Result<Vec<PendingSettlement>, OrderError> {
+        let rows: Vec<(i64, i64, i64, i64, String)> = sqlx::query_as(
+            "SELECT id, sale_id, batch_no, reservation_id, redis_settle FROM orders \
+             WHERE redis_settle IS NOT NULL AND updated_at < now() - make_interval(secs => $1) \
+             ORDER BY updated_at LIMIT $2",
+        )
+        .bind(older_than.as_secs_f64())
+        .bind(limit)
+        .fetch_all(&self.db)
+        .await?;
+        rows.into_iter()
+            .map(|(id, sale, batch, reservation, how)| {
+                let corrupt = |reason: &str| OrderError::CorruptRow { id, reason: reason.to_owned() };
+                Ok(PendingSettlement {
+                    order: OrderId::new(id),
+                    sale: SaleId::try_from(sale).map_err(|_| corrupt("sale id"))?,
+                    batch: BatchNo::try_from(batch).map_err(|_| corrupt("batch no"))?,
+                    reservation_id: u64::try_from(reservation).map_err(|_| corrupt("reservation id"))?,
+                    how: RedisSettle::parse(&how).ok_or_else(|| corrupt("redis_settle"))?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records that Redis applied these orders' settlements.
+    pub async fn mark_settled(&self, orders: &[OrderId]) -> Result<(), OrderError> {
+        if orders.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = orders.iter().map(|o| o.get()).collect();
+        sqlx::query("UPDATE orders SET redis_settle = NULL WHERE id = ANY($1)").bind(&ids).execute(&self.db).await?;
+        Ok(())
+    }
+
+    /// Every order of a batch, for a rebuild of its Redis state.
+    pub async fn batch_orders(
+        conn: &mut sqlx::PgConnection,
+        sale: SaleId,
+        batch: BatchNo,
+    ) -> Result<Vec<BatchOrder>, OrderError> {
+        let rows: Vec<(i64, String, i32, String, DateTime<Utc>, i64)> = sqlx::query_as(
+            "SELECT reservation_id, user_id, quantity, status, expires_at, ticket FROM orders \
+             WHERE sale_id = $1 AND batch_no = $2 ORDER BY reservation_id",
+        )
+        .bind(sale.get())
+        .bind(batch.get())
+        .fetch_all(conn)
+        .await?;
+        rows.into_iter()
+            .map(|(reservation, user, quantity, status, expires_at, ticket)| {
+                let corrupt = |reason: &str| OrderError::CorruptRow { id: reservation, reason: reason.to_owned() };
+                Ok(BatchOrder {
+                    reservation_id: u64::try_from(reservation).map_err(|_| corrupt("reservation id"))?,
+                    user: UserId::try_from(user).map_err(|_| corrupt("user id"))?,
+                    quantity: Units::try_from(i64::from(quantity)).map_err(|_| corrupt("quantity"))?,
+                    status: OrderStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+                    expires_at,
+                    ticket: u64::try_from(ticket).map_err(|_| corrupt("ticket"))?,
+                })
+            })
+            .collect()
+    }
+
+    /// What a batch's orders hold, as Redis should see it (see [`BatchTotals`]).
+    pub async fn batch_totals(&self, sale: SaleId, batch: BatchNo) -> Result<BatchTotals, OrderError> {
+        let (reserved, sold): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(SUM(quantity) FILTER (WHERE status = 'pending_payment' OR redis_settle IS NOT NULL), 0)::bigint, \
+                    COALESCE(SUM(quantity) FILTER (WHERE status = 'paid' AND redis_settle IS NULL), 0)::bigint \
+             FROM orders WHERE sale_id = $1 AND batch_no = $2",
+        )
+        .bind(sale.get())
+        .bind(batch.get())
+        .fetch_one(&self.db)
+        .await?;
+        Ok(BatchTotals { reserved, sold })
+    }
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
+}
+
+/// One transaction of claims (see [`OrderBook::claim`]).
+async fn claim_batch(db: &PgPool, stale: Duration, jobs: &[ClaimJob]) -> Result<Vec<Claim>, OrderError> {
+    // Within one batch the first request with a key claims it; the others see it in progress.
+    let mut seen = HashSet::new();
+    let first: Vec<bool> = jobs.iter().map(|j| seen.insert((j.user.as_str(), j.key.as_str()))).collect();
+    let fresh = || jobs.iter().zip(&first).filter(|(_, f)| **f).map(|(j, _)| j);
+    let users: Vec<&str> = fresh().map(|j| j.user.as_str()).collect();
+    let keys: Vec<&str> = fresh().map(|j| j.key.as_str()).collect();
+    let prints: Vec<&[u8]> = fresh().map(|j| &j.fingerprint.0[..]).collect();
+
+    let mut tx = db.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+    let won: HashSet<(String, String)> = sqlx::query_as(
+        "INSERT INTO idempotency_keys (user_id, key, fingerprint) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::bytea[]) ON CONFLICT DO NOTHING RETURNING user_id, key",
+    )
+    .bind(&users)
+    .bind(&keys)
+    .bind(&prints)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+
+    #[derive(FromRow)]
+    struct Existing {
+        user_id: String,
+        key: String,
+        fingerprint: Vec<u8>,
+        status_code: Option<i16>,
+        response: Option<String>,
+        stale: bool,
+    }
+    let mut existing: HashMap<(String, String), Existing> = HashMap::new();
+    if won.len() < users.len() {
+        let rows: Vec<Existing> = sqlx::query_as(
+            "SELECT user_id, key, fingerprint, status_code, response, \
+                    locked_at < now() - make_interval(secs => $3) AS stale \
+             FROM idempotency_keys WHERE (user_id, key) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+        )
+        .bind(&users)
+        .bind(&keys)
+        .bind(stale.as_secs_f64())
+        .fetch_all(&mut *tx)
+        .await?;
+        existing = rows.into_iter().map(|r| ((r.user_id.clone(), r.key.clone()), r)).collect();
+    }
+
+    let mut results = Vec::with_capacity(jobs.len());
+    for (job, first) in jobs.iter().zip(first) {
+        let id = (job.user.as_str().to_owned(), job.key.as_str().to_owned());
+        let claim = if !first {
+            Claim::InProgress
+        } else if won.contains(&id) {
+            Claim::Acquired
+        } else {
+            match existing.get(&id) {
+                // Claimed and answered since: this attempt lost a race it can simply retry.
+                None => Claim::InProgress,
+                Some(row) if row.fingerprint != job.fingerprint.0 => Claim::KeyReused,
+                Some(Existing { status_code: Some(status), response: Some(body), .. }) => {
+                    Claim::Replay(StoredResponse { status: u16::try_from(*status).unwrap_or(500), body: body.clone() })
+                }
+                Some(row) if row.stale => {
+                    // The first attempt's instance died mid-request: this retry takes over.
+                    let taken = sqlx::query(
+                        "UPDATE idempotency_keys SET locked_at = now() WHERE user_id = $1 AND key = $2 \
+                         AND response IS NULL AND locked_at < now() - make_interval(secs => $3)",
+                    )
+                    .bind(&id.0)
+                    .bind(&id.1)
+                    .bind(stale.as_secs_f64())
+                    .execute(&mut *tx)
+                    .await?;
+                    if taken.rows_affected() == 1 { Claim::Acquired } else { Claim::InProgress }
+                }
+                Some(_) => Claim::InProgress,
+            }
+        };
+        results.push(claim);
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// Runs a batch of records in one transaction; if it fails, runs each job alone, so that one bad
+/// job (a constraint it breaks) fails only its own request.
+async fn record_isolated(db: &PgPool, jobs: Vec<RecordJob>) -> Vec<Result<Recorded, OrderError>> {
+    match record_batch(db, &jobs).await {
+        Ok(results) => results.into_iter().map(Ok).collect(),
+        Err(e) if jobs.len() == 1 => vec![Err(e)],
+        Err(_) => {
+            let mut results = Vec::with_capacity(jobs.len());
+            for job in &jobs {
+                results.push(record_batch(db, std::slice::from_ref(job)).await.map(|mut r| r.remove(0)));
+            }
+            results
+        }
+    }
+}
+
+/// One transaction of orders and stored answers (see [`OrderBook::place`]).
+async fn record_batch(db: &PgPool, jobs: &[RecordJob]) -> Result<Vec<Recorded>, OrderError> {
+    let mut tx = db.begin().await?;
+    let mut placed: HashMap<usize, Placed> = HashMap::new();
+    let orders: Vec<(usize, &NewOrder)> = jobs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, j)| match j {
+            RecordJob::Order(o) => Some((i, &**o)),
+            RecordJob::Outcome { .. } => None,
+        })
+        .collect();
+    let mut answers: Vec<(&str, &str, i16, String)> = Vec::with_capacity(jobs.len());
+    let mut abandoned: Vec<(&str, &str)> = Vec::new();
+    if !orders.is_empty() {
+        let current = lock_epochs(&mut tx, orders.iter().map(|(_, o)| (o.sale_id, o.batch_no))).await?;
+        let (valid, fenced): (Vec<_>, Vec<_>) = orders
+            .iter()
+            .partition(|(_, o)| current.get(&(o.sale_id.get(), o.batch_no.get())).is_some_and(|e| o.epoch >= *e));
+        for (i, o) in &fenced {
+            placed.insert(*i, Placed::Fenced);
+            abandoned.push((o.user.as_str(), o.idempotency_key.as_str()));
+        }
+        let created = insert_orders(&mut tx, valid.iter().map(|(_, o)| *o)).await?;
+        for (i, o) in valid {
+            let (id, created_at) = *created
+                .get(&(o.sale_id.get(), o.batch_no.get(), to_i64(o.reservation_id)))
+                .ok_or_else(|| OrderError::CorruptRow { id: 0, reason: "inserted order not returned".to_owned() })?;
+            let order = Order {
+                id: OrderId::new(id),
+                sale_id: o.sale_id,
+                batch_no: o.batch_no,
+                status: OrderStatus::PendingPayment,
+                quantity: o.quantity,
+                amount_cents: o.amount_cents,
+                currency: o.currency.clone(),
+                created_at,
+                expires_at: o.expires_at,
+                paid_at: None,
+                payment_ref: None,
+                user: o.user.clone(),
+                reservation_id: o.reservation_id,
+            };
+            let body =
+                serde_json::to_string(&order).map_err(|e| OrderError::CorruptRow { id, reason: e.to_string() })?;
+            answers.push((o.user.as_str(), o.idempotency_key.as_str(), 201, body));
+            placed.insert(i, Placed::Created(order));
+        }
+    }
+    for job in jobs {
+        if let RecordJob::Outcome { user, key, response } = job {
+            answers.push((
+                user.as_str(),
+                key.as_str(),
+                i16::try_from(response.status).unwrap_or(500),
+                response.body.clone(),
+            ));
+        }
+    }
+    if !answers.is_empty() {
+        sqlx::query(
+            "UPDATE idempotency_keys k SET status_code = u.status_code, response = u.response \
+             FROM UNNEST($1::text[], $2::text[], $3::int2[], $4::text[]) AS u(user_id, key, status_code, response) \
+             WHERE k.user_id = u.user_id AND k.key = u.key",
+        )
+        .bind(answers.iter().map(|a| a.0).collect::<Vec<_>>())
+        .bind(answers.iter().map(|a| a.1).collect::<Vec<_>>())
+        .bind(answers.iter().map(|a| a.2).collect::<Vec<_>>())
+        .bind(answers.iter().map(|a| a.3.clone()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !abandoned.is_empty() {
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE response IS NULL \
+             AND (user_id, key) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+        )
+        .bind(abandoned.iter().map(|a| a.0).collect::<Vec<_>>())
+        .bind(abandoned.iter().map(|a| a.1).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok((0..jobs.len()).map(|i| placed.remove(&i).map_or(Recorded::Stored, Recorded::Placed)).collect())
+}
+
+/// Share-locks the batches' rows (a rebuild's epoch bump waits for this transaction) and returns
+/// their current epochs.
+async fn lock_epochs(
+    tx: &mut Transaction<'_, Postgres>,
+    batches: impl Iterator<Item = (SaleId, BatchNo)>,
+) -> Result<HashMap<(i64, i64), i64>, OrderError> {
+    let mut unique: Vec<(i64, i64)> = batches.map(|(s, b)| (s.get(), b.get())).collect();
+    unique.sort_unstable();
+    unique.dedup();
+    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT sale_id, batch_no, epoch FROM sale_batches \
+         WHERE (sale_id, batch_no) IN (SELECT * FROM UNNEST($1::bigint[], $2::bigint[])) \
+         ORDER BY sale_id, batch_no FOR SHARE",
+    )
+    .bind(unique.iter().map(|u| u.0).collect::<Vec<_>>())
+    .bind(unique.iter().map(|u| u.1).collect::<Vec<_>>())
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.into_iter().map(|(s, b, e)| ((s, b), e)).collect())
+}
+
+/// Inserts orders; returns each one's id and creation time by (sale, batch, reservation).
+async fn insert_orders(
+    tx: &mut Transaction<'_, Postgres>,
+    orders: impl Iterator<Item = &NewOrder>,
+) -> Result<HashMap<(i64, i64, i64), (i64, DateTime<Utc>)>, OrderError> {
+    let orders: Vec<&NewOrder> = orders.collect();
+    if orders.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let quantity = |o: &NewOrder| i32::try_from(o.quantity.get()).unwrap_or(i32::MAX);
+    let rows: Vec<(i64, i64, i64, i64, DateTime<Utc>)> = sqlx::query_as(
+        "INSERT INTO orders (sale_id, batch_no, user_id, quantity, amount_cents, currency, reservation_id, ticket, \
+                             epoch, idempotency_key, expires_at) \
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::int[], $5::bigint[], $6::text[], \
+                              $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::timestamptz[]) \
+         RETURNING id, sale_id, batch_no, reservation_id, created_at",
+    )
+    .bind(orders.iter().map(|o| o.sale_id.get()).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.batch_no.get()).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.user.as_str()).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| quantity(o)).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.amount_cents).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.currency.as_str()).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| to_i64(o.reservation_id)).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| to_i64(o.ticket)).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.epoch).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.idempotency_key.as_str()).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.expires_at).collect::<Vec<_>>())
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.into_iter().map(|(id, s, b, r, at)| ((s, b, r), (id, at))).collect())
+}

@@ -1,0 +1,365 @@
+//! Orders on the server: the steps around the Redis reservation, payments, and the workers that
+//! expire unpaid orders and finish settlements Redis still owes.
+//!
+//! # Creating an order, exactly once
+//! 1. Check what needs no storage: the quantity against the sale's per-user limit, the admission
+//!    token's signature, buyer, sale, batch and expiry (403 `token_invalid`).
+//! 2. Claim the `Idempotency-Key` in PostgreSQL: a retry gets the first answer replayed byte for
+//!    byte, 409 `in_progress` while the first runs, 422 `idempotency_key_reused` for another body.
+//! 3. Reserve in Redis (one script: ticket, per-user limit, stock).
+//! 4. Write the order, durably, with the answer to replay (group commit with other requests).
+//!    A refusal (sold out, limit reached, token used) is stored as the answer instead.
+//!
+//! If the order cannot be written after the reservation, the reservation is aborted (units back,
+//! ticket usable again) and the key freed, so the retry can run. If the process dies in between,
+//! the reservation outlives its deadline and the Redis sweep returns the units
+//! ([`crate::upkeep::RESERVATION_GRACE_MS`] after it).
+//!
+//! # Settling in Redis
+//! A status change that moves units (paid, cancelled, failed, expired) is committed in PostgreSQL
+//! with a note of what Redis owes (`orders.redis_settle`), then applied to Redis and the note
+//! cleared. [`sweep`] applies notes left by requests that died in between, so Redis always ends
+//! up agreeing with PostgreSQL.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use flashsale_core::{SaleId, Units, UserId};
+use flashsale_inventory::{ReservationId, ReserveRequest, Reserved, Settled, Settlement};
+use flashsale_order::{
+    Cancelled, Claim, Fingerprint, IdempotencyKey, NewOrder, Order, PaymentApplied, PaymentNotice, PaymentOutcome,
+    PaymentReceipt, PendingSettlement, Placed, RedisSettle, StoredResponse,
+};
+use flashsale_sales::FieldError;
+use serde::Deserialize;
+
+use crate::problem::{ApiError, PROBLEM_JSON};
+use crate::queue::{millis_to_time, sale_snapshot};
+use crate::state::AppState;
+
+/// `POST /sales/{id}/orders`'s body.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderRequest {
+    /// The `admission_token` of the buyer's `admitted` queue answer.
+    pub admission_token: String,
+    /// Units to buy: 1 to the sale's per-user limit.
+    #[schema(example = 1)]
+    pub quantity: i64,
+}
+
+/// The header marking a replayed answer.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+/// A stored answer as an HTTP response: the same status and body bytes as the first time.
+pub fn stored_response(stored: StoredResponse, replayed: bool) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let content_type = if status.is_success() { "application/json" } else { PROBLEM_JSON };
+    let mut response =
+        (status, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], stored.body).into_response();
+    if replayed {
+        response.headers_mut().insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    response
+}
+
+fn quantity_error(limit: Units) -> ApiError {
+    ApiError::Validation(flashsale_sales::ValidationErrors(vec![FieldError {
+        field: "quantity".to_owned(),
+        message: format!("must be a whole number from 1 to the per-user limit, {limit}"),
+    }]))
+}
+
+/// Creates an order (see the module docs for the steps).
+pub async fn create(
+    state: &AppState,
+    user: &UserId,
+    sale_id: SaleId,
+    key: IdempotencyKey,
+    request: OrderRequest,
+) -> Result<Response, ApiError> {
+    let snapshot = sale_snapshot(state, sale_id).await?;
+    let (sale, batch) = (&snapshot[0].0, &snapshot[0].1.batch);
+    let config = &sale.config;
+    let units = u32::try_from(request.quantity)
+        .ok()
+        .map(Units::new)
+        .filter(|u| *u >= Units::new(1) && *u <= config.per_user_limit)
+        .ok_or_else(|| quantity_error(config.per_user_limit))?;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let claims = state
+        .tokens
+        .verify_admission(&request.admission_token, user, sale.id, batch.batch_no, now_ms)
+        .map_err(|e| ApiError::Forbidden { code: "token_invalid", detail: format!("admission token refused: {e}") })?;
+    let fingerprint = Fingerprint::of(&[
+        &sale_id.get().to_be_bytes(),
+        request.admission_token.as_bytes(),
+        &units.get().to_be_bytes(),
+    ]);
+    match state.orders.claim(user, &key, fingerprint).await? {
+        Claim::Acquired => {}
+        Claim::Replay(stored) => {
+            metrics::counter!("order_requests_total", "outcome" => "replayed").increment(1);
+            return Ok(stored_response(stored, true));
+        }
+        Claim::InProgress => {
+            return Err(ApiError::Conflict {
+                code: "in_progress",
+                detail: "a request with this Idempotency-Key is still running; retry shortly".to_owned(),
+            });
+        }
+        Claim::KeyReused => {
+            return Err(ApiError::Unprocessable {
+                code: "idempotency_key_reused",
+                detail: "this Idempotency-Key was used for a different request; use a new key".to_owned(),
+            });
+        }
+    }
+
+    let reserve = ReserveRequest {
+        user,
+        units,
+        ticket: claims.ticket,
+        step: claims.step,
+        window_ms: i64::from(config.payment_window_secs) * 1000,
+    };
+    let reserved = match state.inventory.reserve(sale.id, batch.batch_no, reserve).await {
+        Ok(reserved) => reserved,
+        Err(e) => return Err(give_up(state, user, &key, e.into()).await),
+    };
+    let refusal = match reserved {
+        Reserved::Reserved { id, deadline_ms, epoch } => {
+            #[cfg(feature = "failpoints")]
+            if state.failpoints.crash_after_reserve.load(std::sync::atomic::Ordering::SeqCst) {
+                // The process "dies" here: no order, no release, the claim left in progress.
+                return Err(ApiError::Internal(anyhow::anyhow!("failpoint: crashed after reserve")));
+            }
+            let order = NewOrder {
+                sale_id: sale.id,
+                batch_no: batch.batch_no,
+                user: user.clone(),
+                quantity: units,
+                amount_cents: config.price_cents.saturating_mul(i64::from(units.get())),
+                currency: config.currency.clone(),
+                reservation_id: id.0,
+                ticket: claims.ticket,
+                epoch,
+                idempotency_key: key.clone(),
+                expires_at: millis_to_time(deadline_ms),
+            };
+            return place(state, order).await;
+        }
+        Reserved::SoldOut { .. } => {
+            ApiError::Conflict { code: "sold_out", detail: "every unit of this batch is taken".to_owned() }
+        }
+        Reserved::LimitReached { held } => ApiError::Conflict {
+            code: "limit_reached",
+            detail: format!("you already hold or bought {held} of at most {} units", config.per_user_limit),
+        },
+        Reserved::TokenUsed => ApiError::Conflict {
+            code: "token_used",
+            detail: "this admission token was already used to reserve".to_owned(),
+        },
+        Reserved::NotOpen => ApiError::NotOpen { opens_at: batch.opens_at },
+        Reserved::Paused => ApiError::Conflict { code: "paused", detail: "operations paused the sale".to_owned() },
+        Reserved::Closed => ApiError::Conflict { code: "closed", detail: "the batch is closed".to_owned() },
+        Reserved::Missing => return Err(give_up(state, user, &key, ApiError::Rebuilding).await),
+    };
+    let code = refusal.status_and_code().1;
+    metrics::counter!("order_requests_total", "outcome" => code).increment(1);
+    let body = serde_json::to_string(&refusal.problem()).map_err(|e| ApiError::Internal(e.into()))?;
+    let stored = StoredResponse { status: refusal.status_and_code().0.as_u16(), body };
+    if let Err(e) = state.orders.record_outcome(user, &key, stored.clone()).await {
+        return Err(give_up(state, user, &key, e.into()).await);
+    }
+    Ok(stored_response(stored, false))
+}
+
+/// Writes the order for a reservation just made; on failure gives the reservation back.
+async fn place(state: &AppState, order: NewOrder) -> Result<Response, ApiError> {
+    let (sale, batch, reservation) = (order.sale_id, order.batch_no, ReservationId(order.reservation_id));
+    let (user, key) = (order.user.clone(), order.idempotency_key.clone());
+    match state.orders.place(order).await {
+        Ok(Placed::Created(order)) => {
+            metrics::counter!("order_requests_total", "outcome" => "created").increment(1);
+            metrics::counter!("orders_created_units_total").increment(u64::from(order.quantity.get()));
+            let body = serde_json::to_string(&order).map_err(|e| ApiError::Internal(e.into()))?;
+            Ok(stored_response(StoredResponse { status: 201, body }, false))
+        }
+        Ok(Placed::Fenced) => {
+            // The Redis state this reservation lived in was lost and rebuilt without it.
+            metrics::counter!("order_requests_total", "outcome" => "fenced").increment(1);
+            Err(ApiError::Rebuilding)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, sale.id = %sale, batch.no = %batch, "order not written; aborting its reservation");
+            if let Err(abort) = state.inventory.settle(sale, batch, reservation, Settlement::Abort).await {
+                // The sweep returns the units after the deadline.
+                tracing::error!(error = %abort, "could not abort the reservation; it will expire");
+            }
+            Err(give_up(state, &user, &key, e.into()).await)
+        }
+    }
+}
+
+/// Frees the claim so that a retry runs again, and returns `error`.
+async fn give_up(state: &AppState, user: &UserId, key: &IdempotencyKey, error: ApiError) -> ApiError {
+    if let Err(e) = state.orders.abandon_claim(user, key).await {
+        // The claim goes stale and a retry takes it over after a while.
+        tracing::warn!(error = %e, "could not free an idempotency key");
+    }
+    error
+}
+
+/// Cancels the buyer's pending order and releases its units at once.
+pub async fn cancel(state: &AppState, user: &UserId, id: flashsale_order::OrderId) -> Result<Order, ApiError> {
+    match state.orders.cancel(user, id).await {
+        Ok(Cancelled::Now(order, settle)) => {
+            metrics::counter!("orders_cancelled_total").increment(1);
+            settle_now(state, settle).await;
+            Ok(order)
+        }
+        Ok(Cancelled::Before(order)) => Ok(order),
+        Err(flashsale_order::OrderError::InvalidTransition { from, .. }) => Err(ApiError::Conflict {
+            code: "invalid_transition",
+            detail: format!("the order is {}; only a pending order can be cancelled", from.as_str()),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Applies a verified payment notice.
+pub async fn apply_payment(state: &AppState, notice: PaymentNotice) -> Result<Response, ApiError> {
+    let fingerprint = Fingerprint::of(&[
+        &notice.order_id.to_be_bytes(),
+        &notice.amount_cents.to_be_bytes(),
+        notice.status.as_str().as_bytes(),
+    ]);
+    match state.orders.apply_payment(&notice, &fingerprint).await? {
+        PaymentApplied::Applied { status, receipt, settle } => {
+            metrics::counter!("payments_total", "outcome" => receipt.outcome.as_str()).increment(1);
+            if receipt.outcome == PaymentOutcome::RefundDue {
+                tracing::warn!(order.id = notice.order_id, payment_ref = %notice.payment_ref, "payment for an order that no longer holds units: refund due");
+            }
+            if let Some(settle) = settle {
+                settle_now(state, settle).await;
+            }
+            Ok(payment_response(status, receipt))
+        }
+        PaymentApplied::Replayed(stored) => {
+            metrics::counter!("payments_total", "outcome" => "replayed").increment(1);
+            let receipt: PaymentReceipt =
+                serde_json::from_str(&stored.body).map_err(|e| ApiError::Internal(e.into()))?;
+            let mut response = payment_response(stored.status, receipt);
+            response.headers_mut().insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+            Ok(response)
+        }
+        PaymentApplied::RefReused => Err(ApiError::Unprocessable {
+            code: "payment_ref_reused",
+            detail: "this payment_ref was sent before with a different order, amount or status".to_owned(),
+        }),
+    }
+}
+
+/// The answer to a notice, the same for the first delivery and every replay.
+fn payment_response(status: u16, receipt: PaymentReceipt) -> Response {
+    match status {
+        404 => ApiError::NotFound(format!("no order {}; the notice is recorded", receipt.order_id)).into_response(),
+        422 => ApiError::Unprocessable {
+            code: "amount_mismatch",
+            detail: format!("the amount is not order {}'s; the notice is recorded, nothing changed", receipt.order_id),
+        }
+        .into_response(),
+        _ => crate::problem::Json(receipt).into_response(),
+    }
+}
+
+/// Applies a settlement to Redis now and clears its note; a failure leaves the note for
+/// [`sweep`], so it is logged and not returned (the buyer's request already succeeded).
+async fn settle_now(state: &AppState, settle: PendingSettlement) {
+    if let Err(e) = apply_settlements(state, vec![settle]).await {
+        tracing::warn!(error = %e, order.id = %settle.order, "settlement left for the sweep");
+    }
+}
+
+/// Applies settlements to Redis (concurrently, over the shared connection) and clears the notes
+/// of those applied.
+async fn apply_settlements(state: &AppState, owed: Vec<PendingSettlement>) -> Result<usize, ApiError> {
+    let results = futures::future::join_all(owed.iter().map(|s| {
+        let how = match s.how {
+            RedisSettle::Commit => Settlement::Commit,
+            RedisSettle::Release => Settlement::Release,
+        };
+        state.inventory.settle(s.sale, s.batch, ReservationId(s.reservation_id), how)
+    }))
+    .await;
+    let mut done = Vec::with_capacity(owed.len());
+    let mut failure = None;
+    for (s, result) in owed.iter().zip(results) {
+        match result {
+            Ok(settled) => {
+                check_settled(s, settled);
+                done.push(s.order);
+            }
+            Err(e) => failure = Some(e),
+        }
+    }
+    state.orders.mark_settled(&done).await?;
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(done.len()),
+    }
+}
+
+/// Logs the settlements that contradict PostgreSQL: a paid order whose units Redis had already
+/// given back (possible only if the payment was applied to Redis more than the grace period
+/// after its deadline) is the one way a unit could be sold twice, so it is counted and shouted.
+fn check_settled(s: &PendingSettlement, settled: Settled) {
+    match (s.how, settled) {
+        (RedisSettle::Commit, Settled::AlreadyReleased) => {
+            metrics::counter!("settlement_conflicts_total").increment(1);
+            tracing::error!(order.id = %s.order, sale.id = %s.sale, "paid order's reservation had already been released in Redis");
+        }
+        (RedisSettle::Release, Settled::AlreadyCommitted) => {
+            metrics::counter!("settlement_conflicts_total").increment(1);
+            tracing::error!(order.id = %s.order, sale.id = %s.sale, "released order's reservation had been committed in Redis");
+        }
+        // Redis lost the reservation; the rebuild reads this order's status from PostgreSQL.
+        (_, Settled::Unknown) => {
+            tracing::info!(order.id = %s.order, "reservation unknown to Redis; the rebuild accounts for it");
+        }
+        _ => {}
+    }
+}
+
+/// What one [`sweep`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sweep {
+    /// Pending orders past their deadline, now expired.
+    pub expired: usize,
+    /// Settlements applied that requests had left behind.
+    pub settled: usize,
+}
+
+/// Orders expired per statement.
+const SWEEP_BATCH: i64 = 500;
+
+/// Expires unpaid orders past their deadline (releasing their units) and applies settlements
+/// that requests left behind. Run every second by every instance: safe concurrently.
+pub async fn sweep(state: &AppState) -> Result<Sweep, ApiError> {
+    let mut done = Sweep::default();
+    loop {
+        let due = state.orders.expire_due(SWEEP_BATCH).await?;
+        let n = due.len();
+        done.expired += n;
+        metrics::counter!("orders_expired_total").increment(n as u64);
+        apply_settlements(state, due).await?;
+        if i64::try_from(n).unwrap_or(i64::MAX) < SWEEP_BATCH {
+            break;
+        }
+    }
+    let owed = state.orders.unsettled(Duration::from_secs(5), SWEEP_BATCH).await?;
+    done.settled = apply_settlements(state, owed).await?;
+    Ok(done)
+}

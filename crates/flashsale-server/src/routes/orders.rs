@@ -1,0 +1,203 @@
+//! Shoppers' orders (`POST /sales/{id}/orders`, `GET /orders`, `GET /orders/{id}`,
+//! `POST /orders/{id}/cancel`, behind a buyer JWT) and the payment provider's callback
+//! (`POST /payments/callback`, signed with the payment secret).
+
+use std::convert::Infallible;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, State};
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use axum::response::Response;
+use flashsale_core::SaleId;
+use flashsale_order::payment::{SIGNATURE_HEADER, signature_is_valid};
+use flashsale_order::{IdempotencyKey, Order, OrderId, PaymentNotice, PaymentReceipt};
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::buyer::Buyer;
+use crate::limits::ClientIp;
+use crate::orders::{self, OrderRequest};
+use crate::problem::{ApiError, Json, Path, Problem, Query};
+use crate::state::AppState;
+
+/// The order routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_order))
+        .routes(routes!(list_orders))
+        .routes(routes!(get_order))
+        .routes(routes!(cancel_order))
+        .routes(routes!(payment_callback))
+}
+
+/// The `Idempotency-Key` header, as sent (validated by the handler, so a missing key is a
+/// problem, not a rejection).
+#[derive(Debug)]
+struct KeyHeader(Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for KeyHeader {
+    type Rejection = Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<KeyHeader, Infallible> {
+        let value = parts.headers.get("idempotency-key").map(|v| v.to_str().map(str::to_owned).unwrap_or_default());
+        Ok(KeyHeader(value))
+    }
+}
+
+/// Reserve units with an admission token and create the order, which must be paid before its
+/// `expires_at`. Exactly once per `Idempotency-Key` (scoped to the buyer): a retry with the same
+/// key and body gets the first answer again, byte for byte, marked `Idempotent-Replayed: true`.
+#[utoipa::path(
+    post, path = "/sales/{id}/orders", tag = "shoppers",
+    params(
+        ("id" = i64, Path, description = "Sale id"),
+        ("Idempotency-Key" = String, Header, description = "1-255 visible ASCII characters, new for each purchase attempt"),
+    ),
+    request_body = OrderRequest,
+    security(("buyer_jwt" = [])),
+    responses(
+        (status = 201, description = "Created: units held until expires_at", body = Order),
+        (status = 400, description = "idempotency_key_invalid, malformed_json", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "token_invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "sold_out, limit_reached, token_used, in_progress, not_open, paused, closed", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed, idempotency_key_reused", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited, with Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "rebuilding (with Retry-After) or unavailable: safe to retry with the same key", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn create_order(
+    State(state): State<AppState>,
+    buyer: Buyer,
+    ip: ClientIp,
+    Path(id): Path<SaleId>,
+    key: KeyHeader,
+    Json(request): Json<OrderRequest>,
+) -> Result<Response, ApiError> {
+    state.limits.check(&buyer.user, ip.0)?;
+    let key = key.0.as_deref().and_then(|k| IdempotencyKey::try_from(k).ok()).ok_or(ApiError::InvalidIdempotencyKey)?;
+    orders::create(&state, &buyer.user, id, key, request).await
+}
+
+/// `GET /orders`'s query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Only orders older than this id (the previous page's `next_before`).
+    before: Option<i64>,
+    /// Page size, 1 to 100 (default 20).
+    limit: Option<i64>,
+}
+
+/// A page of the buyer's orders.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct OrderPage {
+    /// Newest first.
+    orders: Vec<Order>,
+    /// Pass as `before` for the next page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_before: Option<OrderId>,
+}
+
+/// The buyer's own orders, newest first.
+#[utoipa::path(
+    get, path = "/orders", tag = "shoppers", params(ListQuery),
+    security(("buyer_jwt" = [])),
+    responses(
+        (status = 200, body = OrderPage),
+        (status = 400, description = "bad_request", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn list_orders(
+    State(state): State<AppState>,
+    buyer: Buyer,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<OrderPage>, ApiError> {
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::BadRequest("limit must be from 1 to 100".to_owned()));
+    }
+    let orders = state.orders.list(&buyer.user, query.before.map(OrderId::new), limit).await?;
+    let full = i64::try_from(orders.len()).unwrap_or(i64::MAX) == limit;
+    let next_before = if full { orders.last().map(|o| o.id) } else { None };
+    Ok(Json(OrderPage { orders, next_before }))
+}
+
+/// One of the buyer's orders. Another buyer's order is 404, exactly like one that does not
+/// exist: ids reveal nothing.
+#[utoipa::path(
+    get, path = "/orders/{id}", tag = "shoppers", params(("id" = i64, Path, description = "Order id")),
+    security(("buyer_jwt" = [])),
+    responses(
+        (status = 200, body = Order),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn get_order(State(state): State<AppState>, buyer: Buyer, Path(id): Path<i64>) -> Result<Json<Order>, ApiError> {
+    let order = state.orders.get(&buyer.user, OrderId::new(id)).await?;
+    order.map(Json).ok_or_else(|| ApiError::NotFound("no such order".to_owned()))
+}
+
+/// Cancel a pending order; its units go back to other buyers at once. Cancelling again answers
+/// the cancelled order; a paid, expired or failed order cannot be cancelled (409).
+#[utoipa::path(
+    post, path = "/orders/{id}/cancel", tag = "shoppers", params(("id" = i64, Path, description = "Order id")),
+    security(("buyer_jwt" = [])),
+    responses(
+        (status = 200, body = Order),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "invalid_transition", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn cancel_order(
+    State(state): State<AppState>,
+    buyer: Buyer,
+    Path(id): Path<i64>,
+) -> Result<Json<Order>, ApiError> {
+    Ok(Json(orders::cancel(&state, &buyer.user, OrderId::new(id)).await?))
+}
+
+/// The payment provider's notice. Authenticated by `X-Signature: sha256=<hex HMAC-SHA256 of the
+/// raw body with FLASHSALE_PAYMENT_SECRET>`; idempotent per `payment_ref` (a replay gets the first
+/// answer). In time: the order is paid. Failed: its units go back. Late (after the deadline),
+/// or for an order cancelled or failed: the order is not revived, it becomes `refund_due`.
+#[utoipa::path(
+    post, path = "/payments/callback", tag = "payments",
+    params(("X-Signature" = String, Header, description = "sha256=<hex HMAC-SHA256 of the raw body>")),
+    request_body = PaymentNotice,
+    responses(
+        (status = 200, description = "Applied (outcome paid, payment_failed, refund_due or ignored)", body = PaymentReceipt),
+        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized: missing or wrong signature", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found: no such order (recorded)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "amount_mismatch (recorded), payment_ref_reused, validation_failed", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn payment_callback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !signature_is_valid(state.secrets.payment_secret.expose().as_bytes(), &body, signature) {
+        metrics::counter!("payments_total", "outcome" => "bad_signature").increment(1);
+        return Err(ApiError::Unauthorized);
+    }
+    let notice: PaymentNotice = serde_json::from_slice(&body).map_err(|e| {
+        if e.is_data() { ApiError::InvalidBody(e.to_string()) } else { ApiError::MalformedJson(e.to_string()) }
+    })?;
+    let bad_ref = notice.payment_ref.is_empty()
+        || notice.payment_ref.len() > 255
+        || !notice.payment_ref.bytes().all(|b| b.is_ascii_graphic());
+    if bad_ref || notice.amount_cents < 0 {
+        return Err(ApiError::InvalidBody(
+            "payment_ref must be 1-255 visible ASCII characters and amount_cents not negative".to_owned(),
+        ));
+    }
+    orders::apply_payment(&state, notice).await
+}

@@ -1,0 +1,595 @@
+//! Orders through the HTTP API against real Redis and PostgreSQL: exactly once per idempotency
+//! key, the races (last units, one buyer's many tabs, one token many times), payments at the
+//! deadline, the crash between reservation and insert, and Redis losing a batch mid-sale.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::http::Method;
+use chrono::Utc;
+use common::{Reply, TestApp, buyer_jwt, one_off_sale, open_now};
+use flashsale_core::{BatchNo, SaleId, Units, UserId};
+use flashsale_order::payment::sign;
+use flashsale_order::{IdempotencyKey, NewOrder, Placed};
+use flashsale_queue::AdmissionClaims;
+use flashsale_server::config::dev;
+use serde_json::json;
+
+const PRICE: i64 = 599_900;
+
+/// A one-off sale, open now, with `stock` units, a per-user limit and a payment window (shorter
+/// windows than the API accepts are set in the database, so deadlines pass within a test).
+async fn open_sale(app: &TestApp, stock: u32, limit: u32, window_secs: i32) -> i64 {
+    let mut body = one_off_sale();
+    body["stock"] = json!(stock);
+    body["per_user_limit"] = json!(limit);
+    let id = app.create_sale(body).await["id"].as_i64().unwrap();
+    sqlx::query("UPDATE sales SET admission_ttl_secs = 1, payment_window_secs = $2 WHERE id = $1")
+        .bind(id)
+        .bind(window_secs)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    open_now(app, id).await;
+    id
+}
+
+/// A test app that caches nothing and limits no rate: these tests fire one buyer's requests by
+/// the dozen on purpose (the limits have their own tests).
+async fn uncached(db: sqlx::PgPool) -> TestApp {
+    let mut tuning = common::uncached_tuning();
+    tuning.limits.per_user = None;
+    tuning.limits.per_ip = None;
+    TestApp::with_tuning(db, tuning).await
+}
+
+fn uid(s: &str) -> UserId {
+    UserId::try_from(s.to_owned()).unwrap()
+}
+
+/// An admission token for `user` with queue ticket `ticket`, as the queue signs them.
+fn token(app: &TestApp, sale: i64, user: &str, ticket: u64) -> String {
+    app.state.tokens.sign_admission(&AdmissionClaims {
+        user: uid(user),
+        sale: SaleId::try_from(sale).unwrap(),
+        batch: BatchNo::FIRST,
+        ticket,
+        step: 0,
+        expires_at_ms: Utc::now().timestamp_millis() + 60_000,
+    })
+}
+
+async fn order(app: &TestApp, sale: i64, user: &str, key: &str, token: &str, quantity: i64) -> Reply {
+    let auth = format!("Bearer {}", buyer_jwt(user, 600));
+    let headers = [("authorization", auth.as_str()), ("idempotency-key", key), ("content-type", "application/json")];
+    let body = json!({ "admission_token": token, "quantity": quantity }).to_string();
+    app.send(Method::POST, &format!("/sales/{sale}/orders"), &headers, body).await
+}
+
+async fn pay_raw(app: &TestApp, body: &str, secret: &str) -> Reply {
+    let signature = sign(secret.as_bytes(), body.as_bytes());
+    let headers = [("x-signature", signature.as_str()), ("content-type", "application/json")];
+    app.send(Method::POST, "/payments/callback", &headers, body.to_owned()).await
+}
+
+async fn pay(app: &TestApp, order: i64, reference: &str, amount: i64, status: &str) -> Reply {
+    let body = json!({ "order_id": order, "payment_ref": reference, "amount_cents": amount, "status": status });
+    pay_raw(app, &body.to_string(), dev::PAYMENT_SECRET).await
+}
+
+/// (available, reserved, sold) in Redis.
+async fn ledger(app: &TestApp, sale: i64) -> (u32, u32, u32) {
+    let l = app.state.inventory.snapshot(SaleId::try_from(sale).unwrap(), BatchNo::FIRST).await.unwrap().unwrap();
+    assert!(l.balances(), "{l:?}");
+    (l.available.get(), l.reserved.get(), l.sold.get())
+}
+
+/// (pending units, paid units) in PostgreSQL.
+async fn pg_units(app: &TestApp, sale: i64) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT COALESCE(SUM(quantity) FILTER (WHERE status = 'pending_payment'), 0)::bigint, \
+                COALESCE(SUM(quantity) FILTER (WHERE status = 'paid'), 0)::bigint FROM orders WHERE sale_id = $1",
+    )
+    .bind(sale)
+    .fetch_one(&app.db)
+    .await
+    .unwrap()
+}
+
+/// Redis agrees with PostgreSQL once every settlement is applied.
+async fn assert_redis_agrees_with_postgres(app: &TestApp, sale: i64) {
+    let (available, reserved, sold) = ledger(app, sale).await;
+    let (pending, paid) = pg_units(app, sale).await;
+    assert_eq!((i64::from(reserved), i64::from(sold)), (pending, paid), "available {available}");
+}
+
+async fn sweep(app: &TestApp) {
+    flashsale_server::orders::sweep(&app.state).await.unwrap();
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn an_admitted_buyer_orders_and_pays_through_the_queue(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = open_sale(&app, 10, 2, 600).await;
+    let joined = app.buyer(Method::POST, &format!("/sales/{id}/queue"), "alice", None).await;
+    let ticket = joined.body["ticket"].as_str().unwrap().to_owned();
+    for _ in 0..10 {
+        flashsale_server::queue::admit_all(&app.state, Utc::now()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = app.buyer(Method::GET, &format!("/sales/{id}/queue"), "alice", Some(&ticket)).await;
+    assert_eq!(status.body["status"], "admitted", "{status:?}");
+    let admission = status.body["admission_token"].as_str().unwrap();
+
+    let created = order(&app, id, "alice", "key-1", admission, 2).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let body = &created.body;
+    assert_eq!((body["status"].as_str(), body["quantity"].as_u64()), (Some("pending_payment"), Some(2)));
+    assert_eq!(body["amount_cents"], PRICE * 2);
+    assert_eq!(body["currency"], "CNY");
+    let expires_at = chrono::DateTime::parse_from_rfc3339(body["expires_at"].as_str().unwrap()).unwrap();
+    let window = expires_at.with_timezone(&Utc) - Utc::now();
+    assert!((590..=600).contains(&window.num_seconds()), "the payment window: {window}");
+    assert!(body.get("user").is_none() && body.get("reservation_id").is_none(), "internals stay inside");
+    assert_eq!(ledger(&app, id).await, (8, 2, 0));
+    assert_eq!(
+        app.state.queue.counters(&[(SaleId::try_from(id).unwrap(), BatchNo::FIRST)]).await.unwrap()[0].inflight,
+        0
+    );
+
+    let order_id = body["id"].as_i64().unwrap();
+    let read = app.buyer(Method::GET, &format!("/orders/{order_id}"), "alice", None).await;
+    assert_eq!(read.body, *body);
+    let list = app.buyer(Method::GET, "/orders", "alice", None).await;
+    assert_eq!(list.body["orders"], json!([body]));
+
+    let paid = pay(&app, order_id, "pay-1", PRICE * 2, "succeeded").await;
+    assert_eq!(paid.status, 200, "{paid:?}");
+    assert_eq!((paid.body["outcome"].as_str(), paid.body["order_status"].as_str()), (Some("paid"), Some("paid")));
+    assert_eq!(ledger(&app, id).await, (8, 0, 2));
+    let read = app.buyer(Method::GET, &format!("/orders/{order_id}"), "alice", None).await;
+    assert_eq!((read.body["status"].as_str(), read.body["payment_ref"].as_str()), (Some("paid"), Some("pay-1")));
+    let owed: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE redis_settle IS NOT NULL")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(owed, 0, "the settlement was applied and its note cleared");
+    assert_redis_agrees_with_postgres(&app, id).await;
+    app.redis.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn fifty_parallel_creates_with_one_key_make_one_order(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = open_sale(&app, 10, 2, 600).await;
+    let admission = token(&app, id, "alice", 1);
+    let replies = futures::future::join_all((0..50).map(|_| order(&app, id, "alice", "same-key", &admission, 1))).await;
+    let created: Vec<&Reply> = replies.iter().filter(|r| r.status == 201).collect();
+    let in_progress = replies.iter().filter(|r| r.status == 409 && r.body["code"] == "in_progress").count();
+    assert!(!created.is_empty());
+    assert_eq!(created.len() + in_progress, 50, "every answer is the order or in_progress");
+    assert!(created.iter().all(|r| r.body == created[0].body), "replays are identical");
+    assert_eq!(app.count("orders").await, 1);
+    assert_eq!(ledger(&app, id).await, (9, 1, 0));
+
+    // A retry after the first finished gets the same bytes, marked as a replay.
+    let replay = order(&app, id, "alice", "same-key", &admission, 1).await;
+    assert_eq!((replay.status.as_u16(), &replay.body), (201, &created[0].body));
+    assert_eq!(replay.headers["idempotent-replayed"], "true");
+    // The same key with another quantity: refused, nothing written.
+    order(&app, id, "alice", "same-key", &admission, 2).await.assert_problem(422, "idempotency_key_reused");
+    // Keys are per buyer: bob's "same-key" is his own.
+    let bob = order(&app, id, "bob", "same-key", &token(&app, id, "bob", 2), 1).await;
+    assert_eq!(bob.status, 201, "{bob:?}");
+    assert_eq!(app.count("orders").await, 2);
+    assert_eq!(ledger(&app, id).await, (8, 2, 0));
+    app.redis.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn three_hundred_buyers_race_for_twenty_units_over_http(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = open_sale(&app, 20, 1, 600).await;
+    let buyers: Vec<(String, String)> =
+        (0..300).map(|i| (format!("buyer-{i}"), token(&app, id, &format!("buyer-{i}"), i + 1))).collect();
+    let replies = futures::future::join_all(buyers.iter().map(|(user, t)| order(&app, id, user, "k", t, 1))).await;
+    let created = replies.iter().filter(|r| r.status == 201).count();
+    let sold_out = replies.iter().filter(|r| r.status == 409 && r.body["code"] == "sold_out").count();
+    assert_eq!((created, sold_out), (20, 280));
+    assert_eq!(ledger(&app, id).await, (0, 20, 0));
+    assert_eq!(pg_units(&app, id).await, (20, 0));
+    // The refusals were stored too: a retry gets sold_out again, not a second chance at the race.
+    let loser = replies.iter().position(|r| r.status == 409).unwrap();
+    let again = order(&app, id, &buyers[loser].0, "k", &buyers[loser].1, 1).await;
+    again.assert_problem(409, "sold_out");
+    assert_eq!(again.body, replies[loser].body);
+    app.redis.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn one_buyer_in_twenty_tabs_gets_at_most_the_limit(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = open_sale(&app, 100, 2, 600).await;
+    let tabs: Vec<(String, String)> = (0..20).map(|i| (format!("tab-{i}"), token(&app, id, "alice", i + 1))).collect();
+    let replies = futures::future::join_all(tabs.iter().map(|(key, t)| order(&app, id, "alice", key, t, 1))).await;
+    let created = replies.iter().filter(|r| r.status == 201).count();
+    let limited = replies.iter().filter(|r| r.status == 409 && r.body["code"] == "limit_reached").count();
+    assert_eq!((created, limited), (2, 18));
+    assert_eq!(pg_units(&app, id).await, (2, 0));
+    app.redis.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn an_admission_token_is_single_use_and_only_its_buyers(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = open_sale(&app, 10, 2, 600).await;
+    let alice = token(&app, id, "alice", 1);
+    let keys: Vec<String> = (0..50).map(|i| format!("k{i}")).collect();
+    let replies = futures::future::join_all(keys.iter().map(|k| order(&app, id, "alice", k, &alice, 1))).await;
+    assert_eq!(replies.iter().filter(|r| r.status == 201).count(), 1);
+    assert!(replies.iter().filter(|r| r.status != 201).all(|r| r.body["code"] == "token_used"));
+    order(&app, id, "bob", "k", &alice, 1).await.assert_problem(403, "token_invalid");
+    let mut forged = token(&app, id, "bob", 9);
+    forged.pop();
+    order(&app, id, "bob", "k", &forged, 1).await.assert_problem(403, "token_invalid");
+    let expired = app.state.tokens.sign_admission(&AdmissionClaims {
+        user: uid("bob"),
+        sale: SaleId::try_from(id).unwrap(),
+        batch: BatchNo::FIRST,
+        ticket: 10,
+        step: 0,
+        expires_at_ms: Utc::now().timestamp_millis() - 1,
+    });
+    order(&app, id, "bob", "k", &expired, 1).await.assert_problem(403, "token_invalid");
+    let other_sale = open_sale(&app, 10, 2, 600).await;
+    order(&app, other_sale, "alice", "k", &token(&app, id, "alice", 2), 1).await.assert_problem(403, "token_invalid");
+    assert_eq!(app.count("orders").await, 1);
+    assert_eq!(ledger(&app, id).await, (9, 1, 0));
+    app.redis.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn bad_order_requests_are_problems_and_write_nothing(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = open_sale(&app, 10, 2, 600).await;
+    let t = token(&app, id, "alice", 1);
+    let auth = format!("Bearer {}", buyer_jwt("alice", 600));
+    let uri = format!("/sales/{id}/orders");
+    let body = json!({ "admission_token": t, "quantity": 1 }).to_string();
+    let json_type = ("content-type", "application/json");
+    let no_key = app.send(Method::POST, &uri, &[("authorization", &auth), json_type], body.clone()).await;
+    no_key.assert_problem(400, "idempotency_key_invalid");
+    for bad in ["has space", &"x".repeat(256)] {
+        let headers = [("authorization", auth.as_str()), ("idempotency-key", bad), json_type];
+        app.send(Method::POST, &uri, &headers, body.clone()).await.assert_problem(400, "idempotency_key_invalid");
+    }
+    for quantity in [0, 3, -1] {
+        let reply = order(&app, id, "alice", "k", &t, quantity).await;
+        reply.assert_problem(422, "validation_failed");
+        assert_eq!(reply.body["errors"][0]["field"], "quantity");
+    }
+    let headers = [("authorization", auth.as_str()), ("idempotency-key", "k"), json_type];
+    let unknown = json!({ "admission_token": t, "quantity": 1, "price_cents": 1 }).to_string();
+    app.send(Method::POST, &uri, &headers, unknown).await.assert_problem(422, "validation_failed");
+    app.send(Method::POST, &uri, &headers, "{not json").await.assert_problem(400, "malformed_json");
+    let anonymous = [("idempotency-key", "k"), json_type];
+    app.send(Method::POST, &uri, &anonymous, body.clone()).await.assert_problem(401, "unauthorized");
+    order(&app, 999_999, "alice", "k", &t, 1).await.assert_problem(404, "not_found");
+    assert_eq!((app.count("orders").await, app.count("idempotency_keys").await), (0, 0));
+    assert_eq!(ledger(&app, id).await, (10, 0, 0));
+    // The token was not spent by any of it.
+    assert_eq!(order(&app, id, "alice", "k", &t, 1).await.status, 201);
+    app.redis.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn a_crash_between_reserve_and_insert_strands_nothing_after_the_deadline(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = open_sale(&app, 5, 2, 1).await;
+    app.state.failpoints.crash_after_reserve.store(true, Ordering::SeqCst);
+    let t = token(&app, id, "alice", 1);
+    assert_eq!(order(&app, id, "alice", "k", &t, 2).await.status, 500);
+    app.state.failpoints.crash_after_reserve.store(false, Ordering::SeqCst);
+    assert_eq!(app.count("orders").await, 0);
+    assert_eq!(ledger(&app, id).await, (3, 2, 0), "held, with no order");
+    // The claim of the dead request stays in progress (until it goes stale).
+    order(&app, id, "alice", "k", &t, 2).await.assert_problem(409, "in_progress");
+    // After the deadline (and the grace period, zero here) the sweep returns the units.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let expired = app.state.inventory.expire_due(SaleId::try_from(id).unwrap(), BatchNo::FIRST, 100, 0).await.unwrap();
+    assert_eq!(expired.units, 2);
+    assert_eq!(ledger(&app, id).await, (5, 0, 0));
+    app.redis.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn a_write_that_fails_gives_the_reservation_and_the_token_back(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = open_sale(&app, 5, 2, 600).await;
+    // The orders table refuses this buyer's rows (as a failing database would).
+    sqlx::query("ALTER TABLE orders ADD CONSTRAINT no_mallory CHECK (user_id <> 'mallory')")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let t = token(&app, id, "mallory", 1);
+    assert_eq!(order(&app, id, "mallory", "k", &t, 1).await.status, 500);
+    assert_eq!(ledger(&app, id).await, (5, 0, 0), "the units went straight back");
+    assert_eq!(app.count("idempotency_keys").await, 0, "the key was freed for the retry");
+    sqlx::query("ALTER TABLE orders DROP CONSTRAINT no_mallory").execute(&app.db).await.unwrap();
+    let retry = order(&app, id, "mallory", "k", &t, 1).await;
+    assert_eq!(retry.status, 201, "the same token and key work once the database does: {retry:?}");
+    app.redis.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn payments_racing_the_deadline_and_the_sweep_get_one_outcome_each(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = open_sale(&app, 40, 1, 2).await;
+    let mut orders = Vec::new();
+    for i in 0..20u64 {
+        let user = format!("buyer-{i}");
+        let created = order(&app, id, &user, "k", &token(&app, id, &user, i + 1), 1).await;
+        assert_eq!(created.status, 201, "{created:?}");
+        orders.push(created.body);
+    }
+    let deadline = chrono::DateTime::parse_from_rfc3339(orders[19]["expires_at"].as_str().unwrap()).unwrap();
+    let deadline = deadline.with_timezone(&Utc);
+    // Sweepers on three "instances" run all along; half the buyers pay just before the deadline,
+    // half just after.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sweepers = (0..3)
+        .map(|_| {
+            let (state, stop) = (app.state.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.is_cancelled() {
+                    flashsale_server::orders::sweep(&state).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect::<Vec<_>>();
+    let payments = orders.iter().enumerate().map(|(i, o)| {
+        let app = &app;
+        let at = if i % 2 == 0 {
+            deadline - chrono::TimeDelta::milliseconds(300)
+        } else {
+            deadline + chrono::TimeDelta::milliseconds(300)
+        };
+        async move {
+            let wait = (at - Utc::now()).to_std().unwrap_or_default();
+            tokio::time::sleep(wait).await;
+            pay(app, o["id"].as_i64().unwrap(), &format!("pay-{i}"), PRICE, "succeeded").await
+        }
+    });
+    let receipts = futures::future::join_all(payments).await;
+    stop.cancel();
+    for s in sweepers {
+        s.await.unwrap();
+    }
+    sweep(&app).await;
+    for (i, receipt) in receipts.iter().enumerate() {
+        assert_eq!(receipt.status, 200, "{receipt:?}");
+        let expected = if i % 2 == 0 { ("paid", "paid") } else { ("refund_due", "refund_due") };
+        assert_eq!(
+            (receipt.body["outcome"].as_str().unwrap(), receipt.body["order_status"].as_str().unwrap()),
+            expected,
+            "payment {i}"
+        );
+    }
+    // Every unit counted exactly once: 10 sold, 30 back in stock, nothing left reserved.
+    assert_eq!(ledger(&app, id).await, (30, 0, 10));
+    assert_eq!(pg_units(&app, id).await, (0, 10));
+    let refunds: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'refund_due'").fetch_one(&app.db).await.unwrap();
+    assert_eq!(refunds, 10);
+    app.redis.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn payment_callbacks_are_signed_idempotent_and_never_revive_an_order(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = open_sale(&app, 10, 2, 600).await;
+    let mut ids = Vec::new();
+    for i in 0..4u64 {
+        let user = format!("buyer-{i}");
+        let created = order(&app, id, &user, "k", &token(&app, id, &user, i + 1), 1).await;
+        ids.push(created.body["id"].as_i64().unwrap());
+    }
+    let body =
+        json!({ "order_id": ids[0], "payment_ref": "p0", "amount_cents": PRICE, "status": "succeeded" }).to_string();
+    // Signatures: wrong secret, none, tampered body.
+    pay_raw(&app, &body, "not-the-secret").await.assert_problem(401, "unauthorized");
+    app.send(Method::POST, "/payments/callback", &[("content-type", "application/json")], body.clone())
+        .await
+        .assert_problem(401, "unauthorized");
+    let signature = sign(dev::PAYMENT_SECRET.as_bytes(), body.as_bytes());
+    let tampered = body.replace(&PRICE.to_string(), "1");
+    app.send(Method::POST, "/payments/callback", &[("x-signature", &signature)], tampered)
+        .await
+        .assert_problem(401, "unauthorized");
+    assert_eq!(app.count("payments").await, 0);
+
+    // Delivered, then replayed five times: one payment, the same answer.
+    let first = pay_raw(&app, &body, dev::PAYMENT_SECRET).await;
+    assert_eq!((first.status.as_u16(), first.body["outcome"].as_str()), (200, Some("paid")));
+    for _ in 0..5 {
+        let again = pay_raw(&app, &body, dev::PAYMENT_SECRET).await;
+        assert_eq!((again.status, &again.body), (first.status, &first.body));
+        assert_eq!(again.headers["idempotent-replayed"], "true");
+    }
+    assert_eq!(ledger(&app, id).await, (6, 3, 1));
+    // Out of order: a failure notice arriving after the success changes nothing.
+    let late_failure = pay(&app, ids[0], "p0-failed", PRICE, "failed").await;
+    assert_eq!(
+        (late_failure.body["outcome"].as_str(), late_failure.body["order_status"].as_str()),
+        (Some("ignored"), Some("paid"))
+    );
+    // A second payment for a paid order is owed back; the order stays paid.
+    let double = pay(&app, ids[0], "p0-twice", PRICE, "succeeded").await;
+    assert_eq!(
+        (double.body["outcome"].as_str(), double.body["order_status"].as_str()),
+        (Some("refund_due"), Some("paid"))
+    );
+    // The same reference with other contents.
+    pay(&app, ids[0], "p0", PRICE + 1, "succeeded").await.assert_problem(422, "payment_ref_reused");
+    // Wrong amount: recorded, nothing changes.
+    pay(&app, ids[1], "p1", PRICE - 1, "succeeded").await.assert_problem(422, "amount_mismatch");
+    pay(&app, ids[1], "p1", PRICE - 1, "succeeded").await.assert_problem(422, "amount_mismatch");
+    let pending = app.buyer(Method::GET, &format!("/orders/{}", ids[1]), "buyer-1", None).await;
+    assert_eq!(pending.body["status"], "pending_payment");
+    // Unknown order: recorded.
+    pay(&app, 987_654, "p-unknown", PRICE, "succeeded").await.assert_problem(404, "not_found");
+    // A failed payment gives the units back at once.
+    let failed = pay(&app, ids[2], "p2", PRICE, "failed").await;
+    assert_eq!(failed.body["outcome"], "payment_failed");
+    assert_eq!(ledger(&app, id).await, (7, 2, 1));
+    // Late: the order expired (its deadline moved into the past), then the money arrives.
+    sqlx::query("UPDATE orders SET expires_at = now() - interval '1 second' WHERE id = $1")
+        .bind(ids[3])
+        .execute(&app.db)
+        .await
+        .unwrap();
+    sweep(&app).await;
+    assert_eq!(ledger(&app, id).await, (8, 1, 1), "the expiry released the units");
+    let late = pay(&app, ids[3], "p3", PRICE, "succeeded").await;
+    assert_eq!(
+        (late.body["outcome"].as_str(), late.body["order_status"].as_str()),
+        (Some("refund_due"), Some("refund_due"))
+    );
+    assert_eq!(ledger(&app, id).await, (8, 1, 1), "a late payment takes no units");
+    let recorded: Vec<(String, String)> =
+        sqlx::query_as("SELECT payment_ref, outcome FROM payments ORDER BY received_at")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    let outcomes: Vec<&str> = recorded.iter().map(|(_, o)| o.as_str()).collect();
+    assert_eq!(
+        outcomes,
+        ["paid", "ignored", "refund_due", "amount_mismatch", "unknown_order", "payment_failed", "refund_due"]
+    );
+    assert_redis_agrees_with_postgres(&app, id).await;
+    app.redis.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn buyers_see_and_cancel_only_their_own_orders(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = open_sale(&app, 10, 2, 600).await;
+    let created = order(&app, id, "alice", "k", &token(&app, id, "alice", 1), 2).await;
+    let order_id = created.body["id"].as_i64().unwrap();
+    let uri = format!("/orders/{order_id}");
+    app.buyer(Method::GET, &uri, "bob", None).await.assert_problem(404, "not_found");
+    app.buyer(Method::POST, &format!("{uri}/cancel"), "bob", None).await.assert_problem(404, "not_found");
+    app.buyer(Method::GET, "/orders/123456", "alice", None).await.assert_problem(404, "not_found");
+    assert_eq!(app.buyer(Method::GET, "/orders", "bob", None).await.body["orders"], json!([]));
+    assert_eq!(ledger(&app, id).await, (8, 2, 0));
+
+    let cancelled = app.buyer(Method::POST, &format!("{uri}/cancel"), "alice", None).await;
+    assert_eq!(cancelled.body["status"], "cancelled", "{cancelled:?}");
+    assert_eq!(ledger(&app, id).await, (10, 0, 0), "released at once");
+    let again = app.buyer(Method::POST, &format!("{uri}/cancel"), "alice", None).await;
+    assert_eq!((again.status.as_u16(), &again.body["status"]), (200, &json!("cancelled")));
+    let paid_anyway = pay(&app, order_id, "p", PRICE * 2, "succeeded").await;
+    assert_eq!(paid_anyway.body["outcome"], "refund_due");
+    assert_eq!(ledger(&app, id).await, (10, 0, 0));
+    let paid = order(&app, id, "carol", "k", &token(&app, id, "carol", 2), 1).await.body["id"].as_i64().unwrap();
+    pay(&app, paid, "pc", PRICE, "succeeded").await;
+    app.buyer(Method::POST, &format!("/orders/{paid}/cancel"), "carol", None)
+        .await
+        .assert_problem(409, "invalid_transition");
+    app.redis.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn redis_losing_a_batch_mid_sale_is_rebuilt_from_postgres(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = open_sale(&app, 30, 2, 600).await;
+    let mut tokens = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..10u64 {
+        let user = format!("buyer-{i}");
+        let t = token(&app, id, &user, i + 1);
+        let created = order(&app, id, &user, "k", &t, 2).await;
+        assert_eq!(created.status, 201);
+        ids.push(created.body["id"].as_i64().unwrap());
+        tokens.push(t);
+    }
+    for (i, order_id) in ids.iter().enumerate().take(4) {
+        assert_eq!(pay(&app, *order_id, &format!("p{i}"), PRICE * 2, "succeeded").await.body["outcome"], "paid");
+    }
+    app.buyer(Method::POST, &format!("/orders/{}/cancel", ids[4]), "buyer-4", None).await;
+    assert_eq!(ledger(&app, id).await, (12, 10, 8));
+    // A reservation made now, whose order write is still on its way when Redis loses everything.
+    let (sale, batch) = (SaleId::try_from(id).unwrap(), BatchNo::FIRST);
+    let straggler = app
+        .state
+        .inventory
+        .reserve(
+            sale,
+            batch,
+            flashsale_inventory::ReserveRequest {
+                user: &uid("late"),
+                units: Units::new(1),
+                ticket: 500,
+                step: 0,
+                window_ms: 600_000,
+            },
+        )
+        .await
+        .unwrap();
+    let flashsale_inventory::Reserved::Reserved { id: reservation, deadline_ms, epoch } = straggler else {
+        panic!("{straggler:?}")
+    };
+
+    // Redis loses the batch (a flush of everything under this test's prefix).
+    let mut conn = app.redis.pool.get().await.unwrap();
+    for key in app.redis.keys_in_use().await {
+        let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
+    }
+    let t = token(&app, id, "newcomer", 100);
+    let refused = order(&app, id, "newcomer", "k", &t, 1).await;
+    refused.assert_problem(503, "rebuilding");
+    assert_eq!(refused.headers["retry-after"], "1");
+
+    // The upkeep notices and rebuilds (three instances at once: one does it).
+    let passes =
+        futures::future::join_all((0..3).map(|_| flashsale_server::upkeep::pass(&app.state, Utc::now()))).await;
+    assert_eq!(passes.into_iter().map(|p| p.unwrap().ledgers_rebuilt).sum::<usize>(), 1);
+    assert_eq!(ledger(&app, id).await, (12, 10, 8), "stock minus pending and paid");
+    assert_redis_agrees_with_postgres(&app, id).await;
+
+    // The straggler's order arrives after the rebuild: fenced, never written.
+    let stale = NewOrder {
+        sale_id: sale,
+        batch_no: batch,
+        user: uid("late"),
+        quantity: Units::new(1),
+        amount_cents: PRICE,
+        currency: "CNY".to_owned(),
+        reservation_id: reservation.0,
+        ticket: 500,
+        epoch,
+        idempotency_key: IdempotencyKey::try_from("late-key").unwrap(),
+        expires_at: chrono::DateTime::from_timestamp_millis(deadline_ms).unwrap(),
+    };
+    assert_eq!(app.state.orders.place(stale).await.unwrap(), Placed::Fenced);
+
+    // Used tokens stay used; holdings survive (buyer-5 holds 2 of 2); the newcomer's retry works.
+    order(&app, id, "buyer-9", "k2", &tokens[9], 1).await.assert_problem(409, "token_used");
+    order(&app, id, "buyer-5", "k2", &token(&app, id, "buyer-5", 101), 1).await.assert_problem(409, "limit_reached");
+    let retried = order(&app, id, "newcomer", "k", &t, 1).await;
+    assert_eq!(retried.status, 201, "{retried:?}");
+    // Orders from before the loss still pay and cancel against the rebuilt state.
+    assert_eq!(pay(&app, ids[5], "p5", PRICE * 2, "succeeded").await.body["outcome"], "paid");
+    app.buyer(Method::POST, &format!("/orders/{}/cancel", ids[6]), "buyer-6", None).await;
+    assert_eq!(ledger(&app, id).await, (13, 7, 10));
+    assert_redis_agrees_with_postgres(&app, id).await;
+    let sold: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(quantity), 0)::bigint FROM orders WHERE status = 'paid'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(sold, 10, "no unit sold twice");
+    app.redis.cleanup().await;
+}
