@@ -28,7 +28,10 @@ CREATE TABLE orders (
     ticket          BIGINT      NOT NULL,
     -- the batch epoch the reservation was made in
     epoch           BIGINT      NOT NULL,
+    -- the buyer's Idempotency-Key and the SHA-256 of the request it came with: a retry with the
+    -- same key is answered with this order as it was created; another request with it is refused
     idempotency_key TEXT        NOT NULL,
+    fingerprint     BYTEA       NOT NULL,
     -- the payment deadline: the reservation's deadline, from Redis's clock
     expires_at      TIMESTAMPTZ NOT NULL,
     created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
@@ -39,38 +42,36 @@ CREATE TABLE orders (
     -- 'release' when the units went back): set in the same transaction as the status, cleared
     -- once Redis did it, so a crash in between is finished by the settlement worker (an outbox)
     redis_settle    TEXT        CHECK (redis_settle IN ('commit', 'release')),
-    FOREIGN KEY (sale_id, batch_no) REFERENCES sale_batches (sale_id, batch_no),
+    -- No foreign key to sale_batches: the order writer share-locks the batch row and checks its
+    -- epoch in the same transaction (which proves the batch exists), and a foreign key would
+    -- check it again for every row of every group commit.
     UNIQUE (sale_id, batch_no, reservation_id),
     UNIQUE (user_id, idempotency_key)
 );
 
-CREATE INDEX orders_by_user ON orders (user_id, id DESC);
-CREATE INDEX orders_by_batch ON orders (sale_id, batch_no, status);
+-- A buyer's orders are found through UNIQUE (user_id, idempotency_key), a batch's through
+-- UNIQUE (sale_id, batch_no, reservation_id): no further index to keep up on the hot insert.
 -- the expiry worker's queue: only pending orders, ordered by deadline
 CREATE INDEX orders_pending_deadline ON orders (expires_at) WHERE status = 'pending_payment';
 -- the settlement worker's queue
 CREATE INDEX orders_unsettled ON orders (updated_at) WHERE redis_settle IS NOT NULL;
 
--- One row per (buyer, Idempotency-Key) of POST /sales/{id}/orders: claimed (response NULL) when
--- the request starts, completed with the response it got. Replays answer the stored response.
+-- The answers of POST /sales/{id}/orders requests that made no order (sold out, limit reached,
+-- token used, ...), per (buyer, Idempotency-Key), replayed to retries. A request that made an
+-- order is answered from the order row. (The claim of a key while its request runs lives in
+-- Redis: see ARCHITECTURE.md.)
 CREATE TABLE idempotency_keys (
     user_id      TEXT        NOT NULL,
     key          TEXT        NOT NULL CHECK (length(key) BETWEEN 1 AND 255),
-    -- SHA-256 of what the request asked (sale, token, quantity): the same key with another
-    -- request is refused
+    -- SHA-256 of what the request asked (sale, token, quantity)
     fingerprint  BYTEA       NOT NULL,
-    status_code  SMALLINT,
-    -- the JSON body exactly as first sent (text, not JSONB, so a replay is byte for byte the same)
-    response     TEXT,
+    status_code  SMALLINT    NOT NULL,
+    -- the problem document exactly as first sent (text, so a replay is byte for byte the same)
+    response     TEXT        NOT NULL,
     created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
-    -- when the running attempt claimed it; a claim left by a crashed instance can be taken over
-    -- after a while
-    locked_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
-    PRIMARY KEY (user_id, key),
-    CHECK ((status_code IS NULL) = (response IS NULL))
+    PRIMARY KEY (user_id, key)
 );
 
-CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
 
 -- Every payment notice received, once per payment_ref, with what it did.
 CREATE TABLE payments (

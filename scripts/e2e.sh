@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End to end: starts the real `flashsale` binary on a free port with a database of its own,
-# waits until it is ready, plays `flashsale-loadtest admin-race` and `queue-smoke` against it,
+# waits until it is ready, plays `flashsale-loadtest admin-race`, `queue-smoke` and a small
+# `order-bench` (orders through the real binary, without the naive baseline) against it,
 # then stops it with SIGTERM and checks it shut down cleanly. The per-IP rate limit is off for
 # this server: every simulated buyer comes from 127.0.0.1.
 set -euo pipefail
@@ -34,8 +35,10 @@ done
 
 "$target/flashsale-loadtest" --url "http://127.0.0.1:$port" admin-race --operators 50
 "$target/flashsale-loadtest" --url "http://127.0.0.1:$port" queue-smoke --buyers 300 --stock 20
+"$target/flashsale-loadtest" --url "http://127.0.0.1:$port" \
+  order-bench --orders 2000 --concurrency 32 --skip-naive
 
 kill -TERM "$server"
 if ! wait "$server"; then cat "$log"; echo "flashsale did not shut down cleanly"; exit 1; fi
 grep -q "flashsale stopped" "$log" || { cat "$log"; echo "no clean-shutdown line in the log"; exit 1; }
-echo "e2e: flashsale started, served admin-race and queue-smoke, and stopped cleanly"
+echo "e2e: flashsale started, served admin-race, queue-smoke and order-bench, and stopped cleanly"

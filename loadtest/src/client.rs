@@ -58,15 +58,38 @@ impl Client {
         Ok(Reply { status, etag, body })
     }
 
-    /// A shopper's request: a JWT for `user` minted as an identity provider would (HS256 with
-    /// the deployment's JWT secret), and their last queue ticket if any.
-    pub async fn buyer(&self, method: Method, path: &str, user: &str, ticket: Option<&str>) -> anyhow::Result<Reply> {
+    /// A JWT for `user` minted as an identity provider would (HS256 with the deployment's JWT
+    /// secret), valid for an hour.
+    pub fn buyer_jwt(&self, user: &str) -> anyhow::Result<String> {
         let claims = serde_json::json!({ "sub": user, "exp": chrono::Utc::now().timestamp() + 3600 });
-        let jwt = jsonwebtoken::encode(
+        Ok(jsonwebtoken::encode(
             &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
             &claims,
             &jsonwebtoken::EncodingKey::from_secret(self.jwt_secret.as_bytes()),
-        )?;
+        )?)
+    }
+
+    /// A shopper's `POST` with a JSON body and an `Idempotency-Key`, as `jwt`'s buyer.
+    pub async fn post_with_key(&self, path: &str, jwt: &str, key: &str, body: &Value) -> anyhow::Result<Reply> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(jwt)
+            .header("idempotency-key", key)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("POST {path}"))?;
+        let status = response.status();
+        let bytes = response.bytes().await?;
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        Ok(Reply { status, etag: None, body })
+    }
+
+    /// A shopper's request: a JWT for `user` (see [`Client::buyer_jwt`]) and their last queue
+    /// ticket if any.
+    pub async fn buyer(&self, method: Method, path: &str, user: &str, ticket: Option<&str>) -> anyhow::Result<Reply> {
+        let jwt = self.buyer_jwt(user)?;
         let mut request = self.http.request(method.clone(), format!("{}{path}", self.base)).bearer_auth(jwt);
         if let Some(ticket) = ticket {
             request = request.header("x-queue-ticket", ticket);

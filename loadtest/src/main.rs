@@ -8,6 +8,7 @@
 //! - [`checks`]: named pass/fail checks and their report; any failure exits with code 1.
 //! - [`admin_race`]: operations editing one sale at once.
 //! - [`queue_smoke`]: the queue end to end: pre-queue cohort, opening, latecomers, admission.
+//! - [`order_bench`]: orders per second through the API next to a naive PostgreSQL purchase.
 //!
 //! The sale-day scenarios (`smoke`, `tuesday-noon`, `baseline-naive`) arrive with the load
 //! harness issue, on top of the same client and checks.
@@ -15,9 +16,14 @@
 mod admin_race;
 mod checks;
 mod client;
+mod order_bench;
 mod queue_smoke;
 
 use std::process::ExitCode;
+
+/// The same allocator as the server: the harness shares the machine and should spend little.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
 
@@ -72,6 +78,24 @@ enum Scenario {
         #[arg(long, env = "FLASHSALE_ADMISSION_OVERSUBSCRIPTION", default_value_t = 1.2)]
         oversubscription: f64,
     },
+    /// Orders per second end to end at saturation, next to a naive PostgreSQL-only purchase
+    /// (row-lock decrement + insert per transaction) run right after. Needs the server's rate
+    /// limits off (FLASHSALE_RATE_LIMIT_PER_IP=0).
+    OrderBench {
+        /// Purchases (and units of stock) for each of the two.
+        #[arg(long, default_value_t = 20_000)]
+        orders: usize,
+        /// Requests (or transactions) in flight at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// PostgreSQL for the naive baseline (a scratch database `flashsale_naive_baseline` is
+        /// created next to the one named here).
+        #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        database_url: String,
+        /// Measure the API only (for profiling the server).
+        #[arg(long)]
+        skip_naive: bool,
+    },
 }
 
 #[tokio::main]
@@ -82,6 +106,10 @@ async fn main() -> ExitCode {
         Scenario::AdminRace { operators } => admin_race::run(&client, operators).await,
         Scenario::QueueSmoke { buyers, stock, oversubscription } => {
             queue_smoke::run(&client, buyers, stock, oversubscription).await
+        }
+        Scenario::OrderBench { orders, concurrency, database_url, skip_naive } => {
+            let naive = (!skip_naive).then_some(database_url.as_str());
+            order_bench::run(&client, &cli.jwt_secret, naive, orders, concurrency).await
         }
     };
     match report {

@@ -140,6 +140,13 @@ impl BatchKeys {
     pub fn used_tickets(&self) -> String {
         self.key("inv:used-tickets")
     }
+
+    /// String: the claim of one buyer's `Idempotency-Key` for an order in this batch
+    /// (`fingerprint claimed_at_ms`), kept a day. The user id is length-prefixed so that no two
+    /// (user, key) pairs share a name. Owned by the order crate.
+    pub fn idempotency(&self, user: &str, key: &str) -> String {
+        self.key(&format!("idem:{}:{user}:{key}", user.len()))
+    }
 }
 
 #[cfg(test)]

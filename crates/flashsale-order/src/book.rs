@@ -1,19 +1,23 @@
 //! [`OrderBook`]: orders in PostgreSQL, created exactly once per idempotency key.
 //!
 //! # Creating an order (the server drives these steps around the Redis reservation)
-//! 1. [`OrderBook::claim`] the buyer's `Idempotency-Key`: the first request claims it; a retry
-//!    gets the stored answer ([`Claim::Replay`]), 409 while the first still runs
+//! 1. [`OrderBook::claim`] the buyer's `Idempotency-Key`, in Redis (one `SET NX GET` in the
+//!    batch's hash slot; `lua/take_over_claim.lua` when a claim went stale): the first claims it; a
+//!    retry gets the stored answer ([`Claim::Replay`]), 409 while the first still runs
 //!    ([`Claim::InProgress`]), or 422 when the key comes back with another request
-//!    ([`Claim::KeyReused`]). Claims are committed without waiting for the disk
-//!    (`synchronous_commit = off`): a claim lost in a crash had no order yet, and the order's own
-//!    durable commit flushes every claim written before it.
+//!    ([`Claim::KeyReused`]). A claim is a Redis write, not a PostgreSQL transaction: on sale day
+//!    PostgreSQL's time goes to the one write that matters, the order.
 //! 2. The server reserves in Redis.
-//! 3. [`OrderBook::place`] writes the order and the answer to replay, in one transaction, or
-//!    [`OrderBook::record_outcome`] stores a refusal (sold out, limit reached) to replay.
-//!    [`OrderBook::abandon_claim`] frees the key when the request failed in a way worth retrying.
+//! 3. [`OrderBook::place`] writes the order durably; the order row is the answer a retry gets
+//!    (the order as created, byte for byte: [`creation_body`]). [`OrderBook::record_outcome`]
+//!    stores a refusal (sold out, limit reached) to replay. [`OrderBook::abandon_claim`] frees
+//!    the key when the request failed in a way worth retrying.
 //!
-//! Claims and orders go through group commit ([`crate::batcher`]): the requests queued at one
-//! moment share one transaction, and each is answered only after that transaction committed.
+//! PostgreSQL's unique `(user_id, idempotency_key)` backs the claim: should Redis lose a claim,
+//! a second order with the key is still refused ([`Placed::KeyReused`]).
+//!
+//! Orders go through group commit ([`crate::batcher`]): the requests queued at one moment share
+//! one transaction, and each is answered only after that transaction committed.
 //!
 //! # The epoch fence
 //! A reservation carries the epoch of the batch's Redis state it was made in. `place` share-locks
@@ -22,11 +26,12 @@
 //! is either written before the rebuild reads the orders (and is rebuilt), or refused
 //! ([`Placed::Fenced`]): a reservation from a Redis state that was lost never becomes an order.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use flashsale_core::{BatchNo, SaleId, Units, UserId};
+use flashsale_core::{BatchNo, KeySpace, SaleId, Units, UserId};
 use sqlx::{FromRow, PgPool, Postgres, Transaction};
 
 use crate::batcher::Batcher;
@@ -36,7 +41,8 @@ use crate::{Fingerprint, IdempotencyKey, NewOrder, Order, OrderError, OrderId, O
 /// How the order writers run.
 #[derive(Debug, Clone, Copy)]
 pub struct WriterTuning {
-    /// Writer tasks per kind (claims, orders): how many transactions may be committing at once.
+    /// Writer tasks: how many order transactions may be committing at once. Fewer writers make
+    /// bigger batches, which cost PostgreSQL less per order.
     pub workers: usize,
     /// Most requests in one transaction.
     pub max_batch: usize,
@@ -47,7 +53,7 @@ pub struct WriterTuning {
 
 impl Default for WriterTuning {
     fn default() -> Self {
-        WriterTuning { workers: 4, max_batch: 256, stale_claim: Duration::from_secs(60) }
+        WriterTuning { workers: 1, max_batch: 256, stale_claim: Duration::from_secs(60) }
     }
 }
 
@@ -77,9 +83,10 @@ pub enum Claim {
 pub enum Placed {
     /// Written and durable.
     Created(Order),
-    /// The batch's Redis state was rebuilt since the reservation was made: no order, and the
-    /// claim was given up so the buyer can retry.
+    /// The batch's Redis state was rebuilt since the reservation was made: no order.
     Fenced,
+    /// The buyer already has an order under this idempotency key (for another request): no order.
+    KeyReused,
 }
 
 /// What Redis still has to do for an order whose status changed here.
@@ -159,15 +166,9 @@ pub struct BatchTotals {
     pub sold: i64,
 }
 
-struct ClaimJob {
-    user: UserId,
-    key: IdempotencyKey,
-    fingerprint: Fingerprint,
-}
-
 enum RecordJob {
     Order(Box<NewOrder>),
-    Outcome { user: UserId, key: IdempotencyKey, response: StoredResponse },
+    Outcome { user: UserId, key: IdempotencyKey, fingerprint: Fingerprint, response: StoredResponse },
 }
 
 enum Recorded {
@@ -175,12 +176,37 @@ enum Recorded {
     Stored,
 }
 
-/// Orders in PostgreSQL. Cheap to share behind an `Arc`; its writer tasks stop when it is dropped.
+/// Orders in PostgreSQL, idempotency claims in Redis. Cheap to share behind an `Arc`; its writer
+/// tasks stop when it is dropped.
 #[derive(Debug)]
 pub struct OrderBook {
     db: PgPool,
-    claims: Batcher<ClaimJob, Claim>,
+    redis: flashsale_redis::Redis,
+    keys: KeySpace,
+    stale_claim: Duration,
     records: Batcher<RecordJob, Recorded>,
+}
+
+/// How long a claim (and so the promise to replay) is kept in Redis.
+const CLAIM_TTL: Duration = Duration::from_secs(24 * 3600);
+
+static TAKE_OVER_CLAIM: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("../lua/take_over_claim.lua")));
+
+/// Loads the order crate's script into Redis's script cache (an early check that Redis accepts
+/// it; a flushed cache is reloaded transparently anyway).
+pub async fn load_scripts(pool: &deadpool_redis::Pool) -> Result<(), OrderError> {
+    let mut conn = pool.get().await.map_err(|e| OrderError::NoRedisConnection(Arc::new(e)))?;
+    TAKE_OVER_CLAIM.load_async(&mut conn).await?;
+    Ok(())
+}
+
+/// The order as its creation answered it: status `pending_payment`, not paid. A replay renders
+/// the stored row the same way, so it is the first answer byte for byte even after the order
+/// moved on (the buyer reads the current state at `GET /orders/{id}`).
+pub fn creation_body(order: &Order) -> String {
+    let created = Order { status: OrderStatus::PendingPayment, paid_at: None, payment_ref: None, ..order.clone() };
+    serde_json::to_string(&created).expect("an order serialises")
 }
 
 const ORDER_COLUMNS: &str = "id, sale_id, batch_no, user_id, status, quantity, amount_cents, currency, created_at, \
@@ -241,25 +267,15 @@ fn settlement_of(order: &Order, how: RedisSettle) -> PendingSettlement {
 }
 
 impl OrderBook {
-    /// An order book over `db`, starting its writer tasks on the current tokio runtime.
-    pub fn new(db: PgPool, tuning: WriterTuning) -> OrderBook {
-        let claim_db = db.clone();
-        let stale = tuning.stale_claim;
-        let claims = Batcher::spawn("claims", tuning.workers, tuning.max_batch, move |jobs: Vec<ClaimJob>| {
-            let db = claim_db.clone();
-            async move {
-                match claim_batch(&db, stale, &jobs).await {
-                    Ok(results) => results.into_iter().map(Ok).collect(),
-                    Err(e) => jobs.iter().map(|_| Err(e.clone())).collect(),
-                }
-            }
-        });
+    /// An order book over `db`, with idempotency claims in `redis` under `keys`, starting its
+    /// writer tasks on the current tokio runtime.
+    pub fn new(db: PgPool, redis: flashsale_redis::Redis, keys: KeySpace, tuning: WriterTuning) -> OrderBook {
         let record_db = db.clone();
         let records = Batcher::spawn("orders", tuning.workers, tuning.max_batch, move |jobs: Vec<RecordJob>| {
             let db = record_db.clone();
             async move { record_isolated(&db, jobs).await }
         });
-        OrderBook { db, claims, records }
+        OrderBook { db, redis, keys, stale_claim: tuning.stale_claim, records }
     }
 
     /// The database.
@@ -267,29 +283,112 @@ impl OrderBook {
         &self.db
     }
 
-    /// Claims `key` for `user`'s request with `fingerprint` (see [`Claim`]).
+    /// Claims `key` for `user`'s request with `fingerprint` to order in `sale`'s `batch` (see
+    /// [`Claim`]).
     pub async fn claim(
+        &self,
+        sale: SaleId,
+        batch: BatchNo,
+        user: &UserId,
+        key: &IdempotencyKey,
+        fingerprint: &Fingerprint,
+    ) -> Result<Claim, OrderError> {
+        let claim_key = self.keys.batch(sale, batch).idempotency(user.as_str(), key.as_str());
+        let ttl_ms = i64::try_from(CLAIM_TTL.as_millis()).unwrap_or(i64::MAX);
+        let claim = |now_ms: i64| format!("{} {now_ms}", fingerprint.hex());
+        let mut conn = self.redis.conn().await.map_err(|e| OrderError::NoRedisConnection(Arc::new(e)))?;
+        // One command: claim unless claimed, and say by whom.
+        let held: Option<String> = redis::cmd("SET")
+            .arg(&claim_key)
+            .arg(claim(Utc::now().timestamp_millis()))
+            .arg("NX")
+            .arg("GET")
+            .arg("PX")
+            .arg(ttl_ms)
+            .query_async(&mut conn)
+            .await?;
+        let Some(held) = held else { return Ok(Claim::Acquired) };
+        let (claimed, at) = held.split_once(' ').unwrap_or((held.as_str(), "0"));
+        if claimed != fingerprint.hex() {
+            return Ok(Claim::KeyReused);
+        }
+        if let Some(answer) = self.stored_answer(user, key, fingerprint).await? {
+            return Ok(answer);
+        }
+        let age = Utc::now().timestamp_millis() - at.parse::<i64>().unwrap_or(0);
+        if age < i64::try_from(self.stale_claim.as_millis()).unwrap_or(i64::MAX) {
+            return Ok(Claim::InProgress);
+        }
+        // The first attempt's instance died mid-request: this retry takes over.
+        let taken: i64 = TAKE_OVER_CLAIM
+            .key(&claim_key)
+            .arg(&held)
+            .arg(claim(Utc::now().timestamp_millis()))
+            .arg(ttl_ms)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(if taken == 1 { Claim::Acquired } else { Claim::InProgress })
+    }
+
+    /// The stored answer to an earlier request with this key, if it finished.
+    async fn stored_answer(
         &self,
         user: &UserId,
         key: &IdempotencyKey,
-        fingerprint: Fingerprint,
-    ) -> Result<Claim, OrderError> {
-        self.claims.submit(ClaimJob { user: user.clone(), key: key.clone(), fingerprint }).await
+        fingerprint: &Fingerprint,
+    ) -> Result<Option<Claim>, OrderError> {
+        #[derive(FromRow)]
+        struct Stored {
+            #[sqlx(flatten)]
+            order: OrderRow,
+            fingerprint: Vec<u8>,
+        }
+        let order: Option<Stored> = sqlx::query_as(&format!(
+            "SELECT {ORDER_COLUMNS}, fingerprint FROM orders WHERE user_id = $1 AND idempotency_key = $2"
+        ))
+        .bind(user.as_str())
+        .bind(key.as_str())
+        .fetch_optional(&self.db)
+        .await?;
+        if let Some(stored) = order {
+            if stored.fingerprint != fingerprint.0 {
+                return Ok(Some(Claim::KeyReused));
+            }
+            let body = creation_body(&Order::try_from(stored.order)?);
+            return Ok(Some(Claim::Replay(StoredResponse { status: 201, body })));
+        }
+        let refusal: Option<(Vec<u8>, i16, String)> = sqlx::query_as(
+            "SELECT fingerprint, status_code, response FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+        )
+        .bind(user.as_str())
+        .bind(key.as_str())
+        .fetch_optional(&self.db)
+        .await?;
+        Ok(refusal.map(|(stored, status, body)| {
+            if stored == fingerprint.0 {
+                Claim::Replay(StoredResponse { status: u16::try_from(status).unwrap_or(500), body })
+            } else {
+                Claim::KeyReused
+            }
+        }))
     }
 
     /// Gives a claimed key up without an answer, so that a retry runs the request again (after a
     /// failure worth retrying: Redis or PostgreSQL unavailable, a batch being rebuilt).
-    pub async fn abandon_claim(&self, user: &UserId, key: &IdempotencyKey) -> Result<(), OrderError> {
-        sqlx::query("DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2 AND response IS NULL")
-            .bind(user.as_str())
-            .bind(key.as_str())
-            .execute(&self.db)
-            .await?;
+    pub async fn abandon_claim(
+        &self,
+        sale: SaleId,
+        batch: BatchNo,
+        user: &UserId,
+        key: &IdempotencyKey,
+    ) -> Result<(), OrderError> {
+        let claim_key = self.keys.batch(sale, batch).idempotency(user.as_str(), key.as_str());
+        let mut conn = self.redis.conn().await.map_err(|e| OrderError::NoRedisConnection(Arc::new(e)))?;
+        let _: i64 = redis::cmd("DEL").arg(claim_key).query_async(&mut conn).await?;
         Ok(())
     }
 
-    /// Writes the order for a reservation and stores its 201 answer for the claim, durably, in
-    /// one transaction.
+    /// Writes the order for a reservation, durably (group commit).
     pub async fn place(&self, order: NewOrder) -> Result<Placed, OrderError> {
         match self.records.submit(RecordJob::Order(Box::new(order))).await? {
             Recorded::Placed(placed) => Ok(placed),
@@ -302,9 +401,11 @@ impl OrderBook {
         &self,
         user: &UserId,
         key: &IdempotencyKey,
+        fingerprint: Fingerprint,
         response: StoredResponse,
     ) -> Result<(), OrderError> {
-        self.records.submit(RecordJob::Outcome { user: user.clone(), key: key.clone(), response }).await.map(|_| ())
+        let job = RecordJob::Outcome { user: user.clone(), key: key.clone(), fingerprint, response };
+        self.records.submit(job).await.map(|_| ())
     }
 
     /// The buyer's order, if it is theirs.
@@ -558,91 +659,6 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
 }
 
-/// One transaction of claims (see [`OrderBook::claim`]).
-async fn claim_batch(db: &PgPool, stale: Duration, jobs: &[ClaimJob]) -> Result<Vec<Claim>, OrderError> {
-    // Within one batch the first request with a key claims it; the others see it in progress.
-    let mut seen = HashSet::new();
-    let first: Vec<bool> = jobs.iter().map(|j| seen.insert((j.user.as_str(), j.key.as_str()))).collect();
-    let fresh = || jobs.iter().zip(&first).filter(|(_, f)| **f).map(|(j, _)| j);
-    let users: Vec<&str> = fresh().map(|j| j.user.as_str()).collect();
-    let keys: Vec<&str> = fresh().map(|j| j.key.as_str()).collect();
-    let prints: Vec<&[u8]> = fresh().map(|j| &j.fingerprint.0[..]).collect();
-
-    let mut tx = db.begin().await?;
-    sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
-    let won: HashSet<(String, String)> = sqlx::query_as(
-        "INSERT INTO idempotency_keys (user_id, key, fingerprint) \
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::bytea[]) ON CONFLICT DO NOTHING RETURNING user_id, key",
-    )
-    .bind(&users)
-    .bind(&keys)
-    .bind(&prints)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .collect();
-
-    #[derive(FromRow)]
-    struct Existing {
-        user_id: String,
-        key: String,
-        fingerprint: Vec<u8>,
-        status_code: Option<i16>,
-        response: Option<String>,
-        stale: bool,
-    }
-    let mut existing: HashMap<(String, String), Existing> = HashMap::new();
-    if won.len() < users.len() {
-        let rows: Vec<Existing> = sqlx::query_as(
-            "SELECT user_id, key, fingerprint, status_code, response, \
-                    locked_at < now() - make_interval(secs => $3) AS stale \
-             FROM idempotency_keys WHERE (user_id, key) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
-        )
-        .bind(&users)
-        .bind(&keys)
-        .bind(stale.as_secs_f64())
-        .fetch_all(&mut *tx)
-        .await?;
-        existing = rows.into_iter().map(|r| ((r.user_id.clone(), r.key.clone()), r)).collect();
-    }
-
-    let mut results = Vec::with_capacity(jobs.len());
-    for (job, first) in jobs.iter().zip(first) {
-        let id = (job.user.as_str().to_owned(), job.key.as_str().to_owned());
-        let claim = if !first {
-            Claim::InProgress
-        } else if won.contains(&id) {
-            Claim::Acquired
-        } else {
-            match existing.get(&id) {
-                // Claimed and answered since: this attempt lost a race it can simply retry.
-                None => Claim::InProgress,
-                Some(row) if row.fingerprint != job.fingerprint.0 => Claim::KeyReused,
-                Some(Existing { status_code: Some(status), response: Some(body), .. }) => {
-                    Claim::Replay(StoredResponse { status: u16::try_from(*status).unwrap_or(500), body: body.clone() })
-                }
-                Some(row) if row.stale => {
-                    // The first attempt's instance died mid-request: this retry takes over.
-                    let taken = sqlx::query(
-                        "UPDATE idempotency_keys SET locked_at = now() WHERE user_id = $1 AND key = $2 \
-                         AND response IS NULL AND locked_at < now() - make_interval(secs => $3)",
-                    )
-                    .bind(&id.0)
-                    .bind(&id.1)
-                    .bind(stale.as_secs_f64())
-                    .execute(&mut *tx)
-                    .await?;
-                    if taken.rows_affected() == 1 { Claim::Acquired } else { Claim::InProgress }
-                }
-                Some(_) => Claim::InProgress,
-            }
-        };
-        results.push(claim);
-    }
-    tx.commit().await?;
-    Ok(results)
-}
-
 /// Runs a batch of records in one transaction; if it fails, runs each job alone, so that one bad
 /// job (a constraint it breaks) fails only its own request.
 async fn record_isolated(db: &PgPool, jobs: Vec<RecordJob>) -> Vec<Result<Recorded, OrderError>> {
@@ -659,7 +675,7 @@ async fn record_isolated(db: &PgPool, jobs: Vec<RecordJob>) -> Vec<Result<Record
     }
 }
 
-/// One transaction of orders and stored answers (see [`OrderBook::place`]).
+/// One transaction of orders and stored refusals (see [`OrderBook::place`]).
 async fn record_batch(db: &PgPool, jobs: &[RecordJob]) -> Result<Vec<Recorded>, OrderError> {
     let mut tx = db.begin().await?;
     let mut placed: HashMap<usize, Placed> = HashMap::new();
@@ -671,73 +687,57 @@ async fn record_batch(db: &PgPool, jobs: &[RecordJob]) -> Result<Vec<Recorded>, 
             RecordJob::Outcome { .. } => None,
         })
         .collect();
-    let mut answers: Vec<(&str, &str, i16, String)> = Vec::with_capacity(jobs.len());
-    let mut abandoned: Vec<(&str, &str)> = Vec::new();
     if !orders.is_empty() {
         let current = lock_epochs(&mut tx, orders.iter().map(|(_, o)| (o.sale_id, o.batch_no))).await?;
         let (valid, fenced): (Vec<_>, Vec<_>) = orders
             .iter()
             .partition(|(_, o)| current.get(&(o.sale_id.get(), o.batch_no.get())).is_some_and(|e| o.epoch >= *e));
-        for (i, o) in &fenced {
+        for (i, _) in &fenced {
             placed.insert(*i, Placed::Fenced);
-            abandoned.push((o.user.as_str(), o.idempotency_key.as_str()));
         }
         let created = insert_orders(&mut tx, valid.iter().map(|(_, o)| *o)).await?;
         for (i, o) in valid {
-            let (id, created_at) = *created
-                .get(&(o.sale_id.get(), o.batch_no.get(), to_i64(o.reservation_id)))
-                .ok_or_else(|| OrderError::CorruptRow { id: 0, reason: "inserted order not returned".to_owned() })?;
+            let Some((id, created_at)) = created.get(&(o.sale_id.get(), o.batch_no.get(), to_i64(o.reservation_id)))
+            else {
+                // Not inserted: the buyer's key already names another order.
+                placed.insert(i, Placed::KeyReused);
+                continue;
+            };
             let order = Order {
-                id: OrderId::new(id),
+                id: OrderId::new(*id),
                 sale_id: o.sale_id,
                 batch_no: o.batch_no,
                 status: OrderStatus::PendingPayment,
                 quantity: o.quantity,
                 amount_cents: o.amount_cents,
                 currency: o.currency.clone(),
-                created_at,
+                created_at: *created_at,
                 expires_at: o.expires_at,
                 paid_at: None,
                 payment_ref: None,
                 user: o.user.clone(),
                 reservation_id: o.reservation_id,
             };
-            let body =
-                serde_json::to_string(&order).map_err(|e| OrderError::CorruptRow { id, reason: e.to_string() })?;
-            answers.push((o.user.as_str(), o.idempotency_key.as_str(), 201, body));
             placed.insert(i, Placed::Created(order));
         }
     }
-    for job in jobs {
-        if let RecordJob::Outcome { user, key, response } = job {
-            answers.push((
-                user.as_str(),
-                key.as_str(),
-                i16::try_from(response.status).unwrap_or(500),
-                response.body.clone(),
-            ));
-        }
-    }
-    if !answers.is_empty() {
+    let refusals: Vec<(&UserId, &IdempotencyKey, &Fingerprint, &StoredResponse)> = jobs
+        .iter()
+        .filter_map(|j| match j {
+            RecordJob::Outcome { user, key, fingerprint, response } => Some((user, key, fingerprint, response)),
+            RecordJob::Order(_) => None,
+        })
+        .collect();
+    if !refusals.is_empty() {
         sqlx::query(
-            "UPDATE idempotency_keys k SET status_code = u.status_code, response = u.response \
-             FROM UNNEST($1::text[], $2::text[], $3::int2[], $4::text[]) AS u(user_id, key, status_code, response) \
-             WHERE k.user_id = u.user_id AND k.key = u.key",
+            "INSERT INTO idempotency_keys (user_id, key, fingerprint, status_code, response) \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::int2[], $5::text[]) ON CONFLICT DO NOTHING",
         )
-        .bind(answers.iter().map(|a| a.0).collect::<Vec<_>>())
-        .bind(answers.iter().map(|a| a.1).collect::<Vec<_>>())
-        .bind(answers.iter().map(|a| a.2).collect::<Vec<_>>())
-        .bind(answers.iter().map(|a| a.3.clone()).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-    }
-    if !abandoned.is_empty() {
-        sqlx::query(
-            "DELETE FROM idempotency_keys WHERE response IS NULL \
-             AND (user_id, key) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
-        )
-        .bind(abandoned.iter().map(|a| a.0).collect::<Vec<_>>())
-        .bind(abandoned.iter().map(|a| a.1).collect::<Vec<_>>())
+        .bind(refusals.iter().map(|r| r.0.as_str()).collect::<Vec<_>>())
+        .bind(refusals.iter().map(|r| r.1.as_str()).collect::<Vec<_>>())
+        .bind(refusals.iter().map(|r| &r.2.0[..]).collect::<Vec<_>>())
+        .bind(refusals.iter().map(|r| i16::try_from(r.3.status).unwrap_or(500)).collect::<Vec<_>>())
+        .bind(refusals.iter().map(|r| r.3.body.as_str()).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
     }
@@ -778,9 +778,10 @@ async fn insert_orders(
     let quantity = |o: &NewOrder| i32::try_from(o.quantity.get()).unwrap_or(i32::MAX);
     let rows: Vec<(i64, i64, i64, i64, DateTime<Utc>)> = sqlx::query_as(
         "INSERT INTO orders (sale_id, batch_no, user_id, quantity, amount_cents, currency, reservation_id, ticket, \
-                             epoch, idempotency_key, expires_at) \
+                             epoch, idempotency_key, fingerprint, expires_at) \
          SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::int[], $5::bigint[], $6::text[], \
-                              $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::timestamptz[]) \
+                              $7::bigint[], $8::bigint[], $9::bigint[], $10::text[], $11::bytea[], $12::timestamptz[]) \
+         ON CONFLICT (user_id, idempotency_key) DO NOTHING \
          RETURNING id, sale_id, batch_no, reservation_id, created_at",
     )
     .bind(orders.iter().map(|o| o.sale_id.get()).collect::<Vec<_>>())
@@ -793,6 +794,7 @@ async fn insert_orders(
     .bind(orders.iter().map(|o| to_i64(o.ticket)).collect::<Vec<_>>())
     .bind(orders.iter().map(|o| o.epoch).collect::<Vec<_>>())
     .bind(orders.iter().map(|o| o.idempotency_key.as_str()).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| &o.fingerprint.0[..]).collect::<Vec<_>>())
     .bind(orders.iter().map(|o| o.expires_at).collect::<Vec<_>>())
     .fetch_all(&mut **tx)
     .await?;

@@ -17,6 +17,15 @@ pub enum OrderError {
     /// every request in it.
     #[error("order storage failed: {0}")]
     Database(#[source] Arc<sqlx::Error>),
+    /// Redis (where idempotency claims live) failed or could not be reached.
+    #[error("idempotency claim failed: {0}")]
+    Redis(#[source] Arc<redis::RedisError>),
+    /// No connection to Redis could be had.
+    #[error("no Redis connection: {0}")]
+    NoRedisConnection(#[source] Arc<deadpool_redis::PoolError>),
+    /// Redis answered a script with something it never returns.
+    #[error("malformed reply: {0}")]
+    MalformedReply(String),
     /// A stored row breaks a rule the code relies on. Never expected; reported, not guessed around.
     #[error("stored order {id} is invalid: {reason}")]
     CorruptRow { id: i64, reason: String },
@@ -31,6 +40,12 @@ impl From<sqlx::Error> for OrderError {
     }
 }
 
+impl From<redis::RedisError> for OrderError {
+    fn from(error: redis::RedisError) -> OrderError {
+        OrderError::Redis(Arc::new(error))
+    }
+}
+
 impl OrderError {
     /// Whether PostgreSQL could not be reached (as opposed to refusing a statement): the request
     /// may be retried as it is.
@@ -39,7 +54,10 @@ impl OrderError {
             OrderError::Database(e) => {
                 matches!(**e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
             }
-            OrderError::WriterStopped => true,
+            OrderError::Redis(e) => {
+                e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
+            }
+            OrderError::WriterStopped | OrderError::NoRedisConnection(_) => true,
             _ => false,
         }
     }

@@ -49,6 +49,8 @@ pub struct NewOrder {
     /// The batch epoch the reservation was made in (see [`crate::book`]'s fence).
     pub epoch: i64,
     pub idempotency_key: IdempotencyKey,
+    /// What the request asked, for refusing the key's reuse with another request.
+    pub fingerprint: Fingerprint,
     pub expires_at: DateTime<Utc>,
 }
 
@@ -92,6 +94,11 @@ impl Fingerprint {
             hash.update(part);
         }
         Fingerprint(hash.finalize().into())
+    }
+
+    /// Lower-case hex.
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 

@@ -132,6 +132,13 @@ pub struct RawSettings {
     /// Log format: `text` or `json`.
     #[arg(long, env = "FLASHSALE_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+    /// Order writer tasks per kind (idempotency claims, orders): transactions committing at once.
+    /// Fewer writers make bigger group commits.
+    #[arg(long, env = "FLASHSALE_ORDER_WRITERS", default_value_t = 2)]
+    pub order_writers: usize,
+    /// Most order requests sharing one transaction.
+    #[arg(long, env = "FLASHSALE_ORDER_BATCH_MAX", default_value_t = 256)]
+    pub order_batch_max: usize,
 }
 
 /// How the hot path reaches Redis (see the `flashsale-redis` crate).
@@ -170,6 +177,7 @@ pub struct Settings {
     pub limits: crate::limits::LimitSettings,
     pub redis_mode: RedisMode,
     pub log_format: LogFormat,
+    pub orders: flashsale_order::WriterTuning,
 }
 
 /// How the queue runs on this instance.
@@ -259,6 +267,8 @@ impl RawSettings {
             ("FLASHSALE_DB_MAX_CONNECTIONS", u64::from(self.db_max_connections)),
             ("FLASHSALE_STARTUP_TIMEOUT_SECS", self.startup_timeout_secs),
             ("FLASHSALE_MAX_BODY_BYTES", self.max_body_bytes as u64),
+            ("FLASHSALE_ORDER_WRITERS", self.order_writers as u64),
+            ("FLASHSALE_ORDER_BATCH_MAX", self.order_batch_max as u64),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError(format!("{name} must be at least 1")));
@@ -297,6 +307,11 @@ impl RawSettings {
             },
             redis_mode: self.redis_mode,
             log_format: self.log_format,
+            orders: flashsale_order::WriterTuning {
+                workers: self.order_writers,
+                max_batch: self.order_batch_max,
+                ..flashsale_order::WriterTuning::default()
+            },
         })
     }
 }

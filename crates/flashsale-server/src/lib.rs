@@ -54,6 +54,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let redis = startup::connect_redis(&settings).await?;
     flashsale_inventory::scripts::load_all(&redis).await.map_err(startup::StartupError::from)?;
     flashsale_queue::scripts::load_all(&redis).await.map_err(startup::StartupError::from)?;
+    flashsale_order::load_scripts(&redis).await.map_err(|e| anyhow::anyhow!("loading the order scripts: {e}"))?;
 
     let hot = match settings.redis_mode {
         config::RedisMode::Pool => flashsale_redis::Redis::pooled(redis),
@@ -75,7 +76,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             public_cache_ttl: settings.public_cache_ttl,
             queue: settings.queue,
             limits: settings.limits.clone(),
-            orders: flashsale_order::WriterTuning::default(),
+            orders: settings.orders,
         },
     );
     let shutdown = CancellationToken::new();

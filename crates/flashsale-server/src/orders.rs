@@ -97,7 +97,8 @@ pub async fn create(
         request.admission_token.as_bytes(),
         &units.get().to_be_bytes(),
     ]);
-    match state.orders.claim(user, &key, fingerprint).await? {
+    let (sale_id, batch_no) = (sale.id, batch.batch_no);
+    match state.orders.claim(sale_id, batch_no, user, &key, &fingerprint).await? {
         Claim::Acquired => {}
         Claim::Replay(stored) => {
             metrics::counter!("order_requests_total", "outcome" => "replayed").increment(1);
@@ -126,7 +127,7 @@ pub async fn create(
     };
     let reserved = match state.inventory.reserve(sale.id, batch.batch_no, reserve).await {
         Ok(reserved) => reserved,
-        Err(e) => return Err(give_up(state, user, &key, e.into()).await),
+        Err(e) => return Err(give_up(state, (sale_id, batch_no), user, &key, e.into()).await),
     };
     let refusal = match reserved {
         Reserved::Reserved { id, deadline_ms, epoch } => {
@@ -146,6 +147,7 @@ pub async fn create(
                 ticket: claims.ticket,
                 epoch,
                 idempotency_key: key.clone(),
+                fingerprint,
                 expires_at: millis_to_time(deadline_ms),
             };
             return place(state, order).await;
@@ -164,14 +166,14 @@ pub async fn create(
         Reserved::NotOpen => ApiError::NotOpen { opens_at: batch.opens_at },
         Reserved::Paused => ApiError::Conflict { code: "paused", detail: "operations paused the sale".to_owned() },
         Reserved::Closed => ApiError::Conflict { code: "closed", detail: "the batch is closed".to_owned() },
-        Reserved::Missing => return Err(give_up(state, user, &key, ApiError::Rebuilding).await),
+        Reserved::Missing => return Err(give_up(state, (sale_id, batch_no), user, &key, ApiError::Rebuilding).await),
     };
     let code = refusal.status_and_code().1;
     metrics::counter!("order_requests_total", "outcome" => code).increment(1);
     let body = serde_json::to_string(&refusal.problem()).map_err(|e| ApiError::Internal(e.into()))?;
     let stored = StoredResponse { status: refusal.status_and_code().0.as_u16(), body };
-    if let Err(e) = state.orders.record_outcome(user, &key, stored.clone()).await {
-        return Err(give_up(state, user, &key, e.into()).await);
+    if let Err(e) = state.orders.record_outcome(user, &key, fingerprint, stored.clone()).await {
+        return Err(give_up(state, (sale_id, batch_no), user, &key, e.into()).await);
     }
     Ok(stored_response(stored, false))
 }
@@ -180,32 +182,44 @@ pub async fn create(
 async fn place(state: &AppState, order: NewOrder) -> Result<Response, ApiError> {
     let (sale, batch, reservation) = (order.sale_id, order.batch_no, ReservationId(order.reservation_id));
     let (user, key) = (order.user.clone(), order.idempotency_key.clone());
-    match state.orders.place(order).await {
+    let failure = match state.orders.place(order).await {
         Ok(Placed::Created(order)) => {
             metrics::counter!("order_requests_total", "outcome" => "created").increment(1);
             metrics::counter!("orders_created_units_total").increment(u64::from(order.quantity.get()));
-            let body = serde_json::to_string(&order).map_err(|e| ApiError::Internal(e.into()))?;
-            Ok(stored_response(StoredResponse { status: 201, body }, false))
+            let body = flashsale_order::creation_body(&order);
+            return Ok(stored_response(StoredResponse { status: 201, body }, false));
         }
         Ok(Placed::Fenced) => {
-            // The Redis state this reservation lived in was lost and rebuilt without it.
+            // The Redis state this reservation lived in was lost and rebuilt without it: there is
+            // nothing to give back.
             metrics::counter!("order_requests_total", "outcome" => "fenced").increment(1);
-            Err(ApiError::Rebuilding)
+            return Err(give_up(state, (sale, batch), &user, &key, ApiError::Rebuilding).await);
         }
+        Ok(Placed::KeyReused) => ApiError::Unprocessable {
+            code: "idempotency_key_reused",
+            detail: "this Idempotency-Key already names another order; use a new key".to_owned(),
+        },
         Err(e) => {
             tracing::warn!(error = %e, sale.id = %sale, batch.no = %batch, "order not written; aborting its reservation");
-            if let Err(abort) = state.inventory.settle(sale, batch, reservation, Settlement::Abort).await {
-                // The sweep returns the units after the deadline.
-                tracing::error!(error = %abort, "could not abort the reservation; it will expire");
-            }
-            Err(give_up(state, &user, &key, e.into()).await)
+            e.into()
         }
+    };
+    if let Err(abort) = state.inventory.settle(sale, batch, reservation, Settlement::Abort).await {
+        // The sweep returns the units after the deadline.
+        tracing::error!(error = %abort, "could not abort the reservation; it will expire");
     }
+    Err(give_up(state, (sale, batch), &user, &key, failure).await)
 }
 
 /// Frees the claim so that a retry runs again, and returns `error`.
-async fn give_up(state: &AppState, user: &UserId, key: &IdempotencyKey, error: ApiError) -> ApiError {
-    if let Err(e) = state.orders.abandon_claim(user, key).await {
+async fn give_up(
+    state: &AppState,
+    (sale, batch): (SaleId, flashsale_core::BatchNo),
+    user: &UserId,
+    key: &IdempotencyKey,
+    error: ApiError,
+) -> ApiError {
+    if let Err(e) = state.orders.abandon_claim(sale, batch, user, key).await {
         // The claim goes stale and a retry takes it over after a while.
         tracing::warn!(error = %e, "could not free an idempotency key");
     }

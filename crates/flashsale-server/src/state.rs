@@ -140,7 +140,7 @@ impl AppState {
         tuning: Tuning,
     ) -> AppState {
         let hot: flashsale_redis::Redis = redis.into();
-        let orders = Arc::new(OrderBook::new(db.clone(), tuning.orders));
+        let orders = Arc::new(OrderBook::new(db.clone(), hot.clone(), keys.clone(), tuning.orders));
         AppState(Arc::new(Shared {
             orders,
             inventory: Inventory::new(hot.clone(), keys.clone()),

@@ -39,10 +39,14 @@ async fn open_sale(app: &TestApp, stock: u32, limit: u32, window_secs: i32) -> i
 /// A test app that caches nothing and limits no rate: these tests fire one buyer's requests by
 /// the dozen on purpose (the limits have their own tests).
 async fn uncached(db: sqlx::PgPool) -> TestApp {
+    TestApp::with_tuning(db, tuning()).await
+}
+
+fn tuning() -> flashsale_server::state::Tuning {
     let mut tuning = common::uncached_tuning();
     tuning.limits.per_user = None;
     tuning.limits.per_ip = None;
-    TestApp::with_tuning(db, tuning).await
+    tuning
 }
 
 fn uid(s: &str) -> UserId {
@@ -185,6 +189,17 @@ async fn fifty_parallel_creates_with_one_key_make_one_order(db: sqlx::PgPool) {
     assert_eq!(bob.status, 201, "{bob:?}");
     assert_eq!(app.count("orders").await, 2);
     assert_eq!(ledger(&app, id).await, (8, 2, 0));
+    // Alice's key names her order in this sale; reusing it in another sale is refused there too,
+    // and the units reserved for the attempt go straight back.
+    let other = open_sale(&app, 5, 2, 600).await;
+    let reused = order(&app, other, "alice", "same-key", &token(&app, other, "alice", 1), 1).await;
+    reused.assert_problem(422, "idempotency_key_reused");
+    assert_eq!(ledger(&app, other).await, (5, 0, 0));
+    // A replay after the order was paid is still the answer the creation got.
+    let order_id = created[0].body["id"].as_i64().unwrap();
+    assert_eq!(pay(&app, order_id, "p", PRICE, "succeeded").await.body["outcome"], "paid");
+    let late_replay = order(&app, id, "alice", "same-key", &admission, 1).await;
+    assert_eq!((late_replay.status.as_u16(), &late_replay.body), (201, &created[0].body));
     app.redis.cleanup().await;
 }
 
@@ -278,6 +293,7 @@ async fn bad_order_requests_are_problems_and_write_nothing(db: sqlx::PgPool) {
     app.send(Method::POST, &uri, &anonymous, body.clone()).await.assert_problem(401, "unauthorized");
     order(&app, 999_999, "alice", "k", &t, 1).await.assert_problem(404, "not_found");
     assert_eq!((app.count("orders").await, app.count("idempotency_keys").await), (0, 0));
+    assert!(!app.redis.keys_in_use().await.iter().any(|k| k.contains(":idem:")), "no key was claimed");
     assert_eq!(ledger(&app, id).await, (10, 0, 0));
     // The token was not spent by any of it.
     assert_eq!(order(&app, id, "alice", "k", &t, 1).await.status, 201);
@@ -286,7 +302,9 @@ async fn bad_order_requests_are_problems_and_write_nothing(db: sqlx::PgPool) {
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
 async fn a_crash_between_reserve_and_insert_strands_nothing_after_the_deadline(db: sqlx::PgPool) {
-    let app = uncached(db).await;
+    let mut tuning = tuning();
+    tuning.orders.stale_claim = Duration::from_millis(500);
+    let app = TestApp::with_tuning(db, tuning).await;
     let id = open_sale(&app, 5, 2, 1).await;
     app.state.failpoints.crash_after_reserve.store(true, Ordering::SeqCst);
     let t = token(&app, id, "alice", 1);
@@ -294,8 +312,11 @@ async fn a_crash_between_reserve_and_insert_strands_nothing_after_the_deadline(d
     app.state.failpoints.crash_after_reserve.store(false, Ordering::SeqCst);
     assert_eq!(app.count("orders").await, 0);
     assert_eq!(ledger(&app, id).await, (3, 2, 0), "held, with no order");
-    // The claim of the dead request stays in progress (until it goes stale).
+    // The claim of the dead request stays in progress until it goes stale; then a retry takes it
+    // over (and finds the token spent: the buyer needs a new turn, the units come back below).
     order(&app, id, "alice", "k", &t, 2).await.assert_problem(409, "in_progress");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    order(&app, id, "alice", "k", &t, 2).await.assert_problem(409, "token_used");
     // After the deadline (and the grace period, zero here) the sweep returns the units.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     let expired = app.state.inventory.expire_due(SaleId::try_from(id).unwrap(), BatchNo::FIRST, 100, 0).await.unwrap();
@@ -316,7 +337,7 @@ async fn a_write_that_fails_gives_the_reservation_and_the_token_back(db: sqlx::P
     let t = token(&app, id, "mallory", 1);
     assert_eq!(order(&app, id, "mallory", "k", &t, 1).await.status, 500);
     assert_eq!(ledger(&app, id).await, (5, 0, 0), "the units went straight back");
-    assert_eq!(app.count("idempotency_keys").await, 0, "the key was freed for the retry");
+    assert!(!app.redis.keys_in_use().await.iter().any(|k| k.contains(":idem:")), "the key was freed for the retry");
     sqlx::query("ALTER TABLE orders DROP CONSTRAINT no_mallory").execute(&app.db).await.unwrap();
     let retry = order(&app, id, "mallory", "k", &t, 1).await;
     assert_eq!(retry.status, 201, "the same token and key work once the database does: {retry:?}");
@@ -572,6 +593,7 @@ async fn redis_losing_a_batch_mid_sale_is_rebuilt_from_postgres(db: sqlx::PgPool
         ticket: 500,
         epoch,
         idempotency_key: IdempotencyKey::try_from("late-key").unwrap(),
+        fingerprint: flashsale_order::Fingerprint::of(&[b"late"]),
         expires_at: chrono::DateTime::from_timestamp_millis(deadline_ms).unwrap(),
     };
     assert_eq!(app.state.orders.place(stale).await.unwrap(), Placed::Fenced);

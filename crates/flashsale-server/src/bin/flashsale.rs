@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use flashsale_server::config::{LogFormat, RawSettings};
 
+/// mimalloc instead of glibc's malloc: under sale-day load a profile of the order path showed a
+/// sixth of the server's time in glibc's allocator (its per-thread arenas and consolidation).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Limited-stock flash sales: fair queueing, atomic reservation, exactly-once orders.
 ///
 /// Every option can also be given by the environment variable named in its help.

@@ -61,6 +61,7 @@ impl TestApp {
         let redis = TestRedis::new();
         flashsale_inventory::scripts::load_all(&redis.pool).await.unwrap();
         flashsale_queue::scripts::load_all(&redis.pool).await.unwrap();
+        flashsale_order::load_scripts(&redis.pool).await.unwrap();
         let state = AppState::new(db.clone(), redis.pool.clone(), redis.keys.clone(), Secrets::dev(), tuning);
         let router = app(state.clone(), MAX_BODY_BYTES);
         TestApp { router, state, redis, db }

@@ -1,0 +1,202 @@
+//! Orders per second end to end (HTTP, JWT, admission token, Redis reservation, durable
+//! PostgreSQL write) at saturation, next to a naive PostgreSQL-only purchase run in the same
+//! process right after: `UPDATE stock SET qty = qty - 1 WHERE id = $1 AND qty > 0` plus an
+//! insert, in one transaction per purchase.
+//!
+//! The queue is not part of this measurement: each buyer's admission token is minted here with
+//! the deployment's JWT secret (as the queue would sign it), so the server spends its time on
+//! orders only. The naive purchase talks to PostgreSQL directly, without HTTP in front of it,
+//! which flatters it: the ratio reported is a lower bound.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use flashsale_core::{BatchNo, SaleId, UserId};
+use flashsale_queue::{AdmissionClaims, Tokens};
+use futures::stream::{self, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use sqlx::Connection;
+
+use crate::checks::Report;
+use crate::client::Client;
+
+/// The `per_mille`-th permille of sorted latencies (500: the median), in ms.
+fn percentile(sorted: &[Duration], per_mille: usize) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = (per_mille.min(1000) * (sorted.len() - 1)).div_ceil(1000);
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+/// `orders` purchases through the API, then the same through the naive transaction, both with
+/// `concurrency` requests in flight.
+pub async fn run(
+    client: &Client,
+    jwt_secret: &str,
+    naive_database_url: Option<&str>,
+    orders: usize,
+    concurrency: usize,
+) -> anyhow::Result<Report> {
+    let mut report = Report::new("order-bench");
+    client.send(Method::GET, "/readyz", None, false, None).await.context("the server is not reachable")?;
+    let opens_at = chrono::Utc::now() + chrono::TimeDelta::seconds(2);
+    let sale = json!({
+        "name": "order-bench", "sku": "LOADTEST-ORDERS", "price_cents": 100, "currency": "CNY",
+        "stock": orders, "per_user_limit": 1, "opens_at": opens_at.to_rfc3339(),
+        "prequeue_secs": 0, "admission_rate": 10_000, "admission_ttl_secs": 600, "payment_window_secs": 900,
+    });
+    let created = client.admin_ok(Method::POST, "/admin/sales", Some(&sale), StatusCode::CREATED).await?;
+    let id = created.body["id"].as_i64().context("created sale has an id")?;
+    let sale_id = SaleId::try_from(id)?;
+
+    // Tokens and JWTs are minted before the clock starts: the identity provider's and the
+    // queue's work is not the order path's.
+    let tokens = Tokens::new(jwt_secret.as_bytes());
+    let expires_at_ms = (chrono::Utc::now() + chrono::TimeDelta::minutes(10)).timestamp_millis();
+    let buyers: Vec<(String, String, String)> = (0..orders)
+        .map(|i| {
+            let user = format!("ob-{id}-{i}");
+            let claims = AdmissionClaims {
+                user: UserId::try_from(user.clone()).expect("a valid user id"),
+                sale: sale_id,
+                batch: BatchNo::FIRST,
+                ticket: i as u64 + 1,
+                step: 0,
+                expires_at_ms,
+            };
+            let jwt = client.buyer_jwt(&user)?;
+            Ok((user, jwt, tokens.sign_admission(&claims)))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    tokio::time::sleep((opens_at - chrono::Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(200)).await;
+
+    let path = format!("/sales/{id}/orders");
+    let started = Instant::now();
+    let results: Vec<(StatusCode, Duration)> = stream::iter(&buyers)
+        .map(|(user, jwt, token)| {
+            let path = &path;
+            async move {
+                let sent = Instant::now();
+                let body = json!({ "admission_token": token, "quantity": 1 });
+                let status = client
+                    .post_with_key(path, jwt, &format!("{user}-1"), &body)
+                    .await
+                    .map(|r| r.status)
+                    .unwrap_or(StatusCode::BAD_GATEWAY);
+                (status, sent.elapsed())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let api_secs = started.elapsed().as_secs_f64();
+    let created = results.iter().filter(|(s, _)| *s == StatusCode::CREATED).count();
+    let mut latencies: Vec<Duration> = results.iter().map(|(_, d)| *d).collect();
+    latencies.sort_unstable();
+    let api_rate = created as f64 / api_secs;
+    report.note("api orders/s (HTTP + reserve + durable write)", format!("{api_rate:.0}"));
+    report.note(
+        "api latency p50 / p99 ms",
+        format!("{:.1} / {:.1}", percentile(&latencies, 500), percentile(&latencies, 990)),
+    );
+    report.check("every api purchase created its order", created == orders, format!("{created} of {orders}"));
+    let stats = client.admin_ok(Method::GET, &format!("/admin/sales/{id}"), None, StatusCode::OK).await?;
+    let live = &stats.body["current_batch"]["stats"];
+    report.check(
+        "the ledger holds exactly the orders",
+        live["reserved"] == json!(orders) && live["available"] == json!(0),
+        format!("{live}"),
+    );
+
+    let Some(database_url) = naive_database_url else { return Ok(report) };
+    let (naive_rate, naive_sold, naive_latencies) = naive(database_url, orders, concurrency).await?;
+    report.note("naive PostgreSQL purchases/s", format!("{naive_rate:.0}"));
+    report.note(
+        "naive latency p50 / p99 ms",
+        format!("{:.1} / {:.1}", percentile(&naive_latencies, 500), percentile(&naive_latencies, 990)),
+    );
+    report.check("the naive purchase sold exactly its stock", naive_sold == orders, format!("{naive_sold}"));
+    report.note("ratio api / naive", format!("{:.1}x", api_rate / naive_rate));
+    Ok(report)
+}
+
+/// The naive purchase in a scratch database of its own: returns purchases per second, units
+/// sold and the latencies.
+async fn naive(database_url: &str, orders: usize, concurrency: usize) -> anyhow::Result<(f64, usize, Vec<Duration>)> {
+    let mut admin = sqlx::PgConnection::connect(database_url).await.context("PostgreSQL for the naive baseline")?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'flashsale_naive_baseline')")
+            .fetch_one(&mut admin)
+            .await?;
+    if !exists {
+        sqlx::query("CREATE DATABASE flashsale_naive_baseline").execute(&mut admin).await?;
+    }
+    let mut url = url_with_database(database_url, "flashsale_naive_baseline");
+    if url.is_empty() {
+        url = database_url.to_owned();
+    }
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(u32::try_from(concurrency.clamp(1, 90)).unwrap_or(90))
+        .connect(&url)
+        .await?;
+    sqlx::query("DROP TABLE IF EXISTS naive_orders, naive_stock").execute(&pool).await?;
+    sqlx::query("CREATE TABLE naive_stock (id INT PRIMARY KEY, qty BIGINT NOT NULL)").execute(&pool).await?;
+    sqlx::query(
+        "CREATE TABLE naive_orders (id BIGSERIAL PRIMARY KEY, stock_id INT NOT NULL, user_id TEXT NOT NULL, \
+         quantity INT NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )
+    .execute(&pool)
+    .await?;
+    sqlx::query("INSERT INTO naive_stock VALUES (1, $1)").bind(i64::try_from(orders)?).execute(&pool).await?;
+
+    let started = Instant::now();
+    let results: Vec<(bool, Duration)> = stream::iter(0..orders)
+        .map(|i| {
+            let pool = &pool;
+            async move {
+                let sent = Instant::now();
+                let bought = async {
+                    let mut tx = pool.begin().await?;
+                    let took = sqlx::query("UPDATE naive_stock SET qty = qty - 1 WHERE id = $1 AND qty > 0")
+                        .bind(1)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if took == 1 {
+                        sqlx::query("INSERT INTO naive_orders (stock_id, user_id, quantity) VALUES (1, $1, 1)")
+                            .bind(format!("naive-{i}"))
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    anyhow::Ok(took == 1)
+                }
+                .await
+                .unwrap_or(false);
+                (bought, sent.elapsed())
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let secs = started.elapsed().as_secs_f64();
+    let sold = results.iter().filter(|(b, _)| *b).count();
+    let mut latencies: Vec<Duration> = results.into_iter().map(|(_, d)| d).collect();
+    latencies.sort_unstable();
+    pool.close().await;
+    Ok((sold as f64 / secs, sold, latencies))
+}
+
+/// `url` with its database name replaced (`postgres://host/db?opts` → `.../name?opts`).
+fn url_with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let Some(slash) = base.rfind('/').filter(|i| *i > "postgres://".len()) else { return String::new() };
+    let mut out = format!("{}/{name}", &base[..slash]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Orders per second end to end (HTTP, JWT, admission token, Redis reservation, durable PostgreSQL
+# write with group commit) at saturation, next to a naive PostgreSQL-only purchase (row-lock
+# decrement + insert, one transaction each) measured right after by the same harness process:
+# `flashsale-loadtest order-bench`. Rate limits are off: the load comes from one address. The
+# server, Redis, PostgreSQL and the harness share this machine.
+#
+#   ./scripts/bench-orders.sh [orders, default 20000] [concurrency, default 64]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/services.sh
+source scripts/services.sh
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
+ensure_services
+
+orders="${1:-20000}"
+concurrency="${2:-64}"
+cargo build --release --locked -p flashsale-server -p flashsale-loadtest
+target="${CARGO_TARGET_DIR:-target}/release"
+port=18184
+db=flashsale_bench_orders
+prefix="bench-o-$$"
+log=$(mktemp)
+
+psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
+RUST_LOG=warn DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" FLASHSALE_ADDR="127.0.0.1:$port" \
+  FLASHSALE_REDIS_PREFIX="$prefix" FLASHSALE_RATE_LIMIT_PER_USER=0 FLASHSALE_RATE_LIMIT_PER_IP=0 \
+  "$target/flashsale" >"$log" 2>&1 &
+server=$!
+cleanup() {
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
+  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS flashsale_naive_baseline" >/dev/null 2>&1 || true
+  redis-cli --scan --pattern "$prefix:*" | xargs -r redis-cli del >/dev/null
+  rm -f "$log"
+}
+trap cleanup EXIT
+wait_for_listener "$port"
+
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); $(date -u +%Y-%m-%d)"
+"$target/flashsale-loadtest" --url "http://127.0.0.1:$port" order-bench --orders "$orders" --concurrency "$concurrency"
