@@ -69,21 +69,35 @@ impl Client {
         )?)
     }
 
-    /// A shopper's `POST` with a JSON body and an `Idempotency-Key`, as `jwt`'s buyer.
-    pub async fn post_with_key(&self, path: &str, jwt: &str, key: &str, body: &Value) -> anyhow::Result<Reply> {
+    /// A shopper's `POST` of a ready JSON body with an `Idempotency-Key`, as `authorization`'s
+    /// buyer (`Bearer <jwt>`), answering only the status: load scenarios prepare their requests
+    /// before the clock starts and read no more of the answer than they check.
+    pub async fn post_prepared(
+        &self,
+        url: &str,
+        authorization: &str,
+        key: &str,
+        body: &'static [u8],
+    ) -> anyhow::Result<StatusCode> {
         let response = self
             .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(jwt)
+            .post(url)
+            .header("authorization", authorization)
             .header("idempotency-key", key)
-            .json(body)
+            .header("content-type", "application/json")
+            .body(body)
             .send()
             .await
-            .with_context(|| format!("POST {path}"))?;
+            .with_context(|| format!("POST {url}"))?;
         let status = response.status();
-        let bytes = response.bytes().await?;
-        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
-        Ok(Reply { status, etag: None, body })
+        // Drain the body so the connection goes back to the pool.
+        response.bytes().await?;
+        Ok(status)
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     /// A shopper's request: a JWT for `user` (see [`Client::buyer_jwt`]) and their last queue

@@ -55,7 +55,9 @@ pub async fn run(
     // queue's work is not the order path's.
     let tokens = Tokens::new(jwt_secret.as_bytes());
     let expires_at_ms = (chrono::Utc::now() + chrono::TimeDelta::minutes(10)).timestamp_millis();
-    let buyers: Vec<(String, String, String)> = (0..orders)
+    // Each buyer's request, ready to send: authorization header, idempotency key, JSON body.
+    // The bodies live for the whole run; leaking them lets requests borrow them without copies.
+    let buyers: Vec<(String, String, &'static [u8])> = (0..orders)
         .map(|i| {
             let user = format!("ob-{id}-{i}");
             let claims = AdmissionClaims {
@@ -66,25 +68,23 @@ pub async fn run(
                 step: 0,
                 expires_at_ms,
             };
-            let jwt = client.buyer_jwt(&user)?;
-            Ok((user, jwt, tokens.sign_admission(&claims)))
+            let authorization = format!("Bearer {}", client.buyer_jwt(&user)?);
+            let body = json!({ "admission_token": tokens.sign_admission(&claims), "quantity": 1 }).to_string();
+            Ok((authorization, format!("{user}-1"), &*Box::leak(body.into_bytes().into_boxed_slice())))
         })
         .collect::<anyhow::Result<_>>()?;
-    tokio::time::sleep((opens_at - chrono::Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(200)).await;
+    tokio::time::sleep((opens_at - chrono::Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(200))
+        .await;
 
-    let path = format!("/sales/{id}/orders");
+    let url = format!("{}/sales/{id}/orders", client.base());
     let started = Instant::now();
     let results: Vec<(StatusCode, Duration)> = stream::iter(&buyers)
-        .map(|(user, jwt, token)| {
-            let path = &path;
+        .map(|(authorization, key, body)| {
+            let url = &url;
             async move {
                 let sent = Instant::now();
-                let body = json!({ "admission_token": token, "quantity": 1 });
-                let status = client
-                    .post_with_key(path, jwt, &format!("{user}-1"), &body)
-                    .await
-                    .map(|r| r.status)
-                    .unwrap_or(StatusCode::BAD_GATEWAY);
+                let status =
+                    client.post_prepared(url, authorization, key, body).await.unwrap_or(StatusCode::BAD_GATEWAY);
                 (status, sent.elapsed())
             }
         })
