@@ -73,8 +73,7 @@ pub async fn run(
             Ok((authorization, format!("{user}-1"), &*Box::leak(body.into_bytes().into_boxed_slice())))
         })
         .collect::<anyhow::Result<_>>()?;
-    tokio::time::sleep((opens_at - chrono::Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(200))
-        .await;
+    tokio::time::sleep((opens_at - chrono::Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(200)).await;
 
     let url = format!("{}/sales/{id}/orders", client.base());
     let started = Instant::now();

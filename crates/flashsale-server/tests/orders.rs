@@ -347,7 +347,7 @@ async fn a_write_that_fails_gives_the_reservation_and_the_token_back(db: sqlx::P
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
 async fn payments_racing_the_deadline_and_the_sweep_get_one_outcome_each(db: sqlx::PgPool) {
     let app = uncached(db).await;
-    let id = open_sale(&app, 40, 1, 2).await;
+    let id = open_sale(&app, 40, 1, 3).await;
     let mut orders = Vec::new();
     for i in 0..20u64 {
         let user = format!("buyer-{i}");
@@ -355,10 +355,8 @@ async fn payments_racing_the_deadline_and_the_sweep_get_one_outcome_each(db: sql
         assert_eq!(created.status, 201, "{created:?}");
         orders.push(created.body);
     }
-    let deadline = chrono::DateTime::parse_from_rfc3339(orders[19]["expires_at"].as_str().unwrap()).unwrap();
-    let deadline = deadline.with_timezone(&Utc);
-    // Sweepers on three "instances" run all along; half the buyers pay just before the deadline,
-    // half just after.
+    // Sweepers on three "instances" run all along; half the buyers pay just before their order's
+    // deadline, half just after.
     let stop = tokio_util::sync::CancellationToken::new();
     let sweepers = (0..3)
         .map(|_| {
@@ -373,11 +371,9 @@ async fn payments_racing_the_deadline_and_the_sweep_get_one_outcome_each(db: sql
         .collect::<Vec<_>>();
     let payments = orders.iter().enumerate().map(|(i, o)| {
         let app = &app;
-        let at = if i % 2 == 0 {
-            deadline - chrono::TimeDelta::milliseconds(300)
-        } else {
-            deadline + chrono::TimeDelta::milliseconds(300)
-        };
+        let deadline = chrono::DateTime::parse_from_rfc3339(o["expires_at"].as_str().unwrap()).unwrap();
+        let epsilon = chrono::TimeDelta::milliseconds(300);
+        let at = deadline.with_timezone(&Utc) + if i % 2 == 0 { -epsilon } else { epsilon };
         async move {
             let wait = (at - Utc::now()).to_std().unwrap_or_default();
             tokio::time::sleep(wait).await;
