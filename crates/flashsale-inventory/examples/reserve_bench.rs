@@ -55,8 +55,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 while Instant::now() < deadline {
                     let ticket = next_ticket.fetch_add(1, Ordering::Relaxed);
                     let user = UserId::try_from(format!("u{ticket}")).expect("short id");
-                    let request =
-                        ReserveRequest { user: &user, units: Units::new(1), ticket, step: 0, window_ms: 600_000 };
+                    let request = ReserveRequest {
+                        user: &user,
+                        units: Units::new(1),
+                        ticket,
+                        step: 0,
+                        window_ms: 600_000,
+                        claim: None,
+                    };
                     match inventory.reserve(sale, batch, request).await {
                         Ok(Reserved::Reserved { .. }) => {
                             reserved.fetch_add(1, Ordering::Relaxed);

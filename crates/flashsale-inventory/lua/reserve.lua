@@ -5,16 +5,20 @@
 -- KEYS[3] open reservations (id -> 'units deadline_ms ticket user')    KEYS[6] queue step info hash     KEYS[7] queue ticker hash
 -- ARGV[1] user id   ARGV[2] units (>= 1)   ARGV[3] admission ticket (the token's unique id)
 -- ARGV[4] admission step   ARGV[5] payment window, ms (the reservation's lifetime)
+-- Optionally the request's idempotency claim, made in the same step (one round trip per order):
+-- KEYS[8] the claim key   ARGV[6] the claim   ARGV[7] its lifetime, ms
 --
 -- Returns {'reserved', id, deadline_ms, epoch} (epoch: the ledger's, see rebuild_batch.lua) or one of {'missing'}, {'not_open'}, {'paused'},
--- {'closed'}, {'token_used'}, {'limit_reached', held}, {'sold_out', available}. Nothing is
--- written unless 'reserved' is returned. On success the ticket is consumed (a replayed token
+-- {'closed'}, {'token_used'}, {'limit_reached', held}, {'sold_out', available}, or, with a claim
+-- that is already held, {'claimed', held claim}. Nothing is written unless 'reserved' is
+-- returned, except the claim: written with every answer but 'missing' and 'claimed' (the caller
+-- stores the answer under it). On success the ticket is consumed (a replayed token
 -- reserves nothing), the buyer's holdings grow, available -> reserved, the reservation is recorded
 -- with its deadline (Redis's clock), and the admission step learns one of its buyers reserved (so
 -- the queue stops counting them as in flight).
 
-if #KEYS ~= 7 or #ARGV ~= 5 then
-  return redis.error_reply('ERR reserve expects 7 keys and 5 arguments')
+if not ((#KEYS == 7 and #ARGV == 5) or (#KEYS == 8 and #ARGV == 7)) then
+  return redis.error_reply('ERR reserve expects 7 keys and 5 arguments, or 8 and 7 with a claim')
 end
 local ledger, holdings, reservations, deadlines, used, step_info, ticker = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local user, qty, ticket, step, window = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
@@ -26,6 +30,11 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local l = redis.call('HMGET', ledger, 'available', 'per_user_limit', 'paused', 'closed', 'opens_at_ms', 'closes_at_ms', 'epoch')
 if not l[1] then return {'missing'} end
+if KEYS[8] then
+  local held = redis.call('GET', KEYS[8])
+  if held then return {'claimed', held} end
+  redis.call('SET', KEYS[8], ARGV[6], 'PX', ARGV[7])
+end
 local closes = tonumber(l[6])
 if l[4] == '1' or (closes > 0 and now >= closes) then return {'closed'} end
 if now < tonumber(l[5]) then return {'not_open'} end

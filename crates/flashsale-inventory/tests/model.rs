@@ -94,7 +94,8 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                 let ticket = step as u64 + 1;
                 let buyer = user(u);
                 let window_ms = if short { SHORT_MS } else { LONG_MS };
-                let request = ReserveRequest { user: &buyer, units: Units::new(units), ticket, step: 0, window_ms };
+                let request =
+                    ReserveRequest { user: &buyer, units: Units::new(units), ticket, step: 0, window_ms, claim: None };
                 let got = inventory.reserve(sale, batch, request).await.unwrap();
                 let held = m.holdings.get(&u).copied().unwrap_or(0);
                 if held + units > LIMIT {
@@ -117,8 +118,14 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
             Op::Replay => {
                 if let Some(ticket) = m.used_tickets.last().copied() {
                     let buyer = user(0);
-                    let request =
-                        ReserveRequest { user: &buyer, units: Units::new(1), ticket, step: 0, window_ms: LONG_MS };
+                    let request = ReserveRequest {
+                        user: &buyer,
+                        units: Units::new(1),
+                        ticket,
+                        step: 0,
+                        window_ms: LONG_MS,
+                        claim: None,
+                    };
                     prop_assert_eq!(inventory.reserve(sale, batch, request).await.unwrap(), Reserved::TokenUsed);
                 }
             }
@@ -183,8 +190,14 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                     keys.used_tickets(),
                 ];
                 let _: () = redis::cmd("DEL").arg(&all[..]).query_async(&mut conn).await.unwrap();
-                let request =
-                    ReserveRequest { user: &user(0), units: Units::new(1), ticket: 999_999, step: 0, window_ms: 1 };
+                let request = ReserveRequest {
+                    user: &user(0),
+                    units: Units::new(1),
+                    ticket: 999_999,
+                    step: 0,
+                    window_ms: 1,
+                    claim: None,
+                };
                 prop_assert_eq!(inventory.reserve(sale, batch, request).await.unwrap(), Reserved::Missing);
                 // What the orders know: aborted reservations never became orders.
                 let order = |id: &u64| {

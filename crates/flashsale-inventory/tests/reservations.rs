@@ -42,7 +42,7 @@ async fn open(stock: u32, limit: u32) -> (TestRedis, Inventory) {
 }
 
 fn request(user: &UserId, units: u32, ticket: u64, window_ms: i64) -> ReserveRequest<'_> {
-    ReserveRequest { user, units: Units::new(units), ticket, step: 0, window_ms }
+    ReserveRequest { user, units: Units::new(units), ticket, step: 0, window_ms, claim: None }
 }
 
 async fn ledger(inventory: &Inventory) -> LedgerSnapshot {
@@ -194,5 +194,54 @@ async fn a_flushed_script_cache_is_reloaded_transparently() {
     let alice = user(1);
     let reserved = inventory.reserve(sale(), BatchNo::FIRST, request(&alice, 1, 1, WINDOW_MS)).await.unwrap();
     assert!(matches!(reserved, Reserved::Reserved { .. }), "{reserved:?}");
+    redis.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_request_claim_is_made_in_the_same_step_and_stops_a_second_use() {
+    let (redis, inventory) = open(1, 1).await;
+    let claim_key = redis.keys.batch(sale(), BatchNo::FIRST).idempotency("buyer 0", "key");
+    let (alice, bob) = (user(0), user(1));
+    // 30 concurrent uses of one claim: one gets through, the others see it held and take nothing.
+    let attempts = (0..30).map(|i| {
+        let inventory = inventory.clone();
+        let (alice, claim_key) = (alice.clone(), claim_key.clone());
+        tokio::spawn(async move {
+            let claim = flashsale_inventory::RequestClaim { key: &claim_key, value: "first", ttl_ms: 60_000 };
+            let request = ReserveRequest { claim: Some(claim), ..request(&alice, 1, 100 + i, WINDOW_MS) };
+            inventory.reserve(sale(), BatchNo::FIRST, request).await.unwrap()
+        })
+    });
+    let outcomes: Vec<Reserved> = join_all(attempts).await.into_iter().map(Result::unwrap).collect();
+    assert_eq!(outcomes.iter().filter(|o| matches!(o, Reserved::Reserved { .. })).count(), 1);
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Reserved::Reserved { .. }) || *o == Reserved::Claimed { held: "first".to_owned() })
+    );
+    // A refusal claims too (the caller stores the refusal under it).
+    let bob_key = redis.keys.batch(sale(), BatchNo::FIRST).idempotency("buyer 1", "key");
+    let bob_claim = flashsale_inventory::RequestClaim { key: &bob_key, value: "bob", ttl_ms: 60_000 };
+    let refused = inventory
+        .reserve(sale(), BatchNo::FIRST, ReserveRequest { claim: Some(bob_claim), ..request(&bob, 1, 1, WINDOW_MS) })
+        .await
+        .unwrap();
+    assert_eq!(refused, Reserved::SoldOut { available: Units::ZERO });
+    let again = ReserveRequest { claim: Some(bob_claim), ..request(&bob, 1, 2, WINDOW_MS) };
+    assert_eq!(
+        inventory.reserve(sale(), BatchNo::FIRST, again).await.unwrap(),
+        Reserved::Claimed { held: "bob".to_owned() }
+    );
+    // No ledger (Redis lost it): no claim is written, so the retry after the rebuild runs.
+    let mut conn = redis.pool.get().await.unwrap();
+    let _: () =
+        redis::cmd("DEL").arg(redis.keys.batch(sale(), BatchNo::FIRST).ledger()).query_async(&mut conn).await.unwrap();
+    let lost_key = redis.keys.batch(sale(), BatchNo::FIRST).idempotency("buyer 2", "key");
+    let lost = flashsale_inventory::RequestClaim { key: &lost_key, value: "x", ttl_ms: 60_000 };
+    let carol = user(2);
+    let missing = ReserveRequest { claim: Some(lost), ..request(&carol, 1, 3, WINDOW_MS) };
+    assert_eq!(inventory.reserve(sale(), BatchNo::FIRST, missing).await.unwrap(), Reserved::Missing);
+    let exists: bool = redis::cmd("EXISTS").arg(&lost_key).query_async(&mut conn).await.unwrap();
+    assert!(!exists);
     redis.cleanup().await;
 }

@@ -1,13 +1,15 @@
 //! [`OrderBook`]: orders in PostgreSQL, created exactly once per idempotency key.
 //!
 //! # Creating an order (the server drives these steps around the Redis reservation)
-//! 1. [`OrderBook::claim`] the buyer's `Idempotency-Key`, in Redis (one `SET NX GET` in the
-//!    batch's hash slot; `lua/take_over_claim.lua` when a claim went stale): the first claims it; a
+//! 1. Claim the buyer's `Idempotency-Key` in Redis, in the batch's hash slot, inside the
+//!    reservation script (one round trip per order: [`OrderBook::claim_key`] and
+//!    [`OrderBook::claim_value`] name and fill it; [`OrderBook::resolve_held`] answers when it was
+//!    held; `lua/take_over_claim.lua` when a claim went stale). The first claims it; a
 //!    retry gets the stored answer ([`Claim::Replay`]), 409 while the first still runs
 //!    ([`Claim::InProgress`]), or 422 when the key comes back with another request
 //!    ([`Claim::KeyReused`]). A claim is a Redis write, not a PostgreSQL transaction: on sale day
 //!    PostgreSQL's time goes to the one write that matters, the order.
-//! 2. The server reserves in Redis.
+//! 2. The reservation itself (the inventory crate), in the same script.
 //! 3. [`OrderBook::place`] writes the order durably; the order row is the answer a retry gets
 //!    (the order as created, byte for byte: [`creation_body`]). [`OrderBook::record_outcome`]
 //!    stores a refusal (sold out, limit reached) to replay. [`OrderBook::abandon_claim`] frees
@@ -187,8 +189,8 @@ pub struct OrderBook {
     records: Batcher<RecordJob, Recorded>,
 }
 
-/// How long a claim (and so the promise to replay) is kept in Redis.
-const CLAIM_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long a claim (and so the promise to replay) is kept in Redis, ms: a day.
+pub const CLAIM_TTL_MS: i64 = 24 * 3600 * 1000;
 
 static TAKE_OVER_CLAIM: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("../lua/take_over_claim.lua")));
@@ -283,32 +285,31 @@ impl OrderBook {
         &self.db
     }
 
-    /// Claims `key` for `user`'s request with `fingerprint` to order in `sale`'s `batch` (see
-    /// [`Claim`]).
-    pub async fn claim(
+    /// The Redis key of `user`'s claim of `key` for an order in `sale`'s `batch` (in the batch's
+    /// hash slot, so the reservation script can make the claim in the same step).
+    pub fn claim_key(&self, sale: SaleId, batch: BatchNo, user: &UserId, key: &IdempotencyKey) -> String {
+        self.keys.batch(sale, batch).idempotency(user.as_str(), key.as_str())
+    }
+
+    /// The claim of a request with `fingerprint`, made now: `fingerprint claimed_at_ms`.
+    pub fn claim_value(fingerprint: &Fingerprint) -> String {
+        format!("{} {}", fingerprint.hex(), Utc::now().timestamp_millis())
+    }
+
+    /// What to answer when `user`'s claim of `key` was already `held`: another request's
+    /// ([`Claim::KeyReused`]); this request's finished answer ([`Claim::Replay`]); still running
+    /// ([`Claim::InProgress`]); or, when the claim went stale without an answer (its instance
+    /// died), taken over by this retry ([`Claim::Acquired`]).
+    pub async fn resolve_held(
         &self,
         sale: SaleId,
         batch: BatchNo,
         user: &UserId,
         key: &IdempotencyKey,
         fingerprint: &Fingerprint,
+        held: &str,
     ) -> Result<Claim, OrderError> {
-        let claim_key = self.keys.batch(sale, batch).idempotency(user.as_str(), key.as_str());
-        let ttl_ms = i64::try_from(CLAIM_TTL.as_millis()).unwrap_or(i64::MAX);
-        let claim = |now_ms: i64| format!("{} {now_ms}", fingerprint.hex());
-        let mut conn = self.redis.conn().await.map_err(|e| OrderError::NoRedisConnection(Arc::new(e)))?;
-        // One command: claim unless claimed, and say by whom.
-        let held: Option<String> = redis::cmd("SET")
-            .arg(&claim_key)
-            .arg(claim(Utc::now().timestamp_millis()))
-            .arg("NX")
-            .arg("GET")
-            .arg("PX")
-            .arg(ttl_ms)
-            .query_async(&mut conn)
-            .await?;
-        let Some(held) = held else { return Ok(Claim::Acquired) };
-        let (claimed, at) = held.split_once(' ').unwrap_or((held.as_str(), "0"));
+        let (claimed, at) = held.split_once(' ').unwrap_or((held, "0"));
         if claimed != fingerprint.hex() {
             return Ok(Claim::KeyReused);
         }
@@ -319,12 +320,12 @@ impl OrderBook {
         if age < i64::try_from(self.stale_claim.as_millis()).unwrap_or(i64::MAX) {
             return Ok(Claim::InProgress);
         }
-        // The first attempt's instance died mid-request: this retry takes over.
+        let mut conn = self.redis.conn().await.map_err(|e| OrderError::NoRedisConnection(Arc::new(e)))?;
         let taken: i64 = TAKE_OVER_CLAIM
-            .key(&claim_key)
-            .arg(&held)
-            .arg(claim(Utc::now().timestamp_millis()))
-            .arg(ttl_ms)
+            .key(self.claim_key(sale, batch, user, key))
+            .arg(held)
+            .arg(Self::claim_value(fingerprint))
+            .arg(CLAIM_TTL_MS)
             .invoke_async(&mut conn)
             .await?;
         Ok(if taken == 1 { Claim::Acquired } else { Claim::InProgress })
@@ -382,7 +383,7 @@ impl OrderBook {
         user: &UserId,
         key: &IdempotencyKey,
     ) -> Result<(), OrderError> {
-        let claim_key = self.keys.batch(sale, batch).idempotency(user.as_str(), key.as_str());
+        let claim_key = self.claim_key(sale, batch, user, key);
         let mut conn = self.redis.conn().await.map_err(|e| OrderError::NoRedisConnection(Arc::new(e)))?;
         let _: i64 = redis::cmd("DEL").arg(claim_key).query_async(&mut conn).await?;
         Ok(())

@@ -250,8 +250,14 @@ async fn buyers_who_reserve_stop_counting_as_in_flight() {
     let step = first.serving;
     for ticket in 1..=3u64 {
         let buyer = user(usize::try_from(ticket).unwrap());
-        let request =
-            flashsale_inventory::ReserveRequest { user: &buyer, units: Units::new(1), ticket, step, window_ms: 60_000 };
+        let request = flashsale_inventory::ReserveRequest {
+            user: &buyer,
+            units: Units::new(1),
+            ticket,
+            step,
+            window_ms: 60_000,
+            claim: None,
+        };
         let reserved = s.inventory.reserve(sale(), BatchNo::FIRST, request).await.unwrap();
         assert!(matches!(reserved, flashsale_inventory::Reserved::Reserved { .. }), "{reserved:?}");
     }

@@ -4,10 +4,11 @@
 //! # Creating an order, exactly once
 //! 1. Check what needs no storage: the quantity against the sale's per-user limit, the admission
 //!    token's signature, buyer, sale, batch and expiry (403 `token_invalid`).
-//! 2. Claim the `Idempotency-Key` in PostgreSQL: a retry gets the first answer replayed byte for
-//!    byte, 409 `in_progress` while the first runs, 422 `idempotency_key_reused` for another body.
-//! 3. Reserve in Redis (one script: ticket, per-user limit, stock).
-//! 4. Write the order, durably, with the answer to replay (group commit with other requests).
+//! 2. Reserve in Redis, one script: the `Idempotency-Key` claim, ticket, per-user limit, stock.
+//! 3. If the key was already claimed: the first answer replayed byte for byte, 409 `in_progress`
+//!    while the first runs, 422 `idempotency_key_reused` for another body.
+//! 4. Write the order, durably (group commit with other requests); the order row is the answer a
+//!    retry replays.
 //!    A refusal (sold out, limit reached, token used) is stored as the answer instead.
 //!
 //! If the order cannot be written after the reservation, the reservation is aborted (units back,
@@ -26,10 +27,10 @@ use std::time::Duration;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use flashsale_core::{SaleId, Units, UserId};
-use flashsale_inventory::{ReservationId, ReserveRequest, Reserved, Settled, Settlement};
+use flashsale_inventory::{RequestClaim, ReservationId, ReserveRequest, Reserved, Settled, Settlement};
 use flashsale_order::{
-    Cancelled, Claim, Fingerprint, IdempotencyKey, NewOrder, Order, PaymentApplied, PaymentNotice, PaymentOutcome,
-    PaymentReceipt, PendingSettlement, Placed, RedisSettle, StoredResponse,
+    CLAIM_TTL_MS, Cancelled, Claim, Fingerprint, IdempotencyKey, NewOrder, Order, OrderBook, PaymentApplied,
+    PaymentNotice, PaymentOutcome, PaymentReceipt, PendingSettlement, Placed, RedisSettle, StoredResponse,
 };
 use flashsale_sales::FieldError;
 use serde::Deserialize;
@@ -98,37 +99,44 @@ pub async fn create(
         &units.get().to_be_bytes(),
     ]);
     let (sale_id, batch_no) = (sale.id, batch.batch_no);
-    match state.orders.claim(sale_id, batch_no, user, &key, &fingerprint).await? {
-        Claim::Acquired => {}
-        Claim::Replay(stored) => {
-            metrics::counter!("order_requests_total", "outcome" => "replayed").increment(1);
-            return Ok(stored_response(stored, true));
-        }
-        Claim::InProgress => {
-            return Err(ApiError::Conflict {
-                code: "in_progress",
-                detail: "a request with this Idempotency-Key is still running; retry shortly".to_owned(),
-            });
-        }
-        Claim::KeyReused => {
-            return Err(ApiError::Unprocessable {
-                code: "idempotency_key_reused",
-                detail: "this Idempotency-Key was used for a different request; use a new key".to_owned(),
-            });
-        }
-    }
-
-    let reserve = ReserveRequest {
+    // The key is claimed inside the reservation script: one Redis round trip per order.
+    let claim_key = state.orders.claim_key(sale_id, batch_no, user, &key);
+    let claim_value = OrderBook::claim_value(&fingerprint);
+    let mut reserve = ReserveRequest {
         user,
         units,
         ticket: claims.ticket,
         step: claims.step,
         window_ms: i64::from(config.payment_window_secs) * 1000,
+        claim: Some(RequestClaim { key: &claim_key, value: &claim_value, ttl_ms: CLAIM_TTL_MS }),
     };
-    let reserved = match state.inventory.reserve(sale.id, batch.batch_no, reserve).await {
+    let mut reserved = match state.inventory.reserve(sale_id, batch_no, reserve).await {
         Ok(reserved) => reserved,
         Err(e) => return Err(give_up(state, (sale_id, batch_no), user, &key, e.into()).await),
     };
+    if let Reserved::Claimed { held } = &reserved {
+        match state.orders.resolve_held(sale_id, batch_no, user, &key, &fingerprint, held).await? {
+            // A retry that took over a claim its dead first attempt left: reserve under it.
+            Claim::Acquired => {
+                reserve.claim = None;
+                reserved = match state.inventory.reserve(sale_id, batch_no, reserve).await {
+                    Ok(reserved) => reserved,
+                    Err(e) => return Err(give_up(state, (sale_id, batch_no), user, &key, e.into()).await),
+                };
+            }
+            Claim::Replay(stored) => {
+                metrics::counter!("order_requests_total", "outcome" => "replayed").increment(1);
+                return Ok(stored_response(stored, true));
+            }
+            Claim::InProgress => return Err(in_progress()),
+            Claim::KeyReused => {
+                return Err(ApiError::Unprocessable {
+                    code: "idempotency_key_reused",
+                    detail: "this Idempotency-Key was used for a different request; use a new key".to_owned(),
+                });
+            }
+        }
+    }
     let refusal = match reserved {
         Reserved::Reserved { id, deadline_ms, epoch } => {
             #[cfg(feature = "failpoints")]
@@ -167,6 +175,8 @@ pub async fn create(
         Reserved::Paused => ApiError::Conflict { code: "paused", detail: "operations paused the sale".to_owned() },
         Reserved::Closed => ApiError::Conflict { code: "closed", detail: "the batch is closed".to_owned() },
         Reserved::Missing => return Err(give_up(state, (sale_id, batch_no), user, &key, ApiError::Rebuilding).await),
+        // Only after a take-over, when another retry took the claim over first.
+        Reserved::Claimed { .. } => return Err(in_progress()),
     };
     let code = refusal.status_and_code().1;
     metrics::counter!("order_requests_total", "outcome" => code).increment(1);
@@ -176,6 +186,13 @@ pub async fn create(
         return Err(give_up(state, (sale_id, batch_no), user, &key, e.into()).await);
     }
     Ok(stored_response(stored, false))
+}
+
+fn in_progress() -> ApiError {
+    ApiError::Conflict {
+        code: "in_progress",
+        detail: "a request with this Idempotency-Key is still running; retry shortly".to_owned(),
+    }
 }
 
 /// Writes the order for a reservation just made; on failure gives the reservation back.

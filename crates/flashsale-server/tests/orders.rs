@@ -552,6 +552,7 @@ async fn redis_losing_a_batch_mid_sale_is_rebuilt_from_postgres(db: sqlx::PgPool
                 ticket: 500,
                 step: 0,
                 window_ms: 600_000,
+                claim: None,
             },
         )
         .await
