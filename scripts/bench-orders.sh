@@ -5,7 +5,7 @@
 # `flashsale-loadtest order-bench`. Rate limits are off: the load comes from one address. The
 # server, Redis, PostgreSQL and the harness share this machine.
 #
-#   ./scripts/bench-orders.sh [orders, default 20000] [concurrency, default 64]
+#   ./scripts/bench-orders.sh [orders, default 50000] [concurrency, default 256]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/services.sh
@@ -14,8 +14,8 @@ source scripts/services.sh
 source scripts/bench-lib.sh
 ensure_services
 
-orders="${1:-20000}"
-concurrency="${2:-64}"
+orders="${1:-50000}"
+concurrency="${2:-256}"
 cargo build --release --locked -p flashsale-server -p flashsale-loadtest
 target="${CARGO_TARGET_DIR:-target}/release"
 port=18184
