@@ -331,8 +331,10 @@ impl OrderBook {
         Ok(if taken == 1 { Claim::Acquired } else { Claim::InProgress })
     }
 
-    /// The stored answer to an earlier request with this key, if it finished.
-    async fn stored_answer(
+    /// The stored answer to an earlier request with this key, if it finished: the order it
+    /// created (as created), or the refusal it got; [`Claim::KeyReused`] if that request was a
+    /// different one.
+    pub async fn stored_answer(
         &self,
         user: &UserId,
         key: &IdempotencyKey,

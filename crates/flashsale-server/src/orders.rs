@@ -167,10 +167,18 @@ pub async fn create(
             code: "limit_reached",
             detail: format!("you already hold or bought {held} of at most {} units", config.per_user_limit),
         },
-        Reserved::TokenUsed => ApiError::Conflict {
-            code: "token_used",
-            detail: "this admission token was already used to reserve".to_owned(),
-        },
+        Reserved::TokenUsed => {
+            // Usually a second use of the token. But if Redis lost this key's claim (and was
+            // rebuilt), this may be a retry of the request that used it: its order answers.
+            if let Some(Claim::Replay(stored)) = state.orders.stored_answer(user, &key, &fingerprint).await? {
+                metrics::counter!("order_requests_total", "outcome" => "replayed").increment(1);
+                return Ok(stored_response(stored, true));
+            }
+            ApiError::Conflict {
+                code: "token_used",
+                detail: "this admission token was already used to reserve".to_owned(),
+            }
+        }
         Reserved::NotOpen => ApiError::NotOpen { opens_at: batch.opens_at },
         Reserved::Paused => ApiError::Conflict { code: "paused", detail: "operations paused the sale".to_owned() },
         Reserved::Closed => ApiError::Conflict { code: "closed", detail: "the batch is closed".to_owned() },

@@ -525,6 +525,7 @@ async fn redis_losing_a_batch_mid_sale_is_rebuilt_from_postgres(db: sqlx::PgPool
     let id = open_sale(&app, 30, 2, 600).await;
     let mut tokens = Vec::new();
     let mut ids = Vec::new();
+    let mut first_answers = Vec::new();
     for i in 0..10u64 {
         let user = format!("buyer-{i}");
         let t = token(&app, id, &user, i + 1);
@@ -532,6 +533,7 @@ async fn redis_losing_a_batch_mid_sale_is_rebuilt_from_postgres(db: sqlx::PgPool
         assert_eq!(created.status, 201);
         ids.push(created.body["id"].as_i64().unwrap());
         tokens.push(t);
+        first_answers.push(created.body);
     }
     for (i, order_id) in ids.iter().enumerate().take(4) {
         assert_eq!(pay(&app, *order_id, &format!("p{i}"), PRICE * 2, "succeeded").await.body["outcome"], "paid");
@@ -597,6 +599,10 @@ async fn redis_losing_a_batch_mid_sale_is_rebuilt_from_postgres(db: sqlx::PgPool
 
     // Used tokens stay used; holdings survive (buyer-5 holds 2 of 2); the newcomer's retry works.
     order(&app, id, "buyer-9", "k2", &tokens[9], 1).await.assert_problem(409, "token_used");
+    // A retry of a request that succeeded before the loss (its claim went with Redis) still gets
+    // its first answer.
+    let retry = order(&app, id, "buyer-9", "k", &tokens[9], 2).await;
+    assert_eq!((retry.status.as_u16(), &retry.body), (201, &first_answers[9]));
     order(&app, id, "buyer-5", "k2", &token(&app, id, "buyer-5", 101), 1).await.assert_problem(409, "limit_reached");
     let retried = order(&app, id, "newcomer", "k", &t, 1).await;
     assert_eq!(retried.status, 201, "{retried:?}");
