@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End to end: starts the real `flashsale` binary on a free port with a database of its own,
-# waits until it is ready, plays `flashsale-loadtest admin-race`, `queue-smoke` and a small
-# `order-bench` (orders through the real binary, without the naive baseline) against it,
+# waits until it is ready, plays `flashsale-loadtest admin-race`, `queue-smoke`, a small
+# `order-bench` (orders through the real binary, without the naive baseline) and `smoke` (a
+# whole sale: queue, orders, payments, cancels, lapses, then the invariants) against it,
 # then stops it with SIGTERM and checks it shut down cleanly. The per-IP rate limit is off for
 # this server: every simulated buyer comes from 127.0.0.1.
 set -euo pipefail
@@ -23,7 +24,7 @@ cleanup() {
   kill "$server" 2>/dev/null || true
   psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
   redis-cli --scan --pattern "e2e-$$:*" | xargs -r redis-cli del >/dev/null 2>&1 || true
-  rm -f "$log"
+  rm -f "$log" "$log.smoke.json"
 }
 trap cleanup EXIT
 
@@ -37,8 +38,10 @@ done
 "$target/flashsale-loadtest" --url "http://127.0.0.1:$port" queue-smoke --buyers 300 --stock 20
 "$target/flashsale-loadtest" --url "http://127.0.0.1:$port" \
   order-bench --orders 2000 --concurrency 32 --skip-naive
+"$target/flashsale-loadtest" --url "http://127.0.0.1:$port" smoke \
+  --database-url "postgres://postgres@127.0.0.1:5432/$db" --report "$log.smoke.json"
 
 kill -TERM "$server"
 if ! wait "$server"; then cat "$log"; echo "flashsale did not shut down cleanly"; exit 1; fi
 grep -q "flashsale stopped" "$log" || { cat "$log"; echo "no clean-shutdown line in the log"; exit 1; }
-echo "e2e: flashsale started, served admin-race, queue-smoke and order-bench, and stopped cleanly"
+echo "e2e: flashsale started, served admin-race, queue-smoke, order-bench and smoke, and stopped cleanly"

@@ -9,6 +9,8 @@
 //! - [`admin_race`]: operations editing one sale at once.
 //! - [`queue_smoke`]: the queue end to end: pre-queue cohort, opening, latecomers, admission.
 //! - [`order_bench`]: orders per second through the API next to a naive PostgreSQL purchase.
+//! - [`smoke`]: a small sale played whole (queue, orders, payments, cancels, lapses) and checked
+//!   against the API and PostgreSQL.
 //!
 //! The sale-day scenarios (`smoke`, `tuesday-noon`, `baseline-naive`) arrive with the load
 //! harness issue, on top of the same client and checks.
@@ -18,6 +20,7 @@ mod checks;
 mod client;
 mod order_bench;
 mod queue_smoke;
+mod smoke;
 
 use std::process::ExitCode;
 
@@ -54,6 +57,15 @@ struct Cli {
         hide_env_values = true
     )]
     jwt_secret: String,
+    /// HMAC key of the payment callbacks (the server's dev-mode key when unset).
+    #[arg(
+        long,
+        global = true,
+        env = "FLASHSALE_PAYMENT_SECRET",
+        default_value = "dev-payment-secret-do-not-use-in-production",
+        hide_env_values = true
+    )]
+    payment_secret: String,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -79,6 +91,38 @@ enum Scenario {
         /// The server's FLASHSALE_ADMISSION_OVERSUBSCRIPTION, to check admission against.
         #[arg(long, env = "FLASHSALE_ADMISSION_OVERSUBSCRIPTION", default_value_t = 1.2)]
         oversubscription: f64,
+    },
+    /// A small sale played whole: buyers in the pre-queue and after the opening, admission,
+    /// orders (some retried on purpose), payments, cancels and lapses; then the invariants
+    /// checked against the API and PostgreSQL. Under a minute with the defaults.
+    Smoke {
+        #[arg(long, default_value_t = 2_000)]
+        buyers: usize,
+        #[arg(long, default_value_t = 200)]
+        stock: u32,
+        /// Share of buyers arriving in the pre-queue.
+        #[arg(long, default_value_t = 0.4)]
+        early: f64,
+        /// Share of buyers with an order who pay.
+        #[arg(long, default_value_t = 0.85)]
+        pay: f64,
+        /// Share who cancel (the rest let the payment window lapse).
+        #[arg(long, default_value_t = 0.1)]
+        cancel: f64,
+        /// Share of orders sent twice with the same Idempotency-Key.
+        #[arg(long, default_value_t = 0.05)]
+        retry: f64,
+        /// Requests in flight at most.
+        #[arg(long, default_value_t = 128)]
+        connections: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// The server's PostgreSQL database, for the checks.
+        #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/flashsale")]
+        database_url: String,
+        /// Write a JSON report here.
+        #[arg(long)]
+        report: Option<String>,
     },
     /// Orders per second end to end at saturation, next to a naive PostgreSQL-only purchase
     /// (row-lock decrement + insert per transaction) run right after. Needs the server's rate
@@ -108,6 +152,22 @@ async fn main() -> ExitCode {
         Scenario::AdminRace { operators } => admin_race::run(&client, operators).await,
         Scenario::QueueSmoke { buyers, stock, oversubscription } => {
             queue_smoke::run(&client, buyers, stock, oversubscription).await
+        }
+        Scenario::Smoke { buyers, stock, early, pay, cancel, retry, connections, seed, database_url, report } => {
+            let options = smoke::SmokeOptions {
+                buyers,
+                stock,
+                early,
+                pay,
+                cancel,
+                retry,
+                connections,
+                seed,
+                payment_secret: cli.payment_secret.clone(),
+                database_url,
+                report_path: report,
+            };
+            smoke::run(&client, &options).await
         }
         Scenario::OrderBench { orders, concurrency, database_url, skip_naive } => {
             let naive = (!skip_naive).then_some(database_url.as_str());

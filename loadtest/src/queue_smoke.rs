@@ -20,14 +20,14 @@ use crate::client::Client;
 const CONCURRENCY: usize = 32;
 
 /// Spearman's rank correlation of two equally long lists of distinct ranks.
-fn spearman(a: &[f64], b: &[f64]) -> f64 {
+pub(crate) fn spearman(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len() as f64;
     let d2: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum();
     1.0 - 6.0 * d2 / (n * (n * n - 1.0))
 }
 
 /// Ranks (0-based) of `values` in ascending order.
-fn ranks(values: &[u64]) -> Vec<f64> {
+pub(crate) fn ranks(values: &[u64]) -> Vec<f64> {
     let mut order: Vec<usize> = (0..values.len()).collect();
     order.sort_by_key(|i| values[*i]);
     let mut ranks = vec![0.0; values.len()];
