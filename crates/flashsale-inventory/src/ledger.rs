@@ -27,6 +27,21 @@ pub struct LedgerSpec {
     pub epoch: i64,
 }
 
+impl LedgerSpec {
+    /// The spec as script arguments, in the order `open_batch.lua` and `rebuild_batch.lua` take
+    /// them: total, limit, opening, end (0 = none), paused, closed, epoch.
+    pub(crate) fn push_args(&self, invocation: &mut redis::ScriptInvocation<'_>) {
+        invocation
+            .arg(self.total.get())
+            .arg(self.per_user_limit.get())
+            .arg(self.opens_at_ms)
+            .arg(self.closes_at_ms.unwrap_or(0))
+            .arg(u8::from(self.paused))
+            .arg(u8::from(self.closed))
+            .arg(self.epoch);
+    }
+}
+
 /// Outcome of [`Inventory::open_batch`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Opened {
@@ -133,18 +148,11 @@ impl Inventory {
 
     /// Creates the batch's ledger unless it exists.
     pub async fn open_batch(&self, sale: SaleId, batch: BatchNo, spec: LedgerSpec) -> Result<Opened, InventoryError> {
+        let mut invocation = scripts::OPEN_BATCH.prepare_invoke();
+        invocation.key(self.keys.batch(sale, batch).ledger());
+        spec.push_args(&mut invocation);
         let mut conn = self.redis.conn().await?;
-        let reply: i64 = scripts::OPEN_BATCH
-            .key(self.keys.batch(sale, batch).ledger())
-            .arg(spec.total.get())
-            .arg(spec.per_user_limit.get())
-            .arg(spec.opens_at_ms)
-            .arg(spec.closes_at_ms.unwrap_or(0))
-            .arg(u8::from(spec.paused))
-            .arg(u8::from(spec.closed))
-            .arg(spec.epoch)
-            .invoke_async(&mut conn)
-            .await?;
+        let reply: i64 = invocation.invoke_async(&mut conn).await?;
         match reply {
             1 => Ok(Opened::Created),
             0 => Ok(Opened::AlreadyOpen),

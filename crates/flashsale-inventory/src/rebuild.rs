@@ -57,7 +57,6 @@ impl Inventory {
     /// Writes a batch's hot state from `state`, unless its ledger exists.
     pub async fn rebuild(&self, sale: SaleId, batch: BatchNo, state: &BatchState) -> Result<Rebuilt, InventoryError> {
         let keys = self.keys().batch(sale, batch);
-        let spec = &state.spec;
         let mut invocation = scripts::REBUILD_BATCH.prepare_invoke();
         invocation
             .key(keys.ledger())
@@ -67,16 +66,9 @@ impl Inventory {
             .key(keys.settled())
             .key(keys.used_tickets())
             .key(keys.queue_tail())
-            .key(keys.queue_serving())
-            .arg(spec.total.get())
-            .arg(spec.per_user_limit.get())
-            .arg(spec.opens_at_ms)
-            .arg(spec.closes_at_ms.unwrap_or(0))
-            .arg(u8::from(spec.paused))
-            .arg(u8::from(spec.closed))
-            .arg(spec.epoch)
-            .arg(state.last_reservation)
-            .arg(state.open.len());
+            .key(keys.queue_serving());
+        state.spec.push_args(&mut invocation);
+        invocation.arg(state.last_reservation).arg(state.open.len());
         for r in &state.open {
             invocation.arg(r.id.0).arg(r.units.get()).arg(r.deadline_ms).arg(r.ticket).arg(r.user.as_str());
         }
