@@ -23,9 +23,6 @@ pub enum OrderError {
     /// No connection to Redis could be had.
     #[error("no Redis connection: {0}")]
     NoRedisConnection(#[source] Arc<deadpool_redis::PoolError>),
-    /// Redis answered a script with something it never returns.
-    #[error("malformed reply: {0}")]
-    MalformedReply(String),
     /// A stored row breaks a rule the code relies on. Never expected; reported, not guessed around.
     #[error("stored order {id} is invalid: {reason}")]
     CorruptRow { id: i64, reason: String },
