@@ -129,12 +129,7 @@ pub async fn create(
                 return Ok(stored_response(stored, true));
             }
             Claim::InProgress => return Err(in_progress()),
-            Claim::KeyReused => {
-                return Err(ApiError::Unprocessable {
-                    code: "idempotency_key_reused",
-                    detail: "this Idempotency-Key was used for a different request; use a new key".to_owned(),
-                });
-            }
+            Claim::KeyReused => return Err(key_reused()),
         }
     }
     let refusal = match reserved {
@@ -196,6 +191,13 @@ pub async fn create(
     Ok(stored_response(stored, false))
 }
 
+fn key_reused() -> ApiError {
+    ApiError::Unprocessable {
+        code: "idempotency_key_reused",
+        detail: "this Idempotency-Key was used for a different request; use a new key".to_owned(),
+    }
+}
+
 fn in_progress() -> ApiError {
     ApiError::Conflict {
         code: "in_progress",
@@ -220,10 +222,7 @@ async fn place(state: &AppState, order: NewOrder) -> Result<Response, ApiError> 
             metrics::counter!("order_requests_total", "outcome" => "fenced").increment(1);
             return Err(give_up(state, (sale, batch), &user, &key, ApiError::Rebuilding).await);
         }
-        Ok(Placed::KeyReused) => ApiError::Unprocessable {
-            code: "idempotency_key_reused",
-            detail: "this Idempotency-Key already names another order; use a new key".to_owned(),
-        },
+        Ok(Placed::KeyReused) => key_reused(),
         Err(e) => {
             tracing::warn!(error = %e, sale.id = %sale, batch.no = %batch, "order not written; aborting its reservation");
             e.into()
