@@ -9,6 +9,7 @@
 //! - [`admin_race`]: operations editing one sale at once.
 //! - [`queue_smoke`]: the queue end to end: pre-queue cohort, opening, latecomers, admission.
 //! - [`order_bench`]: orders per second through the API next to a naive PostgreSQL purchase.
+//! - [`progress`]: the live progress line, the harness's own CPU use, the machine's description.
 //! - [`smoke`]: a small sale played whole (queue, orders, payments, cancels, lapses) and checked
 //!   against the API and PostgreSQL.
 //!
@@ -19,6 +20,7 @@ mod admin_race;
 mod checks;
 mod client;
 mod order_bench;
+mod progress;
 mod queue_smoke;
 mod smoke;
 

@@ -24,6 +24,7 @@ use tokio::sync::Semaphore;
 
 use crate::checks::Report;
 use crate::client::Client;
+use crate::progress::{self, Progress};
 use crate::queue_smoke::{ranks, spearman};
 
 /// What the scenario is asked to play.
@@ -86,6 +87,7 @@ struct Run<'a> {
     started: Instant,
     /// When the batch opens, from `started`.
     opens_at: Duration,
+    progress: Progress,
     pool: Semaphore,
     price: i64,
 }
@@ -100,6 +102,7 @@ impl Run<'_> {
         request: reqwest::RequestBuilder,
     ) -> anyhow::Result<(StatusCode, Value)> {
         let _slot = self.pool.acquire().await?;
+        Progress::add(&self.progress.requests);
         let response = request.send().await.with_context(|| step)?;
         let status = response.status();
         let bytes = response.bytes().await?;
@@ -126,8 +129,12 @@ impl Run<'_> {
             Ok(outcome) => j.outcome = outcome,
             Err(e) => {
                 eprintln!("buyer {index}: {e:#}");
+                Progress::add(&self.progress.errors);
                 j.outcome = Outcome::Error;
             }
+        }
+        if j.joined_at > Duration::ZERO {
+            Progress::sub(&self.progress.waiting);
         }
         j
     }
@@ -150,6 +157,8 @@ impl Run<'_> {
         let (status, joined) =
             self.send("join", intended, &mut j.latencies, http.post(&queue).bearer_auth(&jwt)).await?;
         anyhow::ensure!(status.is_success(), "join: {status} {joined}");
+        Progress::add(&self.progress.joined);
+        Progress::add(&self.progress.waiting);
         let mut ticket = joined["ticket"].as_str().unwrap_or_default().to_owned();
         let mut state = joined;
         let mut sent = j.joined_at;
@@ -160,6 +169,7 @@ impl Run<'_> {
             match state["status"].as_str() {
                 Some("admitted") => {
                     j.admitted_at = Some(self.started.elapsed());
+                    Progress::add(&self.progress.admitted);
                     break state["admission_token"].as_str().unwrap_or_default().to_owned();
                 }
                 Some("sold_out") => {
@@ -225,6 +235,7 @@ impl Run<'_> {
             let (status, receipt) = self.send("pay", Instant::now(), &mut j.latencies, request).await?;
             anyhow::ensure!(status == StatusCode::OK && receipt["outcome"] == "paid", "pay: {status} {receipt}");
             j.paid_at = Some(self.started.elapsed());
+            Progress::add(&self.progress.sold);
             Ok(Outcome::Bought)
         } else if choice < self.opts.pay + self.opts.cancel {
             let request = http.post(format!("{base}/orders/{order_id}/cancel")).bearer_auth(&jwt);
@@ -271,6 +282,7 @@ pub async fn run(client: &Client, opts: &SmokeOptions) -> anyhow::Result<Report>
         sale: id,
         started,
         opens_at: opens_in,
+        progress: Progress::default(),
         pool: Semaphore::new(opts.connections.max(1)),
         price,
     });
@@ -291,14 +303,29 @@ pub async fn run(client: &Client, opts: &SmokeOptions) -> anyhow::Result<Report>
         .collect();
     // Buyers who would pay if they got an order.
     let willing = plan.iter().filter(|p| p.2 < opts.pay).count();
-    let journeys: Vec<Journey> = stream::iter(plan.into_iter().enumerate())
-        .map(|(i, (early, at, choice, retry))| {
-            let run = run.clone();
-            async move { run.journey(i, early, at, choice, retry).await }
-        })
-        .buffer_unordered(opts.buyers.max(1))
-        .collect()
-        .await;
+    let cpu_before = progress::own_cpu_secs();
+    let (journeys, ()) = {
+        let played = stream::iter(plan.into_iter().enumerate())
+            .map(|(i, (early, at, choice, retry))| {
+                let run = run.clone();
+                async move { run.journey(i, early, at, choice, retry).await }
+            })
+            .buffer_unordered(opts.buyers.max(1))
+            .collect::<Vec<Journey>>();
+        let (finished, signal) = tokio::sync::oneshot::channel::<()>();
+        let shown = run.progress.show_until(started, async move {
+            let _ = signal.await;
+        });
+        tokio::join!(
+            async move {
+                let journeys = played.await;
+                let _ = finished.send(());
+                journeys
+            },
+            shown
+        )
+    };
+    let harness_cpu = progress::own_cpu_secs().zip(cpu_before).map(|(after, before)| after - before);
     let journeys_done = started.elapsed();
 
     // Lapsed orders expire after their window; the sweep returns their units (already resold to
@@ -444,6 +471,11 @@ pub async fn run(client: &Client, opts: &SmokeOptions) -> anyhow::Result<Report>
     report.note("sold_out_at", format!("{:.1}s", sold_out_at.unwrap_or_default().as_secs_f64()));
     report.note("everyone_told_within", format!("{told_within:.2}s after the last unit was paid for"));
     report.note("journeys_done", format!("{:.1}s", journeys_done.as_secs_f64()));
+    let harness_share = harness_cpu.map(|cpu| cpu / journeys_done.as_secs_f64().max(1e-9));
+    if let (Some(cpu), Some(share)) = (harness_cpu, harness_share) {
+        report.note("harness_cpu", format!("{cpu:.1} CPU-s, {:.0}% of one core while buyers played", share * 100.0));
+    }
+    report.note("machine", progress::machine());
     report.note("wall_time", format!("{:.1}s", started.elapsed().as_secs_f64()));
 
     let mut by_step: HashMap<&'static str, Vec<Duration>> = HashMap::new();
@@ -472,6 +504,9 @@ pub async fn run(client: &Client, opts: &SmokeOptions) -> anyhow::Result<Report>
             "sold_out_at_secs": sold_out_at.unwrap_or_default().as_secs_f64(),
             "everyone_told_within_secs": told_within,
             "wall_time_secs": started.elapsed().as_secs_f64(),
+            "machine": progress::machine(),
+            "harness_cpu_secs": harness_cpu,
+            "harness_cpu_share_of_one_core": harness_share,
         });
         std::fs::write(path, serde_json::to_vec_pretty(&json)?).with_context(|| format!("writing {path}"))?;
     }

@@ -1,0 +1,97 @@
+//! The live progress line: buyers joined, waiting, admitted, sold, errors and requests per
+//! second, rewritten in place once a second on a terminal, a plain line every five seconds when
+//! the output is a file or a pipe (CI logs).
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Counters the buyers bump as they go.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub joined: AtomicU64,
+    /// Joined and not yet at a final outcome.
+    pub waiting: AtomicU64,
+    pub admitted: AtomicU64,
+    /// Units paid for.
+    pub sold: AtomicU64,
+    pub errors: AtomicU64,
+    pub requests: AtomicU64,
+}
+
+impl Progress {
+    pub fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn sub(counter: &AtomicU64) {
+        counter.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn line(&self, elapsed: Duration, rate: f64) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        format!(
+            "{:>6.1}s  joined {:>7}  waiting {:>7}  admitted {:>6}  sold {:>6}  errors {:>4}  {:>7.0} req/s",
+            elapsed.as_secs_f64(),
+            get(&self.joined),
+            get(&self.waiting),
+            get(&self.admitted),
+            get(&self.sold),
+            get(&self.errors),
+            rate
+        )
+    }
+
+    /// Prints the line until `done` resolves.
+    pub async fn show_until(&self, started: Instant, done: impl std::future::Future<Output = ()>) {
+        let terminal = std::io::stdout().is_terminal();
+        let every = if terminal { Duration::from_secs(1) } else { Duration::from_secs(5) };
+        let mut ticker = tokio::time::interval(every);
+        ticker.tick().await;
+        let mut last = (Instant::now(), 0u64);
+        tokio::pin!(done);
+        loop {
+            tokio::select! {
+                () = &mut done => break,
+                _ = ticker.tick() => {
+                    let requests = self.requests.load(Ordering::Relaxed);
+                    let rate = (requests - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-9);
+                    last = (Instant::now(), requests);
+                    let line = self.line(started.elapsed(), rate);
+                    let mut out = std::io::stdout().lock();
+                    if terminal {
+                        let _ = write!(out, "\r{line}");
+                    } else {
+                        let _ = writeln!(out, "{line}");
+                    }
+                    let _ = out.flush();
+                }
+            }
+        }
+        if terminal {
+            println!();
+        }
+    }
+}
+
+/// CPU seconds this process has used (user + system), from `/proc/self/stat`; `None` where there
+/// is no `/proc`.
+pub fn own_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// A one-line description of the machine: cores and memory.
+pub fn machine() -> String {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+        .map_or_else(|| "unknown memory".to_owned(), |kb| format!("{:.0} GiB", kb / 1_048_576.0));
+    format!("{cores} cores, {memory}")
+}
