@@ -2,7 +2,8 @@
 # End to end: starts the real `flashsale` binary on a free port with a database of its own,
 # waits until it is ready, plays `flashsale-loadtest admin-race`, `queue-smoke`, a small
 # `order-bench` (orders through the real binary, without the naive baseline) and `smoke` (a
-# whole sale: queue, orders, payments, cancels, lapses, then the invariants) against it,
+# whole sale: queue, orders, payments, cancels, lapses, then the invariants) against it, and
+# `baseline-naive` (the same buyers through the PostgreSQL-only purchase) beside it,
 # then stops it with SIGTERM and checks it shut down cleanly. The per-IP rate limit is off for
 # this server: every simulated buyer comes from 127.0.0.1.
 set -euo pipefail
@@ -23,6 +24,7 @@ server=$!
 cleanup() {
   kill "$server" 2>/dev/null || true
   psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
+  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS flashsale_naive_baseline" >/dev/null 2>&1 || true
   redis-cli --scan --pattern "e2e-$$:*" | xargs -r redis-cli del >/dev/null 2>&1 || true
   rm -f "$log" "$log.smoke.json"
 }
@@ -40,8 +42,10 @@ done
   order-bench --orders 2000 --concurrency 32 --skip-naive
 "$target/flashsale-loadtest" --url "http://127.0.0.1:$port" smoke \
   --database-url "postgres://postgres@127.0.0.1:5432/$db" --report "$log.smoke.json"
+"$target/flashsale-loadtest" baseline-naive --buyers 2000 --stock 200 \
+  --database-url "postgres://postgres@127.0.0.1:5432/postgres"
 
 kill -TERM "$server"
 if ! wait "$server"; then cat "$log"; echo "flashsale did not shut down cleanly"; exit 1; fi
 grep -q "flashsale stopped" "$log" || { cat "$log"; echo "no clean-shutdown line in the log"; exit 1; }
-echo "e2e: flashsale started, served admin-race, queue-smoke, order-bench and smoke, and stopped cleanly"
+echo "e2e: flashsale started, served admin-race, queue-smoke, order-bench and smoke (baseline-naive beside it), and stopped cleanly"

@@ -9,6 +9,8 @@
 //! - [`admin_race`]: operations editing one sale at once.
 //! - [`queue_smoke`]: the queue end to end: pre-queue cohort, opening, latecomers, admission.
 //! - [`order_bench`]: orders per second through the API next to a naive PostgreSQL purchase.
+//! - [`naive`]: that naive purchase (row-lock decrement + insert per transaction), also a
+//!   scenario of its own (`baseline-naive`).
 //! - [`progress`]: the live progress line, the harness's own CPU use, the machine's description.
 //! - [`smoke`]: a small sale played whole (queue, orders, payments, cancels, lapses) and checked
 //!   against the API and PostgreSQL.
@@ -19,6 +21,7 @@
 mod admin_race;
 mod checks;
 mod client;
+mod naive;
 mod order_bench;
 mod progress;
 mod queue_smoke;
@@ -126,6 +129,21 @@ enum Scenario {
         #[arg(long)]
         report: Option<String>,
     },
+    /// The naive PostgreSQL-only purchase (one transaction per buyer: row-lock decrement of one
+    /// stock row + an insert) for the same buyers and stock, in a scratch database; checks it
+    /// sells exactly its stock and reports its rate, to set beside `smoke`'s or `order-bench`'s.
+    BaselineNaive {
+        #[arg(long, default_value_t = 2_000)]
+        buyers: usize,
+        #[arg(long, default_value_t = 200)]
+        stock: usize,
+        /// Transactions in flight at most.
+        #[arg(long, default_value_t = 128)]
+        connections: usize,
+        /// PostgreSQL (the scratch database `flashsale_naive_baseline` is created next to it).
+        #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        database_url: String,
+    },
     /// Orders per second end to end at saturation, next to a naive PostgreSQL-only purchase
     /// (row-lock decrement + insert per transaction) run right after. Needs the server's rate
     /// limits off (FLASHSALE_RATE_LIMIT_PER_IP=0).
@@ -170,6 +188,9 @@ async fn main() -> ExitCode {
                 report_path: report,
             };
             smoke::run(&client, &options).await
+        }
+        Scenario::BaselineNaive { buyers, stock, connections, database_url } => {
+            naive::run(&database_url, buyers, stock, connections).await
         }
         Scenario::OrderBench { orders, concurrency, database_url, skip_naive } => {
             let naive = (!skip_naive).then_some(database_url.as_str());

@@ -16,19 +16,10 @@ use flashsale_queue::{AdmissionClaims, Tokens};
 use futures::stream::{self, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use sqlx::Connection;
 
 use crate::checks::Report;
 use crate::client::Client;
-
-/// The `per_mille`-th permille of sorted latencies (500: the median), in ms.
-fn percentile(sorted: &[Duration], per_mille: usize) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let index = (per_mille.min(1000) * (sorted.len() - 1)).div_ceil(1000);
-    sorted[index].as_secs_f64() * 1000.0
-}
+use crate::naive::{naive, percentile};
 
 /// `orders` purchases through the API, then the same through the naive transaction, both with
 /// `concurrency` requests in flight.
@@ -119,83 +110,4 @@ pub async fn run(
     report.check("the naive purchase sold exactly its stock", naive_sold == orders, format!("{naive_sold}"));
     report.note("ratio api / naive", format!("{:.1}x", api_rate / naive_rate));
     Ok(report)
-}
-
-/// The naive purchase in a scratch database of its own: returns purchases per second, units
-/// sold and the latencies.
-async fn naive(database_url: &str, orders: usize, concurrency: usize) -> anyhow::Result<(f64, usize, Vec<Duration>)> {
-    let mut admin = sqlx::PgConnection::connect(database_url).await.context("PostgreSQL for the naive baseline")?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'flashsale_naive_baseline')")
-            .fetch_one(&mut admin)
-            .await?;
-    if !exists {
-        sqlx::query("CREATE DATABASE flashsale_naive_baseline").execute(&mut admin).await?;
-    }
-    let mut url = url_with_database(database_url, "flashsale_naive_baseline");
-    if url.is_empty() {
-        url = database_url.to_owned();
-    }
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(u32::try_from(concurrency.clamp(1, 90)).unwrap_or(90))
-        .connect(&url)
-        .await?;
-    sqlx::query("DROP TABLE IF EXISTS naive_orders, naive_stock").execute(&pool).await?;
-    sqlx::query("CREATE TABLE naive_stock (id INT PRIMARY KEY, qty BIGINT NOT NULL)").execute(&pool).await?;
-    sqlx::query(
-        "CREATE TABLE naive_orders (id BIGSERIAL PRIMARY KEY, stock_id INT NOT NULL, user_id TEXT NOT NULL, \
-         quantity INT NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-    )
-    .execute(&pool)
-    .await?;
-    sqlx::query("INSERT INTO naive_stock VALUES (1, $1)").bind(i64::try_from(orders)?).execute(&pool).await?;
-
-    let started = Instant::now();
-    let results: Vec<(bool, Duration)> = stream::iter(0..orders)
-        .map(|i| {
-            let pool = &pool;
-            async move {
-                let sent = Instant::now();
-                let bought = async {
-                    let mut tx = pool.begin().await?;
-                    let took = sqlx::query("UPDATE naive_stock SET qty = qty - 1 WHERE id = $1 AND qty > 0")
-                        .bind(1)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                    if took == 1 {
-                        sqlx::query("INSERT INTO naive_orders (stock_id, user_id, quantity) VALUES (1, $1, 1)")
-                            .bind(format!("naive-{i}"))
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    tx.commit().await?;
-                    anyhow::Ok(took == 1)
-                }
-                .await
-                .unwrap_or(false);
-                (bought, sent.elapsed())
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    let secs = started.elapsed().as_secs_f64();
-    let sold = results.iter().filter(|(b, _)| *b).count();
-    let mut latencies: Vec<Duration> = results.into_iter().map(|(_, d)| d).collect();
-    latencies.sort_unstable();
-    pool.close().await;
-    Ok((sold as f64 / secs, sold, latencies))
-}
-
-/// `url` with its database name replaced (`postgres://host/db?opts` → `.../name?opts`).
-fn url_with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let Some(slash) = base.rfind('/').filter(|i| *i > "postgres://".len()) else { return String::new() };
-    let mut out = format!("{}/{name}", &base[..slash]);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
 }
