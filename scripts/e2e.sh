@@ -42,7 +42,7 @@ done
   order-bench --orders 2000 --concurrency 32 --skip-naive
 "$target/flashsale-loadtest" --url "http://127.0.0.1:$port" smoke \
   --database-url "postgres://postgres@127.0.0.1:5432/$db" --report "$log.smoke.json"
-"$target/flashsale-loadtest" baseline-naive --buyers 2000 --stock 200 \
+"$target/flashsale-loadtest" baseline-naive --buyers 2000 --stock 200 --connections 32 \
   --database-url "postgres://postgres@127.0.0.1:5432/postgres"
 
 kill -TERM "$server"

@@ -137,7 +137,8 @@ enum Scenario {
         buyers: usize,
         #[arg(long, default_value_t = 200)]
         stock: usize,
-        /// Transactions in flight at most.
+        /// Transactions in flight at most (PostgreSQL connections: up to 90; keep them and the
+        /// server's within the database's `max_connections`, or buyers wait for a connection).
         #[arg(long, default_value_t = 128)]
         connections: usize,
         /// PostgreSQL (the scratch database `flashsale_naive_baseline` is created next to it).
