@@ -26,7 +26,7 @@ cleanup() {
   psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
   psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS flashsale_naive_baseline" >/dev/null 2>&1 || true
   redis-cli --scan --pattern "e2e-$$:*" | xargs -r redis-cli del >/dev/null 2>&1 || true
-  rm -f "$log" "$log.smoke.json"
+  rm -f "$log" "$log.smoke.json" "$log.smoke.html"
 }
 trap cleanup EXIT
 
@@ -41,7 +41,7 @@ done
 "$target/flashsale-loadtest" --url "http://127.0.0.1:$port" \
   order-bench --orders 2000 --concurrency 32 --skip-naive
 "$target/flashsale-loadtest" --url "http://127.0.0.1:$port" smoke \
-  --database-url "postgres://postgres@127.0.0.1:5432/$db" --report "$log.smoke.json"
+  --database-url "postgres://postgres@127.0.0.1:5432/$db" --report "$log.smoke.json" --html "$log.smoke.html"
 "$target/flashsale-loadtest" baseline-naive --buyers 2000 --stock 200 --connections 32 \
   --database-url "postgres://postgres@127.0.0.1:5432/postgres"
 

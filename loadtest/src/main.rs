@@ -11,6 +11,7 @@
 //! - [`order_bench`]: orders per second through the API next to a naive PostgreSQL purchase.
 //! - [`naive`]: that naive purchase (row-lock decrement + insert per transaction), also a
 //!   scenario of its own (`baseline-naive`).
+//! - [`html`]: the self-contained HTML report (inline SVG charts).
 //! - [`progress`]: the live progress line, the harness's own CPU use, the machine's description.
 //! - [`smoke`]: a small sale played whole (queue, orders, payments, cancels, lapses) and checked
 //!   against the API and PostgreSQL.
@@ -21,6 +22,7 @@
 mod admin_race;
 mod checks;
 mod client;
+mod html;
 mod naive;
 mod order_bench;
 mod progress;
@@ -128,6 +130,9 @@ enum Scenario {
         /// Write a JSON report here.
         #[arg(long)]
         report: Option<String>,
+        /// Write a self-contained HTML report (checks, charts over time) here.
+        #[arg(long)]
+        html: Option<String>,
     },
     /// The naive PostgreSQL-only purchase (one transaction per buyer: row-lock decrement of one
     /// stock row + an insert) for the same buyers and stock, in a scratch database; checks it
@@ -174,7 +179,7 @@ async fn main() -> ExitCode {
         Scenario::QueueSmoke { buyers, stock, oversubscription } => {
             queue_smoke::run(&client, buyers, stock, oversubscription).await
         }
-        Scenario::Smoke { buyers, stock, early, pay, cancel, retry, connections, seed, database_url, report } => {
+        Scenario::Smoke { buyers, stock, early, pay, cancel, retry, connections, seed, database_url, report, html } => {
             let options = smoke::SmokeOptions {
                 buyers,
                 stock,
@@ -187,6 +192,7 @@ async fn main() -> ExitCode {
                 payment_secret: cli.payment_secret.clone(),
                 database_url,
                 report_path: report,
+                html_path: html,
             };
             smoke::run(&client, &options).await
         }

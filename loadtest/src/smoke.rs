@@ -24,6 +24,7 @@ use tokio::sync::Semaphore;
 
 use crate::checks::Report;
 use crate::client::Client;
+use crate::html::{Sample, chart, page};
 use crate::progress::{self, Progress};
 use crate::queue_smoke::{ranks, spearman};
 
@@ -45,6 +46,8 @@ pub struct SmokeOptions {
     pub payment_secret: String,
     pub database_url: String,
     pub report_path: Option<String>,
+    /// Write the HTML report (charts over time) here.
+    pub html_path: Option<String>,
 }
 
 /// How a buyer's journey ended.
@@ -76,7 +79,8 @@ struct Journey {
     paid_at: Option<Duration>,
     outcome: Outcome,
     retried_identically: Option<bool>,
-    latencies: Vec<(&'static str, Duration)>,
+    /// Step, when it was meant to be sent (from the start of the run), how long it took.
+    latencies: Vec<(&'static str, Duration, Duration)>,
 }
 
 /// The run's shared pieces.
@@ -98,7 +102,7 @@ impl Run<'_> {
         &self,
         step: &'static str,
         intended: Instant,
-        latencies: &mut Vec<(&'static str, Duration)>,
+        latencies: &mut Vec<(&'static str, Duration, Duration)>,
         request: reqwest::RequestBuilder,
     ) -> anyhow::Result<(StatusCode, Value)> {
         let _slot = self.pool.acquire().await?;
@@ -106,7 +110,7 @@ impl Run<'_> {
         let response = request.send().await.with_context(|| step)?;
         let status = response.status();
         let bytes = response.bytes().await?;
-        latencies.push((step, intended.elapsed()));
+        latencies.push((step, intended.saturating_duration_since(self.started), intended.elapsed()));
         let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
         Ok((status, body))
     }
@@ -248,6 +252,81 @@ impl Run<'_> {
     }
 }
 
+/// Samples the sale twice a second until `done`: requests per second (the harness's count) and
+/// the live numbers operations see.
+async fn sample(client: &Client, run: &Run<'_>, sale: i64, done: &std::sync::atomic::AtomicBool) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    let mut last = (run.started.elapsed(), 0u64);
+    let path = format!("/admin/sales/{sale}");
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Ok(reply) = client.send(Method::GET, &path, None, true, None).await else { continue };
+        let stats = &reply.body["current_batch"]["stats"];
+        let now = run.started.elapsed();
+        let requests = run.progress.requests.load(std::sync::atomic::Ordering::Relaxed);
+        let number = |k: &str| stats[k].as_f64().unwrap_or(0.0);
+        samples.push(Sample {
+            t: now.as_secs_f64(),
+            requests_per_sec: (requests - last.1) as f64 / (now - last.0).as_secs_f64().max(1e-9),
+            queue_length: (number("queued") - number("admitted")).max(0.0),
+            admitted: number("admitted"),
+            units_available: number("available"),
+            units_reserved: number("reserved"),
+            units_sold: number("sold"),
+        });
+        last = (now, requests);
+    }
+    samples
+}
+
+/// The HTML report: checks, notes and charts over time.
+fn html_report(report: &Report, journeys: &[Journey], samples: &[Sample]) -> String {
+    let over = |f: fn(&Sample) -> f64| samples.iter().map(|s| (s.t, f(s))).collect::<Vec<_>>();
+    // Latency per second of the run, by the second each request was meant to be sent.
+    let mut per_second: std::collections::BTreeMap<(&str, u64), Vec<Duration>> = std::collections::BTreeMap::new();
+    for j in journeys {
+        for (step, at, d) in &j.latencies {
+            per_second.entry((step, at.as_secs())).or_default().push(*d);
+        }
+    }
+    for ds in per_second.values_mut() {
+        ds.sort_unstable();
+    }
+    let latency = |step: &str, per_mille: usize| -> Vec<(f64, f64)> {
+        per_second
+            .iter()
+            .filter(|((s, _), _)| *s == step)
+            .map(|((_, second), ds)| {
+                let i = (per_mille * (ds.len() - 1)).div_ceil(1000);
+                (*second as f64, ds[i].as_secs_f64() * 1000.0)
+            })
+            .collect()
+    };
+    let charts = vec![
+        chart("Requests per second (the harness's)", "req/s", &[("requests/s", over(|s| s.requests_per_sec))]),
+        chart(
+            "Queue",
+            "buyers",
+            &[("waiting in the queue", over(|s| s.queue_length)), ("admitted so far", over(|s| s.admitted))],
+        ),
+        chart(
+            "Units",
+            "units",
+            &[
+                ("available", over(|s| s.units_available)),
+                ("reserved", over(|s| s.units_reserved)),
+                ("sold", over(|s| s.units_sold)),
+            ],
+        ),
+        chart("Order latency by second sent", "ms", &[("p50", latency("order", 500)), ("p99", latency("order", 990))]),
+        chart("Poll latency by second sent", "ms", &[("p50", latency("poll", 500)), ("p99", latency("poll", 990))]),
+    ];
+    let checks: Vec<(String, bool, String)> =
+        report.checks.iter().map(|c| (c.name.to_owned(), c.passed, c.detail.clone())).collect();
+    let notes: Vec<(String, String)> = report.notes.iter().map(|(n, v)| ((*n).to_owned(), v.clone())).collect();
+    page(&format!("flashsale-loadtest {}", report.scenario), &notes, &checks, &charts)
+}
+
 /// Percentiles (p50, p90, p99, p99.9, max) of `samples`, in ms.
 fn percentiles(samples: &mut [Duration]) -> Value {
     samples.sort_unstable();
@@ -304,27 +383,34 @@ pub async fn run(client: &Client, opts: &SmokeOptions) -> anyhow::Result<Report>
     // Buyers who would pay if they got an order.
     let willing = plan.iter().filter(|p| p.2 < opts.pay).count();
     let cpu_before = progress::own_cpu_secs();
-    let (journeys, ()) = {
-        let played = stream::iter(plan.into_iter().enumerate())
-            .map(|(i, (early, at, choice, retry))| {
-                let run = run.clone();
-                async move { run.journey(i, early, at, choice, retry).await }
-            })
-            .buffer_unordered(opts.buyers.max(1))
-            .collect::<Vec<Journey>>();
-        let (finished, signal) = tokio::sync::oneshot::channel::<()>();
-        let shown = run.progress.show_until(started, async move {
-            let _ = signal.await;
-        });
-        tokio::join!(
-            async move {
-                let journeys = played.await;
-                let _ = finished.send(());
-                journeys
-            },
-            shown
-        )
-    };
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let sampled = sample(client, &run, id, &done);
+    let ((journeys, ()), samples) = tokio::join!(
+        async {
+            let played = stream::iter(plan.into_iter().enumerate())
+                .map(|(i, (early, at, choice, retry))| {
+                    let run = run.clone();
+                    async move { run.journey(i, early, at, choice, retry).await }
+                })
+                .buffer_unordered(opts.buyers.max(1))
+                .collect::<Vec<Journey>>();
+            let (finished, signal) = tokio::sync::oneshot::channel::<()>();
+            let shown = run.progress.show_until(started, async move {
+                let _ = signal.await;
+            });
+            let result = tokio::join!(
+                async move {
+                    let journeys = played.await;
+                    let _ = finished.send(());
+                    journeys
+                },
+                shown
+            );
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            result
+        },
+        sampled
+    );
     let harness_cpu = progress::own_cpu_secs().zip(cpu_before).map(|(after, before)| after - before);
     let journeys_done = started.elapsed();
 
@@ -480,7 +566,7 @@ pub async fn run(client: &Client, opts: &SmokeOptions) -> anyhow::Result<Report>
 
     let mut by_step: HashMap<&'static str, Vec<Duration>> = HashMap::new();
     for j in &journeys {
-        for (step, d) in &j.latencies {
+        for (step, _, d) in &j.latencies {
             by_step.entry(step).or_default().push(*d);
         }
     }
@@ -490,6 +576,10 @@ pub async fn run(client: &Client, opts: &SmokeOptions) -> anyhow::Result<Report>
         let ms = |k: &str| p[k].as_f64().unwrap_or_default();
         report.note(step, format!("p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", ms("p50"), ms("p99"), ms("max")));
         latency.insert((*step).to_owned(), p);
+    }
+    if let Some(path) = &opts.html_path {
+        let html = html_report(&report, &journeys, &samples);
+        std::fs::write(path, html).with_context(|| format!("writing {path}"))?;
     }
     if let Some(path) = &opts.report_path {
         let json = json!({
