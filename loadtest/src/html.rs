@@ -86,8 +86,8 @@ pub fn page(
         html,
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title><style>\
          body{{font-family:system-ui,sans-serif;margin:2rem;max-width:900px}}\
-         table{{border-collapse:collapse;margin:1rem 0}}td,th{{border:1px solid #ddd;padding:4px 8px;text-align:left}}\
-         .pass{{color:#2ca02c;font-weight:bold}}.fail{{color:#d62728;font-weight:bold}}figure{{margin:1rem 0}}\
+         table{{border-collapse:collapse;margin:1rem 0;width:100%}}td,th{{border:1px solid #ddd;padding:4px 8px;text-align:left;overflow-wrap:anywhere}}td:first-child{{white-space:nowrap}}\
+         .pass{{color:#2ca02c;font-weight:bold;white-space:nowrap}}.fail{{color:#d62728;font-weight:bold;white-space:nowrap}}figure{{margin:1rem 0}}\
          figcaption{{font-weight:bold}}</style></head><body><h1>{t}</h1>",
         t = escape(title)
     );
