@@ -12,6 +12,7 @@
 //! - [`naive`]: that naive purchase (row-lock decrement + insert per transaction), also a
 //!   scenario of its own (`baseline-naive`).
 //! - [`html`]: the self-contained HTML report (inline SVG charts).
+//! - [`latency`]: HDR histograms of every request's latency, per step and per second.
 //! - [`progress`]: the live progress line, the harness's own CPU use, the machine's description.
 //! - [`smoke`]: a small sale played whole (queue, orders, payments, cancels, lapses) and checked
 //!   against the API and PostgreSQL.
@@ -23,6 +24,7 @@ mod admin_race;
 mod checks;
 mod client;
 mod html;
+mod latency;
 mod naive;
 mod order_bench;
 mod progress;

@@ -25,6 +25,7 @@ use tokio::sync::Semaphore;
 use crate::checks::Report;
 use crate::client::Client;
 use crate::html::{Sample, chart, page};
+use crate::latency::Latencies;
 use crate::progress::{self, Progress};
 use crate::queue_smoke::{ranks, spearman};
 
@@ -79,8 +80,6 @@ struct Journey {
     paid_at: Option<Duration>,
     outcome: Outcome,
     retried_identically: Option<bool>,
-    /// Step, when it was meant to be sent (from the start of the run), how long it took.
-    latencies: Vec<(&'static str, Duration, Duration)>,
 }
 
 /// The run's shared pieces.
@@ -92,6 +91,7 @@ struct Run<'a> {
     /// When the batch opens, from `started`.
     opens_at: Duration,
     progress: Progress,
+    latencies: std::sync::Mutex<Latencies>,
     pool: Semaphore,
     price: i64,
 }
@@ -102,7 +102,6 @@ impl Run<'_> {
         &self,
         step: &'static str,
         intended: Instant,
-        latencies: &mut Vec<(&'static str, Duration, Duration)>,
         request: reqwest::RequestBuilder,
     ) -> anyhow::Result<(StatusCode, Value)> {
         let _slot = self.pool.acquire().await?;
@@ -110,7 +109,8 @@ impl Run<'_> {
         let response = request.send().await.with_context(|| step)?;
         let status = response.status();
         let bytes = response.bytes().await?;
-        latencies.push((step, intended.saturating_duration_since(self.started), intended.elapsed()));
+        let at = intended.saturating_duration_since(self.started);
+        self.latencies.lock().expect("never poisoned").record(step, at, intended.elapsed());
         let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
         Ok((status, body))
     }
@@ -127,7 +127,6 @@ impl Run<'_> {
             paid_at: None,
             outcome: Outcome::Error,
             retried_identically: None,
-            latencies: Vec::new(),
         };
         match self.play(&user, arrive_at, choice, retry, &mut j).await {
             Ok(outcome) => j.outcome = outcome,
@@ -158,8 +157,7 @@ impl Run<'_> {
         let intended = Instant::now();
         j.joined_at = self.started.elapsed();
         let queue = format!("{base}/sales/{}/queue", self.sale);
-        let (status, joined) =
-            self.send("join", intended, &mut j.latencies, http.post(&queue).bearer_auth(&jwt)).await?;
+        let (status, joined) = self.send("join", intended, http.post(&queue).bearer_auth(&jwt)).await?;
         anyhow::ensure!(status.is_success(), "join: {status} {joined}");
         Progress::add(&self.progress.joined);
         Progress::add(&self.progress.waiting);
@@ -190,7 +188,7 @@ impl Run<'_> {
             let intended = Instant::now();
             sent = self.started.elapsed();
             let request = http.get(&queue).bearer_auth(&jwt).header("x-queue-ticket", &ticket);
-            let (status, next) = self.send("poll", intended, &mut j.latencies, request).await?;
+            let (status, next) = self.send("poll", intended, request).await?;
             anyhow::ensure!(status.is_success(), "poll: {status} {next}");
             if let Some(renewed) = next["ticket"].as_str() {
                 ticket = renewed.to_owned();
@@ -208,9 +206,9 @@ impl Run<'_> {
                 .header("content-type", "application/json")
                 .body(body.clone())
         };
-        let (status, order) = self.send("order", Instant::now(), &mut j.latencies, request()).await?;
+        let (status, order) = self.send("order", Instant::now(), request()).await?;
         if retry {
-            let (again_status, again) = self.send("order", Instant::now(), &mut j.latencies, request()).await?;
+            let (again_status, again) = self.send("order", Instant::now(), request()).await?;
             j.retried_identically = Some(again_status == status && again == order);
         }
         match (status.as_u16(), order["code"].as_str()) {
@@ -236,14 +234,14 @@ impl Run<'_> {
                 .header("x-signature", signature)
                 .header("content-type", "application/json")
                 .body(notice);
-            let (status, receipt) = self.send("pay", Instant::now(), &mut j.latencies, request).await?;
+            let (status, receipt) = self.send("pay", Instant::now(), request).await?;
             anyhow::ensure!(status == StatusCode::OK && receipt["outcome"] == "paid", "pay: {status} {receipt}");
             j.paid_at = Some(self.started.elapsed());
             Progress::add(&self.progress.sold);
             Ok(Outcome::Bought)
         } else if choice < self.opts.pay + self.opts.cancel {
             let request = http.post(format!("{base}/orders/{order_id}/cancel")).bearer_auth(&jwt);
-            let (status, cancelled) = self.send("cancel", Instant::now(), &mut j.latencies, request).await?;
+            let (status, cancelled) = self.send("cancel", Instant::now(), request).await?;
             anyhow::ensure!(status == StatusCode::OK, "cancel: {status} {cancelled}");
             Ok(Outcome::Cancelled)
         } else {
@@ -280,28 +278,9 @@ async fn sample(client: &Client, run: &Run<'_>, sale: i64, done: &std::sync::ato
 }
 
 /// The HTML report: checks, notes and charts over time.
-fn html_report(report: &Report, journeys: &[Journey], samples: &[Sample]) -> String {
+fn html_report(report: &Report, latencies: &Latencies, samples: &[Sample]) -> String {
     let over = |f: fn(&Sample) -> f64| samples.iter().map(|s| (s.t, f(s))).collect::<Vec<_>>();
-    // Latency per second of the run, by the second each request was meant to be sent.
-    let mut per_second: std::collections::BTreeMap<(&str, u64), Vec<Duration>> = std::collections::BTreeMap::new();
-    for j in journeys {
-        for (step, at, d) in &j.latencies {
-            per_second.entry((step, at.as_secs())).or_default().push(*d);
-        }
-    }
-    for ds in per_second.values_mut() {
-        ds.sort_unstable();
-    }
-    let latency = |step: &str, per_mille: usize| -> Vec<(f64, f64)> {
-        per_second
-            .iter()
-            .filter(|((s, _), _)| *s == step)
-            .map(|((_, second), ds)| {
-                let i = (per_mille * (ds.len() - 1)).div_ceil(1000);
-                (*second as f64, ds[i].as_secs_f64() * 1000.0)
-            })
-            .collect()
-    };
+    let latency = |step: &str, quantile: f64| latencies.over_time(step, quantile);
     let charts = vec![
         chart("Requests per second (the harness's)", "req/s", &[("requests/s", over(|s| s.requests_per_sec))]),
         chart(
@@ -318,25 +297,13 @@ fn html_report(report: &Report, journeys: &[Journey], samples: &[Sample]) -> Str
                 ("sold", over(|s| s.units_sold)),
             ],
         ),
-        chart("Order latency by second sent", "ms", &[("p50", latency("order", 500)), ("p99", latency("order", 990))]),
-        chart("Poll latency by second sent", "ms", &[("p50", latency("poll", 500)), ("p99", latency("poll", 990))]),
+        chart("Order latency by second sent", "ms", &[("p50", latency("order", 0.5)), ("p99", latency("order", 0.99))]),
+        chart("Poll latency by second sent", "ms", &[("p50", latency("poll", 0.5)), ("p99", latency("poll", 0.99))]),
     ];
     let checks: Vec<(String, bool, String)> =
         report.checks.iter().map(|c| (c.name.to_owned(), c.passed, c.detail.clone())).collect();
     let notes: Vec<(String, String)> = report.notes.iter().map(|(n, v)| ((*n).to_owned(), v.clone())).collect();
     page(&format!("flashsale-loadtest {}", report.scenario), &notes, &checks, &charts)
-}
-
-/// Percentiles (p50, p90, p99, p99.9, max) of `samples`, in ms.
-fn percentiles(samples: &mut [Duration]) -> Value {
-    samples.sort_unstable();
-    let at = |per_mille: usize| -> f64 {
-        if samples.is_empty() {
-            return 0.0;
-        }
-        samples[(per_mille * (samples.len() - 1)).div_ceil(1000)].as_secs_f64() * 1000.0
-    };
-    json!({ "count": samples.len(), "p50": at(500), "p90": at(900), "p99": at(990), "p999": at(999), "max": at(1000) })
 }
 
 /// Plays the sale and checks it.
@@ -362,6 +329,7 @@ pub async fn run(client: &Client, opts: &SmokeOptions) -> anyhow::Result<Report>
         started,
         opens_at: opens_in,
         progress: Progress::default(),
+        latencies: Default::default(),
         pool: Semaphore::new(opts.connections.max(1)),
         price,
     });
@@ -564,21 +532,12 @@ pub async fn run(client: &Client, opts: &SmokeOptions) -> anyhow::Result<Report>
     report.note("machine", progress::machine());
     report.note("wall_time", format!("{:.1}s", started.elapsed().as_secs_f64()));
 
-    let mut by_step: HashMap<&'static str, Vec<Duration>> = HashMap::new();
-    for j in &journeys {
-        for (step, _, d) in &j.latencies {
-            by_step.entry(step).or_default().push(*d);
-        }
-    }
-    let mut latency = serde_json::Map::new();
-    for (step, samples) in &mut by_step {
-        let p = percentiles(samples);
-        let ms = |k: &str| p[k].as_f64().unwrap_or_default();
-        report.note(step, format!("p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", ms("p50"), ms("p99"), ms("max")));
-        latency.insert((*step).to_owned(), p);
+    let latencies = run.latencies.lock().expect("never poisoned");
+    for (step, line) in latencies.lines() {
+        report.note(step, line);
     }
     if let Some(path) = &opts.html_path {
-        let html = html_report(&report, &journeys, &samples);
+        let html = html_report(&report, &latencies, &samples);
         std::fs::write(path, html).with_context(|| format!("writing {path}"))?;
     }
     if let Some(path) = &opts.report_path {
@@ -590,7 +549,7 @@ pub async fn run(client: &Client, opts: &SmokeOptions) -> anyhow::Result<Report>
             "outcomes": { "bought": count(Outcome::Bought), "cancelled": count(Outcome::Cancelled),
                           "lapsed": count(Outcome::Lapsed), "sold_out": count(Outcome::SoldOut),
                           "turn_expired": count(Outcome::TurnExpired), "errors": count(Outcome::Error) },
-            "latency_ms": latency,
+            "latency_ms": latencies.summary(),
             "sold_out_at_secs": sold_out_at.unwrap_or_default().as_secs_f64(),
             "everyone_told_within_secs": told_within,
             "wall_time_secs": started.elapsed().as_secs_f64(),
