@@ -12,33 +12,21 @@ use futures::stream::{self, StreamExt};
 use sqlx::Connection;
 
 use crate::checks::Report;
-
-/// The `per_mille`-th permille of sorted latencies (500: the median), in ms.
-pub fn percentile(sorted: &[Duration], per_mille: usize) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let index = (per_mille.min(1000) * (sorted.len() - 1)).div_ceil(1000);
-    sorted[index].as_secs_f64() * 1000.0
-}
+use crate::latency::Latencies;
 
 /// `orders` buyers after as many units (see [`run_with_stock`]).
-pub async fn naive(
-    database_url: &str,
-    orders: usize,
-    concurrency: usize,
-) -> anyhow::Result<(f64, usize, Vec<Duration>)> {
+pub async fn naive(database_url: &str, orders: usize, concurrency: usize) -> anyhow::Result<(f64, usize, Latencies)> {
     run_with_stock(database_url, orders, orders, concurrency).await
 }
 
 /// `buyers` buyers, one purchase attempt each, `concurrency` transactions in flight, against
-/// `stock` units: returns purchases per second, units sold and the sorted latencies.
+/// `stock` units: returns purchases per second, units sold and the latencies (step `naive purchase`).
 async fn run_with_stock(
     database_url: &str,
     buyers: usize,
     stock: usize,
     concurrency: usize,
-) -> anyhow::Result<(f64, usize, Vec<Duration>)> {
+) -> anyhow::Result<(f64, usize, Latencies)> {
     let mut admin = sqlx::PgConnection::connect(database_url).await.context("PostgreSQL for the naive baseline")?;
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'flashsale_naive_baseline')")
@@ -100,8 +88,10 @@ async fn run_with_stock(
     let last_sale = results.iter().filter(|(b, _, _)| *b).map(|(_, _, at)| *at).max().unwrap_or_default();
     let secs = last_sale.as_secs_f64().max(1e-9);
     let sold = results.iter().filter(|(b, _, _)| *b).count();
-    let mut latencies: Vec<Duration> = results.into_iter().map(|(_, d, _)| d).collect();
-    latencies.sort_unstable();
+    let mut latencies = Latencies::default();
+    for (_, took, done) in results {
+        latencies.record("naive purchase", done.saturating_sub(took), took);
+    }
     pool.close().await;
     Ok((sold as f64 / secs, sold, latencies))
 }
@@ -126,15 +116,9 @@ pub async fn run(database_url: &str, buyers: usize, stock: usize, concurrency: u
     let started = Instant::now();
     let (rate, sold, latencies) = run_with_stock(database_url, buyers, stock, concurrency).await?;
     report.note("naive purchases/s", format!("{rate:.0} (until the last unit went)"));
-    report.note(
-        "latency p50 / p99 / max ms",
-        format!(
-            "{:.1} / {:.1} / {:.1}",
-            percentile(&latencies, 500),
-            percentile(&latencies, 990),
-            percentile(&latencies, 1000)
-        ),
-    );
+    for (step, line) in latencies.lines() {
+        report.note(step, line);
+    }
     report.note("wall_time", format!("{:.1}s", started.elapsed().as_secs_f64()));
     report.check("no_oversell", sold <= stock, format!("{sold} sold of {stock}"));
     report.check("no_undersell", sold == stock.min(buyers), format!("{sold} sold, {buyers} buyers, {stock} units"));

@@ -19,7 +19,8 @@ use serde_json::json;
 
 use crate::checks::Report;
 use crate::client::Client;
-use crate::naive::{naive, percentile};
+use crate::latency::Latencies;
+use crate::naive::naive;
 
 /// `orders` purchases through the API, then the same through the naive transaction, both with
 /// `concurrency` requests in flight.
@@ -68,29 +69,30 @@ pub async fn run(
 
     let url = format!("{}/sales/{id}/orders", client.base());
     let started = Instant::now();
-    let results: Vec<(StatusCode, Duration)> = stream::iter(&buyers)
+    let results: Vec<(StatusCode, Duration, Duration)> = stream::iter(&buyers)
         .map(|(authorization, key, body)| {
             let url = &url;
             async move {
                 let sent = Instant::now();
                 let status =
                     client.post_prepared(url, authorization, key, body).await.unwrap_or(StatusCode::BAD_GATEWAY);
-                (status, sent.elapsed())
+                (status, sent.duration_since(started), sent.elapsed())
             }
         })
         .buffer_unordered(concurrency)
         .collect()
         .await;
     let api_secs = started.elapsed().as_secs_f64();
-    let created = results.iter().filter(|(s, _)| *s == StatusCode::CREATED).count();
-    let mut latencies: Vec<Duration> = results.iter().map(|(_, d)| *d).collect();
-    latencies.sort_unstable();
+    let created = results.iter().filter(|(s, _, _)| *s == StatusCode::CREATED).count();
+    let mut latencies = Latencies::default();
+    for (_, at, took) in results {
+        latencies.record("api order", at, took);
+    }
     let api_rate = created as f64 / api_secs;
     report.note("api orders/s (HTTP + reserve + durable write)", format!("{api_rate:.0}"));
-    report.note(
-        "api latency p50 / p99 ms",
-        format!("{:.1} / {:.1}", percentile(&latencies, 500), percentile(&latencies, 990)),
-    );
+    for (step, line) in latencies.lines() {
+        report.note(step, line);
+    }
     report.check("every api purchase created its order", created == orders, format!("{created} of {orders}"));
     let stats = client.admin_ok(Method::GET, &format!("/admin/sales/{id}"), None, StatusCode::OK).await?;
     let live = &stats.body["current_batch"]["stats"];
@@ -103,10 +105,9 @@ pub async fn run(
     let Some(database_url) = naive_database_url else { return Ok(report) };
     let (naive_rate, naive_sold, naive_latencies) = naive(database_url, orders, concurrency).await?;
     report.note("naive PostgreSQL purchases/s", format!("{naive_rate:.0}"));
-    report.note(
-        "naive latency p50 / p99 ms",
-        format!("{:.1} / {:.1}", percentile(&naive_latencies, 500), percentile(&naive_latencies, 990)),
-    );
+    for (step, line) in naive_latencies.lines() {
+        report.note(step, line);
+    }
     report.check("the naive purchase sold exactly its stock", naive_sold == orders, format!("{naive_sold}"));
     report.note("ratio api / naive", format!("{:.1}x", api_rate / naive_rate));
     Ok(report)
