@@ -9,6 +9,7 @@ use flashsale_core::{BatchNo, SaleId, Units, UserId};
 use redis::Value;
 
 use crate::ledger::malformed;
+use crate::reservation::units;
 use crate::{Inventory, InventoryError, LedgerSpec, ReservationId, scripts};
 
 /// A reservation whose order is still waiting for payment.
@@ -79,10 +80,6 @@ impl Inventory {
         let mut conn = self.redis().conn().await?;
         let reply: Value = invocation.invoke_async(&mut conn).await?;
         let bad = || malformed("rebuild_batch", &reply);
-        let units = |v: &Value| match v {
-            Value::Int(n) => Units::try_from(*n).ok(),
-            _ => None,
-        };
         match &reply {
             Value::Array(items) => match items.as_slice() {
                 [Value::Int(0)] => Ok(Rebuilt::AlreadyPresent),

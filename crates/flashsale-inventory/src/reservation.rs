@@ -105,7 +105,8 @@ pub struct Expired {
     pub units: u64,
 }
 
-fn units(v: &Value) -> Option<Units> {
+/// A reply integer as units, if it is one.
+pub(crate) fn units(v: &Value) -> Option<Units> {
     match v {
         Value::Int(n) => Units::try_from(*n).ok(),
         _ => None,

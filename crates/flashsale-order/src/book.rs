@@ -280,11 +280,6 @@ impl OrderBook {
         OrderBook { db, redis, keys, stale_claim: tuning.stale_claim, records }
     }
 
-    /// The database.
-    pub fn db(&self) -> &PgPool {
-        &self.db
-    }
-
     /// The Redis key of `user`'s claim of `key` for an order in `sale`'s `batch` (in the batch's
     /// hash slot, so the reservation script can make the claim in the same step).
     pub fn claim_key(&self, sale: SaleId, batch: BatchNo, user: &UserId, key: &IdempotencyKey) -> String {
