@@ -4,7 +4,8 @@ use anyhow::Context;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-/// The server under test.
+/// The server under test. Cheap to clone (the HTTP pool is shared).
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,
@@ -61,7 +62,13 @@ impl Client {
     /// A JWT for `user` minted as an identity provider would (HS256 with the deployment's JWT
     /// secret), valid for an hour.
     pub fn buyer_jwt(&self, user: &str) -> anyhow::Result<String> {
-        let claims = serde_json::json!({ "sub": user, "exp": chrono::Utc::now().timestamp() + 3600 });
+        self.buyer_jwt_until(user, chrono::Utc::now().timestamp() + 3600)
+    }
+
+    /// A JWT for `user` that expires at `exp` (Unix seconds): the same bytes each time for the
+    /// same buyer, as a real client keeps its token.
+    pub fn buyer_jwt_until(&self, user: &str, exp: i64) -> anyhow::Result<String> {
+        let claims = serde_json::json!({ "sub": user, "exp": exp });
         Ok(jsonwebtoken::encode(
             &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
             &claims,

@@ -14,11 +14,9 @@
 //! - [`html`]: the self-contained HTML report (inline SVG charts).
 //! - [`latency`]: HDR histograms of every request's latency, per step and per second.
 //! - [`progress`]: the live progress line, the harness's own CPU use, the machine's description.
-//! - [`smoke`]: a small sale played whole (queue, orders, payments, cancels, lapses) and checked
-//!   against the API and PostgreSQL.
-//!
-//! The sale-day scenarios (`smoke`, `tuesday-noon`, `baseline-naive`) arrive with the load
-//! harness issue, on top of the same client and checks.
+//! - [`sale`]: the sale-day scenarios (`smoke`, `tuesday-noon`, `run`): a whole sale played
+//!   (queue, orders, payments, cancels, lapses, buyers giving up) with a bounded pool, then
+//!   checked against the API and PostgreSQL.
 
 mod admin_race;
 mod checks;
@@ -29,7 +27,7 @@ mod naive;
 mod order_bench;
 mod progress;
 mod queue_smoke;
-mod smoke;
+mod sale;
 
 use std::process::ExitCode;
 
@@ -39,7 +37,7 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// Plays scenarios against a running flashsale server and checks the invariants.
 #[derive(Debug, Parser)]
@@ -101,41 +99,18 @@ enum Scenario {
         #[arg(long, env = "FLASHSALE_ADMISSION_OVERSUBSCRIPTION", default_value_t = 1.2)]
         oversubscription: f64,
     },
-    /// A small sale played whole: buyers in the pre-queue and after the opening, admission,
-    /// orders (some retried on purpose), payments, cancels and lapses; then the invariants
-    /// checked against the API and PostgreSQL. Under a minute with the defaults.
-    Smoke {
-        #[arg(long, default_value_t = 2_000)]
-        buyers: usize,
-        #[arg(long, default_value_t = 200)]
-        stock: u32,
-        /// Share of buyers arriving in the pre-queue.
-        #[arg(long, default_value_t = 0.4)]
-        early: f64,
-        /// Share of buyers with an order who pay.
-        #[arg(long, default_value_t = 0.85)]
-        pay: f64,
-        /// Share who cancel (the rest let the payment window lapse).
-        #[arg(long, default_value_t = 0.1)]
-        cancel: f64,
-        /// Share of orders sent twice with the same Idempotency-Key.
-        #[arg(long, default_value_t = 0.05)]
-        retry: f64,
-        /// Requests in flight at most.
-        #[arg(long, default_value_t = 128)]
-        connections: usize,
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
-        /// The server's PostgreSQL database, for the checks.
-        #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/flashsale")]
-        database_url: String,
-        /// Write a JSON report here.
-        #[arg(long)]
-        report: Option<String>,
-        /// Write a self-contained HTML report (checks, charts over time) here.
-        #[arg(long)]
-        html: Option<String>,
-    },
+    /// A small sale played whole: a few thousand buyers for a few hundred units, in the
+    /// pre-queue and after the opening, admission, orders (some retried on purpose), payments,
+    /// cancels and lapses; then the invariants checked against the API and PostgreSQL. Under a
+    /// minute; run by CI. Every `run` option applies.
+    Smoke(SaleArgs),
+    /// The sale the backend exists for: 1,000,000 buyers (most in the last minute before the
+    /// opening and the first seconds after it) for 50,000 units. Needs the server's per-IP rate
+    /// limit off (FLASHSALE_RATE_LIMIT_PER_IP=0: every buyer comes from this address). Every
+    /// `run` option applies.
+    TuesdayNoon(SaleArgs),
+    /// A sale with every option chosen; the defaults are `smoke`'s.
+    Run(SaleArgs),
     /// The naive PostgreSQL-only purchase (one transaction per buyer: row-lock decrement of one
     /// stock row + an insert) for the same buyers and stock, in a scratch database; checks it
     /// sells exactly its stock and reports its rate, to set beside `smoke`'s or `order-bench`'s.
@@ -181,22 +156,13 @@ async fn main() -> ExitCode {
         Scenario::QueueSmoke { buyers, stock, oversubscription } => {
             queue_smoke::run(&client, buyers, stock, oversubscription).await
         }
-        Scenario::Smoke { buyers, stock, early, pay, cancel, retry, connections, seed, database_url, report, html } => {
-            let options = smoke::SmokeOptions {
-                buyers,
-                stock,
-                early,
-                pay,
-                cancel,
-                retry,
-                connections,
-                seed,
-                payment_secret: cli.payment_secret.clone(),
-                database_url,
-                report_path: report,
-                html_path: html,
-            };
-            smoke::run(&client, &options).await
+        Scenario::Smoke(args) => sale::run(&client, &args.apply(sale::SaleOptions::smoke(), &cli.payment_secret)).await,
+        Scenario::TuesdayNoon(args) => {
+            sale::run(&client, &args.apply(sale::SaleOptions::tuesday_noon(), &cli.payment_secret)).await
+        }
+        Scenario::Run(args) => {
+            let base = sale::SaleOptions { scenario: "run", ..sale::SaleOptions::smoke() };
+            sale::run(&client, &args.apply(base, &cli.payment_secret)).await
         }
         Scenario::BaselineNaive { buyers, stock, connections, database_url } => {
             naive::run(&database_url, buyers, stock, connections).await
@@ -214,6 +180,117 @@ async fn main() -> ExitCode {
         Err(e) => {
             eprintln!("flashsale-loadtest: scenario aborted: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The options of a sale scenario; each one left out keeps the scenario's own value.
+#[derive(Debug, Args)]
+struct SaleArgs {
+    /// Simulated buyers.
+    #[arg(long)]
+    buyers: Option<usize>,
+    /// Units in the batch.
+    #[arg(long)]
+    stock: Option<u32>,
+    /// Units one buyer may hold.
+    #[arg(long)]
+    per_user_limit: Option<u32>,
+    /// Each buyer asks for 1 to this many units (at most the per-user limit).
+    #[arg(long)]
+    max_quantity: Option<u32>,
+    /// Buyers admitted per second.
+    #[arg(long)]
+    admission_rate: Option<u32>,
+    /// Seconds an admitted buyer has to order.
+    #[arg(long)]
+    admission_ttl: Option<u32>,
+    /// Seconds to pay (30 at least).
+    #[arg(long)]
+    payment_window: Option<u32>,
+    /// Seconds from the start until the sale opens.
+    #[arg(long)]
+    opens_in: Option<u64>,
+    /// How arrivals spread around the opening.
+    #[arg(long, value_enum)]
+    arrival: Option<sale::Profile>,
+    /// Share of buyers arriving in the pre-queue.
+    #[arg(long)]
+    early: Option<f64>,
+    /// Seconds before the opening over which early birds arrive.
+    #[arg(long)]
+    early_window: Option<u64>,
+    /// Seconds after the opening over which the rest arrive.
+    #[arg(long)]
+    late_window: Option<u64>,
+    /// Share of buyers with an order who pay.
+    #[arg(long)]
+    pay: Option<f64>,
+    /// Share who cancel (the rest let the payment window lapse).
+    #[arg(long)]
+    cancel: Option<f64>,
+    /// Share of orders sent twice with the same Idempotency-Key.
+    #[arg(long)]
+    retry: Option<f64>,
+    /// Share of buyers who give up waiting (after a tenth to all of --patience).
+    #[arg(long)]
+    give_up: Option<f64>,
+    /// Seconds the impatient wait at most.
+    #[arg(long)]
+    patience: Option<u64>,
+    /// Requests in flight at most (the harness's connection pool).
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Seconds after which buyers still going count as unfinished (a failed check).
+    #[arg(long)]
+    duration: Option<u64>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Also play the same buyers and stock against the naive PostgreSQL-only purchase (in a
+    /// scratch database) and report both side by side.
+    #[arg(long)]
+    naive: bool,
+    /// The server's PostgreSQL database, for the checks.
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/flashsale")]
+    database_url: String,
+    /// Write a JSON report here.
+    #[arg(long)]
+    report: Option<String>,
+    /// Write a self-contained HTML report (checks, charts over time) here.
+    #[arg(long)]
+    html: Option<String>,
+}
+
+impl SaleArgs {
+    /// `base` with every option given here in place of its own.
+    fn apply(self, base: sale::SaleOptions, payment_secret: &str) -> sale::SaleOptions {
+        sale::SaleOptions {
+            buyers: self.buyers.unwrap_or(base.buyers),
+            stock: self.stock.unwrap_or(base.stock),
+            per_user_limit: self.per_user_limit.unwrap_or(base.per_user_limit),
+            max_quantity: self.max_quantity.unwrap_or(base.max_quantity),
+            admission_rate: self.admission_rate.unwrap_or(base.admission_rate),
+            admission_ttl_secs: self.admission_ttl.unwrap_or(base.admission_ttl_secs),
+            payment_window_secs: self.payment_window.unwrap_or(base.payment_window_secs),
+            opens_in_secs: self.opens_in.unwrap_or(base.opens_in_secs),
+            profile: self.arrival.unwrap_or(base.profile),
+            early: self.early.unwrap_or(base.early),
+            early_window_secs: self.early_window.unwrap_or(base.early_window_secs),
+            late_window_secs: self.late_window.unwrap_or(base.late_window_secs),
+            pay: self.pay.unwrap_or(base.pay),
+            cancel: self.cancel.unwrap_or(base.cancel),
+            retry: self.retry.unwrap_or(base.retry),
+            give_up: self.give_up.unwrap_or(base.give_up),
+            patience_secs: self.patience.unwrap_or(base.patience_secs),
+            connections: self.connections.unwrap_or(base.connections),
+            duration_secs: self.duration.unwrap_or(base.duration_secs),
+            seed: self.seed.unwrap_or(base.seed),
+            naive: self.naive || base.naive,
+            payment_secret: payment_secret.to_owned(),
+            database_url: self.database_url,
+            report_path: self.report,
+            html_path: self.html,
+            scenario: base.scenario,
         }
     }
 }

@@ -21,7 +21,7 @@ pub async fn naive(database_url: &str, orders: usize, concurrency: usize) -> any
 
 /// `buyers` buyers, one purchase attempt each, `concurrency` transactions in flight, against
 /// `stock` units: returns purchases per second, units sold and the latencies (step `naive purchase`).
-async fn run_with_stock(
+pub(crate) async fn run_with_stock(
     database_url: &str,
     buyers: usize,
     stock: usize,

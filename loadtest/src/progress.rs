@@ -95,3 +95,12 @@ pub fn machine() -> String {
         .map_or_else(|| "unknown memory".to_owned(), |kb| format!("{:.0} GiB", kb / 1_048_576.0));
     format!("{cores} cores, {memory}")
 }
+
+/// The most memory this process has held (`VmHWM`, in MiB), from `/proc/self/status`; `None`
+/// where there is no `/proc`.
+pub fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}

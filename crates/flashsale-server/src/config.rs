@@ -116,6 +116,11 @@ pub struct RawSettings {
     /// milliseconds: polls then cost no Redis round trip.
     #[arg(long, env = "FLASHSALE_QUEUE_COUNTER_CACHE_MS", default_value_t = 50)]
     pub queue_counter_cache_ms: u64,
+    /// Status polls per second the whole waiting crowd of one batch should make, all instances
+    /// together: buyers far back are told to come back less often as the crowd grows (from every
+    /// 10 s up to every 120 s), so a million waiting buyers cost what the servers can answer.
+    #[arg(long, env = "FLASHSALE_QUEUE_POLL_BUDGET", default_value_t = 20_000)]
+    pub queue_poll_budget: u32,
     /// Queue requests per second per buyer (burst twice that); 0 turns the limit off.
     #[arg(long, env = "FLASHSALE_RATE_LIMIT_PER_USER", default_value_t = DEFAULT_RATE_LIMIT_PER_USER)]
     pub rate_limit_per_user: u32,
@@ -187,11 +192,13 @@ pub struct QueueSettings {
     pub oversubscription: f64,
     /// Reuse of a batch's counters by status polls.
     pub counter_cache_ttl: Duration,
+    /// Polls per second a batch's waiting crowd should make (see [`crate::queue::Pacing`]).
+    pub poll_budget: u32,
 }
 
 impl Default for QueueSettings {
     fn default() -> Self {
-        QueueSettings { oversubscription: 1.2, counter_cache_ttl: Duration::from_millis(50) }
+        QueueSettings { oversubscription: 1.2, counter_cache_ttl: Duration::from_millis(50), poll_budget: 20_000 }
     }
 }
 
@@ -276,6 +283,9 @@ impl RawSettings {
         if !(1.0..=1.5).contains(&self.admission_oversubscription) {
             return Err(ConfigError("FLASHSALE_ADMISSION_OVERSUBSCRIPTION must be between 1.0 and 1.5".to_owned()));
         }
+        if self.queue_poll_budget == 0 {
+            return Err(ConfigError("FLASHSALE_QUEUE_POLL_BUDGET must be at least 1".to_owned()));
+        }
         let trusted_proxies = self
             .trusted_proxies
             .split(',')
@@ -304,6 +314,7 @@ impl RawSettings {
             queue: QueueSettings {
                 oversubscription: self.admission_oversubscription,
                 counter_cache_ttl: Duration::from_millis(self.queue_counter_cache_ms),
+                poll_budget: self.queue_poll_budget,
             },
             redis_mode: self.redis_mode,
             log_format: self.log_format,

@@ -141,11 +141,54 @@ pub(crate) fn millis_to_time(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
-/// Milliseconds until the next poll for a buyer `ahead` places back at `rate` per second: about a
-/// quarter of the expected wait, between half a second and ten seconds.
-pub fn poll_after_ms(ahead: u64, rate: u32) -> u64 {
-    let wait_ms = ahead.saturating_mul(1000) / u64::from(rate.max(1));
-    (wait_ms / 4).clamp(500, 10_000)
+/// When a waiting buyer should ask again (`poll_after_ms`).
+///
+/// A buyer comes back when their turn is expected (admission never runs faster than the rate, so
+/// not later than it), near the front at least every half second so an admission is noticed well
+/// inside its window; further back less often, up to the crowd's
+/// ceiling: every 10 s for a small crowd, longer as the crowd grows, so that the buyers at the
+/// ceiling poll `budget` times a second together (at most every 120 s). Telling a million waiting
+/// buyers "sold out" then takes about a million / `budget` seconds, what the servers can answer,
+/// instead of a flood of polls that would slow the buyers near the front too.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    /// The batch's admission rate, buyers per second.
+    pub rate: u32,
+    /// Buyers waiting in the batch (the pre-queue cohort before the draw).
+    pub waiting: u64,
+    /// Polls per second the crowd should make, all instances together.
+    pub budget: u32,
+}
+
+impl Pacing {
+    /// The longest anyone is told to wait before asking again.
+    fn ceiling_ms(&self) -> u64 {
+        (self.waiting.saturating_mul(1000) / u64::from(self.budget.max(1))).clamp(10_000, 120_000)
+    }
+
+    /// For a buyer `ahead` places from the front.
+    pub fn waiting_ms(&self, ahead: u64) -> u64 {
+        let wait_ms = ahead.saturating_mul(1000) / u64::from(self.rate.max(1));
+        wait_ms.clamp(500, self.ceiling_ms())
+    }
+
+    /// For a buyer in the pre-queue, `until_open_ms` before the draw, with pre-queue `rank` (52
+    /// bits, [`flashsale_queue::tokens::prequeue_rank`]). Nothing moves before the draw, so
+    /// early birds only re-check now and then (the opening may be moved, the sale paused). Close
+    /// to it they are told to come back after the draw, when their place is expected to come up:
+    /// the rank's high bits say roughly where in the cohort they will be drawn, its low bits
+    /// spread the cohort's first polls evenly instead of a million of them at the opening. This
+    /// tells a buyer roughly where they will be drawn a few seconds before the draw is public;
+    /// they cannot change it (the rank is fixed by the seed and their id).
+    pub fn prequeue_ms(&self, until_open_ms: u64, rank: u64) -> u64 {
+        let ceiling = self.ceiling_ms();
+        if until_open_ms > ceiling {
+            return (until_open_ms / 2).clamp(1_000, ceiling);
+        }
+        let expected_ahead = u64::try_from((u128::from(rank) * u128::from(self.waiting)) >> 52).unwrap_or(u64::MAX);
+        let spread = self.waiting_ms(expected_ahead);
+        (until_open_ms + spread * (rank & 0xFFFF) / 0x1_0000).max(500)
+    }
 }
 
 /// Joins the buyer to the sale's current batch. Returns whether this call created the place.
@@ -245,6 +288,11 @@ async fn view(
         }
     }
 
+    let pacing = Pacing {
+        rate: ctx.policy.rate,
+        waiting: live.queue.queued().saturating_sub(serving),
+        budget: state.queue_settings.poll_budget,
+    };
     let closed = ctx.batch.is_finished(now) || ledger.is_some_and(|l| l.closed);
     let sold_out = ledger.is_some_and(|l| l.is_sold_out());
     let mut out = QueueState {
@@ -270,7 +318,9 @@ async fn view(
         match ticket.number {
             None => {
                 let until_open = u64::try_from((ctx.batch.opens_at - now).num_milliseconds()).unwrap_or(0);
-                out.poll_after_ms = Some((until_open / 2).clamp(1_000, 10_000));
+                let rank = prequeue_rank(&ctx.batch.prequeue_seed, &ticket.user);
+                let pacing = Pacing { waiting: live.queue.prequeue, ..pacing };
+                out.poll_after_ms = Some(pacing.prequeue_ms(until_open, rank));
             }
             Some(number) if number <= serving => {
                 let turn = match ticket.admission {
@@ -324,7 +374,7 @@ async fn view(
                     let capacity = (f64::from(available) * ctx.policy.oversubscription).floor();
                     let reachable = (ahead as f64) < capacity - live.queue.inflight as f64;
                     out.eta_secs = reachable.then(|| (ahead + 1).div_ceil(u64::from(rate.max(1))));
-                    out.poll_after_ms = Some(poll_after_ms(ahead, rate));
+                    out.poll_after_ms = Some(pacing.waiting_ms(ahead));
                 }
             }
         }
@@ -373,9 +423,42 @@ mod tests {
 
     #[test]
     fn buyers_far_back_poll_rarely_and_near_the_front_often() {
-        assert_eq!(poll_after_ms(0, 1000), 500);
-        assert_eq!(poll_after_ms(10_000, 1000), 2_500);
-        assert_eq!(poll_after_ms(1_000_000, 1000), 10_000);
-        assert!(poll_after_ms(100, 10) > poll_after_ms(10, 10));
+        let small = Pacing { rate: 1000, waiting: 20_000, budget: 20_000 };
+        assert_eq!(small.waiting_ms(0), 500);
+        assert_eq!(small.waiting_ms(5_000), 5_000);
+        assert_eq!(small.waiting_ms(1_000_000), 10_000);
+        let slow = Pacing { rate: 10, ..small };
+        assert!(slow.waiting_ms(100) > slow.waiting_ms(10));
+    }
+
+    #[test]
+    fn a_big_crowd_polls_within_the_budget() {
+        let crowd = Pacing { rate: 2_000, waiting: 1_000_000, budget: 20_000 };
+        assert_eq!(crowd.waiting_ms(999_999), 50_000);
+        // Summed over the crowd: the ceiling's share is the budget, the front adds a few times
+        // the admission rate.
+        let polls_per_sec: f64 = (0..crowd.waiting).map(|ahead| 1000.0 / crowd.waiting_ms(ahead) as f64).sum();
+        assert!(polls_per_sec < 20_000.0 + 6.0 * 2_000.0, "{polls_per_sec}");
+        let huge = Pacing { waiting: 100_000_000, ..crowd };
+        assert_eq!(huge.waiting_ms(99_000_000), 120_000);
+    }
+
+    #[test]
+    fn the_prequeue_comes_back_after_the_draw_spread_by_rank() {
+        let cohort = Pacing { rate: 2_000, waiting: 1_000_000, budget: 20_000 };
+        // Far from the opening: an occasional re-check.
+        assert_eq!(cohort.prequeue_ms(300_000, 0), 50_000);
+        // Close to it: after the opening, at most the expected place's poll interval later.
+        let front = 1u64 << 20; // drawn near the front
+        let back = (1u64 << 52) - 1; // drawn last
+        assert!((2_000..=2_500).contains(&cohort.prequeue_ms(2_000, front)));
+        let last = cohort.prequeue_ms(2_000, back);
+        assert!(last > 2_000 && last <= 52_000, "{last}");
+        // Low bits spread the cohort: ranks with the same high bits come back at different times.
+        let spread: std::collections::BTreeSet<u64> =
+            (0..100u64).map(|low| cohort.prequeue_ms(2_000, back - 0xFFFF + low * 600)).collect();
+        assert!(spread.len() > 90);
+        // Never sooner than half a second, even at the opening.
+        assert_eq!(cohort.prequeue_ms(0, 0), 500);
     }
 }

@@ -206,6 +206,7 @@ pub fn uncached_tuning() -> Tuning {
         queue: flashsale_server::config::QueueSettings {
             oversubscription: 1.0,
             counter_cache_ttl: std::time::Duration::ZERO,
+            ..Default::default()
         },
         ..Tuning::default()
     }

@@ -1,0 +1,485 @@
+//! Plays every buyer's journey with a bounded number of requests in flight.
+//!
+//! A million buyers cannot each be a task holding its own strings and futures while they wait
+//! (that is gigabytes): each buyer is a small record, and what they do next is an entry in one
+//! timetable ordered by when they mean to do it. A dispatcher takes the earliest entry that is
+//! due once one of the pool's slots is free and runs that one step; the step writes down the
+//! buyer's next move. When the pool is saturated, steps run late; their latency counts from when
+//! they were due, so the harness's own queueing is never hidden (no coordinated omission).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{Notify, Semaphore};
+
+use super::SaleOptions;
+use super::plan::{Act, Plan};
+use crate::client::Client;
+use crate::latency::Latencies;
+use crate::progress::Progress;
+
+/// Lapses are played only by buyers admitted within this long of the opening: each holds its
+/// units for the whole payment window plus the sweeper's grace, and lapses in later waves would
+/// chain those waits. Later would-be lapsers pay instead.
+const LAPSE_WAVE_MS: u32 = 10_000;
+
+/// How a buyer's journey ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    Bought,
+    Cancelled,
+    Lapsed,
+    SoldOut,
+    /// Stopped waiting on purpose (their patience ran out).
+    GaveUp,
+    /// Admitted, but the turn passed before they ordered (they learned of it too late).
+    TurnExpired,
+    Closed,
+    Error,
+    /// Still going when the run's duration ran out.
+    Unfinished,
+}
+
+/// What a buyer does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Join,
+    Poll,
+    Order,
+    Pay,
+    Cancel,
+    Done,
+}
+
+/// One buyer: their plan, where they are, and what the checks need to know afterwards. Times are
+/// ms since the run started.
+#[derive(Debug)]
+pub struct Buyer {
+    pub plan: Plan,
+    stage: Stage,
+    ticket: Option<Box<str>>,
+    admission: Option<Box<str>>,
+    order_id: i64,
+    pub position: Option<u64>,
+    pub joined_ms: Option<u32>,
+    /// When the last poll answered `waiting` was sent.
+    pub last_waiting_sent_ms: Option<u32>,
+    /// When the answer `admitted` arrived.
+    pub admitted_ms: Option<u32>,
+    /// When they learned the sale was over for them (sold out).
+    pub told_over_ms: Option<u32>,
+    /// When the payment was confirmed.
+    pub paid_ms: Option<u32>,
+    /// When their order was created.
+    pub ordered_ms: Option<u32>,
+    pub outcome: Outcome,
+    /// For buyers who sent their order twice: whether both answers were the same.
+    pub retried_identically: Option<bool>,
+}
+
+impl Buyer {
+    fn new(plan: Plan) -> Buyer {
+        Buyer {
+            plan,
+            stage: Stage::Join,
+            ticket: None,
+            admission: None,
+            order_id: 0,
+            position: None,
+            joined_ms: None,
+            last_waiting_sent_ms: None,
+            admitted_ms: None,
+            told_over_ms: None,
+            paid_ms: None,
+            ordered_ms: None,
+            outcome: Outcome::Unfinished,
+            retried_identically: None,
+        }
+    }
+}
+
+/// The queue's answer, as much of it as a buyer reads.
+#[derive(Debug, Deserialize)]
+struct QueueAnswer {
+    status: String,
+    position: Option<u64>,
+    poll_after_ms: Option<u64>,
+    ticket: Option<String>,
+    admission_token: Option<String>,
+}
+
+/// What happens after a step.
+enum Next {
+    /// The buyer acts again at `ms` (since the start).
+    At(Stage, u32),
+    Done(Outcome),
+}
+
+/// The buyers and their timetable.
+struct Book {
+    buyers: Vec<Buyer>,
+    /// (due ms, buyer index), earliest first.
+    due: BinaryHeap<Reverse<(u32, u32)>>,
+    in_flight: usize,
+}
+
+/// One sale's buyers, played against one server.
+pub struct Engine {
+    client: Client,
+    opts: SaleOptions,
+    sale: i64,
+    price: i64,
+    pub started: Instant,
+    opens_ms: u32,
+    /// One expiry for every buyer's JWT, so a buyer sends the same token each time (as a real
+    /// client does, and as the server's verified-token cache expects).
+    jwt_exp: i64,
+    queue_url: String,
+    orders_url: String,
+    book: Mutex<Book>,
+    wake: Notify,
+    pool: Arc<Semaphore>,
+    pub progress: Progress,
+    pub latencies: Mutex<Latencies>,
+    errors_shown: AtomicU32,
+}
+
+impl Engine {
+    /// The buyers of `plans`, for sale `sale` opening `opens_ms` after `started`.
+    pub fn new(
+        client: &Client,
+        opts: &SaleOptions,
+        sale: i64,
+        price: i64,
+        started: Instant,
+        opens_ms: u32,
+        plans: Vec<Plan>,
+    ) -> Engine {
+        let due = plans.iter().enumerate().map(|(i, p)| Reverse((p.arrive_ms, index(i)))).collect();
+        let base = client.base();
+        Engine {
+            client: client.clone(),
+            opts: opts.clone(),
+            sale,
+            price,
+            started,
+            opens_ms,
+            jwt_exp: chrono::Utc::now().timestamp() + 6 * 3600,
+            queue_url: format!("{base}/sales/{sale}/queue"),
+            orders_url: format!("{base}/sales/{sale}/orders"),
+            book: Mutex::new(Book { buyers: plans.into_iter().map(Buyer::new).collect(), due, in_flight: 0 }),
+            wake: Notify::new(),
+            pool: Arc::new(Semaphore::new(opts.connections.max(1))),
+            progress: Progress::default(),
+            latencies: Mutex::new(Latencies::default()),
+            errors_shown: AtomicU32::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u32 {
+        u32::try_from(self.started.elapsed().as_millis()).unwrap_or(u32::MAX)
+    }
+
+    fn user(&self, i: u32) -> String {
+        format!("{}-{}-{i}", self.opts.scenario, self.sale)
+    }
+
+    fn with<R>(&self, i: u32, f: impl FnOnce(&mut Buyer) -> R) -> R {
+        let mut book = self.book.lock().expect("never poisoned");
+        f(&mut book.buyers[i as usize])
+    }
+
+    /// Runs every journey to its end, or until `deadline`; returns the buyers.
+    pub async fn play(self: Arc<Self>, deadline: Instant) -> Vec<Buyer> {
+        loop {
+            let Ok(slot) = self.pool.clone().acquire_owned().await else { break };
+            let Some((due, i)) = self.next_due(deadline).await else { break };
+            let engine = self.clone();
+            tokio::spawn(async move {
+                engine.step(i, due).await;
+                drop(slot);
+                engine.book.lock().expect("never poisoned").in_flight -= 1;
+                engine.wake.notify_one();
+            });
+        }
+        // Wait for the steps still running.
+        let _ = self.pool.acquire_many(u32::try_from(self.opts.connections.max(1)).unwrap_or(u32::MAX)).await;
+        std::mem::take(&mut self.book.lock().expect("never poisoned").buyers)
+    }
+
+    /// The next step that is due, waiting for it; `None` when nothing is left (or time is up).
+    async fn next_due(&self, deadline: Instant) -> Option<(u32, u32)> {
+        loop {
+            if Instant::now() >= deadline {
+                return None;
+            }
+            // Registered before looking, so a wake-up between the look and the wait is kept.
+            let woken = self.wake.notified();
+            let next = {
+                let mut book = self.book.lock().expect("never poisoned");
+                match book.due.peek() {
+                    Some(Reverse((due, _))) if *due <= self.now_ms() => {
+                        let Reverse(entry) = book.due.pop().expect("peeked");
+                        book.in_flight += 1;
+                        return Some(entry);
+                    }
+                    Some(Reverse((due, _))) => Some(*due),
+                    None if book.in_flight == 0 => return None,
+                    None => None,
+                }
+            };
+            let until = next.map_or(deadline, |due| (self.started + Duration::from_millis(due.into())).min(deadline));
+            tokio::select! {
+                () = tokio::time::sleep_until(until.into()) => {}
+                () = woken => {}
+            }
+        }
+    }
+
+    /// Runs buyer `i`'s step that was due at `due` and books the next one.
+    async fn step(&self, i: u32, due: u32) {
+        let stage = self.with(i, |b| b.stage);
+        let next = match stage {
+            Stage::Join => self.join(i, due).await,
+            Stage::Poll => self.poll(i, due).await,
+            Stage::Order => self.order(i, due).await,
+            Stage::Pay => self.pay(i, due).await,
+            Stage::Cancel => self.cancel(i, due).await,
+            Stage::Done => return,
+        };
+        let next = next.unwrap_or_else(|e| {
+            if self.errors_shown.fetch_add(1, Ordering::Relaxed) < 10 {
+                eprintln!("buyer {i}: {e:#}");
+            }
+            Progress::add(&self.progress.errors);
+            Next::Done(Outcome::Error)
+        });
+        let mut book = self.book.lock().expect("never poisoned");
+        match next {
+            Next::At(stage, at) => {
+                book.buyers[i as usize].stage = stage;
+                book.due.push(Reverse((at, i)));
+            }
+            Next::Done(outcome) => {
+                let buyer = &mut book.buyers[i as usize];
+                buyer.stage = Stage::Done;
+                buyer.outcome = outcome;
+                buyer.ticket = None;
+                buyer.admission = None;
+                if buyer.joined_ms.is_some() {
+                    Progress::sub(&self.progress.waiting);
+                }
+            }
+        }
+    }
+
+    /// Sends `request` for `step`, meant to go at `due`; records its latency from then.
+    async fn send(
+        &self,
+        step: &'static str,
+        due: u32,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<(StatusCode, bytes::Bytes, Option<u64>)> {
+        Progress::add(&self.progress.requests);
+        let response = request.send().await.map_err(|e| anyhow::anyhow!("{step}: {e}"))?;
+        let status = response.status();
+        let retry_after =
+            response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let body = response.bytes().await?;
+        let intended = Duration::from_millis(due.into());
+        let took = self.started.elapsed().saturating_sub(intended);
+        self.latencies.lock().expect("never poisoned").record(step, intended, took);
+        Ok((status, body, retry_after))
+    }
+
+    fn jwt(&self, i: u32) -> anyhow::Result<String> {
+        self.client.buyer_jwt_until(&self.user(i), self.jwt_exp)
+    }
+
+    /// A busy server (429 with Retry-After, 503 while Redis is rebuilt): the same step later.
+    fn later(&self, stage: Stage, retry_after: Option<u64>) -> Next {
+        let wait = u32::try_from(retry_after.unwrap_or(1).clamp(1, 30) * 1000).unwrap_or(1000);
+        Next::At(stage, self.now_ms() + wait)
+    }
+
+    async fn join(&self, i: u32, due: u32) -> anyhow::Result<Next> {
+        let request = self.client.http().post(&self.queue_url).bearer_auth(self.jwt(i)?);
+        let (status, body, retry_after) = self.send("join", due, request).await?;
+        match status.as_u16() {
+            200 | 201 => {
+                self.with(i, |b| b.joined_ms = Some(due));
+                Progress::add(&self.progress.joined);
+                Progress::add(&self.progress.waiting);
+                self.answered(i, due, &body)
+            }
+            409 => Ok(self.over(i, &body, "join")?),
+            429 | 503 => Ok(self.later(Stage::Join, retry_after)),
+            _ => anyhow::bail!("join: {status} {}", String::from_utf8_lossy(&body)),
+        }
+    }
+
+    async fn poll(&self, i: u32, due: u32) -> anyhow::Result<Next> {
+        let (ticket, gave_up) = self.with(i, |b| {
+            let waited = due.saturating_sub(b.joined_ms.unwrap_or(due));
+            (b.ticket.clone(), b.plan.patience_ms.is_some_and(|p| waited >= p))
+        });
+        if gave_up {
+            return Ok(Next::Done(Outcome::GaveUp));
+        }
+        let mut request = self.client.http().get(&self.queue_url).bearer_auth(self.jwt(i)?);
+        if let Some(ticket) = ticket.as_deref() {
+            request = request.header("x-queue-ticket", ticket);
+        }
+        let (status, body, retry_after) = self.send("poll", due, request).await?;
+        match status.as_u16() {
+            200 => self.answered(i, due, &body),
+            429 | 503 => Ok(self.later(Stage::Poll, retry_after)),
+            _ => anyhow::bail!("poll: {status} {}", String::from_utf8_lossy(&body)),
+        }
+    }
+
+    /// Acts on a queue answer to a request sent at `sent`.
+    fn answered(&self, i: u32, sent: u32, body: &[u8]) -> anyhow::Result<Next> {
+        let answer: QueueAnswer = serde_json::from_slice(body)?;
+        let now = self.now_ms();
+        self.with(i, |b| {
+            if answer.position.is_some() {
+                b.position = answer.position;
+            }
+            if let Some(ticket) = answer.ticket {
+                b.ticket = Some(ticket.into());
+            }
+            Ok(match answer.status.as_str() {
+                "waiting" | "paused" => {
+                    b.last_waiting_sent_ms = Some(sent);
+                    let mut at = now.saturating_add(u32::try_from(answer.poll_after_ms.unwrap_or(1_000))?);
+                    if let (Some(patience), Some(joined)) = (b.plan.patience_ms, b.joined_ms) {
+                        at = at.min(joined.saturating_add(patience));
+                    }
+                    Next::At(Stage::Poll, at)
+                }
+                "admitted" => {
+                    b.admitted_ms = Some(now);
+                    b.admission = answer.admission_token.map(Into::into);
+                    Progress::add(&self.progress.admitted);
+                    Next::At(Stage::Order, now)
+                }
+                "sold_out" => {
+                    b.told_over_ms = Some(now);
+                    Next::Done(Outcome::SoldOut)
+                }
+                "closed" => Next::Done(Outcome::Closed),
+                "expired" => Next::Done(Outcome::TurnExpired),
+                other => anyhow::bail!("queue answered status {other:?}"),
+            })
+        })
+    }
+
+    /// A 409 that ends the journey: sold out or closed.
+    fn over(&self, i: u32, body: &[u8], step: &str) -> anyhow::Result<Next> {
+        let problem: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        match problem["code"].as_str() {
+            Some("sold_out") => {
+                let now = self.now_ms();
+                self.with(i, |b| b.told_over_ms = Some(now));
+                Ok(Next::Done(Outcome::SoldOut))
+            }
+            Some("closed") => Ok(Next::Done(Outcome::Closed)),
+            _ => anyhow::bail!("{step}: 409 {problem}"),
+        }
+    }
+
+    async fn order(&self, i: u32, due: u32) -> anyhow::Result<Next> {
+        let (plan, admission, admitted_ms) = self.with(i, |b| (b.plan, b.admission.clone(), b.admitted_ms));
+        let user = self.user(i);
+        let jwt = self.jwt(i)?;
+        let body = json!({ "admission_token": admission.as_deref().unwrap_or_default(), "quantity": plan.quantity })
+            .to_string();
+        let key = format!("{user}-checkout");
+        let request = || {
+            self.client
+                .http()
+                .post(&self.orders_url)
+                .bearer_auth(&jwt)
+                .header("idempotency-key", &key)
+                .header("content-type", "application/json")
+                .body(body.clone())
+        };
+        let (status, answer, retry_after) = self.send("order", due, request()).await?;
+        if matches!(status.as_u16(), 429 | 503) {
+            return Ok(self.later(Stage::Order, retry_after));
+        }
+        if plan.retry {
+            // A client retrying after a timeout: the same key and body must get the same answer.
+            let (again, again_answer, _) = self.send("order", self.now_ms(), request()).await?;
+            self.with(i, |b| b.retried_identically = Some(again == status && again_answer == answer));
+        }
+        match status.as_u16() {
+            201 => {}
+            409 => return self.over(i, &answer, "order"),
+            _ => anyhow::bail!("order: {status} {}", String::from_utf8_lossy(&answer)),
+        }
+        let order: Value = serde_json::from_slice(&answer)?;
+        let id = order["id"].as_i64().ok_or_else(|| anyhow::anyhow!("order without an id: {order}"))?;
+        let now = self.now_ms();
+        self.with(i, |b| {
+            b.order_id = id;
+            b.ordered_ms = Some(now);
+            b.admission = None;
+        });
+        let in_opening_wave = admitted_ms.is_some_and(|at| at < self.opens_ms.saturating_add(LAPSE_WAVE_MS));
+        Ok(match plan.act {
+            Act::Pay => Next::At(Stage::Pay, now),
+            Act::Cancel => Next::At(Stage::Cancel, now),
+            Act::Lapse if in_opening_wave => Next::Done(Outcome::Lapsed),
+            Act::Lapse => Next::At(Stage::Pay, now),
+        })
+    }
+
+    async fn pay(&self, i: u32, due: u32) -> anyhow::Result<Next> {
+        let (id, quantity) = self.with(i, |b| (b.order_id, b.plan.quantity));
+        let notice = json!({ "order_id": id, "payment_ref": format!("pay-{}", self.user(i)),
+                             "amount_cents": self.price * i64::from(quantity), "status": "succeeded" })
+        .to_string();
+        let signature = flashsale_order::payment::sign(self.opts.payment_secret.as_bytes(), notice.as_bytes());
+        let request = self
+            .client
+            .http()
+            .post(format!("{}/payments/callback", self.client.base()))
+            .header("x-signature", signature)
+            .header("content-type", "application/json")
+            .body(notice);
+        let (status, body, retry_after) = self.send("pay", due, request).await?;
+        if matches!(status.as_u16(), 429 | 503) {
+            return Ok(self.later(Stage::Pay, retry_after));
+        }
+        let receipt: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        anyhow::ensure!(status == StatusCode::OK && receipt["outcome"] == "paid", "pay: {status} {receipt}");
+        let now = self.now_ms();
+        self.with(i, |b| b.paid_ms = Some(now));
+        Progress::add(&self.progress.sold);
+        Ok(Next::Done(Outcome::Bought))
+    }
+
+    async fn cancel(&self, i: u32, due: u32) -> anyhow::Result<Next> {
+        let id = self.with(i, |b| b.order_id);
+        let url = format!("{}/orders/{id}/cancel", self.client.base());
+        let request = self.client.http().post(url).bearer_auth(self.jwt(i)?);
+        let (status, body, retry_after) = self.send("cancel", due, request).await?;
+        match status.as_u16() {
+            200 => Ok(Next::Done(Outcome::Cancelled)),
+            429 | 503 => Ok(self.later(Stage::Cancel, retry_after)),
+            _ => anyhow::bail!("cancel: {status} {}", String::from_utf8_lossy(&body)),
+        }
+    }
+}
+
+fn index(i: usize) -> u32 {
+    u32::try_from(i).expect("fewer than 4 billion buyers")
+}

@@ -1,0 +1,375 @@
+//! The checks of a played sale, from the buyers' answers and from PostgreSQL directly, and the
+//! reports: terminal summary, JSON and HTML.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use super::SaleOptions;
+use super::engine::{Buyer, Outcome};
+use super::plan::Act;
+use crate::checks::Report;
+use crate::html::{Sample, chart, page};
+use crate::latency::Latencies;
+use crate::progress;
+use crate::queue_smoke::{ranks, spearman};
+
+/// Everything a played sale left to judge.
+pub struct Run<'a> {
+    pub opts: &'a SaleOptions,
+    pub sale: i64,
+    pub started: Instant,
+    pub opens_ms: u32,
+    pub journeys_done: Duration,
+    pub harness_cpu: Option<f64>,
+    pub buyers: Vec<Buyer>,
+    /// The batch's stats once nothing was reserved any more.
+    pub stats: Value,
+    pub latencies: Latencies,
+    pub samples: Vec<Sample>,
+}
+
+fn secs(ms: u32) -> f64 {
+    f64::from(ms) / 1000.0
+}
+
+/// What PostgreSQL says about the sale's orders.
+struct Stored {
+    pending: i64,
+    paid: i64,
+    max_per_user: i64,
+    orders: i64,
+    keys: i64,
+}
+
+async fn stored(database_url: &str, sale: i64) -> anyhow::Result<Stored> {
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(database_url)
+        .await
+        .context("PostgreSQL for the checks (--database-url: the server's database)")?;
+    let (pending, paid): (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(SUM(quantity) FILTER (WHERE status = 'pending_payment'), 0)::bigint, \
+                COALESCE(SUM(quantity) FILTER (WHERE status = 'paid'), 0)::bigint FROM orders WHERE sale_id = $1",
+    )
+    .bind(sale)
+    .fetch_one(&mut db)
+    .await?;
+    let max_per_user: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(MAX(units), 0)::bigint FROM (SELECT SUM(quantity) AS units FROM orders \
+         WHERE sale_id = $1 AND status IN ('pending_payment', 'paid') GROUP BY user_id) held",
+    )
+    .bind(sale)
+    .fetch_one(&mut db)
+    .await?;
+    let (orders, keys): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT (user_id, idempotency_key)) FROM orders WHERE sale_id = $1")
+            .bind(sale)
+            .fetch_one(&mut db)
+            .await?;
+    Ok(Stored { pending, paid, max_per_user, orders, keys })
+}
+
+/// The naive purchase's numbers for the same buyers and stock.
+struct Naive {
+    rate: f64,
+    sold: usize,
+    everyone_answered: Duration,
+    latencies: Latencies,
+}
+
+/// Runs the checks and writes the reports.
+pub async fn judge(run: Run<'_>) -> anyhow::Result<Report> {
+    let opts = run.opts;
+    let mut report = Report::new(opts.scenario);
+    let buyers = &run.buyers;
+    let mut counts: HashMap<Outcome, usize> = HashMap::new();
+    for b in buyers {
+        *counts.entry(b.outcome).or_default() += 1;
+    }
+    let count = |o: Outcome| counts.get(&o).copied().unwrap_or(0);
+    report.note("buyers", format!("{} for {} units", opts.buyers, opts.stock));
+    report.note(
+        "outcomes",
+        format!(
+            "bought {}, cancelled {}, lapsed {}, sold out {}, gave up {}, turn expired {}, closed {}, errors {}, \
+             unfinished {}",
+            count(Outcome::Bought),
+            count(Outcome::Cancelled),
+            count(Outcome::Lapsed),
+            count(Outcome::SoldOut),
+            count(Outcome::GaveUp),
+            count(Outcome::TurnExpired),
+            count(Outcome::Closed),
+            count(Outcome::Error),
+            count(Outcome::Unfinished)
+        ),
+    );
+
+    let db = stored(&opts.database_url, run.sale).await?;
+    let stock = i64::from(opts.stock);
+    let (pending, paid) = (db.pending, db.paid);
+    report.check("no_oversell", pending + paid <= stock, format!("paid {paid} + pending {pending} ≤ stock {stock}"));
+    // Sold out means every unit paid for, provided enough buyers are willing to pay: twice the
+    // stock leaves room for those who cancel, lapse, give up, or learn of their turn too late.
+    let willing: i64 = buyers
+        .iter()
+        .filter(|b| b.plan.act == Act::Pay && b.plan.patience_ms.is_none())
+        .map(|b| i64::from(b.plan.quantity))
+        .sum();
+    report.check(
+        "no_undersell",
+        willing < stock * 2 || paid == stock,
+        format!("sold {paid} of {stock} ({} buyers, {willing} units wanted by buyers who pay)", opts.buyers),
+    );
+    let number = |k: &str| run.stats[k].as_i64().unwrap_or(-1);
+    report.check(
+        "ledger_balances",
+        number("available") + number("reserved") + number("sold") == stock,
+        format!("{}", run.stats),
+    );
+    report.check(
+        "redis_agrees_with_postgres",
+        number("sold") == paid && number("reserved") == pending,
+        format!(
+            "Redis sold {} reserved {}; PostgreSQL paid {paid} pending {pending}",
+            number("sold"),
+            number("reserved")
+        ),
+    );
+    let limit = i64::from(opts.per_user_limit);
+    report.check(
+        "per_user_limit_held",
+        db.max_per_user <= limit,
+        format!("most units held by one buyer: {} (limit {limit})", db.max_per_user),
+    );
+    let retries: Vec<bool> = buyers.iter().filter_map(|b| b.retried_identically).collect();
+    let identical = retries.iter().filter(|same| **same).count();
+    report.check(
+        "one_order_per_idempotency_key",
+        db.orders == db.keys && identical == retries.len(),
+        format!(
+            "{} orders under {} keys; {identical} of {} deliberate retries answered identically",
+            db.orders,
+            db.keys,
+            retries.len()
+        ),
+    );
+    let failed = count(Outcome::Error) + count(Outcome::Unfinished);
+    report.check(
+        "every_buyer_reached_an_outcome",
+        failed == 0 && buyers.len() == opts.buyers,
+        format!(
+            "{} journeys: {} errors, {} still waiting when the {} s ran out",
+            buyers.len(),
+            count(Outcome::Error),
+            count(Outcome::Unfinished),
+            opts.duration_secs
+        ),
+    );
+
+    // Fairness: the pre-queue's order against arrival order.
+    let mut early: Vec<&Buyer> = buyers.iter().filter(|b| b.plan.early && b.position.is_some()).collect();
+    early.sort_by_key(|b| b.joined_ms);
+    let rho = if early.len() > 2 {
+        let arrival: Vec<f64> = (0..early.len()).map(|i| i as f64).collect();
+        let positions: Vec<u64> = early.iter().map(|b| b.position.unwrap_or(0)).collect();
+        spearman(&arrival, &ranks(&positions))
+    } else {
+        0.0
+    };
+    report.check(
+        "prequeue_order_uncorrelated_with_arrival",
+        early.len() < 100 || rho.abs() < 0.25,
+        format!("Spearman rho(arrival, place) = {rho:+.3} over {} early buyers", early.len()),
+    );
+    // Fairness: admission follows places. Buyers learn of admission on their next poll, so when
+    // they learned proves little; what proves unfairness is a buyer told `waiting` by a poll sent
+    // after a later place's `admitted` answer had arrived (plus the server's 50 ms counter cache).
+    let mut placed: Vec<&Buyer> = buyers.iter().filter(|b| b.position.is_some()).collect();
+    placed.sort_by_key(|b| std::cmp::Reverse(b.position));
+    let mut earliest_later_admission = u32::MAX;
+    let mut overtaken = 0;
+    for b in &placed {
+        let limit = earliest_later_admission.saturating_add(100);
+        if b.last_waiting_sent_ms.is_some_and(|sent| sent > limit) {
+            overtaken += 1;
+        }
+        if let Some(at) = b.admitted_ms {
+            earliest_later_admission = earliest_later_admission.min(at);
+        }
+    }
+    let admitted = buyers.iter().filter(|b| b.admitted_ms.is_some()).count();
+    report.check(
+        "admission_follows_queue_order",
+        overtaken == 0,
+        format!("{overtaken} buyers still waiting after a later place was admitted ({admitted} admitted)"),
+    );
+
+    // How fast waiting buyers learned the sale was over, once the last unit was paid for.
+    let sold_out_ms = buyers.iter().filter_map(|b| b.paid_ms).max();
+    let last_told_ms = buyers.iter().filter_map(|b| b.told_over_ms).max();
+    let told_within = match (sold_out_ms, last_told_ms) {
+        (Some(sold), Some(told)) => secs(told.saturating_sub(sold)),
+        _ => 0.0,
+    };
+    let told = buyers.iter().filter(|b| b.told_over_ms.is_some()).count();
+    let opens = secs(run.opens_ms);
+    report.note("opened_at", format!("{opens:.1}s"));
+    report.note(
+        "sold_out_at",
+        format!(
+            "{:.1}s ({:.1}s after the opening)",
+            secs(sold_out_ms.unwrap_or(0)),
+            secs(sold_out_ms.unwrap_or(0)) - opens
+        ),
+    );
+    report.note(
+        "everyone_told_within",
+        format!("{told_within:.1}s after the last unit was paid for ({told} buyers told)"),
+    );
+    // Orders per second while the stock lasted: from the first order until as many units were
+    // ordered as the batch holds.
+    let mut ordered: Vec<(u32, u32)> =
+        buyers.iter().filter_map(|b| b.ordered_ms.map(|at| (at, u32::from(b.plan.quantity)))).collect();
+    ordered.sort_unstable();
+    let mut units = 0u32;
+    let reached = ordered.iter().find(|(_, q)| {
+        units += q;
+        units >= opts.stock
+    });
+    let order_rate = match (ordered.first(), reached) {
+        (Some((first, _)), Some((last, _))) if last > first => {
+            Some(ordered.iter().take_while(|(at, _)| at <= last).count() as f64 / secs(last - first))
+        }
+        _ => None,
+    };
+    if let Some(rate) = order_rate {
+        report.note("orders_per_sec_while_stock_lasted", format!("{rate:.0}"));
+    }
+    report.note("journeys_done", format!("{:.1}s", run.journeys_done.as_secs_f64()));
+    let harness_share = run.harness_cpu.map(|cpu| cpu / run.journeys_done.as_secs_f64().max(1e-9));
+    if let (Some(cpu), Some(share)) = (run.harness_cpu, harness_share) {
+        report.note("harness_cpu", format!("{cpu:.1} CPU-s, {:.0}% of one core while buyers played", share * 100.0));
+    }
+    let harness_rss = progress::peak_rss_mib();
+    if let Some(rss) = harness_rss {
+        report.note("harness_peak_rss", format!("{rss} MiB"));
+    }
+    report.note("machine", progress::machine());
+    let wall = run.started.elapsed();
+    report.note("wall_time", format!("{:.1}s", wall.as_secs_f64()));
+    for (step, line) in run.latencies.lines() {
+        report.note(step, line);
+    }
+
+    let naive = if opts.naive {
+        let started = Instant::now();
+        let (rate, sold, latencies) = crate::naive::run_with_stock(
+            &opts.database_url,
+            opts.buyers,
+            opts.stock as usize,
+            opts.connections.min(32),
+        )
+        .await?;
+        let naive = Naive { rate, sold, everyone_answered: started.elapsed(), latencies };
+        report.note("naive: purchases/s", format!("{:.0} until the last unit went ({} sold)", naive.rate, naive.sold));
+        report.note(
+            "naive: every buyer answered after",
+            format!(
+                "{:.1}s (the API: {:.1}s from the first arrival)",
+                naive.everyone_answered.as_secs_f64(),
+                run.journeys_done.as_secs_f64()
+            ),
+        );
+        for (_, line) in naive.latencies.lines() {
+            report.note("naive: purchase latency", line);
+        }
+        if let Some(api) = order_rate {
+            report.note("API / naive purchase rate", format!("{:.1}x", api / naive.rate.max(1e-9)));
+        }
+        report.check(
+            "naive_sells_exactly_its_stock",
+            naive.sold == opts.stock as usize,
+            format!("{} of {}", naive.sold, opts.stock),
+        );
+        Some(naive)
+    } else {
+        None
+    };
+
+    if let Some(path) = &opts.html_path {
+        let html = html_report(&report, &run.latencies, &run.samples);
+        std::fs::write(path, html).with_context(|| format!("writing {path}"))?;
+    }
+    if let Some(path) = &opts.report_path {
+        let json = json!({
+            "scenario": opts.scenario,
+            "sale_id": run.sale,
+            "options": {
+                "buyers": opts.buyers, "stock": opts.stock, "per_user_limit": opts.per_user_limit,
+                "max_quantity": opts.max_quantity, "admission_rate": opts.admission_rate,
+                "admission_ttl_secs": opts.admission_ttl_secs, "payment_window_secs": opts.payment_window_secs,
+                "profile": format!("{:?}", opts.profile).to_lowercase(), "early": opts.early,
+                "pay": opts.pay, "cancel": opts.cancel, "retry": opts.retry, "give_up": opts.give_up,
+                "connections": opts.connections, "seed": opts.seed,
+            },
+            "checks": report.checks.iter().map(|c| json!({"name": c.name, "passed": c.passed, "detail": c.detail})).collect::<Vec<_>>(),
+            "outcomes": {
+                "bought": count(Outcome::Bought), "cancelled": count(Outcome::Cancelled),
+                "lapsed": count(Outcome::Lapsed), "sold_out": count(Outcome::SoldOut),
+                "gave_up": count(Outcome::GaveUp), "turn_expired": count(Outcome::TurnExpired),
+                "closed": count(Outcome::Closed), "errors": count(Outcome::Error),
+                "unfinished": count(Outcome::Unfinished),
+            },
+            "latency_ms": run.latencies.summary(),
+            "opened_at_secs": opens,
+            "sold_out_at_secs": secs(sold_out_ms.unwrap_or(0)),
+            "everyone_told_within_secs": told_within,
+            "orders_per_sec_while_stock_lasted": order_rate,
+            "journeys_done_secs": run.journeys_done.as_secs_f64(),
+            "wall_time_secs": wall.as_secs_f64(),
+            "machine": progress::machine(),
+            "harness_cpu_secs": run.harness_cpu,
+            "harness_cpu_share_of_one_core": harness_share,
+            "harness_peak_rss_mib": harness_rss,
+            "naive": naive.as_ref().map(|n| json!({
+                "purchases_per_sec": n.rate, "sold": n.sold,
+                "every_buyer_answered_secs": n.everyone_answered.as_secs_f64(),
+                "latency_ms": n.latencies.summary(),
+            })),
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&json)?).with_context(|| format!("writing {path}"))?;
+    }
+    Ok(report)
+}
+
+/// The HTML report: checks, notes and charts over time.
+fn html_report(report: &Report, latencies: &Latencies, samples: &[Sample]) -> String {
+    let over = |f: fn(&Sample) -> f64| samples.iter().map(|s| (s.t, f(s))).collect::<Vec<_>>();
+    let latency = |step: &str, quantile: f64| latencies.over_time(step, quantile);
+    let charts = vec![
+        chart("Requests per second (the harness's)", "req/s", &[("requests/s", over(|s| s.requests_per_sec))]),
+        chart(
+            "Queue",
+            "buyers",
+            &[("waiting in the queue", over(|s| s.queue_length)), ("admitted so far", over(|s| s.admitted))],
+        ),
+        chart(
+            "Units",
+            "units",
+            &[
+                ("available", over(|s| s.units_available)),
+                ("reserved", over(|s| s.units_reserved)),
+                ("sold", over(|s| s.units_sold)),
+            ],
+        ),
+        chart("Join latency by second sent", "ms", &[("p50", latency("join", 0.5)), ("p99", latency("join", 0.99))]),
+        chart("Order latency by second sent", "ms", &[("p50", latency("order", 0.5)), ("p99", latency("order", 0.99))]),
+        chart("Poll latency by second sent", "ms", &[("p50", latency("poll", 0.5)), ("p99", latency("poll", 0.99))]),
+    ];
+    let checks: Vec<(String, bool, String)> =
+        report.checks.iter().map(|c| (c.name.to_owned(), c.passed, c.detail.clone())).collect();
+    let notes: Vec<(String, String)> = report.notes.iter().map(|(n, v)| ((*n).to_owned(), v.clone())).collect();
+    page(&format!("flashsale-loadtest {}", report.scenario), &notes, &checks, &charts)
+}
