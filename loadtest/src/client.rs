@@ -102,11 +102,6 @@ impl Client {
         Ok(status)
     }
 
-    /// The HTTP client (one bounded pool of keep-alive connections for the whole run).
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
     /// The server's base URL.
     pub fn base(&self) -> &str {
         &self.base

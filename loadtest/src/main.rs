@@ -14,6 +14,7 @@
 //! - [`html`]: the self-contained HTML report (inline SVG charts).
 //! - [`latency`]: HDR histograms of every request's latency, per step and per second.
 //! - [`progress`]: the live progress line, the harness's own CPU use, the machine's description.
+//! - [`wire`]: a lean HTTP/1.1 client for the buyers' requests (millions of them).
 //! - [`sale`]: the sale-day scenarios (`smoke`, `tuesday-noon`, `run`): a whole sale played
 //!   (queue, orders, payments, cancels, lapses, buyers giving up) with a bounded pool, then
 //!   checked against the API and PostgreSQL.
@@ -28,6 +29,7 @@ mod order_bench;
 mod progress;
 mod queue_smoke;
 mod sale;
+mod wire;
 
 use std::process::ExitCode;
 

@@ -6,6 +6,11 @@
 //! due once one of the pool's slots is free and runs that one step; the step writes down the
 //! buyer's next move. When the pool is saturated, steps run late; their latency counts from when
 //! they were due, so the harness's own queueing is never hidden (no coordinated omission).
+//!
+//! Two timetables: checkout steps (order, pay, cancel) go before queue steps (join, poll) that
+//! are due at the same time. A real buyer's order does not wait behind other people's polls in
+//! their browser; only in a harness that shares one pool would it, and an admission token would
+//! then expire in the harness rather than at the server.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -13,7 +18,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore};
@@ -23,6 +27,7 @@ use super::plan::{Act, Plan};
 use crate::client::Client;
 use crate::latency::Latencies;
 use crate::progress::Progress;
+use crate::wire::{Answer, Wire};
 
 /// Lapses are played only by buyers admitted within this long of the opening: each holds its
 /// units for the whole payment window plus the sweeper's grace, and lapses in later waves would
@@ -124,8 +129,8 @@ enum Next {
 /// The buyers and their timetable.
 struct Book {
     buyers: Vec<Buyer>,
-    /// (due ms, buyer index), earliest first.
-    due: BinaryHeap<Reverse<(u32, u32)>>,
+    /// (due ms, buyer index), earliest first: `[checkout, queue]`.
+    due: [BinaryHeap<Reverse<(u32, u32)>>; 2],
     in_flight: usize,
 }
 
@@ -140,8 +145,9 @@ pub struct Engine {
     /// One expiry for every buyer's JWT, so a buyer sends the same token each time (as a real
     /// client does, and as the server's verified-token cache expects).
     jwt_exp: i64,
-    queue_url: String,
-    orders_url: String,
+    wire: Wire,
+    queue_path: String,
+    orders_path: String,
     book: Mutex<Book>,
     wake: Notify,
     pool: Arc<Semaphore>,
@@ -152,7 +158,7 @@ pub struct Engine {
 
 impl Engine {
     /// The buyers of `plans`, for sale `sale` opening `opens_ms` after `started`.
-    pub fn new(
+    pub async fn new(
         client: &Client,
         opts: &SaleOptions,
         sale: i64,
@@ -160,10 +166,9 @@ impl Engine {
         started: Instant,
         opens_ms: u32,
         plans: Vec<Plan>,
-    ) -> Engine {
-        let due = plans.iter().enumerate().map(|(i, p)| Reverse((p.arrive_ms, index(i)))).collect();
-        let base = client.base();
-        Engine {
+    ) -> anyhow::Result<Engine> {
+        let due = [BinaryHeap::new(), plans.iter().enumerate().map(|(i, p)| Reverse((p.arrive_ms, index(i)))).collect()];
+        Ok(Engine {
             client: client.clone(),
             opts: opts.clone(),
             sale,
@@ -171,15 +176,16 @@ impl Engine {
             started,
             opens_ms,
             jwt_exp: chrono::Utc::now().timestamp() + 6 * 3600,
-            queue_url: format!("{base}/sales/{sale}/queue"),
-            orders_url: format!("{base}/sales/{sale}/orders"),
+            wire: Wire::new(client.base()).await?,
+            queue_path: format!("/sales/{sale}/queue"),
+            orders_path: format!("/sales/{sale}/orders"),
             book: Mutex::new(Book { buyers: plans.into_iter().map(Buyer::new).collect(), due, in_flight: 0 }),
             wake: Notify::new(),
             pool: Arc::new(Semaphore::new(opts.connections.max(1))),
             progress: Progress::default(),
             latencies: Mutex::new(Latencies::default()),
             errors_shown: AtomicU32::new(0),
-        }
+        })
     }
 
     fn now_ms(&self) -> u32 {
@@ -223,16 +229,19 @@ impl Engine {
             let woken = self.wake.notified();
             let next = {
                 let mut book = self.book.lock().expect("never poisoned");
-                match book.due.peek() {
-                    Some(Reverse((due, _))) if *due <= self.now_ms() => {
-                        let Reverse(entry) = book.due.pop().expect("peeked");
-                        book.in_flight += 1;
-                        return Some(entry);
-                    }
-                    Some(Reverse((due, _))) => Some(*due),
-                    None if book.in_flight == 0 => return None,
-                    None => None,
+                let now = self.now_ms();
+                let due = |heap: &BinaryHeap<Reverse<(u32, u32)>>| heap.peek().map(|Reverse((due, _))| *due);
+                let ready = (0..2).find(|k| due(&book.due[*k]).is_some_and(|d| d <= now));
+                if let Some(k) = ready {
+                    let Reverse(entry) = book.due[k].pop().expect("peeked");
+                    book.in_flight += 1;
+                    return Some(entry);
                 }
+                let next = due(&book.due[0]).into_iter().chain(due(&book.due[1])).min();
+                if next.is_none() && book.in_flight == 0 {
+                    return None;
+                }
+                next
             };
             let until = next.map_or(deadline, |due| (self.started + Duration::from_millis(due.into())).min(deadline));
             tokio::select! {
@@ -264,7 +273,8 @@ impl Engine {
         match next {
             Next::At(stage, at) => {
                 book.buyers[i as usize].stage = stage;
-                book.due.push(Reverse((at, i)));
+                let timetable = usize::from(matches!(stage, Stage::Join | Stage::Poll));
+                book.due[timetable].push(Reverse((at, i)));
             }
             Next::Done(outcome) => {
                 let buyer = &mut book.buyers[i as usize];
@@ -280,22 +290,18 @@ impl Engine {
     }
 
     /// Sends `request` for `step`, meant to go at `due`; records its latency from then.
-    async fn send(
-        &self,
-        step: &'static str,
-        due: u32,
-        request: reqwest::RequestBuilder,
-    ) -> anyhow::Result<(StatusCode, bytes::Bytes, Option<u64>)> {
+    async fn send(&self, step: &'static str, due: u32, request: Vec<u8>) -> anyhow::Result<Answer> {
         Progress::add(&self.progress.requests);
-        let response = request.send().await.map_err(|e| anyhow::anyhow!("{step}: {e}"))?;
-        let status = response.status();
-        let retry_after =
-            response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-        let body = response.bytes().await?;
+        let answer = self.wire.send(&request).await.map_err(|e| anyhow::anyhow!("{step}: {e}"))?;
         let intended = Duration::from_millis(due.into());
         let took = self.started.elapsed().saturating_sub(intended);
         self.latencies.lock().expect("never poisoned").record(step, intended, took);
-        Ok((status, body, retry_after))
+        Ok(answer)
+    }
+
+    /// `method path` as buyer `i`.
+    fn as_buyer(&self, i: u32, method: &str, path: &str) -> anyhow::Result<crate::wire::Request> {
+        Ok(self.wire.request(method, path).header("authorization", &format!("Bearer {}", self.jwt(i)?)))
     }
 
     fn jwt(&self, i: u32) -> anyhow::Result<String> {
@@ -309,9 +315,9 @@ impl Engine {
     }
 
     async fn join(&self, i: u32, due: u32) -> anyhow::Result<Next> {
-        let request = self.client.http().post(&self.queue_url).bearer_auth(self.jwt(i)?);
-        let (status, body, retry_after) = self.send("join", due, request).await?;
-        match status.as_u16() {
+        let request = self.as_buyer(i, "POST", &self.queue_path)?.body(b"");
+        let Answer { status, body, retry_after } = self.send("join", due, request).await?;
+        match status {
             200 | 201 => {
                 self.with(i, |b| b.joined_ms = Some(due));
                 Progress::add(&self.progress.joined);
@@ -332,12 +338,12 @@ impl Engine {
         if gave_up {
             return Ok(Next::Done(Outcome::GaveUp));
         }
-        let mut request = self.client.http().get(&self.queue_url).bearer_auth(self.jwt(i)?);
+        let mut request = self.as_buyer(i, "GET", &self.queue_path)?;
         if let Some(ticket) = ticket.as_deref() {
             request = request.header("x-queue-ticket", ticket);
         }
-        let (status, body, retry_after) = self.send("poll", due, request).await?;
-        match status.as_u16() {
+        let Answer { status, body, retry_after } = self.send("poll", due, request.body(b"")).await?;
+        match status {
             200 => self.answered(i, due, &body),
             429 | 503 => Ok(self.later(Stage::Poll, retry_after)),
             _ => anyhow::bail!("poll: {status} {}", String::from_utf8_lossy(&body)),
@@ -397,32 +403,26 @@ impl Engine {
 
     async fn order(&self, i: u32, due: u32) -> anyhow::Result<Next> {
         let (plan, admission, admitted_ms) = self.with(i, |b| (b.plan, b.admission.clone(), b.admitted_ms));
-        let user = self.user(i);
-        let jwt = self.jwt(i)?;
         let body = json!({ "admission_token": admission.as_deref().unwrap_or_default(), "quantity": plan.quantity })
             .to_string();
-        let key = format!("{user}-checkout");
-        let request = || {
-            self.client
-                .http()
-                .post(&self.orders_url)
-                .bearer_auth(&jwt)
-                .header("idempotency-key", &key)
-                .header("content-type", "application/json")
-                .body(body.clone())
-        };
-        let (status, answer, retry_after) = self.send("order", due, request()).await?;
-        if matches!(status.as_u16(), 429 | 503) {
-            return Ok(self.later(Stage::Order, retry_after));
+        let key = format!("{}-checkout", self.user(i));
+        let request =
+            self.as_buyer(i, "POST", &self.orders_path)?.header("idempotency-key", &key).body(body.as_bytes());
+        let first = self.send("order", due, request.clone()).await?;
+        if matches!(first.status, 429 | 503) {
+            return Ok(self.later(Stage::Order, first.retry_after));
         }
         if plan.retry {
             // A client retrying after a timeout: the same key and body must get the same answer.
-            let (again, again_answer, _) = self.send("order", self.now_ms(), request()).await?;
-            self.with(i, |b| b.retried_identically = Some(again == status && again_answer == answer));
+            let again = self.send("order", self.now_ms(), request).await?;
+            self.with(i, |b| b.retried_identically = Some(again.status == first.status && again.body == first.body));
         }
-        match status.as_u16() {
+        let (status, answer) = (first.status, first.body);
+        match status {
             201 => {}
             409 => return self.over(i, &answer, "order"),
+            // The admission ran out before the order arrived: the turn is lost.
+            403 if String::from_utf8_lossy(&answer).contains("expired") => return Ok(Next::Done(Outcome::TurnExpired)),
             _ => anyhow::bail!("order: {status} {}", String::from_utf8_lossy(&answer)),
         }
         let order: Value = serde_json::from_slice(&answer)?;
@@ -448,19 +448,14 @@ impl Engine {
                              "amount_cents": self.price * i64::from(quantity), "status": "succeeded" })
         .to_string();
         let signature = flashsale_order::payment::sign(self.opts.payment_secret.as_bytes(), notice.as_bytes());
-        let request = self
-            .client
-            .http()
-            .post(format!("{}/payments/callback", self.client.base()))
-            .header("x-signature", signature)
-            .header("content-type", "application/json")
-            .body(notice);
-        let (status, body, retry_after) = self.send("pay", due, request).await?;
-        if matches!(status.as_u16(), 429 | 503) {
+        let request =
+            self.wire.request("POST", "/payments/callback").header("x-signature", &signature).body(notice.as_bytes());
+        let Answer { status, body, retry_after } = self.send("pay", due, request).await?;
+        if matches!(status, 429 | 503) {
             return Ok(self.later(Stage::Pay, retry_after));
         }
         let receipt: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        anyhow::ensure!(status == StatusCode::OK && receipt["outcome"] == "paid", "pay: {status} {receipt}");
+        anyhow::ensure!(status == 200 && receipt["outcome"] == "paid", "pay: {status} {receipt}");
         let now = self.now_ms();
         self.with(i, |b| b.paid_ms = Some(now));
         Progress::add(&self.progress.sold);
@@ -469,10 +464,9 @@ impl Engine {
 
     async fn cancel(&self, i: u32, due: u32) -> anyhow::Result<Next> {
         let id = self.with(i, |b| b.order_id);
-        let url = format!("{}/orders/{id}/cancel", self.client.base());
-        let request = self.client.http().post(url).bearer_auth(self.jwt(i)?);
-        let (status, body, retry_after) = self.send("cancel", due, request).await?;
-        match status.as_u16() {
+        let request = self.as_buyer(i, "POST", &format!("/orders/{id}/cancel"))?.body(b"");
+        let Answer { status, body, retry_after } = self.send("cancel", due, request).await?;
+        match status {
             200 => Ok(Next::Done(Outcome::Cancelled)),
             429 | 503 => Ok(self.later(Stage::Cancel, retry_after)),
             _ => anyhow::bail!("cancel: {status} {}", String::from_utf8_lossy(&body)),

@@ -178,7 +178,7 @@ pub async fn run(client: &Client, opts: &SaleOptions) -> anyhow::Result<Report> 
     let created = client.admin_ok(Method::POST, "/admin/sales", Some(&sale), StatusCode::CREATED).await?;
     let id = created.body["id"].as_i64().context("created sale has an id")?;
     let opens_ms = u32::try_from(opens_in.as_millis())?;
-    let engine = Arc::new(engine::Engine::new(client, opts, id, price, started, opens_ms, plans));
+    let engine = Arc::new(engine::Engine::new(client, opts, id, price, started, opens_ms, plans).await?);
 
     let cpu_before = progress::own_cpu_secs();
     let done = AtomicBool::new(false);

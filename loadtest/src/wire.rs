@@ -1,0 +1,228 @@
+//! A lean HTTP/1.1 client for the buyers' requests: keep-alive connections in a pool, requests
+//! written as bytes, responses parsed with `httparse`.
+//!
+//! Why not `reqwest` here: at a million buyers the harness makes millions of small requests on
+//! the same two cores as the server, Redis and PostgreSQL, and `reqwest` spent about as much CPU
+//! per request as the server did (URL parsing, header maps, pool bookkeeping). The harness must
+//! not be what limits the sale. Admin requests, which are few, still go through `reqwest`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// An answer: status, `Retry-After` in seconds if any, and the body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub retry_after: Option<u64>,
+    pub body: Vec<u8>,
+}
+
+/// One keep-alive connection and the bytes read past the last answer.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// Keep-alive connections to one server.
+pub struct Wire {
+    addr: SocketAddr,
+    /// `Host` header value.
+    host: String,
+    idle: Mutex<Vec<Conn>>,
+}
+
+/// A request being written: method, path and headers, then [`Request::body`].
+pub struct Request {
+    bytes: Vec<u8>,
+}
+
+impl Request {
+    pub fn header(mut self, name: &str, value: &str) -> Request {
+        self.bytes.extend_from_slice(name.as_bytes());
+        self.bytes.extend_from_slice(b": ");
+        self.bytes.extend_from_slice(value.as_bytes());
+        self.bytes.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// Ends the headers with the body's length and the body.
+    pub fn body(mut self, body: &[u8]) -> Vec<u8> {
+        if !body.is_empty() {
+            self.bytes.extend_from_slice(b"content-type: application/json\r\n");
+        }
+        self.bytes.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+        self.bytes.extend_from_slice(body);
+        self.bytes
+    }
+}
+
+impl Wire {
+    /// Connections to the server at `base` (`http://host:port`, no TLS).
+    pub async fn new(base: &str) -> anyhow::Result<Wire> {
+        let authority = base.strip_prefix("http://").ok_or_else(|| anyhow::anyhow!("{base}: only http:// URLs"))?;
+        let authority = authority.trim_end_matches('/');
+        let addr = tokio::net::lookup_host(authority)
+            .await?
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{authority}: no address"))?;
+        Ok(Wire { addr, host: authority.to_owned(), idle: Mutex::new(Vec::new()) })
+    }
+
+    /// A request line for `method` and `path`, with `Host`.
+    pub fn request(&self, method: &str, path: &str) -> Request {
+        let mut bytes = Vec::with_capacity(512);
+        bytes.extend_from_slice(method.as_bytes());
+        bytes.push(b' ');
+        bytes.extend_from_slice(path.as_bytes());
+        bytes.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        bytes.extend_from_slice(self.host.as_bytes());
+        bytes.extend_from_slice(b"\r\n");
+        Request { bytes }
+    }
+
+    /// Sends `request` (from [`Request::body`]) and reads the answer. A kept-alive connection
+    /// the server closed meanwhile is replaced and the request sent once more on a fresh one
+    /// (every buyer request is safe to repeat: idempotency keys, payment references, tickets).
+    pub async fn send(&self, request: &[u8]) -> io::Result<Answer> {
+        let reused = self.idle.lock().expect("never poisoned").pop();
+        if let Some(mut conn) = reused {
+            if let Ok(answer) = exchange(&mut conn, request).await {
+                self.idle.lock().expect("never poisoned").push(conn);
+                return Ok(answer);
+            }
+        }
+        let stream = TcpStream::connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        let mut conn = Conn { stream, buf: Vec::with_capacity(4096) };
+        let answer = exchange(&mut conn, request).await?;
+        self.idle.lock().expect("never poisoned").push(conn);
+        Ok(answer)
+    }
+}
+
+async fn exchange(conn: &mut Conn, request: &[u8]) -> io::Result<Answer> {
+    conn.stream.write_all(request).await?;
+    read_answer(conn).await
+}
+
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
+}
+
+/// Reads more bytes into the buffer; end of stream is an error (the answer was incomplete).
+async fn fill(conn: &mut Conn) -> io::Result<()> {
+    let len = conn.buf.len();
+    conn.buf.resize(len + 8192, 0);
+    let n = conn.stream.read(&mut conn.buf[len..]).await?;
+    conn.buf.truncate(len + n);
+    if n == 0 {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
+    }
+    Ok(())
+}
+
+async fn read_answer(conn: &mut Conn) -> io::Result<Answer> {
+    let (status, retry_after, length, chunked, head) = loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        match response.parse(&conn.buf).map_err(|_| invalid("malformed response head"))? {
+            httparse::Status::Complete(head) => {
+                let status = response.code.ok_or_else(|| invalid("no status"))?;
+                let mut retry_after = None;
+                let mut length = None;
+                let mut chunked = false;
+                for h in response.headers.iter() {
+                    let value = std::str::from_utf8(h.value).unwrap_or_default().trim();
+                    if h.name.eq_ignore_ascii_case("content-length") {
+                        length = Some(value.parse::<usize>().map_err(|_| invalid("content-length"))?);
+                    } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                        chunked = value.eq_ignore_ascii_case("chunked");
+                    } else if h.name.eq_ignore_ascii_case("retry-after") {
+                        retry_after = value.parse().ok();
+                    }
+                }
+                break (status, retry_after, length, chunked, head);
+            }
+            httparse::Status::Partial => fill(conn).await?,
+        }
+    };
+    conn.buf.drain(..head);
+    let body = if chunked {
+        read_chunked(conn).await?
+    } else {
+        let length = length.unwrap_or(0);
+        while conn.buf.len() < length {
+            fill(conn).await?;
+        }
+        conn.buf.drain(..length).collect()
+    };
+    Ok(Answer { status, retry_after, body })
+}
+
+async fn read_chunked(conn: &mut Conn) -> io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let (start, size) = loop {
+            match httparse::parse_chunk_size(&conn.buf).map_err(|_| invalid("chunk size"))? {
+                httparse::Status::Complete((start, size)) => break (start, usize::try_from(size).unwrap_or(usize::MAX)),
+                httparse::Status::Partial => fill(conn).await?,
+            }
+        };
+        // The chunk and its CRLF.
+        while conn.buf.len() < start + size + 2 {
+            fill(conn).await?;
+        }
+        body.extend_from_slice(&conn.buf[start..start + size]);
+        conn.buf.drain(..start + size + 2);
+        if size == 0 {
+            return Ok(body);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A server that answers each request on a connection with the next canned answer.
+    async fn canned(answers: Vec<&'static [u8]>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            for answer in answers {
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let mut chunk = [0u8; 1024];
+                    let n = socket.read(&mut chunk).await.unwrap();
+                    seen.extend_from_slice(&chunk[..n]);
+                }
+                socket.write_all(answer).await.unwrap();
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn reads_sized_and_chunked_answers_on_one_connection() {
+        let base = canned(vec![
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+            b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 3\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+        ])
+        .await;
+        let wire = Wire::new(&base).await.unwrap();
+        let first = wire.send(&wire.request("GET", "/a").body(b"")).await.unwrap();
+        assert_eq!((first.status, first.body.as_slice()), (200, &b"hello"[..]));
+        let second = wire.send(&wire.request("POST", "/b").header("x", "y").body(b"{}")).await.unwrap();
+        assert_eq!((second.status, second.retry_after, second.body.as_slice()), (429, Some(3), &b"abcde"[..]));
+        let third = wire.send(&wire.request("GET", "/c").body(b"")).await.unwrap();
+        assert_eq!((third.status, third.body.len()), (204, 0));
+        assert_eq!(wire.idle.lock().unwrap().len(), 1, "one connection, kept alive throughout");
+    }
+}
