@@ -168,7 +168,9 @@ async fn read_chunked(conn: &mut Conn) -> io::Result<Vec<u8>> {
     loop {
         let (start, size) = loop {
             match httparse::parse_chunk_size(&conn.buf).map_err(|_| invalid("chunk size"))? {
-                httparse::Status::Complete((start, size)) => break (start, usize::try_from(size).unwrap_or(usize::MAX)),
+                httparse::Status::Complete((start, size)) => {
+                    break (start, usize::try_from(size).unwrap_or(usize::MAX));
+                }
                 httparse::Status::Partial => fill(conn).await?,
             }
         };

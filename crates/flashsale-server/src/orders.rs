@@ -32,6 +32,7 @@ use flashsale_order::{
     CLAIM_TTL_MS, Cancelled, Claim, Fingerprint, IdempotencyKey, NewOrder, Order, OrderBook, PaymentApplied,
     PaymentNotice, PaymentOutcome, PaymentReceipt, PendingSettlement, Placed, RedisSettle, StoredResponse,
 };
+use flashsale_queue::tokens::TokenError;
 use flashsale_sales::FieldError;
 use serde::Deserialize;
 
@@ -88,16 +89,28 @@ pub async fn create(
         .map(Units::new)
         .filter(|u| *u >= Units::new(1) && *u <= config.per_user_limit)
         .ok_or_else(|| quantity_error(config.per_user_limit))?;
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    let claims = state
-        .tokens
-        .verify_admission(&request.admission_token, user, sale.id, batch.batch_no, now_ms)
-        .map_err(|e| ApiError::Forbidden { code: "token_invalid", detail: format!("admission token refused: {e}") })?;
     let fingerprint = Fingerprint::of(&[
         &sale_id.get().to_be_bytes(),
         request.admission_token.as_bytes(),
         &units.get().to_be_bytes(),
     ]);
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let claims = match state.tokens.verify_admission(&request.admission_token, user, sale.id, batch.batch_no, now_ms) {
+        Ok(claims) => claims,
+        Err(e) => {
+            // A retry of a request that got its answer while the token was good must get that
+            // answer again, even after the token's time is up (a client retrying after a
+            // timeout near the end of its turn). Only an expired token can have one: it is the
+            // one refusal of a token that once passed.
+            if e == TokenError::Expired {
+                if let Some(Claim::Replay(stored)) = state.orders.stored_answer(user, &key, &fingerprint).await? {
+                    metrics::counter!("order_requests_total", "outcome" => "replayed").increment(1);
+                    return Ok(stored_response(stored, true));
+                }
+            }
+            return Err(ApiError::Forbidden { code: "token_invalid", detail: format!("admission token refused: {e}") });
+        }
+    };
     let (sale_id, batch_no) = (sale.id, batch.batch_no);
     // The key is claimed inside the reservation script: one Redis round trip per order.
     let claim_key = state.orders.claim_key(sale_id, batch_no, user, &key);

@@ -204,6 +204,37 @@ async fn fifty_parallel_creates_with_one_key_make_one_order(db: sqlx::PgPool) {
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn a_retry_after_the_admission_ran_out_still_gets_the_first_answer(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = open_sale(&app, 10, 2, 600).await;
+    let soon_over = |ticket| {
+        app.state.tokens.sign_admission(&AdmissionClaims {
+            user: uid("alice"),
+            sale: SaleId::try_from(id).unwrap(),
+            batch: BatchNo::FIRST,
+            ticket,
+            step: 0,
+            expires_at_ms: Utc::now().timestamp_millis() + 1_000,
+        })
+    };
+    let admission = soon_over(1);
+    let first = order(&app, id, "alice", "late-retry", &admission, 1).await;
+    assert_eq!(first.status, 201, "{first:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    // The client timed out and retries after the turn ended: the order it made, not a 403.
+    let retry = order(&app, id, "alice", "late-retry", &admission, 1).await;
+    assert_eq!((retry.status.as_u16(), &retry.body), (201, &first.body));
+    assert_eq!(retry.headers["idempotent-replayed"], "true");
+    // An expired token under a key that has no answer is refused, and nothing is reserved.
+    order(&app, id, "alice", "fresh-key", &admission, 1).await.assert_problem(403, "token_invalid");
+    // Nor does another request under the same key pass for the first (another quantity).
+    order(&app, id, "alice", "late-retry", &admission, 2).await.assert_problem(403, "token_invalid");
+    assert_eq!(app.count("orders").await, 1);
+    assert_eq!(ledger(&app, id).await, (9, 1, 0));
+    app.redis.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
 async fn three_hundred_buyers_race_for_twenty_units_over_http(db: sqlx::PgPool) {
     let app = uncached(db).await;
     let id = open_sale(&app, 20, 1, 600).await;

@@ -167,7 +167,8 @@ impl Engine {
         opens_ms: u32,
         plans: Vec<Plan>,
     ) -> anyhow::Result<Engine> {
-        let due = [BinaryHeap::new(), plans.iter().enumerate().map(|(i, p)| Reverse((p.arrive_ms, index(i)))).collect()];
+        let due =
+            [BinaryHeap::new(), plans.iter().enumerate().map(|(i, p)| Reverse((p.arrive_ms, index(i)))).collect()];
         Ok(Engine {
             client: client.clone(),
             opts: opts.clone(),
@@ -415,7 +416,17 @@ impl Engine {
         if plan.retry {
             // A client retrying after a timeout: the same key and body must get the same answer.
             let again = self.send("order", self.now_ms(), request).await?;
-            self.with(i, |b| b.retried_identically = Some(again.status == first.status && again.body == first.body));
+            let same = again.status == first.status && again.body == first.body;
+            if !same && self.errors_shown.fetch_add(1, Ordering::Relaxed) < 10 {
+                eprintln!(
+                    "buyer {i}: the retried order answered {} {} after {} {}",
+                    again.status,
+                    String::from_utf8_lossy(&again.body),
+                    first.status,
+                    String::from_utf8_lossy(&first.body)
+                );
+            }
+            self.with(i, |b| b.retried_identically = Some(same));
         }
         let (status, answer) = (first.status, first.body);
         match status {
