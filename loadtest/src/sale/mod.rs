@@ -111,8 +111,9 @@ impl SaleOptions {
 
     /// The sale the backend exists for: a million buyers, most in the last minute before the
     /// opening and the first seconds after it, for 50,000 units. Admitted buyers get a minute to
-    /// order: at this crowd's peak a 2-core machine answers polls tens of seconds late, and a
-    /// shorter turn would pass before its buyer heard of it.
+    /// order (and so a minute to pay: a turn never outlives the reservation it leads to): at this
+    /// crowd's peak a 2-core machine answers polls tens of seconds late, and a shorter turn would
+    /// pass before its buyer heard of it.
     pub fn tuesday_noon() -> SaleOptions {
         SaleOptions {
             scenario: "tuesday-noon",
@@ -120,6 +121,7 @@ impl SaleOptions {
             stock: 50_000,
             admission_rate: 2_000,
             admission_ttl_secs: 60,
+            payment_window_secs: 60,
             opens_in_secs: 65,
             early: 0.7,
             early_window_secs: 60,
