@@ -18,26 +18,7 @@ orders="${1:-50000}"
 concurrency="${2:-256}"
 cargo build --release --locked -p flashsale-server -p flashsale-loadtest
 target="${CARGO_TARGET_DIR:-target}/release"
-port=18184
-db=flashsale_bench_orders
-prefix="bench-o-$$"
-log=$(mktemp)
-
-psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
-RUST_LOG=warn DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" FLASHSALE_ADDR="127.0.0.1:$port" \
-  FLASHSALE_REDIS_PREFIX="$prefix" FLASHSALE_RATE_LIMIT_PER_USER=0 FLASHSALE_RATE_LIMIT_PER_IP=0 \
-  "$target/flashsale" >"$log" 2>&1 &
-server=$!
-cleanup() {
-  kill "$server" 2>/dev/null || true
-  wait "$server" 2>/dev/null || true
-  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
-  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS flashsale_naive_baseline" >/dev/null 2>&1 || true
-  redis-cli --scan --pattern "$prefix:*" | xargs -r redis-cli del >/dev/null
-  rm -f "$log"
-}
-trap cleanup EXIT
-wait_for_listener "$port"
+start_bench_server 18184 flashsale_bench_orders "bench-o-$$" FLASHSALE_RATE_LIMIT_PER_USER=0
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); $(date -u +%Y-%m-%d)"
-"$target/flashsale-loadtest" --url "http://127.0.0.1:$port" order-bench --orders "$orders" --concurrency "$concurrency"
+"$target/flashsale-loadtest" --url "http://127.0.0.1:18184" order-bench --orders "$orders" --concurrency "$concurrency"

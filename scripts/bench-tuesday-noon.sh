@@ -19,34 +19,15 @@ ensure_services
 
 cargo build --release --locked -p flashsale-server -p flashsale-loadtest
 target="${CARGO_TARGET_DIR:-target}/release"
-port=18185
-db=flashsale_bench_tuesday
-prefix="bench-t-$$"
 out="${OUT:-bench-results}"
 mkdir -p "$out"
-log=$(mktemp)
-
-psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1
-RUST_LOG=warn DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" FLASHSALE_ADDR="127.0.0.1:$port" \
-  FLASHSALE_REDIS_PREFIX="$prefix" FLASHSALE_RATE_LIMIT_PER_IP=0 \
-  FLASHSALE_QUEUE_POLL_BUDGET="${POLL_BUDGET:-5000}" "$target/flashsale" >"$log" 2>&1 &
-server=$!
-cleanup() {
-  kill "$server" 2>/dev/null || true
-  wait "$server" 2>/dev/null || true
-  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
-  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS flashsale_naive_baseline" >/dev/null 2>&1 || true
-  redis-cli --scan --pattern "$prefix:*" | xargs -r redis-cli del >/dev/null
-  rm -f "$log"
-}
-trap cleanup EXIT
-wait_for_listener "$port"
+start_bench_server 18185 flashsale_bench_tuesday "bench-t-$$" FLASHSALE_QUEUE_POLL_BUDGET="${POLL_BUDGET:-5000}"
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); $(date -u +%Y-%m-%d)"
 cpu_before=$(awk '{print $14 + $15}' "/proc/$server/stat")
 status=0
-"$target/flashsale-loadtest" --url "http://127.0.0.1:$port" tuesday-noon \
-  --database-url "postgres://postgres@127.0.0.1:5432/$db" \
+"$target/flashsale-loadtest" --url "http://127.0.0.1:18185" tuesday-noon \
+  --database-url "postgres://postgres@127.0.0.1:5432/flashsale_bench_tuesday" \
   --report "$out/tuesday-noon.json" --html "$out/tuesday-noon.html" "$@" || status=$?
 cpu_after=$(awk '{print $14 + $15}' "/proc/$server/stat")
 echo "server: peak RSS $(awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' "/proc/$server/status"), \
