@@ -228,6 +228,7 @@ pub async fn run(client: &Client, opts: &SaleOptions) -> anyhow::Result<Report> 
         opens_ms,
         journeys_done,
         harness_cpu,
+        requests: engine.progress.requests.load(Ordering::Relaxed),
         buyers,
         stats,
         latencies: std::mem::take(&mut *engine.latencies.lock().expect("never poisoned")),

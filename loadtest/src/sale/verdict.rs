@@ -24,6 +24,8 @@ pub struct Run<'a> {
     pub opens_ms: u32,
     pub journeys_done: Duration,
     pub harness_cpu: Option<f64>,
+    /// Requests the buyers sent.
+    pub requests: u64,
     pub buyers: Vec<Buyer>,
     /// The batch's stats once nothing was reserved any more.
     pub stats: Value,
@@ -248,6 +250,8 @@ pub async fn judge(run: Run<'_>) -> anyhow::Result<Report> {
         report.note("orders_per_sec_while_stock_lasted", format!("{rate:.0}"));
     }
     report.note("journeys_done", format!("{:.1}s", run.journeys_done.as_secs_f64()));
+    let throughput = run.requests as f64 / run.journeys_done.as_secs_f64().max(1e-9);
+    report.note("requests", format!("{} ({throughput:.0}/s on average while buyers played)", run.requests));
     let harness_share = run.harness_cpu.map(|cpu| cpu / run.journeys_done.as_secs_f64().max(1e-9));
     if let (Some(cpu), Some(share)) = (run.harness_cpu, harness_share) {
         report.note("harness_cpu", format!("{cpu:.1} CPU-s, {:.0}% of one core while buyers played", share * 100.0));
@@ -325,6 +329,8 @@ pub async fn judge(run: Run<'_>) -> anyhow::Result<Report> {
             "sold_out_at_secs": secs(sold_out_ms.unwrap_or(0)),
             "everyone_told_within_secs": told_within,
             "orders_per_sec_while_stock_lasted": order_rate,
+            "requests": run.requests,
+            "requests_per_sec": throughput,
             "journeys_done_secs": run.journeys_done.as_secs_f64(),
             "wall_time_secs": wall.as_secs_f64(),
             "machine": progress::machine(),
