@@ -73,6 +73,10 @@ pub struct Buyer {
     order_id: i64,
     pub position: Option<u64>,
     pub joined_ms: Option<u32>,
+    /// Joined the pre-queue (the join's answer had no place yet: drawn at the opening). Not the
+    /// same as arriving early: an early bird whose join reached the server after the opening got
+    /// a place in arrival order instead.
+    pub prequeued: bool,
     /// When the last poll answered `waiting` was sent.
     pub last_waiting_sent_ms: Option<u32>,
     /// When the answer `admitted` arrived.
@@ -98,6 +102,7 @@ impl Buyer {
             order_id: 0,
             position: None,
             joined_ms: None,
+            prequeued: false,
             last_waiting_sent_ms: None,
             admitted_ms: None,
             told_over_ms: None,
@@ -356,6 +361,9 @@ impl Engine {
         let answer: QueueAnswer = serde_json::from_slice(body)?;
         let now = self.now_ms();
         self.with(i, |b| {
+            if b.joined_ms == Some(sent) && b.position.is_none() && answer.position.is_none() {
+                b.prequeued = true;
+            }
             if answer.position.is_some() {
                 b.position = answer.position;
             }
