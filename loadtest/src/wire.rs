@@ -104,9 +104,18 @@ impl Wire {
     }
 }
 
+/// Longest a request may take once written before the harness calls it failed: far beyond any
+/// answer a live server gives, short enough that a hung one cannot hold a pool slot forever.
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 async fn exchange(conn: &mut Conn, request: &[u8]) -> io::Result<Answer> {
-    conn.stream.write_all(request).await?;
-    read_answer(conn).await
+    let answered = async {
+        conn.stream.write_all(request).await?;
+        read_answer(conn).await
+    };
+    tokio::time::timeout(ANSWER_TIMEOUT, answered)
+        .await
+        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in 120 s")))
 }
 
 fn invalid(what: &str) -> io::Error {
