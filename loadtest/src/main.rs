@@ -240,6 +240,10 @@ struct SaleArgs {
     /// Seconds the impatient wait at most.
     #[arg(long)]
     patience: Option<u64>,
+    /// Share of buyers who follow the queue's event stream (a connection each, outside the pool)
+    /// instead of polling.
+    #[arg(long)]
+    events: Option<f64>,
     /// Requests in flight at most (the harness's connection pool).
     #[arg(long)]
     connections: Option<usize>,
@@ -284,6 +288,7 @@ impl SaleArgs {
             retry: self.retry.unwrap_or(base.retry),
             give_up: self.give_up.unwrap_or(base.give_up),
             patience_secs: self.patience.unwrap_or(base.patience_secs),
+            events: self.events.unwrap_or(base.events),
             connections: self.connections.unwrap_or(base.connections),
             duration_secs: self.duration.unwrap_or(base.duration_secs),
             seed: self.seed.unwrap_or(base.seed),

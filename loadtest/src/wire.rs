@@ -134,63 +134,156 @@ async fn fill(conn: &mut Conn) -> io::Result<()> {
     Ok(())
 }
 
-async fn read_answer(conn: &mut Conn) -> io::Result<Answer> {
-    let (status, retry_after, length, chunked, head) = loop {
+/// A response's status line and the headers the harness reads.
+struct Head {
+    status: u16,
+    retry_after: Option<u64>,
+    length: Option<usize>,
+    chunked: bool,
+}
+
+/// Reads a response head, leaving the body's first bytes in the buffer.
+async fn read_head(conn: &mut Conn) -> io::Result<Head> {
+    loop {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut response = httparse::Response::new(&mut headers);
         match response.parse(&conn.buf).map_err(|_| invalid("malformed response head"))? {
-            httparse::Status::Complete(head) => {
-                let status = response.code.ok_or_else(|| invalid("no status"))?;
-                let mut retry_after = None;
-                let mut length = None;
-                let mut chunked = false;
+            httparse::Status::Complete(end) => {
+                let mut head = Head {
+                    status: response.code.ok_or_else(|| invalid("no status"))?,
+                    retry_after: None,
+                    length: None,
+                    chunked: false,
+                };
                 for h in response.headers.iter() {
                     let value = std::str::from_utf8(h.value).unwrap_or_default().trim();
                     if h.name.eq_ignore_ascii_case("content-length") {
-                        length = Some(value.parse::<usize>().map_err(|_| invalid("content-length"))?);
+                        head.length = Some(value.parse::<usize>().map_err(|_| invalid("content-length"))?);
                     } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                        chunked = value.eq_ignore_ascii_case("chunked");
+                        head.chunked = value.eq_ignore_ascii_case("chunked");
                     } else if h.name.eq_ignore_ascii_case("retry-after") {
-                        retry_after = value.parse().ok();
+                        head.retry_after = value.parse().ok();
                     }
                 }
-                break (status, retry_after, length, chunked, head);
+                conn.buf.drain(..end);
+                return Ok(head);
             }
             httparse::Status::Partial => fill(conn).await?,
         }
-    };
-    conn.buf.drain(..head);
-    let body = if chunked {
-        read_chunked(conn).await?
-    } else {
-        let length = length.unwrap_or(0);
-        while conn.buf.len() < length {
-            fill(conn).await?;
-        }
-        conn.buf.drain(..length).collect()
-    };
-    Ok(Answer { status, retry_after, body })
+    }
 }
 
-async fn read_chunked(conn: &mut Conn) -> io::Result<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let (start, size) = loop {
-            match httparse::parse_chunk_size(&conn.buf).map_err(|_| invalid("chunk size"))? {
-                httparse::Status::Complete((start, size)) => {
-                    break (start, usize::try_from(size).unwrap_or(usize::MAX));
-                }
-                httparse::Status::Partial => fill(conn).await?,
-            }
-        };
-        // The chunk and its CRLF.
-        while conn.buf.len() < start + size + 2 {
-            fill(conn).await?;
+/// Reads a whole body as `head` announces it.
+async fn read_body(conn: &mut Conn, head: &Head) -> io::Result<Vec<u8>> {
+    if head.chunked {
+        let mut body = Vec::new();
+        while let Some(chunk) = read_chunk(conn).await? {
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&conn.buf[start..start + size]);
-        conn.buf.drain(..start + size + 2);
-        if size == 0 {
-            return Ok(body);
+        return Ok(body);
+    }
+    let length = head.length.unwrap_or(0);
+    while conn.buf.len() < length {
+        fill(conn).await?;
+    }
+    Ok(conn.buf.drain(..length).collect())
+}
+
+async fn read_answer(conn: &mut Conn) -> io::Result<Answer> {
+    let head = read_head(conn).await?;
+    let body = read_body(conn, &head).await?;
+    Ok(Answer { status: head.status, retry_after: head.retry_after, body })
+}
+
+/// The next chunk of a chunked body; `None` after the last (empty) one.
+async fn read_chunk(conn: &mut Conn) -> io::Result<Option<Vec<u8>>> {
+    let (start, size) = loop {
+        match httparse::parse_chunk_size(&conn.buf).map_err(|_| invalid("chunk size"))? {
+            httparse::Status::Complete((start, size)) => break (start, usize::try_from(size).unwrap_or(usize::MAX)),
+            httparse::Status::Partial => fill(conn).await?,
+        }
+    };
+    // The chunk and its CRLF.
+    while conn.buf.len() < start + size + 2 {
+        fill(conn).await?;
+    }
+    if conn.buf[start + size..start + size + 2] != *b"\r\n" {
+        return Err(invalid("chunk not followed by CRLF"));
+    }
+    let chunk = conn.buf[start..start + size].to_vec();
+    conn.buf.drain(..start + size + 2);
+    Ok((size > 0).then_some(chunk))
+}
+
+/// A Server-Sent Events stream on a connection of its own (a stream holds its connection for as
+/// long as it lasts, so it never takes one of the pool's).
+pub struct EventStream {
+    conn: Conn,
+    chunked: bool,
+    /// Body bytes read and not yet split into events.
+    pending: Vec<u8>,
+}
+
+/// One event: its name (`message` when unnamed) and its data.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Event {
+    pub name: String,
+    pub data: String,
+}
+
+impl Wire {
+    /// Sends `request` on a new connection and, when the answer is 200, returns the event
+    /// stream; otherwise the answer.
+    pub async fn open_stream(&self, request: &[u8]) -> io::Result<Result<EventStream, Answer>> {
+        let stream = TcpStream::connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        let mut conn = Conn { stream, buf: Vec::with_capacity(4096) };
+        conn.stream.write_all(request).await?;
+        let head = tokio::time::timeout(ANSWER_TIMEOUT, read_head(&mut conn))
+            .await
+            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in 120 s")))?;
+        if head.status != 200 {
+            let body = read_body(&mut conn, &head).await?;
+            return Ok(Err(Answer { status: head.status, retry_after: head.retry_after, body }));
+        }
+        Ok(Ok(EventStream { conn, chunked: head.chunked, pending: Vec::new() }))
+    }
+}
+
+impl EventStream {
+    /// The next event with data (comments and keep-alives skipped); `None` when the stream ends.
+    pub async fn next(&mut self) -> io::Result<Option<Event>> {
+        loop {
+            if let Some(end) = self.pending.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.pending.drain(..end + 2).collect();
+                let mut event = Event { name: "message".to_owned(), data: String::new() };
+                for line in String::from_utf8_lossy(&block).lines() {
+                    if let Some(name) = line.strip_prefix("event:") {
+                        name.trim_start().clone_into(&mut event.name);
+                    } else if let Some(data) = line.strip_prefix("data:") {
+                        if !event.data.is_empty() {
+                            event.data.push('\n');
+                        }
+                        event.data.push_str(data.strip_prefix(' ').unwrap_or(data));
+                    }
+                }
+                if event.data.is_empty() {
+                    continue;
+                }
+                return Ok(Some(event));
+            }
+            if self.chunked {
+                match read_chunk(&mut self.conn).await? {
+                    Some(chunk) => self.pending.extend_from_slice(&chunk),
+                    None => return Ok(None),
+                }
+            } else {
+                match fill(&mut self.conn).await {
+                    Ok(()) => self.pending.append(&mut self.conn.buf),
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+                    Err(e) => return Err(e),
+                }
+            }
         }
     }
 }
@@ -235,5 +328,22 @@ mod tests {
         let third = wire.send(&wire.request("GET", "/c").body(b"")).await.unwrap();
         assert_eq!((third.status, third.body.len()), (204, 0));
         assert_eq!(wire.idle.lock().unwrap().len(), 1, "one connection, kept alive throughout");
+    }
+
+    #[tokio::test]
+    async fn reads_server_sent_events_across_chunks_skipping_keep_alives() {
+        let base = canned(vec![
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n\
+              16\r\nevent: queue\ndata: {\"a\r\n4\r\n\":1}\r\n2\r\n\n\n\r\n3\r\n:\n\n\r\n\
+              18\r\nevent: queue\ndata: two\n\n\r\n0\r\n\r\n",
+        ])
+        .await;
+        let wire = Wire::new(&base).await.unwrap();
+        let mut events = wire.open_stream(&wire.request("GET", "/events").body(b"")).await.unwrap().unwrap();
+        let first = events.next().await.unwrap().unwrap();
+        assert_eq!((first.name.as_str(), first.data.as_str()), ("queue", "{\"a\":1}"));
+        let second = events.next().await.unwrap().unwrap();
+        assert_eq!(second.data, "two");
+        assert!(events.next().await.unwrap().is_none(), "the stream ended");
     }
 }

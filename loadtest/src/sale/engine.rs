@@ -56,6 +56,8 @@ pub enum Outcome {
 enum Stage {
     Join,
     Poll,
+    /// Following the event stream (on a connection of its own, not a pool slot).
+    Watch,
     Order,
     Pay,
     Cancel,
@@ -118,6 +120,8 @@ impl Buyer {
 #[derive(Debug, Deserialize)]
 struct QueueAnswer {
     status: String,
+    /// When the server computed the answer (the same clock as the harness's: one machine).
+    server_time: Option<chrono::DateTime<chrono::Utc>>,
     position: Option<u64>,
     poll_after_ms: Option<u64>,
     ticket: Option<String>,
@@ -146,6 +150,8 @@ pub struct Engine {
     sale: i64,
     price: i64,
     pub started: Instant,
+    /// `started` on the wall clock, to place the server's timestamps on the run's time line.
+    started_wall: chrono::DateTime<chrono::Utc>,
     opens_ms: u32,
     /// One expiry for every buyer's JWT, so a buyer sends the same token each time (as a real
     /// client does, and as the server's verified-token cache expects).
@@ -180,6 +186,7 @@ impl Engine {
             sale,
             price,
             started,
+            started_wall: chrono::Utc::now() - chrono::TimeDelta::from_std(started.elapsed()).unwrap_or_default(),
             opens_ms,
             jwt_exp: chrono::Utc::now().timestamp() + 6 * 3600,
             wire: Wire::new(client.base()).await?,
@@ -212,6 +219,8 @@ impl Engine {
         loop {
             let Ok(slot) = self.pool.clone().acquire_owned().await else { break };
             let Some((due, i)) = self.next_due(deadline).await else { break };
+            // A stream holds a connection of its own for as long as it lasts, not a pool slot.
+            let slot = (self.with(i, |b| b.stage) != Stage::Watch).then_some(slot);
             let engine = self.clone();
             tokio::spawn(async move {
                 engine.step(i, due).await;
@@ -263,6 +272,7 @@ impl Engine {
         let next = match stage {
             Stage::Join => self.join(i, due).await,
             Stage::Poll => self.poll(i, due).await,
+            Stage::Watch => self.watch(i, due).await,
             Stage::Order => self.order(i, due).await,
             Stage::Pay => self.pay(i, due).await,
             Stage::Cancel => self.cancel(i, due).await,
@@ -279,7 +289,7 @@ impl Engine {
         match next {
             Next::At(stage, at) => {
                 book.buyers[i as usize].stage = stage;
-                let timetable = usize::from(matches!(stage, Stage::Join | Stage::Poll));
+                let timetable = usize::from(matches!(stage, Stage::Join | Stage::Poll | Stage::Watch));
                 book.due[timetable].push(Reverse((at, i)));
             }
             Next::Done(outcome) => {
@@ -373,6 +383,9 @@ impl Engine {
             Ok(match answer.status.as_str() {
                 "waiting" | "paused" => {
                     b.last_waiting_sent_ms = Some(sent);
+                    if b.plan.stream {
+                        return Ok(Next::At(Stage::Watch, now));
+                    }
                     let mut at = now.saturating_add(u32::try_from(answer.poll_after_ms.unwrap_or(1_000))?);
                     if let (Some(patience), Some(joined)) = (b.plan.patience_ms, b.joined_ms) {
                         at = at.min(joined.saturating_add(patience));
@@ -394,6 +407,53 @@ impl Engine {
                 other => anyhow::bail!("queue answered status {other:?}"),
             })
         })
+    }
+
+    /// Follows the queue's event stream until the buyer is admitted or told the sale is over, or
+    /// their patience runs out. A stream that ends early (its ten-minute lifetime, an error
+    /// event) hands the buyer back to polling.
+    async fn watch(&self, i: u32, due: u32) -> anyhow::Result<Next> {
+        let (ticket, joined, patience) = self.with(i, |b| (b.ticket.clone(), b.joined_ms, b.plan.patience_ms));
+        let mut request = self.as_buyer(i, "GET", &format!("{}/events", self.queue_path))?;
+        if let Some(ticket) = ticket.as_deref() {
+            request = request.header("x-queue-ticket", ticket);
+        }
+        Progress::add(&self.progress.requests);
+        let mut stream = match self.wire.open_stream(&request.body(b"")).await? {
+            Ok(stream) => stream,
+            Err(Answer { status: 429 | 503, retry_after, .. }) => return Ok(self.later(Stage::Watch, retry_after)),
+            Err(Answer { status, body, .. }) => anyhow::bail!("watch: {status} {}", String::from_utf8_lossy(&body)),
+        };
+        let gives_up_at = patience.zip(joined).map(|(p, j)| self.started + Duration::from_millis((j + p).into()));
+        let mut first = true;
+        loop {
+            let event = match gives_up_at {
+                Some(at) => match tokio::time::timeout_at(at.into(), stream.next()).await {
+                    Ok(event) => event?,
+                    Err(_) => return Ok(Next::Done(Outcome::GaveUp)),
+                },
+                None => stream.next().await?,
+            };
+            let Some(event) = event else { return Ok(Next::At(Stage::Poll, self.now_ms())) };
+            if first {
+                // The stream's latency: from when the buyer meant to open it to its first event.
+                let intended = Duration::from_millis(due.into());
+                let took = self.started.elapsed().saturating_sub(intended);
+                self.latencies.lock().expect("never poisoned").record("watch", intended, took);
+                first = false;
+            }
+            if event.name != "queue" {
+                return Ok(Next::At(Stage::Poll, self.now_ms()));
+            }
+            let answer: QueueAnswer = serde_json::from_str(&event.data)?;
+            let computed = answer.server_time.map_or(self.now_ms(), |t| {
+                u32::try_from((t - self.started_wall).num_milliseconds().max(0)).unwrap_or(u32::MAX)
+            });
+            match self.answered(i, computed, event.data.as_bytes())? {
+                Next::At(Stage::Watch, _) => {}
+                next => return Ok(next),
+            }
+        }
     }
 
     /// A 409 that ends the journey: sold out or closed.

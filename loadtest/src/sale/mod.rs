@@ -3,8 +3,8 @@
 //!
 //! The harness creates a sale opening a little later, so the pre-queue is exercised, and plays
 //! each buyer's journey: arrive according to the arrival profile (early birds in the pre-queue,
-//! the rest after the opening), join, follow `poll_after_ms` until admitted or told the sale is
-//! over (or give up, for the impatient), order with an idempotency key (some send it twice on
+//! the rest after the opening), join, follow `poll_after_ms` (or the event stream) until admitted
+//! or told the sale is over (or give up, for the impatient), order with an idempotency key (some send it twice on
 //! purpose, as a client retrying after a timeout), then pay through the signed callback, cancel,
 //! or let the payment window lapse, by seeded ratios.
 //!
@@ -62,6 +62,9 @@ pub struct SaleOptions {
     /// Share of buyers who give up waiting after some time up to `patience_secs`.
     pub give_up: f64,
     pub patience_secs: u64,
+    /// Share of buyers who follow the queue's event stream (Server-Sent Events, a connection
+    /// each) instead of polling.
+    pub events: f64,
     /// Requests in flight at most (the harness's connection pool).
     pub connections: usize,
     /// Journeys still going after this long are reported unfinished (a failed check).
@@ -98,6 +101,7 @@ impl SaleOptions {
             retry: 0.05,
             give_up: 0.0,
             patience_secs: 30,
+            events: 0.0,
             connections: 128,
             duration_secs: 300,
             seed: 7,

@@ -38,6 +38,8 @@ pub struct Plan {
     pub quantity: u8,
     /// Gives up after waiting this long, in ms (`None`: waits as long as it takes).
     pub patience_ms: Option<u32>,
+    /// Follows the queue's event stream instead of polling.
+    pub stream: bool,
 }
 
 /// Every buyer's plan, from `opts.seed`.
@@ -83,7 +85,8 @@ pub fn draw(opts: &SaleOptions) -> Vec<Plan> {
                 let secs = opts.patience_secs as f64 * rng.random_range(0.1..=1.0);
                 whole_ms(secs * 1000.0)
             });
-            Plan { arrive_ms: whole_ms(at), early, act, retry, quantity, patience_ms }
+            let stream = rng.random_bool(opts.events.clamp(0.0, 1.0));
+            Plan { arrive_ms: whole_ms(at), early, act, retry, quantity, patience_ms, stream }
         })
         .collect()
 }
