@@ -84,6 +84,13 @@ impl Wire {
         Request { bytes }
     }
 
+    /// A new connection (Nagle off: requests are small and answered one at a time).
+    async fn connect(&self) -> io::Result<Conn> {
+        let stream = TcpStream::connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Conn { stream, buf: Vec::with_capacity(4096) })
+    }
+
     /// Sends `request` (from [`Request::body`]) and reads the answer. A kept-alive connection
     /// the server closed meanwhile is replaced and the request sent once more on a fresh one
     /// (every buyer request is safe to repeat: idempotency keys, payment references, tickets).
@@ -95,9 +102,7 @@ impl Wire {
                 return Ok(answer);
             }
         }
-        let stream = TcpStream::connect(self.addr).await?;
-        stream.set_nodelay(true)?;
-        let mut conn = Conn { stream, buf: Vec::with_capacity(4096) };
+        let mut conn = self.connect().await?;
         let answer = exchange(&mut conn, request).await?;
         self.idle.lock().expect("never poisoned").push(conn);
         Ok(answer)
@@ -113,7 +118,12 @@ async fn exchange(conn: &mut Conn, request: &[u8]) -> io::Result<Answer> {
         conn.stream.write_all(request).await?;
         read_answer(conn).await
     };
-    tokio::time::timeout(ANSWER_TIMEOUT, answered)
+    answered_in_time(answered).await
+}
+
+/// `answer`, or a time-out error once [`ANSWER_TIMEOUT`] has passed.
+async fn answered_in_time<T>(answer: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+    tokio::time::timeout(ANSWER_TIMEOUT, answer)
         .await
         .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in 120 s")))
 }
@@ -235,13 +245,9 @@ impl Wire {
     /// Sends `request` on a new connection and, when the answer is 200, returns the event
     /// stream; otherwise the answer.
     pub async fn open_stream(&self, request: &[u8]) -> io::Result<Result<EventStream, Answer>> {
-        let stream = TcpStream::connect(self.addr).await?;
-        stream.set_nodelay(true)?;
-        let mut conn = Conn { stream, buf: Vec::with_capacity(4096) };
+        let mut conn = self.connect().await?;
         conn.stream.write_all(request).await?;
-        let head = tokio::time::timeout(ANSWER_TIMEOUT, read_head(&mut conn))
-            .await
-            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in 120 s")))?;
+        let head = answered_in_time(read_head(&mut conn)).await?;
         if head.status != 200 {
             let body = read_body(&mut conn, &head).await?;
             return Ok(Err(Answer { status: head.status, retry_after: head.retry_after, body }));

@@ -309,10 +309,15 @@ impl Engine {
     async fn send(&self, step: &'static str, due: u32, request: Vec<u8>) -> anyhow::Result<Answer> {
         Progress::add(&self.progress.requests);
         let answer = self.wire.send(&request).await.map_err(|e| anyhow::anyhow!("{step}: {e}"))?;
+        self.record(step, due);
+        Ok(answer)
+    }
+
+    /// Records that `step`, due at `due` (ms since the start), is done now.
+    fn record(&self, step: &'static str, due: u32) {
         let intended = Duration::from_millis(due.into());
         let took = self.started.elapsed().saturating_sub(intended);
         self.latencies.lock().expect("never poisoned").record(step, intended, took);
-        Ok(answer)
     }
 
     /// `method path` as buyer `i`.
@@ -437,9 +442,7 @@ impl Engine {
             let Some(event) = event else { return Ok(Next::At(Stage::Poll, self.now_ms())) };
             if first {
                 // The stream's latency: from when the buyer meant to open it to its first event.
-                let intended = Duration::from_millis(due.into());
-                let took = self.started.elapsed().saturating_sub(intended);
-                self.latencies.lock().expect("never poisoned").record("watch", intended, took);
+                self.record("watch", due);
                 first = false;
             }
             if event.name != "queue" {
