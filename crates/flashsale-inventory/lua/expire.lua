@@ -20,6 +20,8 @@ local limit, grace = tonumber(ARGV[1]), tonumber(ARGV[2])
 if not limit or limit < 1 or not grace or grace < 0 then
   return redis.error_reply('ERR expire: bad limit or grace')
 end
+-- No ledger: the batch is being rebuilt; writing would leave a partial ledger behind.
+if redis.call('EXISTS', ledger) == 0 then return {0, 0} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local due = redis.call('ZRANGEBYSCORE', deadlines, '-inf', now - grace, 'LIMIT', 0, limit)

@@ -55,6 +55,8 @@ redis.call('HSET', reservations, id, qty .. ' ' .. deadline .. ' ' .. ticket .. 
 redis.call('ZADD', deadlines, deadline, id)
 if redis.call('HEXISTS', step_info, step .. ':n') == 1 then
   redis.call('HINCRBY', step_info, step .. ':r', 1)
-  redis.call('HINCRBY', ticker, 'inflight', -1)
+  -- Never below zero, whatever an earlier bug or a partial restore left (a negative count would
+  -- let admission run past the stock).
+  if redis.call('HINCRBY', ticker, 'inflight', -1) < 0 then redis.call('HSET', ticker, 'inflight', 0) end
 end
 return {'reserved', id, deadline, tonumber(l[7] or '1')}

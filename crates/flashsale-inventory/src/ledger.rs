@@ -220,6 +220,21 @@ impl Inventory {
         }
     }
 
+    /// The last reservation id the batch's ledger handed out (`seq`; 0 before the first), or
+    /// `None` when it has no ledger.
+    pub async fn last_reservation_id(&self, sale: SaleId, batch: BatchNo) -> Result<Option<u64>, InventoryError> {
+        let mut conn = self.redis.conn().await?;
+        let (exists, seq): (bool, Option<i64>) = redis::pipe()
+            .cmd("EXISTS")
+            .arg(self.keys.batch(sale, batch).ledger())
+            .cmd("HGET")
+            .arg(self.keys.batch(sale, batch).ledger())
+            .arg("seq")
+            .query_async(&mut conn)
+            .await?;
+        Ok(exists.then(|| seq.and_then(|s| u64::try_from(s).ok()).unwrap_or(0)))
+    }
+
     /// The batch's ledger, or `None` if it has none.
     pub async fn snapshot(&self, sale: SaleId, batch: BatchNo) -> Result<Option<LedgerSnapshot>, InventoryError> {
         Ok(self.snapshots(&[(sale, batch)]).await?.pop().flatten())
@@ -235,35 +250,41 @@ impl Inventory {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
-        for (sale, batch) in batches {
-            pipe.cmd("HMGET").arg(self.keys.batch(*sale, *batch).ledger()).arg(&LEDGER_FIELDS[..]);
+        let keys: Vec<String> = batches.iter().map(|(sale, batch)| self.keys.batch(*sale, *batch).ledger()).collect();
+        for key in &keys {
+            pipe.cmd("HMGET").arg(key).arg(&LEDGER_FIELDS[..]);
         }
         let mut conn = self.redis.conn().await?;
         let replies: Vec<Vec<Option<i64>>> = pipe.query_async(&mut conn).await?;
-        replies.into_iter().map(|fields| decode_snapshot(&fields)).collect()
+        Ok(replies.into_iter().zip(&keys).map(|(fields, key)| decode_snapshot(key, &fields)).collect())
     }
 }
 
-fn decode_snapshot(fields: &[Option<i64>]) -> Result<Option<LedgerSnapshot>, InventoryError> {
+/// A ledger as read. Never an error: a counter out of range is read clamped (and logged once,
+/// [`flashsale_redis::clamp_count`]), so one batch's bad ledger cannot fail the reads of every
+/// batch read with it; the snapshot then does not balance, and the audit fences the batch and
+/// rebuilds it from PostgreSQL.
+fn decode_snapshot(key: &str, fields: &[Option<i64>]) -> Option<LedgerSnapshot> {
     if fields.iter().all(Option::is_none) {
-        return Ok(None);
+        return None;
     }
-    let bad = || malformed("HMGET ledger", &fields);
-    let unit = |i: usize| fields.get(i).copied().flatten().and_then(units).ok_or_else(bad);
-    let flag = |i: usize| match fields.get(i).copied().flatten() {
-        Some(0) => Ok(false),
-        Some(1) => Ok(true),
-        _ => Err(bad()),
+    let max = i64::from(u32::MAX);
+    let unit = |i: usize| {
+        let field = format!("{key} {}", LEDGER_FIELDS[i]);
+        let n = flashsale_redis::clamp_count(&field, fields.get(i).copied().flatten().unwrap_or(0), max);
+        units(n).unwrap_or_default()
     };
-    Ok(Some(LedgerSnapshot {
-        total: unit(0)?,
-        available: unit(1)?,
-        reserved: unit(2)?,
-        sold: unit(3)?,
-        per_user_limit: unit(4)?,
-        paused: flag(5)?,
-        closed: flag(6)?,
-    }))
+    // A flag that is not 1 reads as unset (how the scripts read them too).
+    let flag = |i: usize| fields.get(i).copied().flatten() == Some(1);
+    Some(LedgerSnapshot {
+        total: unit(0),
+        available: unit(1),
+        reserved: unit(2),
+        sold: unit(3),
+        per_user_limit: unit(4),
+        paused: flag(5),
+        closed: flag(6),
+    })
 }
 
 fn units(n: i64) -> Option<Units> {

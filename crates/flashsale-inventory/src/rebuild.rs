@@ -55,6 +55,26 @@ pub enum Rebuilt {
 }
 
 impl Inventory {
+    /// Fences a batch whose Redis state is known to be wrong (PostgreSQL refused an order Redis
+    /// reserved, Redis handed out a reservation id twice, Redis restarted and may have lost its
+    /// last writes): deletes its inventory state in one command, ledger included, so that every
+    /// reservation answers [`crate::Reserved::Missing`] (503 `rebuilding`) and upkeep rebuilds
+    /// the batch from PostgreSQL. The queue's keys are kept: buyers keep their places.
+    pub async fn fence(&self, sale: SaleId, batch: BatchNo) -> Result<(), InventoryError> {
+        let keys = self.keys().batch(sale, batch);
+        let mut conn = self.redis().conn().await?;
+        let _: i64 = redis::cmd("DEL")
+            .arg(keys.ledger())
+            .arg(keys.holdings())
+            .arg(keys.reservations())
+            .arg(keys.reservation_deadlines())
+            .arg(keys.settled())
+            .arg(keys.used_tickets())
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
     /// Writes a batch's hot state from `state`, unless its ledger exists.
     pub async fn rebuild(&self, sale: SaleId, batch: BatchNo, state: &BatchState) -> Result<Rebuilt, InventoryError> {
         let keys = self.keys().batch(sale, batch);

@@ -79,8 +79,9 @@ pub enum Settlement {
     /// Not paid: the units go back to stock.
     Release,
     /// The order could not be written: the units go back to stock and the admission ticket
-    /// becomes usable again, so the buyer can retry with the same token.
-    Abort,
+    /// becomes usable again, so the buyer can retry with the same token. `step` is the admission
+    /// step the reservation was made in (the token's): the buyer counts as in flight again there.
+    Abort { step: u64 },
 }
 
 /// Outcome of [`Inventory::settle`].
@@ -94,6 +95,9 @@ pub enum Settled {
     AlreadyReleased,
     /// No such reservation.
     Unknown,
+    /// The batch has no ledger (fenced or lost, being rebuilt): nothing was done; try again
+    /// after the rebuild, which will know how PostgreSQL settled it.
+    Missing,
 }
 
 /// Outcome of [`Inventory::expire_due`].
@@ -181,11 +185,17 @@ impl Inventory {
             .key(keys.reservation_deadlines())
             .key(keys.settled())
             .key(keys.used_tickets())
+            .key(keys.queue_step_info())
+            .key(keys.queue_ticker())
             .arg(id.0)
             .arg(match how {
                 Settlement::Commit => "commit",
                 Settlement::Release => "release",
-                Settlement::Abort => "abort",
+                Settlement::Abort { .. } => "abort",
+            })
+            .arg(match how {
+                Settlement::Abort { step } => step,
+                Settlement::Commit | Settlement::Release => 0,
             })
             .invoke_async(&mut conn)
             .await?;
@@ -199,6 +209,7 @@ impl Inventory {
                 _ => return Err(bad()),
             },
             (Some("unknown"), None) => Settled::Unknown,
+            (Some("missing"), None) => Settled::Missing,
             _ => return Err(bad()),
         })
     }

@@ -134,7 +134,7 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                 let how = match op {
                     Op::Commit(_) => Settlement::Commit,
                     Op::Release(_) => Settlement::Release,
-                    _ => Settlement::Abort,
+                    _ => Settlement::Abort { step: 0 },
                 };
                 let got = inventory.settle(sale, batch, ReservationId(id), how).await.unwrap();
                 match (m.open.remove(&id), m.settled.get(&id)) {
@@ -147,7 +147,7 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                             m.available += units;
                             *m.holdings.get_mut(&u).unwrap() -= units;
                         }
-                        if how == Settlement::Abort {
+                        if matches!(how, Settlement::Abort { .. }) {
                             // The ticket is usable again.
                             let ticket = m.info[&id].2;
                             m.used_tickets.retain(|t| *t != ticket);
@@ -156,7 +156,7 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                     }
                     (None, _) if m.forgotten.contains(&id) => prop_assert_eq!(got, Settled::Unknown),
                     (None, Some(Settlement::Commit)) => prop_assert_eq!(got, Settled::AlreadyCommitted),
-                    (None, Some(Settlement::Release | Settlement::Abort)) => {
+                    (None, Some(Settlement::Release | Settlement::Abort { .. })) => {
                         prop_assert_eq!(got, Settled::AlreadyReleased)
                     }
                     (None, None) => return Err(TestCaseError::fail("made but neither open nor settled")),
@@ -216,7 +216,7 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                 let settled = m
                     .settled
                     .iter()
-                    .filter(|(_, how)| **how != Settlement::Abort)
+                    .filter(|(_, how)| !matches!(how, Settlement::Abort { .. }))
                     .map(|(id, how)| {
                         let (id, user, units, ticket) = order(id);
                         SettledReservation { id, user, units, committed: *how == Settlement::Commit, ticket }
@@ -235,7 +235,8 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                     }
                 );
                 prop_assert_eq!(inventory.rebuild(sale, batch, &state).await.unwrap(), Rebuilt::AlreadyPresent);
-                let aborted = m.settled.iter().filter(|(_, how)| **how == Settlement::Abort).map(|(id, _)| *id);
+                let aborted =
+                    m.settled.iter().filter(|(_, how)| matches!(how, Settlement::Abort { .. })).map(|(id, _)| *id);
                 m.forgotten.extend(aborted);
             }
             Op::SetStock(total) => {

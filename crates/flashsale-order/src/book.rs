@@ -89,6 +89,45 @@ pub enum Placed {
     Fenced,
     /// The buyer already has an order under this idempotency key (for another request): no order.
     KeyReused,
+    /// PostgreSQL, the last guard, refused the order although Redis reserved it: no order. Redis's
+    /// state of the batch is wrong (stale, restored, edited) and must be rebuilt.
+    Refused(Refusal),
+}
+
+/// Why the database refused an order Redis had reserved. Each is a sign of a Redis anomaly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The batch's pending + paid units would exceed its stock (`sale_batches_no_oversell`).
+    SoldOut,
+    /// The buyer's units in the batch would exceed the per-user limit
+    /// (`batch_holdings_per_user_limit`).
+    LimitReached,
+    /// Another order of the batch already has this reservation id: Redis handed an id out twice,
+    /// so it went back to an older copy of its state.
+    ReservationReused,
+}
+
+impl Refusal {
+    /// The refusal a failed order write stands for, if it is one (a constraint of the guard).
+    fn of(error: &OrderError) -> Option<Refusal> {
+        let OrderError::Database(e) = error else { return None };
+        let sqlx::Error::Database(db) = &**e else { return None };
+        match db.constraint() {
+            Some("sale_batches_no_oversell") => Some(Refusal::SoldOut),
+            Some("batch_holdings_per_user_limit") => Some(Refusal::LimitReached),
+            Some("orders_sale_id_batch_no_reservation_id_key") => Some(Refusal::ReservationReused),
+            _ => None,
+        }
+    }
+
+    /// How it is named in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::SoldOut => "sold_out",
+            Refusal::LimitReached => "limit_reached",
+            Refusal::ReservationReused => "reservation_reused",
+        }
+    }
 }
 
 /// What Redis still has to do for an order whose status changed here.
@@ -638,6 +677,19 @@ impl OrderBook {
             .collect()
     }
 
+    /// The largest reservation id the batch's orders use (0 when it has none). Redis hands ids
+    /// out before their orders are written, so its own counter is never below this unless it
+    /// went back to an older state.
+    pub async fn last_reservation_id(&self, sale: SaleId, batch: BatchNo) -> Result<u64, OrderError> {
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT max(reservation_id) FROM orders WHERE sale_id = $1 AND batch_no = $2")
+                .bind(sale.get())
+                .bind(batch.get())
+                .fetch_one(&self.db)
+                .await?;
+        Ok(last.and_then(|id| u64::try_from(id).ok()).unwrap_or(0))
+    }
+
     /// What a batch's orders hold, as Redis should see it (see [`BatchTotals`]).
     pub async fn batch_totals(&self, sale: SaleId, batch: BatchNo) -> Result<BatchTotals, OrderError> {
         let (reserved, sold): (i64, i64) = sqlx::query_as(
@@ -658,15 +710,23 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
 }
 
 /// Runs a batch of records in one transaction; if it fails, runs each job alone, so that one bad
-/// job (a constraint it breaks) fails only its own request.
+/// job (a constraint it breaks) fails only its own request. An order the database guard refuses
+/// (stock, per-user limit, a reservation id used twice) is answered [`Placed::Refused`].
 async fn record_isolated(db: &PgPool, jobs: Vec<RecordJob>) -> Vec<Result<Recorded, OrderError>> {
+    let alone = |result: Result<Vec<Recorded>, OrderError>| match result {
+        Ok(mut r) => Ok(r.remove(0)),
+        Err(e) => match Refusal::of(&e) {
+            Some(refusal) => Ok(Recorded::Placed(Placed::Refused(refusal))),
+            None => Err(e),
+        },
+    };
     match record_batch(db, &jobs).await {
         Ok(results) => results.into_iter().map(Ok).collect(),
-        Err(e) if jobs.len() == 1 => vec![Err(e)],
+        Err(e) if jobs.len() == 1 => vec![alone(Err(e))],
         Err(_) => {
             let mut results = Vec::with_capacity(jobs.len());
             for job in &jobs {
-                results.push(record_batch(db, std::slice::from_ref(job)).await.map(|mut r| r.remove(0)));
+                results.push(alone(record_batch(db, std::slice::from_ref(job)).await));
             }
             results
         }
@@ -743,8 +803,9 @@ async fn record_batch(db: &PgPool, jobs: &[RecordJob]) -> Result<Vec<Recorded>, 
     Ok((0..jobs.len()).map(|i| placed.remove(&i).map_or(Recorded::Stored, Recorded::Placed)).collect())
 }
 
-/// Share-locks the batches' rows (a rebuild's epoch bump waits for this transaction) and returns
-/// their current epochs.
+/// Locks the batches' rows (a rebuild's epoch bump waits for this transaction; the guard's
+/// trigger updates them, so the lock is taken at that strength now rather than upgraded later,
+/// which two writers could deadlock on) and returns their current epochs.
 async fn lock_epochs(
     tx: &mut Transaction<'_, Postgres>,
     batches: impl Iterator<Item = (SaleId, BatchNo)>,
@@ -755,7 +816,7 @@ async fn lock_epochs(
     let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
         "SELECT sale_id, batch_no, epoch FROM sale_batches \
          WHERE (sale_id, batch_no) IN (SELECT * FROM UNNEST($1::bigint[], $2::bigint[])) \
-         ORDER BY sale_id, batch_no FOR SHARE",
+         ORDER BY sale_id, batch_no FOR NO KEY UPDATE",
     )
     .bind(unique.iter().map(|u| u.0).collect::<Vec<_>>())
     .bind(unique.iter().map(|u| u.1).collect::<Vec<_>>())

@@ -22,7 +22,7 @@ pub mod status;
 
 pub use book::{
     BatchOrder, BatchTotals, CLAIM_TTL_MS, Cancelled, Claim, OrderBook, PaymentApplied, PendingSettlement, Placed,
-    RedisSettle, StoredResponse, WriterTuning, creation_body, load_scripts,
+    RedisSettle, Refusal, StoredResponse, WriterTuning, creation_body, load_scripts,
 };
 pub use error::OrderError;
 pub use order::{Fingerprint, IdempotencyKey, InvalidIdempotencyKey, NewOrder, Order};

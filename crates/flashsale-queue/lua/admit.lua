@@ -30,7 +30,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local function counters(admitted)
-  local inflight = tonumber(redis.call('HGET', ticker, 'inflight') or '0')
+  local inflight = math.max(0, tonumber(redis.call('HGET', ticker, 'inflight') or '0'))
   return {admitted, tonumber(redis.call('GET', serving) or '0'), tonumber(redis.call('GET', tail) or '0'), inflight, 0}
 end
 if now < opens_ms then

@@ -9,7 +9,8 @@
 -- ARGV[5]  end of the window, Unix ms (0 = none)
 --
 -- Returns {outcome, ticket, new}: outcome 'pre' (joined the pre-queue; ticket 0 until the draw),
--- 'ticket' (place `ticket`, 1-based), 'not_open', 'closed' or 'sold_out' (ticket 0); new = 1 when
+-- 'ticket' (place `ticket`, 1-based), 'not_open', 'closed', 'sold_out' or 'missing' (no ledger:
+-- Redis lost the batch and it is being rebuilt; nothing written) (ticket 0); new = 1 when
 -- this call created the place, 0 when it already existed. Time is Redis's own clock (TIME), one
 -- clock for every instance. Joining twice, from any number of tabs at once, yields one place.
 --
@@ -28,7 +29,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local state = redis.call('HMGET', ledger, 'total', 'sold', 'closed')
 if not state[1] then
-  return redis.error_reply('ERR join: the batch has no ledger')
+  return {'missing', 0, 0}
 end
 if state[3] == '1' or (closes_ms > 0 and now >= closes_ms) then
   return {'closed', 0, 0}

@@ -44,9 +44,6 @@ pub enum QueueError {
     /// Redis answered with an error or the connection broke.
     #[error("Redis failed during a queue operation: {0}")]
     Redis(#[from] redis::RedisError),
-    /// A counter holds something that is not a non-negative integer.
-    #[error("queue counter {key} holds {value}, not a count")]
-    CorruptCounter { key: String, value: i64 },
     /// A script replied with something its contract does not allow.
     #[error("unexpected reply from {operation}: {reply}")]
     MalformedReply { operation: &'static str, reply: String },
@@ -100,6 +97,8 @@ pub enum Joined {
     Closed,
     /// Every unit is sold; new buyers are not queued.
     SoldOut,
+    /// The batch has no ledger in Redis (lost, being rebuilt from PostgreSQL): nothing written.
+    Missing,
 }
 
 /// A buyer's place as stored in Redis.
@@ -219,6 +218,7 @@ impl Queue {
             Some("not_open") => Ok(Joined::NotOpen),
             Some("closed") => Ok(Joined::Closed),
             Some("sold_out") => Ok(Joined::SoldOut),
+            Some("missing") => Ok(Joined::Missing),
             _ => Err(bad()),
         }
     }
@@ -249,11 +249,12 @@ impl Queue {
             return Err(bad());
         };
         let n = |v: &i64| u64::try_from(*v).map_err(|_| bad());
+        let inflight = flashsale_redis::clamp_count(&keys.queue_ticker(), *inflight, i64::MAX);
         Ok(Admitted {
             admitted: n(admitted)?,
             serving: n(serving)?,
             tail: n(tail)?,
-            inflight: n(inflight)?,
+            inflight: n(&inflight)?,
             lapsed: n(lapsed)?,
         })
     }
@@ -327,12 +328,14 @@ impl Queue {
                 let [Value::Array(mget), Value::Int(prequeue), inflight] = pair else {
                     return Err(bad());
                 };
+                // Clamped, never an error: one batch's bad counter must not fail the reads of
+                // every batch read with it (see `flashsale_redis::clamp_count`).
                 let counter = |key: String, value: Option<&Value>| -> Result<u64, QueueError> {
                     let n: i64 = match value {
                         None | Some(Value::Nil) => 0,
                         Some(v) => redis::from_redis_value(v)?,
                     };
-                    u64::try_from(n).map_err(|_| QueueError::CorruptCounter { key, value: n })
+                    Ok(u64::try_from(flashsale_redis::clamp_count(&key, n, i64::MAX)).unwrap_or_default())
                 };
                 Ok(Counters {
                     tail: counter(keys.queue_tail(), mget.first())?,

@@ -12,6 +12,8 @@
 //! scripts on that. The pool is always there for the occasional command (health checks, script
 //! loading).
 
+use std::collections::HashSet;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -80,6 +82,28 @@ pub fn reply_text(value: &Value) -> Option<&str> {
         Value::SimpleString(s) => Some(s),
         _ => None,
     }
+}
+
+/// Keys already reported out of range by [`clamp_count`] (bounded, so a flood of bad keys cannot
+/// grow it without end).
+static OUT_OF_RANGE: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Mutex::default);
+
+/// A counter read from Redis that must be a count in `0..=max`, clamped into that range.
+///
+/// A counter out of range (a bug, a partial restore, a hand edit) must not turn every read of
+/// its batch into an error: one sale's bad state would then fail the views and the admission
+/// ticker of every sale read with it. Readers clamp instead, the first time a key is seen out of
+/// range it is logged (once per key and process), and the audit repairs the state (a ledger that
+/// does not balance is fenced and rebuilt from PostgreSQL).
+pub fn clamp_count(key: &str, value: i64, max: i64) -> i64 {
+    if (0..=max).contains(&value) {
+        return value;
+    }
+    let mut seen = OUT_OF_RANGE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if seen.len() < 10_000 && seen.insert(key.to_owned()) {
+        tracing::error!(redis.key = key, value, max, "Redis counter out of range; read as clamped until repaired");
+    }
+    value.clamp(0, max)
 }
 
 /// A connection from [`Redis::conn`]: run commands and scripts on it as on any async connection.

@@ -10,4 +10,8 @@ pub enum SalesError {
     /// downgrade, say). Never expected; reported instead of guessed around.
     #[error("stored sale {sale_id} is invalid: {reason}")]
     CorruptRow { sale_id: i64, reason: String },
+    /// The batch's orders hold (pending + paid) more units than the stock asked for: refused by
+    /// the database's guard (`sale_batches_no_oversell`), whatever Redis said.
+    #[error("the batch's orders hold more units than a stock of {stock}")]
+    StockBelowCommitted { stock: i64 },
 }

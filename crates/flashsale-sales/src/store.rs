@@ -265,7 +265,13 @@ pub async fn update_batch(conn: &mut PgConnection, batch: &Batch) -> Result<(), 
     .bind(batch.paused)
     .bind(batch.closed_at)
     .execute(conn)
-    .await?;
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.constraint() == Some("sale_batches_no_oversell") => {
+            SalesError::StockBelowCommitted { stock: batch.stock.to_i64() }
+        }
+        _ => SalesError::Database(e),
+    })?;
     Ok(())
 }
 

@@ -30,7 +30,7 @@ use flashsale_core::{SaleId, Units, UserId};
 use flashsale_inventory::{RequestClaim, ReservationId, ReserveRequest, Reserved, Settled, Settlement};
 use flashsale_order::{
     CLAIM_TTL_MS, Cancelled, Claim, Fingerprint, IdempotencyKey, NewOrder, Order, OrderBook, PaymentApplied,
-    PaymentNotice, PaymentOutcome, PaymentReceipt, PendingSettlement, Placed, RedisSettle, StoredResponse,
+    PaymentNotice, PaymentOutcome, PaymentReceipt, PendingSettlement, Placed, RedisSettle, Refusal, StoredResponse,
 };
 use flashsale_queue::tokens::TokenError;
 use flashsale_sales::FieldError;
@@ -166,15 +166,10 @@ pub async fn create(
                 fingerprint,
                 expires_at: millis_to_time(deadline_ms),
             };
-            return place(state, order).await;
+            return place(state, order, claims.step, config.per_user_limit).await;
         }
-        Reserved::SoldOut { .. } => {
-            ApiError::Conflict { code: "sold_out", detail: "every unit of this batch is taken".to_owned() }
-        }
-        Reserved::LimitReached { held } => ApiError::Conflict {
-            code: "limit_reached",
-            detail: format!("you already hold or bought {held} of at most {} units", config.per_user_limit),
-        },
+        Reserved::SoldOut { .. } => sold_out(),
+        Reserved::LimitReached { held } => limit_reached(held, config.per_user_limit),
         Reserved::TokenUsed => {
             // Usually a second use of the token. But if Redis lost this key's claim (and was
             // rebuilt), this may be a retry of the request that used it: its order answers.
@@ -194,14 +189,37 @@ pub async fn create(
         // Only after a take-over, when another retry took the claim over first.
         Reserved::Claimed { .. } => return Err(in_progress()),
     };
+    refuse(state, (sale_id, batch_no), user, &key, fingerprint, refusal).await
+}
+
+/// Answers a refusal and stores it as the key's answer, replayed to every retry.
+async fn refuse(
+    state: &AppState,
+    batch: (SaleId, flashsale_core::BatchNo),
+    user: &UserId,
+    key: &IdempotencyKey,
+    fingerprint: Fingerprint,
+    refusal: ApiError,
+) -> Result<Response, ApiError> {
     let code = refusal.status_and_code().1;
     metrics::counter!("order_requests_total", "outcome" => code).increment(1);
     let body = serde_json::to_string(&refusal.problem()).map_err(|e| ApiError::Internal(e.into()))?;
     let stored = StoredResponse { status: refusal.status_and_code().0.as_u16(), body };
-    if let Err(e) = state.orders.record_outcome(user, &key, fingerprint, stored.clone()).await {
-        return Err(give_up(state, (sale_id, batch_no), user, &key, e.into()).await);
+    if let Err(e) = state.orders.record_outcome(user, key, fingerprint, stored.clone()).await {
+        return Err(give_up(state, batch, user, key, e.into()).await);
     }
     Ok(stored_response(stored, false))
+}
+
+fn sold_out() -> ApiError {
+    ApiError::Conflict { code: "sold_out", detail: "every unit of this batch is taken".to_owned() }
+}
+
+fn limit_reached(held: impl std::fmt::Display, limit: Units) -> ApiError {
+    ApiError::Conflict {
+        code: "limit_reached",
+        detail: format!("you already hold or bought {held} of at most {limit} units"),
+    }
 }
 
 fn key_reused() -> ApiError {
@@ -218,10 +236,11 @@ fn in_progress() -> ApiError {
     }
 }
 
-/// Writes the order for a reservation just made; on failure gives the reservation back.
-async fn place(state: &AppState, order: NewOrder) -> Result<Response, ApiError> {
+/// Writes the order for a reservation just made in admission step `step`; on failure gives the
+/// reservation back (and the buyer's turn in that step).
+async fn place(state: &AppState, order: NewOrder, step: u64, limit: Units) -> Result<Response, ApiError> {
     let (sale, batch, reservation) = (order.sale_id, order.batch_no, ReservationId(order.reservation_id));
-    let (user, key) = (order.user.clone(), order.idempotency_key.clone());
+    let (user, key, fingerprint) = (order.user.clone(), order.idempotency_key.clone(), order.fingerprint.clone());
     let failure = match state.orders.place(order).await {
         Ok(Placed::Created(order)) => {
             metrics::counter!("order_requests_total", "outcome" => "created").increment(1);
@@ -236,12 +255,39 @@ async fn place(state: &AppState, order: NewOrder) -> Result<Response, ApiError> 
             return Err(give_up(state, (sale, batch), &user, &key, ApiError::Rebuilding).await);
         }
         Ok(Placed::KeyReused) => key_reused(),
+        Ok(Placed::Refused(refusal)) => {
+            // Redis reserved what PostgreSQL, the record, says cannot be sold: Redis's state of the
+            // batch is wrong (stale after a crash, an old copy restored, a bug). The order is not
+            // written; the batch is fenced and rebuilt from PostgreSQL.
+            metrics::counter!("orders_refused_by_database_total", "reason" => refusal.as_str()).increment(1);
+            tracing::error!(
+                sale.id = %sale, batch.no = %batch, reservation.id = reservation.0, reason = refusal.as_str(),
+                "the database refused an order Redis had reserved: Redis's state of the batch is wrong; rebuilding it"
+            );
+            if let Err(e) = state.inventory.settle(sale, batch, reservation, Settlement::Abort { step }).await {
+                tracing::warn!(error = %e, "could not abort the refused reservation; the rebuild drops it");
+            }
+            crate::upkeep::fence(state, sale, batch, refusal.as_str()).await;
+            let answer = match refusal {
+                Refusal::SoldOut => sold_out(),
+                Refusal::LimitReached => ApiError::Conflict {
+                    code: "limit_reached",
+                    detail: format!("this order would take you above the limit of {limit} units"),
+                },
+                // The reservation was never this buyer's to keep: their ticket is free again
+                // after the rebuild, so the retry may work.
+                Refusal::ReservationReused => {
+                    return Err(give_up(state, (sale, batch), &user, &key, ApiError::Rebuilding).await);
+                }
+            };
+            return refuse(state, (sale, batch), &user, &key, fingerprint, answer).await;
+        }
         Err(e) => {
             tracing::warn!(error = %e, sale.id = %sale, batch.no = %batch, "order not written; aborting its reservation");
             e.into()
         }
     };
-    if let Err(abort) = state.inventory.settle(sale, batch, reservation, Settlement::Abort).await {
+    if let Err(abort) = state.inventory.settle(sale, batch, reservation, Settlement::Abort { step }).await {
         // The sweep returns the units after the deadline.
         tracing::error!(error = %abort, "could not abort the reservation; it will expire");
     }
@@ -350,7 +396,9 @@ async fn apply_settlements(state: &AppState, owed: Vec<PendingSettlement>) -> Re
     for (s, result) in owed.iter().zip(results) {
         match result {
             Ok(settled) => {
-                check_settled(s, settled);
+                if check_settled(s, settled) {
+                    crate::upkeep::fence(state, s.sale, s.batch, "settlement_conflict").await;
+                }
                 done.push(s.order);
             }
             Err(e) => failure = Some(e),
@@ -363,24 +411,30 @@ async fn apply_settlements(state: &AppState, owed: Vec<PendingSettlement>) -> Re
     }
 }
 
-/// Logs the settlements that contradict PostgreSQL: a paid order whose units Redis had already
-/// given back (possible only if the payment was applied to Redis more than the grace period
-/// after its deadline) is the one way a unit could be sold twice, so it is counted and shouted.
-fn check_settled(s: &PendingSettlement, settled: Settled) {
+/// Checks a settlement against PostgreSQL and returns whether it contradicts it. A paid order
+/// whose units Redis had already given back (possible only if the payment was applied to Redis
+/// more than the grace period after its deadline, or Redis went back to an older state) means
+/// Redis counts fewer units held than the record: the direction that can oversell, so the batch
+/// is fenced and rebuilt (the database guard refuses any order past the stock meanwhile).
+fn check_settled(s: &PendingSettlement, settled: Settled) -> bool {
     match (s.how, settled) {
         (RedisSettle::Commit, Settled::AlreadyReleased) => {
             metrics::counter!("settlement_conflicts_total").increment(1);
             tracing::error!(order.id = %s.order, sale.id = %s.sale, "paid order's reservation had already been released in Redis");
+            true
         }
         (RedisSettle::Release, Settled::AlreadyCommitted) => {
             metrics::counter!("settlement_conflicts_total").increment(1);
             tracing::error!(order.id = %s.order, sale.id = %s.sale, "released order's reservation had been committed in Redis");
+            true
         }
-        // Redis lost the reservation; the rebuild reads this order's status from PostgreSQL.
-        (_, Settled::Unknown) => {
+        // Redis lost the reservation, or the batch is being rebuilt: the rebuild reads this
+        // order's status from PostgreSQL.
+        (_, Settled::Unknown | Settled::Missing) => {
             tracing::info!(order.id = %s.order, "reservation unknown to Redis; the rebuild accounts for it");
+            false
         }
-        _ => {}
+        _ => false,
     }
 }
 

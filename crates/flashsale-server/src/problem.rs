@@ -239,6 +239,10 @@ impl From<SalesError> for ApiError {
         match error {
             SalesError::Database(e) => ApiError::from(e),
             corrupt @ SalesError::CorruptRow { .. } => ApiError::Internal(corrupt.into()),
+            SalesError::StockBelowCommitted { stock } => ApiError::Conflict {
+                code: "stock_below_committed",
+                detail: format!("buyers hold more units of the batch (pending + paid) than a stock of {stock}"),
+            },
         }
     }
 }
@@ -256,7 +260,7 @@ impl From<sqlx::Error> for ApiError {
 
 /// Redis errors: a connection that broke or timed out is a 503 (retrying is safe); anything
 /// else (a script error, a wrong type) is a bug.
-fn from_redis(error: redis::RedisError) -> ApiError {
+pub(crate) fn from_redis(error: redis::RedisError) -> ApiError {
     if error.is_io_error() || error.is_timeout() || error.is_connection_dropped() || error.is_connection_refusal() {
         ApiError::Unavailable("Redis is unavailable; retry shortly".to_owned())
     } else {
@@ -303,7 +307,7 @@ impl From<flashsale_queue::QueueError> for ApiError {
         match error {
             E::NoConnection(e) => e.into(),
             E::Redis(e) => from_redis(e),
-            other @ (E::CorruptCounter { .. } | E::MalformedReply { .. }) => ApiError::Internal(other.into()),
+            other @ E::MalformedReply { .. } => ApiError::Internal(other.into()),
         }
     }
 }

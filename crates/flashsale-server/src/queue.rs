@@ -203,6 +203,7 @@ pub async fn join(state: &AppState, user: &UserId, id: SaleId) -> Result<(bool, 
         Joined::NotOpen => "not_open",
         Joined::Closed => "closed",
         Joined::SoldOut => "sold_out",
+        Joined::Missing => "rebuilding",
     };
     metrics::counter!("queue_joins_total", "outcome" => outcome).increment(1);
     let (number, new) = match joined {
@@ -217,6 +218,8 @@ pub async fn join(state: &AppState, user: &UserId, id: SaleId) -> Result<(bool, 
         Joined::SoldOut => {
             return Err(ApiError::Conflict { code: "sold_out", detail: "every unit of this batch is sold".to_owned() });
         }
+        // Redis lost the batch; upkeep rebuilds it within a second or two.
+        Joined::Missing => return Err(ApiError::Rebuilding),
     };
     let ticket = Ticket { user: user.clone(), sale: id, batch: ctx.batch.batch_no, number, admission: None };
     Ok((new, view(state, &ctx, ticket, None).await?))
@@ -396,7 +399,8 @@ pub async fn run_admission(state: AppState, shutdown: CancellationToken) {
     .await;
 }
 
-/// One admission step for every open batch; returns how many buyers were admitted.
+/// One admission step for every open batch; returns how many buyers were admitted. Fails only
+/// when the list of sales cannot be read; a failure of one sale's step is logged and skipped.
 pub async fn admit_all(state: &AppState, now: DateTime<Utc>) -> Result<u64, ApiError> {
     let snapshot = live_snapshot(state, None).await?;
     let mut admitted = 0;
@@ -405,7 +409,16 @@ pub async fn admit_all(state: &AppState, now: DateTime<Utc>) -> Result<u64, ApiE
             continue;
         }
         let ctx = context_of(state, sale, &live.batch);
-        let step = state.queue.admit(&ctx.window, &ctx.policy).await?;
+        // One sale's failure (its state being rebuilt, a bad reply) must not stop admission for
+        // the others: it is logged and counted, and the loop goes on.
+        let step = match state.queue.admit(&ctx.window, &ctx.policy).await {
+            Ok(step) => step,
+            Err(e) => {
+                metrics::counter!("queue_admission_failures_total", "sale" => sale.id.to_string()).increment(1);
+                tracing::warn!(sale.id = %sale.id, batch.no = %live.batch.batch_no, error = %e, "admission step failed for one sale");
+                continue;
+            }
+        };
         let label = sale.id.to_string();
         metrics::counter!("queue_admitted_total", "sale" => label.clone()).increment(step.admitted);
         metrics::gauge!("queue_serving", "sale" => label.clone()).set(step.serving as f64);

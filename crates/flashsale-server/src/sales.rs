@@ -415,27 +415,49 @@ pub async fn update(
                 });
             }
             Configured::Closed => return Err(batch_finished(Some(&batch))),
-            // No ledger in Redis (see upkeep): create it with the new configuration.
-            Configured::Missing => {
-                state.inventory.open_batch(id, batch.batch_no, ledger_spec(&config, &batch)).await?;
-            }
+            // No ledger in Redis: it was lost and upkeep is rebuilding it from PostgreSQL. Writing
+            // one here would create a full-stock ledger behind the rebuild's back (it would then
+            // find a ledger and skip, and units already sold would be sold again): wait for it.
+            Configured::Missing => return Err(ApiError::Rebuilding),
         }
-        store::update_batch(&mut tx, &batch).await?;
-    }
-    let updated = store::update_sale_config(&mut tx, id, &config).await?;
-    let details = audit_details(admin, json!({ "patch": patch, "version": updated.version }));
-    store::record_audit(&mut tx, &admin.actor, "sale.update", Some(id), &details).await?;
-    if let Err(e) = tx.commit().await {
-        if let Some((batch_no, old)) = reconfigured {
-            if let Err(revert) = state.inventory.configure(id, batch_no, old).await {
-                tracing::error!(sale.id = %id, error = %revert, "could not revert ledger after a failed commit");
+        if let Err(e) = store::update_batch(&mut tx, &batch).await {
+            if let flashsale_sales::SalesError::StockBelowCommitted { .. } = e {
+                // Redis accepted a stock the record refuses: Redis undercounts what buyers hold.
+                crate::upkeep::fence(state, id, batch.batch_no, "stock_below_record").await;
+                return Err(e.into());
             }
+            revert_ledger(state, id, reconfigured).await;
+            return Err(e.into());
         }
-        return Err(e.into());
     }
+    let written: Result<Sale, ApiError> = async {
+        let updated = store::update_sale_config(&mut tx, id, &config).await?;
+        let details = audit_details(admin, json!({ "patch": patch, "version": updated.version }));
+        store::record_audit(&mut tx, &admin.actor, "sale.update", Some(id), &details).await?;
+        tx.commit().await?;
+        Ok(updated)
+    }
+    .await;
+    let updated = match written {
+        Ok(updated) => updated,
+        Err(e) => {
+            revert_ledger(state, id, reconfigured).await;
+            return Err(e);
+        }
+    };
     state.public_cache.invalidate(id);
     tracing::info!(sale.id = %id, admin.actor = %admin.actor, sale.version = updated.version, "sale updated");
     Ok(admin_views(state, vec![updated]).await?.remove(0))
+}
+
+/// Puts a ledger's old configuration back after the change that applied it was not committed
+/// (best effort, logged; the audit reconciles anything left).
+async fn revert_ledger(state: &AppState, id: SaleId, reconfigured: Option<(BatchNo, LedgerSpec)>) {
+    if let Some((batch_no, old)) = reconfigured {
+        if let Err(revert) = state.inventory.configure(id, batch_no, old).await {
+            tracing::error!(sale.id = %id, error = %revert, "could not revert ledger after a failed commit");
+        }
+    }
 }
 
 /// Pauses, resumes or closes a sale. Closing ends the sale: its current batch closes and no
@@ -476,9 +498,9 @@ pub async fn change_status(
                 StatusChanged::Applied => {}
                 StatusChanged::Closed if change == StatusChange::Close => {}
                 StatusChanged::Closed => return Err(batch_finished(Some(&batch))),
-                StatusChanged::Missing => {
-                    state.inventory.open_batch(id, batch.batch_no, ledger_spec(&sale.config, &batch)).await?;
-                }
+                // Being rebuilt (see `update`): the rebuild reads the batch row, so the change
+                // would be safe for a close, but a pause or resume racing it could be lost.
+                StatusChanged::Missing => return Err(ApiError::Rebuilding),
             }
             store::update_batch(&mut tx, &batch).await?;
         }

@@ -85,6 +85,11 @@ pub async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<Pass, ApiError
     let mut conn = state.db.acquire().await?;
     let live = store::live_sales(&mut conn).await?;
     drop(conn);
+    if redis_restarted(state).await? {
+        for (sale, batch) in live.iter().filter(|(_, b)| !b.is_finished(now)) {
+            fence(state, sale.id, batch.batch_no, "redis_restarted").await;
+        }
+    }
     for (sale, batch) in live {
         let expired = state.inventory.expire_due(sale.id, batch.batch_no, 1_000, RESERVATION_GRACE_MS).await?;
         if expired.units > 0 {
@@ -93,13 +98,21 @@ pub async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<Pass, ApiError
             done.units_expired += expired.units;
         }
         // One read serves both the audit and the check that the ledger exists.
-        let ledger = state.inventory.snapshot(sale.id, batch.batch_no).await?;
-        if let Some(ledger) = &ledger {
-            if audit_ledger(state, sale.id, batch.batch_no, ledger) != 0 {
+        let mut ledger = state.inventory.snapshot(sale.id, batch.batch_no).await?;
+        if let Some(snapshot) = &ledger {
+            let stale = if audit_ledger(state, sale.id, batch.batch_no, snapshot) != 0 {
                 done.unbalanced += 1;
-            }
-            if now.timestamp() % 5 == 0 {
-                audit_against_orders(state, sale.id, batch.batch_no, ledger).await?;
+                Some("ledger_unbalanced")
+            } else if reservation_ids_went_back(state, sale.id, batch.batch_no).await? {
+                Some("reservation_ids_went_back")
+            } else if now.timestamp() % 5 == 0 {
+                audit_against_orders(state, sale.id, batch.batch_no).await?
+            } else {
+                None
+            };
+            if let Some(reason) = stale.filter(|_| !batch.is_finished(now)) {
+                fence(state, sale.id, batch.batch_no, reason).await;
+                ledger = None;
             }
         }
         if batch.is_finished(now) {
@@ -189,13 +202,20 @@ pub async fn rebuild(state: &AppState, sale: &Sale, batch_no: BatchNo) -> Result
 /// The PostgreSQL half of the audit: Redis's reserved and sold units against what the batch's
 /// orders hold. Exports `inventory_pg_drift_units{kind}` and logs a drift that is still there at
 /// the next audit (one audit may catch an order between its reservation and its write).
+///
+/// Returns why Redis must be rebuilt when it holds fewer units than the record, the direction
+/// that can oversell:
+/// - fewer units sold than PostgreSQL's paid orders already settled: always wrong (PostgreSQL is
+///   read first, and Redis's `sold` only grows after a payment is applied);
+/// - fewer units reserved + sold than pending + paid (+ settlements owed) at two audits in a
+///   row: one audit can catch a release applied between the two reads, two in a row cannot.
 async fn audit_against_orders(
     state: &AppState,
     sale: SaleId,
     batch: BatchNo,
-    ledger: &flashsale_inventory::LedgerSnapshot,
-) -> Result<(), ApiError> {
+) -> Result<Option<&'static str>, ApiError> {
     let expected = state.orders.batch_totals(sale, batch).await?;
+    let Some(ledger) = state.inventory.snapshot(sale, batch).await? else { return Ok(None) };
     let drift = (ledger.reserved.to_i64() - expected.reserved, ledger.sold.to_i64() - expected.sold);
     let label = sale.to_string();
     metrics::gauge!("inventory_pg_drift_units", "sale" => label.clone(), "kind" => "reserved").set(drift.0 as f64);
@@ -207,7 +227,90 @@ async fn audit_against_orders(
             "Redis and PostgreSQL disagree about the batch's units"
         );
     }
-    Ok(())
+    let short = |d: (i64, i64)| d.0 + d.1 < 0;
+    Ok(if drift.1 < 0 {
+        Some("redis_sold_below_paid")
+    } else if short(drift) && previous.is_some_and(short) {
+        Some("redis_holds_fewer_units")
+    } else {
+        None
+    })
+}
+
+/// Whether Redis's last reservation id is below one PostgreSQL's orders already use: Redis went
+/// back to an older copy of its state (restarted from a file missing its last second, failed over
+/// to a lagging replica, restored) and would hand those ids, and the units behind them, out
+/// again. PostgreSQL is read first: an id is taken in Redis before its order is written, so a
+/// healthy Redis is always at or past it.
+async fn reservation_ids_went_back(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<bool, ApiError> {
+    let written = state.orders.last_reservation_id(sale, batch).await?;
+    if written == 0 {
+        return Ok(false);
+    }
+    let handed_out = state.inventory.last_reservation_id(sale, batch).await?;
+    Ok(handed_out.is_some_and(|seq| seq < written))
+}
+
+/// Fences a batch whose Redis state is known to be wrong ([`Inventory::fence`]: every
+/// reservation answers 503 `rebuilding` from now on) and rebuilds it from PostgreSQL at once, in
+/// the background; if that rebuild fails, upkeep's next pass retries it. `reason` labels
+/// `inventory_fences_total`.
+///
+/// [`Inventory::fence`]: flashsale_inventory::Inventory::fence
+pub async fn fence(state: &AppState, sale: SaleId, batch: BatchNo, reason: &'static str) {
+    metrics::counter!("inventory_fences_total", "reason" => reason).increment(1);
+    tracing::error!(sale.id = %sale, batch.no = %batch, reason, "Redis's state of the batch is wrong; fencing it and rebuilding it from PostgreSQL");
+    if let Err(e) = state.inventory.fence(sale, batch).await {
+        // Redis is unreachable: nothing can be sold through it meanwhile, and the checks run
+        // again when it is back.
+        tracing::error!(sale.id = %sale, batch.no = %batch, error = %e, "could not fence the batch");
+        return;
+    }
+    state.counters.remove(&(sale, batch));
+    state.public_cache.invalidate(sale);
+    let state = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = rebuild_by_id(&state, sale, batch).await {
+            tracing::warn!(sale.id = %sale, batch.no = %batch, error = %e, "rebuild after a fence failed; upkeep retries it");
+        }
+    });
+}
+
+/// [`rebuild`] for a batch known by its ids.
+async fn rebuild_by_id(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<bool, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let Some(found) = store::get_sale(&mut conn, sale, false).await? else { return Ok(false) };
+    drop(conn);
+    rebuild(state, &found, batch).await
+}
+
+/// Whether the Redis server changed since any instance last looked: its `run_id` is new after
+/// every restart and differs on a replica promoted by a failover. Either may have lost the last
+/// writes (an append-only file fsynced every second, a lagging replica) while keeping the ledgers,
+/// so no ledger is missing and nothing else would notice; every live batch is then fenced and
+/// rebuilt from PostgreSQL. The `run_id` last seen is kept in PostgreSQL (shared by every
+/// instance, surviving their restarts); the instance that moves it on does the fencing.
+async fn redis_restarted(state: &AppState) -> Result<bool, ApiError> {
+    let mut conn = state.redis.get().await?;
+    let info: String =
+        redis::cmd("INFO").arg("server").query_async(&mut conn).await.map_err(crate::problem::from_redis)?;
+    drop(conn);
+    let Some(run_id) = info.lines().find_map(|l| l.strip_prefix("run_id:")).map(str::trim) else {
+        // A managed Redis may hide it: the other checks still run.
+        return Ok(false);
+    };
+    let moved: Option<Option<String>> = sqlx::query_scalar(
+        "INSERT INTO redis_incarnation (run_id) VALUES ($1)          ON CONFLICT (only_row) DO UPDATE SET run_id = EXCLUDED.run_id, seen_at = now()          WHERE redis_incarnation.run_id <> EXCLUDED.run_id          RETURNING (SELECT run_id FROM redis_incarnation)",
+    )
+    .bind(run_id)
+    .fetch_optional(&state.db)
+    .await?;
+    // No row returned: unchanged. A row: inserted for the first time (its subquery sees no
+    // earlier row: NULL) or moved on from the previous run_id by this instance.
+    let Some(Some(previous)) = moved else { return Ok(false) };
+    metrics::counter!("redis_restarts_detected_total").increment(1);
+    tracing::error!(redis.run_id = run_id, redis.previous_run_id = %previous, "Redis restarted or failed over; rebuilding every live batch from PostgreSQL");
+    Ok(true)
 }
 
 /// Runs the order sweep (expiry of unpaid orders, settlements left behind) every second until

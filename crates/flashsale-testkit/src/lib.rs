@@ -7,6 +7,10 @@
 
 use flashsale_core::KeySpace;
 
+pub mod server;
+
+pub use server::RedisServer;
+
 /// The Redis the tests use: `REDIS_URL`, or the local default.
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
@@ -27,9 +31,17 @@ impl TestRedis {
     /// # Panics
     /// When the pool cannot be built from `REDIS_URL`.
     pub fn new() -> TestRedis {
-        let pool = deadpool_redis::Config::from_url(redis_url())
+        TestRedis::at(&redis_url())
+    }
+
+    /// A fresh key space on the Redis at `url` (a [`RedisServer`] of the test's own).
+    ///
+    /// # Panics
+    /// When the pool cannot be built from `url`.
+    pub fn at(url: &str) -> TestRedis {
+        let pool = deadpool_redis::Config::from_url(url)
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-            .expect("REDIS_URL is a valid Redis URL");
+            .expect("a valid Redis URL");
         TestRedis { pool, keys: KeySpace::new(format!("test-{}", uuid::Uuid::new_v4().simple())) }
     }
 

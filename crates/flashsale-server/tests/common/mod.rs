@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod shop;
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
@@ -58,7 +60,11 @@ impl TestApp {
 
     /// A test app with the given tunables.
     pub async fn with_tuning(db: PgPool, tuning: Tuning) -> TestApp {
-        let redis = TestRedis::new();
+        TestApp::on_redis(db, tuning, TestRedis::new()).await
+    }
+
+    /// A test app over `redis` (a key space on a Redis server of the test's own, for faults).
+    pub async fn on_redis(db: PgPool, tuning: Tuning, redis: TestRedis) -> TestApp {
         flashsale_inventory::scripts::load_all(&redis.pool).await.unwrap();
         flashsale_queue::scripts::load_all(&redis.pool).await.unwrap();
         flashsale_order::load_scripts(&redis.pool).await.unwrap();

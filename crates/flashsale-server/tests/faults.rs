@@ -1,0 +1,271 @@
+//! Faults replayed against real Redis and PostgreSQL: Redis going back to an older copy of its
+//! state (restored keys, a restart from a file missing its last writes), Redis losing a batch
+//! while an operator edits it, a buyer's aborted order retried, corrupt counters in one sale.
+//! Whatever Redis does, PostgreSQL never holds more than the stock or a buyer's limit, and Redis
+//! is repaired from it within seconds.
+
+mod common;
+
+use axum::http::Method;
+use chrono::Utc;
+use common::TestApp;
+use common::shop::*;
+use flashsale_core::{BatchNo, SaleId};
+use flashsale_testkit::{RedisServer, TestRedis};
+use serde_json::json;
+
+/// Every key of the test's prefix deleted: what a `FLUSHALL` does to the test's sales.
+async fn flush(app: &TestApp) {
+    app.redis.cleanup().await;
+}
+
+/// The batch's keys as `DUMP`ed now, to be put back later (an older copy of Redis's state).
+async fn dump_batch(app: &TestApp, sale: i64) -> Vec<(String, Option<Vec<u8>>)> {
+    let mut conn = app.redis.pool.get().await.unwrap();
+    let mut dumped = Vec::new();
+    for key in app.redis.keys_in_use().await.into_iter().filter(|k| k.contains(&format!("{{sale:{sale}}}"))) {
+        let bytes: Option<Vec<u8>> = redis::cmd("DUMP").arg(&key).query_async(&mut conn).await.unwrap();
+        dumped.push((key, bytes));
+    }
+    dumped
+}
+
+/// Puts the dumped copy back (`RESTORE … REPLACE`), and deletes the batch's keys made since.
+async fn restore_batch(app: &TestApp, sale: i64, dumped: &[(String, Option<Vec<u8>>)]) {
+    let mut conn = app.redis.pool.get().await.unwrap();
+    for key in app.redis.keys_in_use().await.into_iter().filter(|k| k.contains(&format!("{{sale:{sale}}}"))) {
+        if !dumped.iter().any(|(k, _)| *k == key) {
+            let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
+        }
+    }
+    for (key, bytes) in dumped {
+        let bytes = bytes.as_ref().unwrap();
+        let _: () =
+            redis::cmd("RESTORE").arg(key).arg(0).arg(bytes).arg("REPLACE").query_async(&mut conn).await.unwrap();
+    }
+}
+
+/// (ticker `inflight`, step `:r` total, step `:n` total) of a sale's queue.
+async fn step_counts(app: &TestApp, sale: i64) -> (i64, i64, i64) {
+    let keys = app.redis.keys.batch(SaleId::try_from(sale).unwrap(), BatchNo::FIRST);
+    let mut conn = app.redis.pool.get().await.unwrap();
+    let inflight: Option<i64> =
+        redis::cmd("HGET").arg(keys.queue_ticker()).arg("inflight").query_async(&mut conn).await.unwrap();
+    let info: Vec<(String, String)> =
+        redis::cmd("HGETALL").arg(keys.queue_step_info()).query_async(&mut conn).await.unwrap();
+    let sum =
+        |suffix: &str| info.iter().filter(|(k, _)| k.ends_with(suffix)).map(|(_, v)| v.parse::<i64>().unwrap()).sum();
+    (inflight.unwrap_or(0), sum(":r"), sum(":n"))
+}
+
+/// Buyers `prefix-0..n` each order one unit with a fresh token; returns how many got 201.
+async fn buyers_order(app: &TestApp, sale: i64, prefix: &str, n: u64, first_ticket: u64) -> usize {
+    let mut created = 0;
+    for i in 0..n {
+        let user = format!("{prefix}-{i}");
+        let reply = order(app, sale, &user, "k", &token(app, sale, &user, first_ticket + i), 1).await;
+        if reply.status == 201 {
+            created += 1;
+        }
+    }
+    created
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn an_order_aborted_and_retried_counts_once_and_admission_goes_on_for_every_sale(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let (x, y) = (open_sale(&app, 10, 2, 600).await, open_sale(&app, 10, 2, 600).await);
+    sqlx::query("UPDATE sales SET admission_ttl_secs = 60").execute(&app.db).await.unwrap();
+    assert_eq!(order(&app, x, "mallory", "K", &token(&app, x, "mallory", 1), 1).await.status, 201);
+    let in_y = admitted_token(&app, y, "mallory").await;
+    assert_eq!(step_counts(&app, y).await, (1, 0, 1));
+    // The same key in another sale: the reservation is made, the write refused, the
+    // reservation aborted and the token handed back.
+    order(&app, y, "mallory", "K", &in_y, 1).await.assert_problem(422, "idempotency_key_reused");
+    assert_eq!(step_counts(&app, y).await, (1, 0, 1), "the abort undid what the reservation counted");
+    let retried = order(&app, y, "mallory", "K2", &in_y, 1).await;
+    assert_eq!(retried.status, 201, "{retried:?}");
+    assert_eq!(step_counts(&app, y).await, (0, 1, 1), "counted once");
+    // Every view and the ticker still work, for both sales.
+    assert_eq!(app.get("/sales").await.body["sales"].as_array().unwrap().len(), 2);
+    flashsale_server::queue::admit_all(&app.state, Utc::now()).await.unwrap();
+    admitted_token(&app, x, "bob").await;
+    app.redis.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn one_sales_corrupt_counters_never_stop_the_others_and_are_repaired(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let (x, y) = (open_sale(&app, 10, 2, 600).await, open_sale(&app, 10, 2, 600).await);
+    assert_eq!(order(&app, y, "alice", "k", &token(&app, y, "alice", 1), 2).await.status, 201);
+    let keys = app.redis.keys.batch(SaleId::try_from(y).unwrap(), BatchNo::FIRST);
+    let mut conn = app.redis.pool.get().await.unwrap();
+    let _: () = redis::pipe()
+        .hset(keys.queue_ticker(), "inflight", -1)
+        .set(keys.queue_tail(), -4)
+        .hset(keys.ledger(), "available", -3)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Public list, admin list, the ticker and another sale's buyers: all unaffected.
+    let listed = app.get("/sales").await;
+    assert_eq!((listed.status.as_u16(), listed.body["sales"].as_array().unwrap().len()), (200, 2), "{listed:?}");
+    assert_eq!(app.admin(Method::GET, "/admin/sales", None).await.status, 200);
+    assert_eq!(app.get(&format!("/sales/{y}")).await.status, 200);
+    flashsale_server::queue::admit_all(&app.state, Utc::now()).await.unwrap();
+    admitted_token(&app, x, "bob").await;
+    // The audit sees y's ledger does not balance: fenced, rebuilt from PostgreSQL in seconds.
+    let pass = flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
+    assert_eq!(pass.unbalanced, 1);
+    assert_eq!(ledger_back_within(&app, y, 2).await, (8, 2, 0));
+    app.redis.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn the_database_refuses_what_a_wrong_redis_reserves(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = open_sale(&app, 3, 2, 600).await;
+    assert_eq!(buyers_order(&app, id, "early", 3, 1).await, 3);
+    // Redis is wrong in the way that oversells: more stock than the record (a balanced ledger,
+    // so nothing in Redis alone can tell), and alice's holdings forgotten.
+    let keys = app.redis.keys.batch(SaleId::try_from(id).unwrap(), BatchNo::FIRST);
+    let mut conn = app.redis.pool.get().await.unwrap();
+    let _: () = redis::pipe()
+        .hincr(keys.ledger(), "total", 5)
+        .hincr(keys.ledger(), "available", 5)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let late = token(&app, id, "late", 10);
+    let refused = order(&app, id, "late", "k", &late, 1).await;
+    refused.assert_problem(409, "sold_out");
+    // A retry gets the same answer; the batch was fenced and is rebuilt from PostgreSQL.
+    let retried = order(&app, id, "late", "k", &late, 1).await;
+    assert_eq!((retried.status, &retried.body), (refused.status, &refused.body));
+    assert_eq!(ledger_back_within(&app, id, 2).await, (0, 3, 0));
+    assert_eq!(committed_units(&app, id).await, 3);
+    let metrics = app.send(Method::GET, "/metrics", &[], axum::body::Body::empty()).await.body;
+    assert!(metrics.as_str().unwrap().contains("orders_refused_by_database_total{reason=\"sold_out\"}"));
+
+    // The per-user limit, the same way: Redis forgets what early-0 holds, the database does not.
+    let _: () = redis::pipe()
+        .hincr(keys.ledger(), "total", 4)
+        .hincr(keys.ledger(), "available", 4)
+        .hset(keys.holdings(), "early-0", 0)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE sales SET per_user_limit = 1").execute(&app.db).await.unwrap();
+    sqlx::query("UPDATE sale_batches SET stock = 7").execute(&app.db).await.unwrap();
+    let again = order(&app, id, "early-0", "k2", &token(&app, id, "early-0", 20), 1).await;
+    again.assert_problem(409, "limit_reached");
+    let held: i64 = sqlx::query_scalar("SELECT units FROM batch_holdings WHERE user_id = 'early-0'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(held, 1);
+    app.redis.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn stock_below_what_the_record_holds_is_refused_even_when_redis_forgot(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = open_sale(&app, 5, 2, 600).await;
+    sqlx::query("UPDATE sales SET admission_ttl_secs = 5").execute(&app.db).await.unwrap();
+    assert_eq!(buyers_order(&app, id, "b", 4, 1).await, 4);
+    // Redis forgets the reservations (the ledger says nothing is held).
+    let keys = app.redis.keys.batch(SaleId::try_from(id).unwrap(), BatchNo::FIRST);
+    let mut conn = app.redis.pool.get().await.unwrap();
+    let _: () = redis::pipe()
+        .hset(keys.ledger(), "available", 5)
+        .hset(keys.ledger(), "reserved", 0)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let patched = app.admin(Method::PATCH, &format!("/admin/sales/{id}"), Some(json!({"stock": 2}))).await;
+    patched.assert_problem(409, "stock_below_committed");
+    let stock: i64 = sqlx::query_scalar("SELECT stock FROM sale_batches WHERE sale_id = $1")
+        .bind(id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(stock, 5);
+    app.redis.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn redis_restored_from_an_older_copy_is_detected_and_rebuilt(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = open_sale(&app, 10, 2, 600).await;
+    assert_eq!(buyers_order(&app, id, "before", 2, 1).await, 2);
+    let old_copy = dump_batch(&app, id).await;
+    assert_eq!(buyers_order(&app, id, "lost", 3, 100).await, 3);
+    restore_batch(&app, id, &old_copy).await;
+    assert_eq!(ledger(&app, id).await, (8, 2, 0), "Redis went back two orders' worth");
+
+    // An order now gets a reservation id the record already holds: refused, 503, fenced.
+    let collided = order(&app, id, "next", "k", &token(&app, id, "next", 200), 1).await;
+    collided.assert_problem(503, "rebuilding");
+    assert_eq!(ledger_back_within(&app, id, 2).await, (5, 5, 0));
+    assert_redis_agrees_with_postgres(&app, id).await;
+    // The buyer's retry with the same key and token works.
+    assert_eq!(order(&app, id, "next", "k", &token(&app, id, "next", 200), 1).await.status, 201);
+
+    // The same, caught by the audit before any order collides.
+    let old_copy = dump_batch(&app, id).await;
+    assert_eq!(buyers_order(&app, id, "lost-again", 2, 300).await, 2);
+    restore_batch(&app, id, &old_copy).await;
+    flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
+    assert_eq!(ledger_back_within(&app, id, 2).await, (2, 8, 0));
+
+    // Demand beyond the stock sells exactly the stock.
+    assert_eq!(buyers_order(&app, id, "crowd", 10, 400).await, 2);
+    assert_eq!(committed_units(&app, id).await, 10);
+    app.redis.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn an_admin_edit_while_redis_lost_the_batch_waits_for_the_rebuild(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = open_sale(&app, 4, 2, 600).await;
+    sqlx::query("UPDATE sales SET admission_ttl_secs = 5").execute(&app.db).await.unwrap();
+    assert_eq!(buyers_order(&app, id, "b", 3, 1).await, 3);
+    flush(&app).await;
+    let uri = format!("/admin/sales/{id}");
+    let renamed = app.admin(Method::PATCH, &uri, Some(json!({"name": "Phone X (renamed)"}))).await;
+    renamed.assert_problem(503, "rebuilding");
+    assert_eq!(renamed.headers["retry-after"], "1");
+    app.admin(Method::POST, &format!("{uri}/pause"), None).await.assert_problem(503, "rebuilding");
+    // Joins during the rebuild are told to come back, not 500.
+    app.buyer(Method::POST, &format!("/sales/{id}/queue"), "carol", None).await.assert_problem(503, "rebuilding");
+    flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
+    assert_eq!(app.admin(Method::PATCH, &uri, Some(json!({"name": "Phone X (renamed)"}))).await.status, 200);
+    assert_eq!(ledger(&app, id).await, (1, 3, 0));
+    assert_eq!(buyers_order(&app, id, "later", 5, 100).await, 1, "4 units, 4 sold: never 7");
+    assert_eq!(committed_units(&app, id).await, 4);
+    app.redis.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn a_redis_restart_that_lost_its_last_writes_is_rebuilt_from_postgres(db: sqlx::PgPool) {
+    // A Redis of this test's own, which saves a snapshot when told and restarts from it.
+    let mut server = RedisServer::start(&["--appendonly", "no", "--dbfilename", "dump.rdb"]);
+    let app = TestApp::on_redis(db, tuning(), TestRedis::at(&server.url())).await;
+    let id = open_sale(&app, 10, 2, 600).await;
+    flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
+    assert_eq!(buyers_order(&app, id, "saved", 2, 1).await, 2);
+    let mut conn = app.redis.pool.get().await.unwrap();
+    let _: () = redis::cmd("SAVE").query_async(&mut conn).await.unwrap();
+    drop(conn);
+    // Orders whose Redis writes the crash loses (what `appendfsync everysec` loses, or a lagging
+    // replica promoted by a failover): their ledger is there, just older.
+    assert_eq!(buyers_order(&app, id, "lost", 3, 100).await, 3);
+    server.crash_and_restart();
+    assert_eq!(ledger(&app, id).await, (8, 2, 0), "Redis came back with the older ledger");
+    // The next pass sees a new Redis and rebuilds every live batch from PostgreSQL.
+    flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
+    assert_eq!(ledger_back_within(&app, id, 2).await, (5, 5, 0));
+    assert_redis_agrees_with_postgres(&app, id).await;
+    assert_eq!(buyers_order(&app, id, "crowd", 8, 200).await, 5);
+    assert_eq!(committed_units(&app, id).await, 10);
+}
