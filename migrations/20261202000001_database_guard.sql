@@ -154,3 +154,16 @@ CREATE TABLE redis_incarnation (
     run_id   TEXT        NOT NULL,
     seen_at  TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+
+-- Reservations released as orphans: Redis reserved them, no order arrived within seconds (the
+-- instance died between the reservation and the write), so upkeep gave the units back. The order
+-- writer refuses an order for one of these (it could arrive late from a stalled instance), so a
+-- released unit can never also be ordered. Written and checked under the batch row's lock, which
+-- the writer holds while it inserts.
+CREATE TABLE released_reservations (
+    sale_id        BIGINT      NOT NULL,
+    batch_no       BIGINT      NOT NULL,
+    reservation_id BIGINT      NOT NULL,
+    released_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (sale_id, batch_no, reservation_id)
+);

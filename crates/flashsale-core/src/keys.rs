@@ -141,6 +141,21 @@ impl BatchKeys {
         self.key("inv:used-tickets")
     }
 
+    /// Sorted set: reservation ids whose order is not yet known to be in PostgreSQL, scored by
+    /// when they were made (Redis's clock, ms). Upkeep checks those older than a few seconds
+    /// against PostgreSQL: found, they leave the set; not found (the instance died between the
+    /// reservation and the order write), they are released and the buyer may retry.
+    pub fn unconfirmed(&self) -> String {
+        self.key("inv:unconfirmed")
+    }
+
+    /// Hash: reservation id → `step claim_key` for the reservations in [`Self::unconfirmed`]: the
+    /// admission step it was made in and the request's idempotency claim (empty when none), what
+    /// a release of an orphan gives back.
+    pub fn unconfirmed_info(&self) -> String {
+        self.key("inv:unconfirmed:info")
+    }
+
     /// String: the claim of one buyer's `Idempotency-Key` for an order in this batch
     /// (`fingerprint claimed_at_ms`), kept a day. The user id is length-prefixed so that no two
     /// (user, key) pairs share a name. Owned by the order crate.
@@ -181,6 +196,8 @@ mod tests {
                 keys.reservation_deadlines(),
                 keys.settled(),
                 keys.used_tickets(),
+                keys.unconfirmed(),
+                keys.unconfirmed_info(),
             ];
             for key in all {
                 assert_eq!(hash_tag(&key), "sale:42", "{key}");

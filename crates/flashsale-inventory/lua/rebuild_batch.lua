@@ -4,6 +4,8 @@
 -- KEYS[1] ledger hash   KEYS[2] holdings hash   KEYS[3] open reservations hash
 -- KEYS[4] deadlines zset   KEYS[5] settled hash   KEYS[6] used admission tickets (set)
 -- KEYS[7] queue tail counter   KEYS[8] queue serving counter
+-- KEYS[9] unconfirmed reservations (zset)   KEYS[10] their info (hash): emptied, every order
+--         read from PostgreSQL is confirmed
 -- ARGV[1] total   ARGV[2] per-user limit   ARGV[3] opening (Unix ms)   ARGV[4] end (Unix ms, 0 = none)
 -- ARGV[5] paused (0/1)   ARGV[6] closed (0/1)
 -- ARGV[7] epoch: the batch's new epoch, bumped in PostgreSQL by the caller before it read the
@@ -21,8 +23,8 @@
 -- reservations keep answering 'missing' (503 rebuilding) until the whole state is back.
 -- Arguments are checked before any write: all or nothing.
 
-if #KEYS ~= 8 or #ARGV < 9 then
-  return redis.error_reply('ERR rebuild_batch expects 8 keys and at least 9 arguments')
+if #KEYS ~= 10 or #ARGV < 9 then
+  return redis.error_reply('ERR rebuild_batch expects 10 keys and at least 9 arguments')
 end
 local ledger, holdings, reservations, deadlines, settled, used, tail, serving =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
@@ -56,7 +58,7 @@ if available < 0 then
   return redis.error_reply('ERR rebuild_batch: orders hold more than the stock')
 end
 
-redis.call('DEL', holdings, reservations, deadlines, settled, used)
+redis.call('DEL', holdings, reservations, deadlines, settled, used, KEYS[9], KEYS[10])
 for i = 10, #ARGV, 5 do
   local id, qty, third, ticket, user = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   if i < 10 + 5 * n then

@@ -5,8 +5,9 @@
 -- KEYS[3] open reservations (id -> 'units deadline_ms ticket user')    KEYS[6] queue step info hash     KEYS[7] queue ticker hash
 -- ARGV[1] user id   ARGV[2] units (>= 1)   ARGV[3] admission ticket (the token's unique id)
 -- ARGV[4] admission step   ARGV[5] payment window, ms (the reservation's lifetime)
+-- KEYS[8] unconfirmed reservations (zset: id -> made at, ms)   KEYS[9] their info (id -> 'step claim')
 -- Optionally the request's idempotency claim, made in the same step (one round trip per order):
--- KEYS[8] the claim key   ARGV[6] the claim   ARGV[7] its lifetime, ms
+-- KEYS[10] the claim key   ARGV[6] the claim   ARGV[7] its lifetime, ms
 --
 -- Returns {'reserved', id, deadline_ms, epoch} (epoch: the ledger's, see rebuild_batch.lua) or one of {'missing'}, {'not_open'}, {'paused'},
 -- {'closed'}, {'token_used'}, {'limit_reached', held}, {'sold_out', available}, or, with a claim
@@ -15,11 +16,13 @@
 -- stores the answer under it). On success the ticket is consumed (a replayed token
 -- reserves nothing), the buyer's holdings grow, available -> reserved, the reservation is recorded
 -- with its deadline (Redis's clock), and the admission step learns one of its buyers reserved (so
--- the queue stops counting them as in flight).
+-- the queue stops counting them as in flight). The reservation is also noted as unconfirmed until
+-- upkeep finds its order in PostgreSQL (or releases it as an orphan).
 
-if not ((#KEYS == 7 and #ARGV == 5) or (#KEYS == 8 and #ARGV == 7)) then
-  return redis.error_reply('ERR reserve expects 7 keys and 5 arguments, or 8 and 7 with a claim')
+if not ((#KEYS == 9 and #ARGV == 5) or (#KEYS == 10 and #ARGV == 7)) then
+  return redis.error_reply('ERR reserve expects 9 keys and 5 arguments, or 10 and 7 with a claim')
 end
+local unconfirmed, unconfirmed_info, claim = KEYS[8], KEYS[9], KEYS[10]
 local ledger, holdings, reservations, deadlines, used, step_info, ticker = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local user, qty, ticket, step, window = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], tonumber(ARGV[5])
 if not qty or qty < 1 or qty % 1 ~= 0 or not window or window < 1 then
@@ -30,10 +33,10 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local l = redis.call('HMGET', ledger, 'available', 'per_user_limit', 'paused', 'closed', 'opens_at_ms', 'closes_at_ms', 'epoch')
 if not l[1] then return {'missing'} end
-if KEYS[8] then
-  local held = redis.call('GET', KEYS[8])
+if claim then
+  local held = redis.call('GET', claim)
   if held then return {'claimed', held} end
-  redis.call('SET', KEYS[8], ARGV[6], 'PX', ARGV[7])
+  redis.call('SET', claim, ARGV[6], 'PX', ARGV[7])
 end
 local closes = tonumber(l[6])
 if l[4] == '1' or (closes > 0 and now >= closes) then return {'closed'} end
@@ -53,6 +56,8 @@ local id = redis.call('HINCRBY', ledger, 'seq', 1)
 local deadline = now + window
 redis.call('HSET', reservations, id, qty .. ' ' .. deadline .. ' ' .. ticket .. ' ' .. user)
 redis.call('ZADD', deadlines, deadline, id)
+redis.call('ZADD', unconfirmed, now, id)
+redis.call('HSET', unconfirmed_info, id, step .. ' ' .. (claim or ''))
 if redis.call('HEXISTS', step_info, step .. ':n') == 1 then
   redis.call('HINCRBY', step_info, step .. ':r', 1)
   -- Never below zero, whatever an earlier bug or a partial restore left (a negative count would

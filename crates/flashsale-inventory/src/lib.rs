@@ -26,4 +26,6 @@ pub mod scripts;
 pub use error::InventoryError;
 pub use ledger::{Configured, Inventory, LedgerSnapshot, LedgerSpec, Opened, StatusChange, StatusChanged};
 pub use rebuild::{BatchState, OpenReservation, Rebuilt, SettledReservation};
-pub use reservation::{Expired, RequestClaim, ReservationId, ReserveRequest, Reserved, Settled, Settlement};
+pub use reservation::{
+    Expired, RequestClaim, ReservationId, ReserveRequest, Reserved, Settled, Settlement, Unconfirmed,
+};

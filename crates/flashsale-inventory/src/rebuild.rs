@@ -70,6 +70,8 @@ impl Inventory {
             .arg(keys.reservation_deadlines())
             .arg(keys.settled())
             .arg(keys.used_tickets())
+            .arg(keys.unconfirmed())
+            .arg(keys.unconfirmed_info())
             .query_async(&mut conn)
             .await?;
         Ok(())
@@ -87,7 +89,9 @@ impl Inventory {
             .key(keys.settled())
             .key(keys.used_tickets())
             .key(keys.queue_tail())
-            .key(keys.queue_serving());
+            .key(keys.queue_serving())
+            .key(keys.unconfirmed())
+            .key(keys.unconfirmed_info());
         state.spec.push_args(&mut invocation);
         invocation.arg(state.last_reservation).arg(state.open.len());
         for r in &state.open {

@@ -109,6 +109,18 @@ pub struct Expired {
     pub units: u64,
 }
 
+/// A reservation whose order is not yet known to be in PostgreSQL (see
+/// [`Inventory::unconfirmed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unconfirmed {
+    pub id: ReservationId,
+    /// The admission step it was made in (0: none), given back if it is released.
+    pub step: u64,
+    /// The request's idempotency claim key, if it made one: freed when the reservation is
+    /// released as an orphan, so the buyer's retry with the same key runs at once.
+    pub claim: Option<String>,
+}
+
 /// A reply integer as units, if it is one.
 pub(crate) fn units(v: &Value) -> Option<Units> {
     match v {
@@ -138,6 +150,8 @@ impl Inventory {
             .key(keys.used_tickets())
             .key(keys.queue_step_info())
             .key(keys.queue_ticker())
+            .key(keys.unconfirmed())
+            .key(keys.unconfirmed_info())
             .arg(request.user.as_str())
             .arg(request.units.get())
             .arg(request.ticket)
@@ -212,6 +226,56 @@ impl Inventory {
             (Some("missing"), None) => Settled::Missing,
             _ => return Err(bad()),
         })
+    }
+
+    /// Up to `limit` reservations made at least `age_ms` ago (Redis's clock) whose order is not
+    /// yet known to be written, oldest first.
+    pub async fn unconfirmed(
+        &self,
+        sale: SaleId,
+        batch: BatchNo,
+        age_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Unconfirmed>, InventoryError> {
+        let keys = self.keys().batch(sale, batch);
+        let mut conn = self.redis().conn().await?;
+        let reply: Vec<String> = scripts::UNCONFIRMED
+            .key(keys.unconfirmed())
+            .key(keys.unconfirmed_info())
+            .arg(age_ms.max(0))
+            .arg(limit.max(1))
+            .invoke_async(&mut conn)
+            .await?;
+        reply
+            .chunks(2)
+            .map(|pair| {
+                let bad = || malformed("unconfirmed", &pair);
+                let [id, info] = pair else { return Err(bad()) };
+                let (step, claim) = info.split_once(' ').ok_or_else(bad)?;
+                Ok(Unconfirmed {
+                    id: ReservationId(id.parse().map_err(|_| bad())?),
+                    step: step.parse().map_err(|_| bad())?,
+                    claim: (!claim.is_empty()).then(|| claim.to_owned()),
+                })
+            })
+            .collect()
+    }
+
+    /// Takes reservations out of the unconfirmed set: PostgreSQL has their orders, or they were
+    /// released as orphans.
+    pub async fn confirm(&self, sale: SaleId, batch: BatchNo, ids: &[ReservationId]) -> Result<(), InventoryError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let keys = self.keys().batch(sale, batch);
+        let mut invocation = scripts::CONFIRM.prepare_invoke();
+        invocation.key(keys.unconfirmed()).key(keys.unconfirmed_info());
+        for id in ids {
+            invocation.arg(id.0);
+        }
+        let mut conn = self.redis().conn().await?;
+        let _: i64 = invocation.invoke_async(&mut conn).await?;
+        Ok(())
     }
 
     /// Releases up to `limit` reservations of the batch whose deadline passed more than `grace_ms`

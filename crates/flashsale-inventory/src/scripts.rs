@@ -35,8 +35,15 @@ pub static EXPIRE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new
 pub static REBUILD_BATCH: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("../lua/rebuild_batch.lua")));
 
+/// Lists reservations whose order is not yet known to be written.
+pub static UNCONFIRMED: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("../lua/unconfirmed.lua")));
+
+/// Takes reservations out of the unconfirmed set.
+pub static CONFIRM: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(include_str!("../lua/confirm.lua")));
+
 /// Every script, named for error messages.
-fn all() -> [(&'static str, &'static LazyLock<redis::Script>); 7] {
+fn all() -> [(&'static str, &'static LazyLock<redis::Script>); 9] {
     [
         ("open_batch", &OPEN_BATCH),
         ("configure_batch", &CONFIGURE_BATCH),
@@ -45,6 +52,8 @@ fn all() -> [(&'static str, &'static LazyLock<redis::Script>); 7] {
         ("settle", &SETTLE),
         ("expire", &EXPIRE),
         ("rebuild_batch", &REBUILD_BATCH),
+        ("unconfirmed", &UNCONFIRMED),
+        ("confirm", &CONFIRM),
     ]
 }
 

@@ -92,6 +92,9 @@ pub enum Placed {
     /// PostgreSQL, the last guard, refused the order although Redis reserved it: no order. Redis's
     /// state of the batch is wrong (stale, restored, edited) and must be rebuilt.
     Refused(Refusal),
+    /// The order came so late that upkeep had released its reservation as an orphan: no order
+    /// (the units may be someone else's by now); the buyer may retry.
+    Orphaned,
 }
 
 /// Why the database refused an order Redis had reserved. Each is a sign of a Redis anomaly.
@@ -419,7 +422,12 @@ impl OrderBook {
         user: &UserId,
         key: &IdempotencyKey,
     ) -> Result<(), OrderError> {
-        let claim_key = self.claim_key(sale, batch, user, key);
+        self.abandon_claim_key(&self.claim_key(sale, batch, user, key)).await
+    }
+
+    /// Deletes an idempotency claim by its key (as [`Self::claim_key`] named it), so that a
+    /// retry runs the request again.
+    pub async fn abandon_claim_key(&self, claim_key: &str) -> Result<(), OrderError> {
         let mut conn = self.redis.conn().await.map_err(|e| OrderError::NoRedisConnection(Arc::new(e)))?;
         let _: i64 = redis::cmd("DEL").arg(claim_key).query_async(&mut conn).await?;
         Ok(())
@@ -677,6 +685,36 @@ impl OrderBook {
             .collect()
     }
 
+    /// Decides the fate of reservations Redis made a while ago without knowing of an order:
+    /// those with an order are confirmed; the others are recorded as released (so a late order
+    /// for one is refused, [`Placed::Orphaned`]) and returned, for Redis to give back. Under the
+    /// batch row's lock, which the order writer holds while it inserts: an order is either
+    /// committed before (and found here) or refused after.
+    pub async fn release_orphans(&self, sale: SaleId, batch: BatchNo, ids: &[u64]) -> Result<Vec<u64>, OrderError> {
+        let mut tx = self.db.begin().await?;
+        lock_epochs(&mut tx, std::iter::once((sale, batch))).await?;
+        let wanted: Vec<i64> = ids.iter().map(|id| to_i64(*id)).collect();
+        let written: Vec<i64> = sqlx::query_scalar(
+            "SELECT reservation_id FROM orders WHERE sale_id = $1 AND batch_no = $2 AND reservation_id = ANY($3)",
+        )
+        .bind(sale.get())
+        .bind(batch.get())
+        .bind(&wanted)
+        .fetch_all(&mut *tx)
+        .await?;
+        let orphans: Vec<i64> = wanted.into_iter().filter(|id| !written.contains(id)).collect();
+        sqlx::query(
+            "INSERT INTO released_reservations (sale_id, batch_no, reservation_id)              SELECT $1, $2, UNNEST($3::bigint[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(sale.get())
+        .bind(batch.get())
+        .bind(&orphans)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(orphans.into_iter().filter_map(|id| u64::try_from(id).ok()).collect())
+    }
+
     /// The largest reservation id the batch's orders use (0 when it has none). Redis hands ids
     /// out before their orders are written, so its own counter is never below this unless it
     /// went back to an older state.
@@ -747,11 +785,14 @@ async fn record_batch(db: &PgPool, jobs: &[RecordJob]) -> Result<Vec<Recorded>, 
         .collect();
     if !orders.is_empty() {
         let current = lock_epochs(&mut tx, orders.iter().map(|(_, o)| (o.sale_id, o.batch_no))).await?;
-        let (valid, fenced): (Vec<_>, Vec<_>) = orders
-            .iter()
-            .partition(|(_, o)| current.get(&(o.sale_id.get(), o.batch_no.get())).is_some_and(|e| o.epoch >= *e));
-        for (i, _) in &fenced {
-            placed.insert(*i, Placed::Fenced);
+        let released = released_among(&mut tx, orders.iter().map(|(_, o)| *o)).await?;
+        let (valid, fenced): (Vec<_>, Vec<_>) = orders.iter().partition(|(_, o)| {
+            current.get(&(o.sale_id.get(), o.batch_no.get())).is_some_and(|e| o.epoch >= *e)
+                && !released.contains(&(o.sale_id.get(), o.batch_no.get(), to_i64(o.reservation_id)))
+        });
+        for (i, o) in &fenced {
+            let orphaned = released.contains(&(o.sale_id.get(), o.batch_no.get(), to_i64(o.reservation_id)));
+            placed.insert(*i, if orphaned { Placed::Orphaned } else { Placed::Fenced });
         }
         let created = insert_orders(&mut tx, valid.iter().map(|(_, o)| *o)).await?;
         for (i, o) in valid {
@@ -823,6 +864,24 @@ async fn lock_epochs(
     .fetch_all(&mut **tx)
     .await?;
     Ok(rows.into_iter().map(|(s, b, e)| ((s, b), e)).collect())
+}
+
+/// Which of these orders' reservations upkeep released as orphans (read under the batch rows'
+/// lock, which the release takes too).
+async fn released_among(
+    tx: &mut Transaction<'_, Postgres>,
+    orders: impl Iterator<Item = &NewOrder>,
+) -> Result<std::collections::HashSet<(i64, i64, i64)>, OrderError> {
+    let orders: Vec<&NewOrder> = orders.collect();
+    let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT sale_id, batch_no, reservation_id FROM released_reservations          WHERE (sale_id, batch_no, reservation_id) IN (SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]))",
+    )
+    .bind(orders.iter().map(|o| o.sale_id.get()).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.batch_no.get()).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| to_i64(o.reservation_id)).collect::<Vec<_>>())
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// Inserts orders; returns each one's id and creation time by (sale, batch, reservation).

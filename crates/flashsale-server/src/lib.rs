@@ -77,6 +77,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             queue: settings.queue,
             limits: settings.limits.clone(),
             orders: settings.orders,
+            orphan_after: upkeep::ORPHAN_AFTER,
         },
     );
     let shutdown = CancellationToken::new();

@@ -254,6 +254,12 @@ async fn place(state: &AppState, order: NewOrder, step: u64, limit: Units) -> Re
             metrics::counter!("order_requests_total", "outcome" => "fenced").increment(1);
             return Err(give_up(state, (sale, batch), &user, &key, ApiError::Rebuilding).await);
         }
+        Ok(Placed::Orphaned) => {
+            // Upkeep already gave the reservation back, the ticket and the claim too (which by
+            // now may be a retry's: it is left alone): the retry reserves anew.
+            metrics::counter!("order_requests_total", "outcome" => "orphaned").increment(1);
+            return Err(ApiError::Unavailable("the order took too long to write; retry with the same key".to_owned()));
+        }
         Ok(Placed::KeyReused) => key_reused(),
         Ok(Placed::Refused(refusal)) => {
             // Redis reserved what PostgreSQL, the record, says cannot be sold: Redis's state of the

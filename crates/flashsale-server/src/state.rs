@@ -73,6 +73,8 @@ pub struct Shared {
     pub pg_drift: std::sync::Mutex<std::collections::HashMap<(SaleId, BatchNo), (i64, i64)>>,
     /// Orders in PostgreSQL, with their group-commit writers.
     pub orders: Arc<OrderBook>,
+    /// How long a reservation may wait for its order before upkeep releases it as an orphan.
+    pub orphan_after: Duration,
     /// Test-only crash points (feature `failpoints`).
     #[cfg(feature = "failpoints")]
     pub failpoints: Failpoints,
@@ -97,6 +99,8 @@ pub struct Tuning {
     pub limits: LimitSettings,
     /// The order writers.
     pub orders: WriterTuning,
+    /// How long a reservation may wait for its order before upkeep releases it as an orphan.
+    pub orphan_after: Duration,
 }
 
 impl Default for Tuning {
@@ -110,6 +114,7 @@ impl Default for Tuning {
                 trusted_proxies: Vec::new(),
             },
             orders: WriterTuning::default(),
+            orphan_after: crate::upkeep::ORPHAN_AFTER,
         }
     }
 }
@@ -158,6 +163,7 @@ impl AppState {
             limits: Arc::new(RateLimits::new(&tuning.limits)),
             drifting: Default::default(),
             pg_drift: Default::default(),
+            orphan_after: tuning.orphan_after,
             #[cfg(feature = "failpoints")]
             failpoints: Failpoints::default(),
         }))

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use flashsale_core::{BatchNo, SaleId};
-use flashsale_inventory::{BatchState, OpenReservation, Rebuilt, ReservationId, SettledReservation};
+use flashsale_inventory::{BatchState, OpenReservation, Rebuilt, ReservationId, SettledReservation, Settlement};
 use flashsale_order::{OrderBook, OrderStatus};
 use flashsale_sales::{Sale, store};
 use tokio_util::sync::CancellationToken;
@@ -44,6 +44,12 @@ pub struct Pass {
     /// Batches whose ledger does not balance (available + reserved + sold ≠ total).
     pub unbalanced: usize,
 }
+
+/// How long a reservation may wait for its order before upkeep releases it as an orphan, unless
+/// configured otherwise (tests shorten it). A group commit takes milliseconds; an order not
+/// written after this long never will be (its instance died, or stalled past the point where the
+/// buyer has retried).
+pub const ORPHAN_AFTER: Duration = Duration::from_secs(10);
 
 /// How long after a reservation's deadline the Redis sweep releases it. The order's own expiry
 /// (PostgreSQL, where a payment racing the deadline is decided) acts first; the sweep returns
@@ -91,6 +97,7 @@ pub async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<Pass, ApiError
         }
     }
     for (sale, batch) in live {
+        release_orphans(state, sale.id, batch.batch_no).await?;
         let expired = state.inventory.expire_due(sale.id, batch.batch_no, 1_000, RESERVATION_GRACE_MS).await?;
         if expired.units > 0 {
             tracing::info!(sale.id = %sale.id, batch.no = %batch.batch_no, units = expired.units, "expired reservations released");
@@ -249,6 +256,34 @@ async fn reservation_ids_went_back(state: &AppState, sale: SaleId, batch: BatchN
     }
     let handed_out = state.inventory.last_reservation_id(sale, batch).await?;
     Ok(handed_out.is_some_and(|seq| seq < written))
+}
+
+/// Releases the batch's orphan reservations: made more than [`ORPHAN_AFTER`] ago with no
+/// order in PostgreSQL (the instance died between the reservation and the write). Their units go
+/// back to stock, the admission ticket and turn back to the buyer, and the idempotency claim is
+/// freed, so the buyer's retry with the same key runs at once (instead of 60 s of `in_progress`
+/// and then `token_used` for good). PostgreSQL records the release first, under the lock the
+/// order writer holds: an order that arrives later still is refused, never written for units
+/// given back.
+async fn release_orphans(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<(), ApiError> {
+    let age_ms = i64::try_from(state.orphan_after.as_millis()).unwrap_or(i64::MAX);
+    let candidates = state.inventory.unconfirmed(sale, batch, age_ms, 500).await?;
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<u64> = candidates.iter().map(|c| c.id.0).collect();
+    let orphans = state.orders.release_orphans(sale, batch, &ids).await?;
+    for orphan in candidates.iter().filter(|c| orphans.contains(&c.id.0)) {
+        state.inventory.settle(sale, batch, orphan.id, Settlement::Abort { step: orphan.step }).await?;
+        if let Some(claim) = &orphan.claim {
+            state.orders.abandon_claim_key(claim).await?;
+        }
+        metrics::counter!("reservations_orphaned_total").increment(1);
+        tracing::warn!(sale.id = %sale, batch.no = %batch, reservation.id = orphan.id.0, "reservation without an order released");
+    }
+    let settled: Vec<ReservationId> = candidates.iter().map(|c| c.id).collect();
+    state.inventory.confirm(sale, batch, &settled).await?;
+    Ok(())
 }
 
 /// Fences a batch whose Redis state is known to be wrong ([`Inventory::fence`]: every

@@ -139,10 +139,10 @@ async fn the_database_refuses_what_a_wrong_redis_reserves(db: sqlx::PgPool) {
     let late = token(&app, id, "late", 10);
     let refused = order(&app, id, "late", "k", &late, 1).await;
     refused.assert_problem(409, "sold_out");
-    // A retry gets the same answer; the batch was fenced and is rebuilt from PostgreSQL.
+    // The batch was fenced and is rebuilt from PostgreSQL; then a retry gets the same answer.
+    assert_eq!(ledger_back_within(&app, id, 2).await, (0, 3, 0));
     let retried = order(&app, id, "late", "k", &late, 1).await;
     assert_eq!((retried.status, &retried.body), (refused.status, &refused.body));
-    assert_eq!(ledger_back_within(&app, id, 2).await, (0, 3, 0));
     assert_eq!(committed_units(&app, id).await, 3);
     let metrics = app.send(Method::GET, "/metrics", &[], axum::body::Body::empty()).await.body;
     assert!(metrics.as_str().unwrap().contains("orders_refused_by_database_total{reason=\"sold_out\"}"));

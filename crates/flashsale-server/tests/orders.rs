@@ -237,27 +237,78 @@ async fn bad_order_requests_are_problems_and_write_nothing(db: sqlx::PgPool) {
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
-async fn a_crash_between_reserve_and_insert_strands_nothing_after_the_deadline(db: sqlx::PgPool) {
+async fn a_crash_between_reserve_and_insert_gives_the_units_and_the_turn_back_in_seconds(db: sqlx::PgPool) {
     let mut tuning = tuning();
-    tuning.orders.stale_claim = Duration::from_millis(500);
+    tuning.orphan_after = Duration::from_millis(300);
     let app = TestApp::with_tuning(db, tuning).await;
-    let id = open_sale(&app, 5, 2, 1).await;
+    let id = open_sale(&app, 5, 2, 600).await;
     app.state.failpoints.crash_after_reserve.store(true, Ordering::SeqCst);
     let t = token(&app, id, "alice", 1);
     assert_eq!(order(&app, id, "alice", "k", &t, 2).await.status, 500);
     app.state.failpoints.crash_after_reserve.store(false, Ordering::SeqCst);
     assert_eq!(app.count("orders").await, 0);
     assert_eq!(ledger(&app, id).await, (3, 2, 0), "held, with no order");
-    // The claim of the dead request stays in progress until it goes stale; then a retry takes it
-    // over (and finds the token spent: the buyer needs a new turn, the units come back below).
+    // While the dead request's claim stands, a retry is told it is in progress.
     order(&app, id, "alice", "k", &t, 2).await.assert_problem(409, "in_progress");
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    order(&app, id, "alice", "k", &t, 2).await.assert_problem(409, "token_used");
-    // After the deadline (and the grace period, zero here) the sweep returns the units.
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let expired = app.state.inventory.expire_due(SaleId::try_from(id).unwrap(), BatchNo::FIRST, 100, 0).await.unwrap();
-    assert_eq!(expired.units, 2);
+    // Upkeep finds no order for the reservation after the orphan age: units, ticket and claim
+    // come back (not after the payment window).
+    flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
+    assert_eq!(ledger(&app, id).await, (3, 2, 0), "too young to be an orphan");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
     assert_eq!(ledger(&app, id).await, (5, 0, 0));
+    let retried = order(&app, id, "alice", "k", &t, 2).await;
+    assert_eq!(retried.status, 201, "{retried:?}");
+    // A confirmed order is never taken for an orphan.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
+    assert_eq!(ledger(&app, id).await, (3, 2, 0));
+    assert_redis_agrees_with_postgres(&app, id).await;
+    app.redis.cleanup().await;
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn an_order_arriving_after_its_reservation_was_released_is_refused(db: sqlx::PgPool) {
+    let mut tuning = tuning();
+    tuning.orphan_after = Duration::from_millis(100);
+    let app = TestApp::with_tuning(db, tuning).await;
+    let id = open_sale(&app, 1, 1, 600).await;
+    let (sale, batch) = (SaleId::try_from(id).unwrap(), BatchNo::FIRST);
+    // A stalled instance reserved the last unit and has not written its order yet.
+    let request = flashsale_inventory::ReserveRequest {
+        user: &uid("slow"),
+        units: Units::new(1),
+        ticket: 7,
+        step: 0,
+        window_ms: 600_000,
+        claim: None,
+    };
+    let flashsale_inventory::Reserved::Reserved { id: reservation, deadline_ms, epoch } =
+        app.state.inventory.reserve(sale, batch, request).await.unwrap()
+    else {
+        panic!("not reserved")
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
+    assert_eq!(ledger(&app, id).await, (1, 0, 0), "released as an orphan");
+    assert_eq!(order(&app, id, "quick", "k", &token(&app, id, "quick", 8), 1).await.status, 201);
+    // The stalled instance wakes up and writes its order: refused, the unit is quick's.
+    let late = NewOrder {
+        sale_id: sale,
+        batch_no: batch,
+        user: uid("slow"),
+        quantity: Units::new(1),
+        amount_cents: PRICE,
+        currency: "CNY".to_owned(),
+        reservation_id: reservation.0,
+        ticket: 7,
+        epoch,
+        idempotency_key: IdempotencyKey::try_from("slow-key").unwrap(),
+        fingerprint: flashsale_order::Fingerprint::of(&[b"slow"]),
+        expires_at: chrono::DateTime::from_timestamp_millis(deadline_ms).unwrap(),
+    };
+    assert_eq!(app.state.orders.place(late).await.unwrap(), Placed::Orphaned);
+    assert_eq!(pg_units(&app, id).await, (1, 0));
     app.redis.cleanup().await;
 }
 
