@@ -226,6 +226,8 @@ enum Recorded {
 pub struct OrderBook {
     db: PgPool,
     redis: flashsale_redis::Redis,
+    /// Redis's clock: claims are stamped and aged by it, not by this instance's.
+    clock: flashsale_redis::Clock,
     keys: KeySpace,
     stale_claim: Duration,
     records: Batcher<RecordJob, Recorded>,
@@ -313,13 +315,19 @@ fn settlement_of(order: &Order, how: RedisSettle) -> PendingSettlement {
 impl OrderBook {
     /// An order book over `db`, with idempotency claims in `redis` under `keys`, starting its
     /// writer tasks on the current tokio runtime.
-    pub fn new(db: PgPool, redis: flashsale_redis::Redis, keys: KeySpace, tuning: WriterTuning) -> OrderBook {
+    pub fn new(
+        db: PgPool,
+        redis: flashsale_redis::Redis,
+        clock: flashsale_redis::Clock,
+        keys: KeySpace,
+        tuning: WriterTuning,
+    ) -> OrderBook {
         let record_db = db.clone();
         let records = Batcher::spawn("orders", tuning.workers, tuning.max_batch, move |jobs: Vec<RecordJob>| {
             let db = record_db.clone();
             async move { record_isolated(&db, jobs).await }
         });
-        OrderBook { db, redis, keys, stale_claim: tuning.stale_claim, records }
+        OrderBook { db, redis, clock, keys, stale_claim: tuning.stale_claim, records }
     }
 
     /// The Redis key of `user`'s claim of `key` for an order in `sale`'s `batch` (in the batch's
@@ -328,9 +336,10 @@ impl OrderBook {
         self.keys.batch(sale, batch).idempotency(user.as_str(), key.as_str())
     }
 
-    /// The claim of a request with `fingerprint`, made now: `fingerprint claimed_at_ms`.
-    pub fn claim_value(fingerprint: &Fingerprint) -> String {
-        format!("{} {}", fingerprint.hex(), Utc::now().timestamp_millis())
+    /// The claim of a request with `fingerprint`, made now (Redis's clock): `fingerprint
+    /// claimed_at_ms`.
+    pub fn claim_value(&self, fingerprint: &Fingerprint) -> String {
+        format!("{} {}", fingerprint.hex(), self.clock.now_ms())
     }
 
     /// What to answer when `user`'s claim of `key` was already `held`: another request's
@@ -353,7 +362,7 @@ impl OrderBook {
         if let Some(answer) = self.stored_answer(user, key, fingerprint).await? {
             return Ok(answer);
         }
-        let age = Utc::now().timestamp_millis() - at.parse::<i64>().unwrap_or(0);
+        let age = self.clock.now_ms() - at.parse::<i64>().unwrap_or(0);
         if age < i64::try_from(self.stale_claim.as_millis()).unwrap_or(i64::MAX) {
             return Ok(Claim::InProgress);
         }
@@ -361,7 +370,7 @@ impl OrderBook {
         let taken: i64 = TAKE_OVER_CLAIM
             .key(self.claim_key(sale, batch, user, key))
             .arg(held)
-            .arg(Self::claim_value(fingerprint))
+            .arg(self.claim_value(fingerprint))
             .arg(CLAIM_TTL_MS)
             .invoke_async(&mut conn)
             .await?;

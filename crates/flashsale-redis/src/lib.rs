@@ -12,6 +12,10 @@
 //! scripts on that. The pool is always there for the occasional command (health checks, script
 //! loading).
 
+pub mod clock;
+
+pub use clock::Clock;
+
 use std::collections::HashSet;
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;

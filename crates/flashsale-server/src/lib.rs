@@ -78,8 +78,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             limits: settings.limits.clone(),
             orders: settings.orders,
             orphan_after: upkeep::ORPHAN_AFTER,
+            local_clock_skew_ms: 0,
         },
     );
+    upkeep::sync_clock(&state).await;
     let shutdown = CancellationToken::new();
     let upkeep = tokio::spawn(upkeep::run(state.clone(), shutdown.clone()));
     let admission = tokio::spawn(queue::run_admission(state.clone(), shutdown.clone()));

@@ -29,8 +29,8 @@ use axum::response::{IntoResponse, Response};
 use flashsale_core::{SaleId, Units, UserId};
 use flashsale_inventory::{RequestClaim, ReservationId, ReserveRequest, Reserved, Settled, Settlement};
 use flashsale_order::{
-    CLAIM_TTL_MS, Cancelled, Claim, Fingerprint, IdempotencyKey, NewOrder, Order, OrderBook, PaymentApplied,
-    PaymentNotice, PaymentOutcome, PaymentReceipt, PendingSettlement, Placed, RedisSettle, Refusal, StoredResponse,
+    CLAIM_TTL_MS, Cancelled, Claim, Fingerprint, IdempotencyKey, NewOrder, Order, PaymentApplied, PaymentNotice,
+    PaymentOutcome, PaymentReceipt, PendingSettlement, Placed, RedisSettle, Refusal, StoredResponse,
 };
 use flashsale_queue::tokens::TokenError;
 use flashsale_sales::FieldError;
@@ -94,7 +94,7 @@ pub async fn create(
         request.admission_token.as_bytes(),
         &units.get().to_be_bytes(),
     ]);
-    let now_ms = chrono::Utc::now().timestamp_millis();
+    let now_ms = state.clock.now_ms();
     let claims = match state.tokens.verify_admission(&request.admission_token, user, sale.id, batch.batch_no, now_ms) {
         Ok(claims) => claims,
         Err(e) => {
@@ -114,7 +114,7 @@ pub async fn create(
     let (sale_id, batch_no) = (sale.id, batch.batch_no);
     // The key is claimed inside the reservation script: one Redis round trip per order.
     let claim_key = state.orders.claim_key(sale_id, batch_no, user, &key);
-    let claim_value = OrderBook::claim_value(&fingerprint);
+    let claim_value = state.orders.claim_value(&fingerprint);
     let mut reserve = ReserveRequest {
         user,
         units,

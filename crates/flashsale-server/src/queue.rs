@@ -247,7 +247,7 @@ pub async fn status(
                         "you have not joined this batch's queue; POST /sales/{id}/queue to join".to_owned(),
                     ));
                 }
-                Some(Place::Drawn { rank }) => (Utc::now() >= ctx.batch.opens_at).then_some(rank),
+                Some(Place::Drawn { rank }) => (state.clock.now() >= ctx.batch.opens_at).then_some(rank),
                 Some(Place::Ticket(number)) => Some(number),
             };
             Ticket { user: user.clone(), sale: id, batch: ctx.batch.batch_no, number, admission: None }
@@ -276,7 +276,7 @@ async fn view(
     presented: Option<&str>,
 ) -> Result<QueueState, ApiError> {
     let mut dirty = presented.is_none();
-    let now = Utc::now();
+    let now = state.clock.now();
     let now_ms = now.timestamp_millis();
     let (sale, batch) = (ctx.sale.id, ctx.batch.batch_no);
     let live = counters(state, sale, batch).await?;
@@ -392,7 +392,7 @@ async fn view(
 /// `shutdown`. Every instance runs it; the token bucket in Redis keeps the global rate.
 pub async fn run_admission(state: AppState, shutdown: CancellationToken) {
     crate::upkeep::every(ADMISSION_TICK, shutdown, || async {
-        if let Err(e) = admit_all(&state, Utc::now()).await {
+        if let Err(e) = admit_all(&state, state.clock.now()).await {
             tracing::warn!(error = %e, "admission tick failed; retrying");
         }
     })

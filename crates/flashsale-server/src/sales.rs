@@ -252,7 +252,7 @@ fn public_view(sale: &Sale, live: &Live, now: DateTime<Utc>) -> PublicSale {
 /// Admin views of `sales`.
 pub async fn admin_views(state: &AppState, sales: Vec<Sale>) -> Result<Vec<AdminSale>, ApiError> {
     let live = live_batches(state, &sales).await?;
-    let now = Utc::now();
+    let now = state.clock.now();
     Ok(sales.into_iter().zip(live).map(|(sale, live)| admin_view(sale, live, now)).collect())
 }
 
@@ -275,7 +275,7 @@ pub type PublicSnapshot = Vec<(Sale, Live)>;
 /// are still computed per request, so the countdown and the switch to `open` are exact.
 pub async fn public_sales(state: &AppState, only: Option<SaleId>) -> Result<Vec<PublicSale>, ApiError> {
     let snapshot = live_snapshot(state, only).await?;
-    let now = Utc::now();
+    let now = state.clock.now();
     Ok(snapshot
         .iter()
         .map(|(sale, live)| public_view(sale, live, now))
@@ -342,7 +342,7 @@ fn audit_details(admin: &Admin, details: serde_json::Value) -> serde_json::Value
 
 /// Creates a sale and its first batch, with the batch's ledger in Redis.
 pub async fn create(state: &AppState, admin: &Admin, body: NewSale) -> Result<AdminSale, ApiError> {
-    let now = Utc::now();
+    let now = state.clock.now();
     let config = body.validate(now)?;
     let mut tx = state.db.begin().await?;
     let sale = store::insert_sale(&mut tx, &config).await?;
@@ -391,7 +391,7 @@ pub async fn update(
     if patch.is_empty() {
         return Err(ValidationErrors::single("body", "give at least one field to change").into());
     }
-    let now = Utc::now();
+    let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     let sale = lock_sale(&mut tx, id, &if_match).await?;
     if sale.ended_at.is_some() {
@@ -469,7 +469,7 @@ pub async fn change_status(
     if_match: IfMatch,
     change: StatusChange,
 ) -> Result<AdminSale, ApiError> {
-    let now = Utc::now();
+    let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     let sale = lock_sale(&mut tx, id, &if_match).await?;
     if sale.ended_at.is_some() {

@@ -73,6 +73,8 @@ pub struct Shared {
     pub pg_drift: std::sync::Mutex<std::collections::HashMap<(SaleId, BatchNo), (i64, i64)>>,
     /// Orders in PostgreSQL, with their group-commit writers.
     pub orders: Arc<OrderBook>,
+    /// Redis's clock, which every decision about time is made by (never this machine's own).
+    pub clock: flashsale_redis::Clock,
     /// How long a reservation may wait for its order before upkeep releases it as an orphan.
     pub orphan_after: Duration,
     /// Test-only crash points (feature `failpoints`).
@@ -101,6 +103,9 @@ pub struct Tuning {
     pub orders: WriterTuning,
     /// How long a reservation may wait for its order before upkeep releases it as an orphan.
     pub orphan_after: Duration,
+    /// How far this machine's clock is off, ms: 0 in production (whatever the real error, the
+    /// instance decides by Redis's clock); fault tests set it to play a machine with a wrong clock.
+    pub local_clock_skew_ms: i64,
 }
 
 impl Default for Tuning {
@@ -115,6 +120,7 @@ impl Default for Tuning {
             },
             orders: WriterTuning::default(),
             orphan_after: crate::upkeep::ORPHAN_AFTER,
+            local_clock_skew_ms: 0,
         }
     }
 }
@@ -145,7 +151,8 @@ impl AppState {
         tuning: Tuning,
     ) -> AppState {
         let hot: flashsale_redis::Redis = redis.into();
-        let orders = Arc::new(OrderBook::new(db.clone(), hot.clone(), keys.clone(), tuning.orders));
+        let clock = flashsale_redis::Clock::with_local_skew(tuning.local_clock_skew_ms);
+        let orders = Arc::new(OrderBook::new(db.clone(), hot.clone(), clock.clone(), keys.clone(), tuning.orders));
         AppState(Arc::new(Shared {
             orders,
             inventory: Inventory::new(hot.clone(), keys.clone()),
@@ -164,6 +171,7 @@ impl AppState {
             drifting: Default::default(),
             pg_drift: Default::default(),
             orphan_after: tuning.orphan_after,
+            clock,
             #[cfg(feature = "failpoints")]
             failpoints: Failpoints::default(),
         }))

@@ -76,13 +76,27 @@ where
 /// Runs upkeep every second until `shutdown` is cancelled.
 pub async fn run(state: AppState, shutdown: CancellationToken) {
     every(Duration::from_secs(1), shutdown, || async {
-        if let Err(e) = pass(&state, Utc::now()).await {
+        sync_clock(&state).await;
+        if let Err(e) = pass(&state, state.clock.now()).await {
             tracing::warn!(error = %e, "upkeep pass failed; retrying next second");
         }
         state.metrics.run_upkeep();
         state.limits.housekeeping();
     })
     .await;
+}
+
+/// Measures this instance's offset from Redis's clock ([`flashsale_redis::Clock`]); a failure
+/// keeps the last offset (Redis is unreachable then, and nothing it decides can happen anyway).
+pub async fn sync_clock(state: &AppState) {
+    let result = match state.redis.get().await {
+        Ok(mut conn) => state.clock.sync(&mut conn).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match result {
+        Ok(()) => metrics::gauge!("clock_offset_ms").set(state.clock.offset_ms() as f64),
+        Err(e) => tracing::warn!(error = %e, "could not read Redis's clock; keeping the last offset"),
+    }
 }
 
 /// One upkeep pass as of `now`.

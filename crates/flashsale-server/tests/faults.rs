@@ -269,3 +269,26 @@ async fn a_redis_restart_that_lost_its_last_writes_is_rebuilt_from_postgres(db: 
     assert_eq!(buyers_order(&app, id, "crowd", 8, 200).await, 5);
     assert_eq!(committed_units(&app, id).await, 10);
 }
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn an_instance_whose_clock_is_30_s_off_decides_like_the_others(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = open_sale(&app, 10, 2, 600).await;
+    sqlx::query("UPDATE sales SET admission_ttl_secs = 20").execute(&app.db).await.unwrap();
+    // A second instance on the same Redis and PostgreSQL, its machine's clock 30 s fast.
+    let mut skewed = tuning();
+    skewed.local_clock_skew_ms = 30_000;
+    let fast = TestApp::on_redis(app.db.clone(), skewed, app.redis.clone()).await;
+    flashsale_server::upkeep::sync_clock(&fast.state).await;
+    assert!((fast.state.clock.now_ms() - app.state.clock.now_ms()).abs() < 1_000, "it reads Redis's clock");
+    // Admitted through the first instance (a 20 s turn), polled and ordered through the fast one.
+    let token = admitted_token(&app, id, "alice").await;
+    let seen = fast.buyer(Method::GET, &format!("/sales/{id}/queue"), "alice", None).await;
+    assert_eq!(seen.body["status"], "admitted", "{seen:?}");
+    let ordered = order(&fast, id, "alice", "k", &token, 1).await;
+    assert_eq!(ordered.status, 201, "{ordered:?}");
+    // Its claim is stamped by Redis's clock too: a retry through the first instance is neither
+    // taken for a stale claim nor refused.
+    assert_eq!(order(&app, id, "alice", "k", &token, 1).await.body, ordered.body);
+    app.redis.cleanup().await;
+}

@@ -1,7 +1,7 @@
 //! Shoppers: what is on sale and when.
 
 use axum::extract::State;
-use chrono::Utc;
+
 use flashsale_core::{BatchNo, SaleId};
 use flashsale_sales::store;
 use serde::Serialize;
@@ -28,7 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 )]
 async fn list_sales(State(state): State<AppState>) -> Result<Json<PublicSaleList>, ApiError> {
     let sales = sales::public_sales(&state, None).await?;
-    Ok(Json(PublicSaleList { sales, server_time: Utc::now() }))
+    Ok(Json(PublicSaleList { sales, server_time: state.clock.now() }))
 }
 
 /// One sale: price, batch status, opening, units left and the server's clock.
@@ -76,7 +76,7 @@ async fn batch_draw(
     let batch = store::get_batch(&mut conn, id, batch_no)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such batch".to_owned()))?;
-    if !batch.is_finished(Utc::now()) {
+    if !batch.is_finished(state.clock.now()) {
         return Err(ApiError::Conflict {
             code: "not_closed",
             detail: "the seed is published once the batch is closed".to_owned(),
