@@ -167,3 +167,13 @@ CREATE TABLE released_reservations (
     released_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (sale_id, batch_no, reservation_id)
 );
+
+-- A batch's end of life in Redis. Once a batch is finished (closed, past its window, its sale
+-- ended) and no order of it is pending, upkeep copies what later views need here and gives every
+-- Redis key of the batch an expiry: a weekly sale leaves Redis one batch's worth, not a year's.
+ALTER TABLE sale_batches
+    ADD COLUMN retired_at     TIMESTAMPTZ,
+    ADD COLUMN final_sold     BIGINT,
+    ADD COLUMN final_queued   BIGINT,
+    ADD COLUMN final_admitted BIGINT;
+CREATE INDEX sale_batches_to_retire ON sale_batches (sale_id, batch_no) WHERE retired_at IS NULL;

@@ -156,6 +156,30 @@ impl BatchKeys {
         self.key("inv:unconfirmed:info")
     }
 
+    /// Every key of the batch but the idempotency claims (which expire on their own after a
+    /// day): what a retired batch gives an end of life.
+    pub fn all(&self) -> Vec<String> {
+        vec![
+            self.ledger(),
+            self.queue_tail(),
+            self.queue_serving(),
+            self.queue_prequeue(),
+            self.queue_members(),
+            self.queue_sealed(),
+            self.queue_steps(),
+            self.queue_steps_by_ticket(),
+            self.queue_step_info(),
+            self.queue_ticker(),
+            self.holdings(),
+            self.reservations(),
+            self.reservation_deadlines(),
+            self.settled(),
+            self.used_tickets(),
+            self.unconfirmed(),
+            self.unconfirmed_info(),
+        ]
+    }
+
     /// String: the claim of one buyer's `Idempotency-Key` for an order in this batch
     /// (`fingerprint claimed_at_ms`), kept a day. The user id is length-prefixed so that no two
     /// (user, key) pairs share a name. Owned by the order crate.
@@ -180,25 +204,8 @@ mod tests {
         let sale = SaleId::try_from(42).unwrap();
         for batch in [BatchNo::FIRST, BatchNo::FIRST.next()] {
             let keys = space.batch(sale, batch);
-            let all = [
-                keys.ledger(),
-                keys.queue_tail(),
-                keys.queue_serving(),
-                keys.queue_prequeue(),
-                keys.queue_members(),
-                keys.queue_sealed(),
-                keys.queue_steps(),
-                keys.queue_steps_by_ticket(),
-                keys.queue_step_info(),
-                keys.queue_ticker(),
-                keys.holdings(),
-                keys.reservations(),
-                keys.reservation_deadlines(),
-                keys.settled(),
-                keys.used_tickets(),
-                keys.unconfirmed(),
-                keys.unconfirmed_info(),
-            ];
+            let all = keys.all();
+            assert_eq!(all.len(), 17);
             for key in all {
                 assert_eq!(hash_tag(&key), "sale:42", "{key}");
                 assert!(key.starts_with("fs:{sale:42}:b:"), "{key}");

@@ -77,6 +77,27 @@ impl Inventory {
         Ok(())
     }
 
+    /// Gives every key of a finished batch (nothing reserved any more) an expiry `grace_ms`
+    /// from now; returns how many keys existed.
+    pub async fn retire(&self, sale: SaleId, batch: BatchNo, grace_ms: i64) -> Result<u64, InventoryError> {
+        let mut invocation = scripts::RETIRE_BATCH.prepare_invoke();
+        for key in self.keys().batch(sale, batch).all() {
+            invocation.key(key);
+        }
+        invocation.arg(grace_ms.max(1));
+        let mut conn = self.redis().conn().await?;
+        let n: i64 = invocation.invoke_async(&mut conn).await?;
+        Ok(u64::try_from(n).unwrap_or_default())
+    }
+
+    /// Open reservations the batch still has (0 when it has no ledger).
+    pub async fn open_reservations(&self, sale: SaleId, batch: BatchNo) -> Result<u64, InventoryError> {
+        let mut conn = self.redis().conn().await?;
+        let n: u64 =
+            redis::cmd("HLEN").arg(self.keys().batch(sale, batch).reservations()).query_async(&mut conn).await?;
+        Ok(n)
+    }
+
     /// Writes a batch's hot state from `state`, unless its ledger exists.
     pub async fn rebuild(&self, sale: SaleId, batch: BatchNo, state: &BatchState) -> Result<Rebuilt, InventoryError> {
         let keys = self.keys().batch(sale, batch);

@@ -42,8 +42,12 @@ pub static UNCONFIRMED: LazyLock<redis::Script> =
 /// Takes reservations out of the unconfirmed set.
 pub static CONFIRM: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(include_str!("../lua/confirm.lua")));
 
+/// Gives every key of a finished batch an end of life.
+pub static RETIRE_BATCH: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("../lua/retire_batch.lua")));
+
 /// Every script, named for error messages.
-fn all() -> [(&'static str, &'static LazyLock<redis::Script>); 9] {
+fn all() -> [(&'static str, &'static LazyLock<redis::Script>); 10] {
     [
         ("open_batch", &OPEN_BATCH),
         ("configure_batch", &CONFIGURE_BATCH),
@@ -54,6 +58,7 @@ fn all() -> [(&'static str, &'static LazyLock<redis::Script>); 9] {
         ("rebuild_batch", &REBUILD_BATCH),
         ("unconfirmed", &UNCONFIRMED),
         ("confirm", &CONFIRM),
+        ("retire_batch", &RETIRE_BATCH),
     ]
 }
 

@@ -386,3 +386,96 @@ pub async fn audit_trail(conn: &mut PgConnection, sale: SaleId) -> Result<Vec<Au
         .fetch_all(conn)
         .await?)
 }
+
+/// What a retired batch keeps in PostgreSQL once its Redis keys are gone: the numbers its views
+/// show from then on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FinalStats {
+    /// Units paid for.
+    pub sold: Units,
+    /// Buyers who joined its queue.
+    pub queued: u64,
+    /// Buyers admitted.
+    pub admitted: u64,
+}
+
+/// Finished batches (closed, or past their window, at `now`) whose Redis keys have not been given
+/// an end of life yet, oldest first.
+pub async fn batches_to_retire(conn: &mut PgConnection, now: DateTime<Utc>) -> Result<Vec<Batch>, SalesError> {
+    let rows: Vec<BatchRow> = sqlx::query_as(&format!(
+        "SELECT {BATCH_COLUMNS} FROM sale_batches \
+         WHERE retired_at IS NULL AND (closed_at IS NOT NULL OR closes_at <= $1) \
+         ORDER BY sale_id, batch_no LIMIT 100"
+    ))
+    .bind(now)
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(Batch::try_from).collect()
+}
+
+/// Whether any order of the batch still holds units unpaid (the batch cannot retire yet).
+pub async fn has_pending_orders(conn: &mut PgConnection, sale: SaleId, batch: BatchNo) -> Result<bool, SalesError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM orders WHERE sale_id = $1 AND batch_no = $2 \
+                        AND (status = 'pending_payment' OR redis_settle IS NOT NULL))",
+    )
+    .bind(sale.get())
+    .bind(batch.get())
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Records that a batch is retired, with its final numbers: units sold from the record (its
+/// orders' held units: none is pending by then), the queue's from Redis. Returns whether this call
+/// did it.
+pub async fn retire_batch(
+    conn: &mut PgConnection,
+    sale: SaleId,
+    batch: BatchNo,
+    queued: u64,
+    admitted: u64,
+) -> Result<bool, SalesError> {
+    let done = sqlx::query(
+        "UPDATE sale_batches SET retired_at = now(), final_sold = committed_units, final_queued = $3, \
+                final_admitted = $4 \
+         WHERE sale_id = $1 AND batch_no = $2 AND retired_at IS NULL",
+    )
+    .bind(sale.get())
+    .bind(batch.get())
+    .bind(i64::try_from(queued).unwrap_or(i64::MAX))
+    .bind(i64::try_from(admitted).unwrap_or(i64::MAX))
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The final numbers of the retired ones among `batches`.
+pub async fn final_stats(
+    conn: &mut PgConnection,
+    batches: &[(SaleId, BatchNo)],
+) -> Result<Vec<((SaleId, BatchNo), FinalStats)>, SalesError> {
+    let rows: Vec<(i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT sale_id, batch_no, final_sold, final_queued, final_admitted FROM sale_batches \
+         WHERE retired_at IS NOT NULL \
+           AND (sale_id, batch_no) IN (SELECT * FROM UNNEST($1::bigint[], $2::bigint[]))",
+    )
+    .bind(batches.iter().map(|b| b.0.get()).collect::<Vec<_>>())
+    .bind(batches.iter().map(|b| b.1.get()).collect::<Vec<_>>())
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|(s, b, sold, queued, admitted)| {
+            let corrupt = |reason: String| SalesError::CorruptRow { sale_id: s, reason };
+            let key = (
+                SaleId::try_from(s).map_err(|e| corrupt(e.to_string()))?,
+                BatchNo::try_from(b).map_err(|e| corrupt(e.to_string()))?,
+            );
+            let stats = FinalStats {
+                sold: Units::try_from(sold).map_err(|e| corrupt(e.to_string()))?,
+                queued: u64::try_from(queued).unwrap_or_default(),
+                admitted: u64::try_from(admitted).unwrap_or_default(),
+            };
+            Ok((key, stats))
+        })
+        .collect()
+}

@@ -78,6 +78,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             limits: settings.limits.clone(),
             orders: settings.orders,
             orphan_after: upkeep::ORPHAN_AFTER,
+            retire_grace: upkeep::RETIRE_GRACE,
             local_clock_skew_ms: 0,
         },
     );

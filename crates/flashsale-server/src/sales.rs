@@ -70,7 +70,8 @@ pub struct AdminBatch {
     pub closes_at: Option<DateTime<Utc>>,
     pub paused: bool,
     pub closed_at: Option<DateTime<Utc>>,
-    /// Live numbers; null when Redis holds no ledger for the batch.
+    /// Live numbers (from PostgreSQL once the batch is retired); null when Redis holds no ledger
+    /// for a batch that is not retired (being rebuilt).
     pub stats: Option<BatchStats>,
 }
 
@@ -160,6 +161,8 @@ pub struct Live {
     pub ledger: Option<LedgerSnapshot>,
     /// Its queue counters.
     pub queue: QueueStats,
+    /// Its final numbers, once it is retired (its Redis keys expire then).
+    pub final_stats: Option<store::FinalStats>,
 }
 
 impl Live {
@@ -179,11 +182,24 @@ async fn live_batches(state: &AppState, sales: &[Sale]) -> Result<Vec<Option<Liv
     let keys: Vec<(SaleId, BatchNo)> = batches.iter().map(|b| (b.sale_id, b.batch_no)).collect();
     let ledgers = state.inventory.snapshots(&keys).await?;
     let queues = state.queue.stats(&keys).await?;
+    // Batches without a ledger may be retired: their numbers are in PostgreSQL now.
+    let gone: Vec<(SaleId, BatchNo)> =
+        keys.iter().zip(&ledgers).filter(|(_, l)| l.is_none()).map(|(k, _)| *k).collect();
+    let finals = if gone.is_empty() {
+        Vec::new()
+    } else {
+        let mut conn = state.db.acquire().await?;
+        store::final_stats(&mut conn, &gone).await?
+    };
     let mut live: Vec<Live> = batches
         .into_iter()
         .zip(ledgers)
         .zip(queues)
-        .map(|((batch, ledger), queue)| Live { batch, ledger, queue })
+        .map(|((batch, ledger), queue)| {
+            let key = (batch.sale_id, batch.batch_no);
+            let final_stats = finals.iter().find(|(k, _)| *k == key).map(|(_, f)| *f);
+            Live { batch, ledger, queue, final_stats }
+        })
         .collect();
     Ok(sales
         .iter()
@@ -200,14 +216,26 @@ fn admin_view(sale: Sale, live: Option<Live>, now: DateTime<Utc>) -> AdminSale {
         closes_at: live.batch.closes_at,
         paused: live.batch.paused,
         closed_at: live.batch.closed_at,
-        stats: live.ledger.map(|l| BatchStats {
-            stock: l.total,
-            available: l.available,
-            reserved: l.reserved,
-            sold: l.sold,
-            queued: live.queue.queued,
-            admitted: live.queue.admitted,
-        }),
+        stats: live
+            .ledger
+            .map(|l| BatchStats {
+                stock: l.total,
+                available: l.available,
+                reserved: l.reserved,
+                sold: l.sold,
+                queued: live.queue.queued,
+                admitted: live.queue.admitted,
+            })
+            .or_else(|| {
+                live.final_stats.map(|f| BatchStats {
+                    stock: live.batch.stock,
+                    available: live.batch.stock.checked_sub(f.sold).unwrap_or_default(),
+                    reserved: Units::ZERO,
+                    sold: f.sold,
+                    queued: f.queued,
+                    admitted: f.admitted,
+                })
+            }),
     });
     let c = sale.config;
     AdminSale {

@@ -73,6 +73,8 @@ pub struct Shared {
     pub pg_drift: std::sync::Mutex<std::collections::HashMap<(SaleId, BatchNo), (i64, i64)>>,
     /// Orders in PostgreSQL, with their group-commit writers.
     pub orders: Arc<OrderBook>,
+    /// How long a retired batch's Redis keys stay readable.
+    pub retire_grace: Duration,
     /// Redis's clock, which every decision about time is made by (never this machine's own).
     pub clock: flashsale_redis::Clock,
     /// How long a reservation may wait for its order before upkeep releases it as an orphan.
@@ -103,6 +105,8 @@ pub struct Tuning {
     pub orders: WriterTuning,
     /// How long a reservation may wait for its order before upkeep releases it as an orphan.
     pub orphan_after: Duration,
+    /// How long a retired batch's Redis keys stay readable.
+    pub retire_grace: Duration,
     /// How far this machine's clock is off, ms: 0 in production (whatever the real error, the
     /// instance decides by Redis's clock); fault tests set it to play a machine with a wrong clock.
     pub local_clock_skew_ms: i64,
@@ -120,6 +124,7 @@ impl Default for Tuning {
             },
             orders: WriterTuning::default(),
             orphan_after: crate::upkeep::ORPHAN_AFTER,
+            retire_grace: crate::upkeep::RETIRE_GRACE,
             local_clock_skew_ms: 0,
         }
     }
@@ -171,6 +176,7 @@ impl AppState {
             drifting: Default::default(),
             pg_drift: Default::default(),
             orphan_after: tuning.orphan_after,
+            retire_grace: tuning.retire_grace,
             clock,
             #[cfg(feature = "failpoints")]
             failpoints: Failpoints::default(),

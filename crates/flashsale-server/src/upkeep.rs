@@ -43,6 +43,8 @@ pub struct Pass {
     pub units_expired: u64,
     /// Batches whose ledger does not balance (available + reserved + sold ≠ total).
     pub unbalanced: usize,
+    /// Finished batches whose Redis keys were given an end of life.
+    pub retired: usize,
 }
 
 /// How long a reservation may wait for its order before upkeep releases it as an orphan, unless
@@ -50,6 +52,9 @@ pub struct Pass {
 /// written after this long never will be (its instance died, or stalled past the point where the
 /// buyer has retried).
 pub const ORPHAN_AFTER: Duration = Duration::from_secs(10);
+
+/// How long a retired batch's Redis keys stay readable, unless configured otherwise.
+pub const RETIRE_GRACE: Duration = Duration::from_secs(3600);
 
 /// How long after a reservation's deadline the Redis sweep releases it. The order's own expiry
 /// (PostgreSQL, where a payment racing the deadline is decided) acts first; the sweep returns
@@ -144,7 +149,36 @@ pub async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<Pass, ApiError
             done.ledgers_rebuilt += 1;
         }
     }
+    done.retired = retire_finished(state, now).await?;
     Ok(done)
+}
+
+/// Gives finished batches an end of life in Redis: once a batch is closed or past its window and
+/// nothing of it is pending (in PostgreSQL) or reserved (in Redis), its final numbers go to
+/// PostgreSQL and every one of its keys expires after the grace period. Until then its leftover
+/// reservations are swept here (upkeep's main loop only visits each sale's current batch).
+async fn retire_finished(state: &AppState, now: DateTime<Utc>) -> Result<usize, ApiError> {
+    let mut conn = state.db.acquire().await?;
+    let finished = store::batches_to_retire(&mut conn, now).await?;
+    let mut retired = 0;
+    for batch in finished {
+        let (sale, no) = (batch.sale_id, batch.batch_no);
+        release_orphans(state, sale, no).await?;
+        state.inventory.expire_due(sale, no, 1_000, RESERVATION_GRACE_MS).await?;
+        if store::has_pending_orders(&mut conn, sale, no).await?
+            || state.inventory.open_reservations(sale, no).await? > 0
+        {
+            continue;
+        }
+        let queue = state.queue.stats(&[(sale, no)]).await?.pop().unwrap_or_default();
+        let grace_ms = i64::try_from(state.retire_grace.as_millis()).unwrap_or(i64::MAX);
+        let keys = state.inventory.retire(sale, no, grace_ms).await?;
+        if store::retire_batch(&mut conn, sale, no, queue.queued, queue.admitted).await? {
+            retired += 1;
+            tracing::info!(sale.id = %sale, batch.no = %no, keys, grace_ms, "finished batch retired; its Redis keys expire");
+        }
+    }
+    Ok(retired)
 }
 
 /// The Redis half of the inventory audit: exports `inventory_drift_units` (total − available −

@@ -292,3 +292,70 @@ async fn an_instance_whose_clock_is_30_s_off_decides_like_the_others(db: sqlx::P
     assert_eq!(order(&app, id, "alice", "k", &token, 1).await.body, ordered.body);
     app.redis.cleanup().await;
 }
+
+/// The keys of sale `sale` in Redis (any batch).
+async fn sale_keys(app: &TestApp, sale: i64) -> Vec<String> {
+    app.redis.keys_in_use().await.into_iter().filter(|k| k.contains(&format!("{{sale:{sale}}}"))).collect()
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn a_finished_batch_gives_every_key_an_end_of_life_and_keeps_its_numbers(db: sqlx::PgPool) {
+    let mut tuning = tuning();
+    tuning.retire_grace = std::time::Duration::from_millis(300);
+    let app = TestApp::with_tuning(db, tuning).await;
+    let id = open_sale(&app, 5, 2, 600).await;
+    sqlx::query("UPDATE sales SET admission_ttl_secs = 20").execute(&app.db).await.unwrap();
+    let t = admitted_token(&app, id, "alice").await;
+    let paid = order(&app, id, "alice", "k", &t, 2).await.body["id"].as_i64().unwrap();
+    assert_eq!(pay(&app, paid, "p", PRICE * 2, "succeeded").await.body["outcome"], "paid");
+    let pending = order(&app, id, "bob", "k", &token(&app, id, "bob", 50), 1).await.body["id"].as_i64().unwrap();
+    app.admin(Method::POST, &format!("/admin/sales/{id}/close"), None).await;
+    // Not while an order still holds units unpaid.
+    assert_eq!(flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap().retired, 0);
+    app.buyer(Method::POST, &format!("/orders/{pending}/cancel"), "bob", None).await;
+    assert_eq!(flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap().retired, 1);
+    let mut conn = app.redis.pool.get().await.unwrap();
+    let keys = sale_keys(&app, id).await;
+    assert!(keys.len() > 5, "{keys:?}");
+    for key in keys.iter().filter(|k| !k.contains(":idem:")) {
+        let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await.unwrap();
+        assert!((1..=300).contains(&ttl), "{key}: {ttl}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(sale_keys(&app, id).await.iter().all(|k| k.contains(":idem:")), "only claims (a day) are left");
+    // Its numbers stay visible, from PostgreSQL.
+    let stats = &app.admin(Method::GET, &format!("/admin/sales/{id}"), None).await.body["current_batch"]["stats"];
+    assert_eq!(
+        (stats["sold"].as_i64(), stats["queued"].as_i64(), stats["admitted"].as_i64()),
+        (Some(2), Some(1), Some(1))
+    );
+    assert_eq!(flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap().retired, 0);
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn a_weekly_sale_leaves_redis_one_batch_worth_however_many_weeks_it_runs(db: sqlx::PgPool) {
+    let mut tuning = tuning();
+    tuning.retire_grace = std::time::Duration::from_millis(1);
+    let app = TestApp::with_tuning(db, tuning).await;
+    let mut body = common::weekly_sale();
+    body["duration_secs"] = json!(3600);
+    let id = app.create_sale(body).await["id"].as_i64().unwrap();
+    for week in 1..=4 {
+        // This week's batch ends (its window passed); upkeep schedules the next and retires it.
+        sqlx::query(
+            "UPDATE sale_batches SET opens_at = opens_at - make_interval(days => 8 * $2::int), \
+             closes_at = now() - interval '1 second' WHERE sale_id = $1 AND batch_no = $2",
+        )
+        .bind(id)
+        .bind(week)
+        .execute(&app.db)
+        .await
+        .unwrap();
+        let pass = flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
+        assert_eq!((pass.rolled_over, pass.retired), (1, 1), "week {week}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let keys = sale_keys(&app, id).await;
+    assert!(keys.iter().all(|k| k.contains(":b:5:")), "only the current batch's keys: {keys:?}");
+    app.redis.cleanup().await;
+}
