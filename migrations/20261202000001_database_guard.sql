@@ -177,3 +177,20 @@ ALTER TABLE sale_batches
     ADD COLUMN final_queued   BIGINT,
     ADD COLUMN final_admitted BIGINT;
 CREATE INDEX sale_batches_to_retire ON sale_batches (sale_id, batch_no) WHERE retired_at IS NULL;
+
+-- How far each batch's queue had gone, written by upkeep every second: the tickets handed out
+-- (tail), the "now serving" counter, the first ticket whose admission window may still run, and
+-- the fastest joining seen (tickets per second). If Redis loses the queue, the rebuild restarts
+-- it from here: serving where it was, the recent admission windows open again, and new joiners
+-- numbered after tail_hwm plus two seconds of the fastest joining, so they never get a number
+-- a waiting buyer already holds.
+CREATE TABLE batch_queue_marks (
+    sale_id        BIGINT      NOT NULL,
+    batch_no       BIGINT      NOT NULL,
+    tail_hwm       BIGINT      NOT NULL DEFAULT 0 CHECK (tail_hwm >= 0),
+    serving_hwm    BIGINT      NOT NULL DEFAULT 0 CHECK (serving_hwm >= 0),
+    window_from    BIGINT      NOT NULL DEFAULT 0 CHECK (window_from >= 0),
+    peak_join_rate BIGINT      NOT NULL DEFAULT 0 CHECK (peak_join_rate >= 0),
+    updated_at     TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (sale_id, batch_no)
+);

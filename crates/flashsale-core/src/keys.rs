@@ -136,7 +136,8 @@ impl BatchKeys {
         self.key("inv:settled")
     }
 
-    /// Set: admission tickets already used to reserve (an admission token is single use).
+    /// Set: admission tickets already used to reserve, as `ticket:user` (an admission token is
+    /// single use, and one buyer can never spend another's turn).
     pub fn used_tickets(&self) -> String {
         self.key("inv:used-tickets")
     }

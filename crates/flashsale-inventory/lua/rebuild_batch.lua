@@ -1,21 +1,34 @@
 -- rebuild_batch: recreate a batch's hot state from PostgreSQL's orders after Redis lost it
--- (a restart without persistence, a failover to a stale replica, a flushed database).
+-- (a restart without persistence, a failover to a stale replica, a flushed database), or after
+-- the batch was fenced because its state was wrong.
 --
 -- KEYS[1] ledger hash   KEYS[2] holdings hash   KEYS[3] open reservations hash
 -- KEYS[4] deadlines zset   KEYS[5] settled hash   KEYS[6] used admission tickets (set)
 -- KEYS[7] queue tail counter   KEYS[8] queue serving counter
 -- KEYS[9] unconfirmed reservations (zset)   KEYS[10] their info (hash): emptied, every order
 --         read from PostgreSQL is confirmed
+-- KEYS[11] queue steps (zset by expiry)   KEYS[12] steps by ticket (zset)   KEYS[13] step info
+-- KEYS[14] queue ticker hash   KEYS[15] pre-queue (zset)   KEYS[16] sealed cohort size
 -- ARGV[1] total   ARGV[2] per-user limit   ARGV[3] opening (Unix ms)   ARGV[4] end (Unix ms, 0 = none)
 -- ARGV[5] paused (0/1)   ARGV[6] closed (0/1)
 -- ARGV[7] epoch: the batch's new epoch, bumped in PostgreSQL by the caller before it read the
 --         orders; reservations report it, and an order is written only with the current epoch,
 --         so a reservation made in the lost state can never become an order
 -- ARGV[8] the largest reservation id any order uses (new ids continue after it)
--- ARGV[9] n: the number of open reservations (pending orders) that follow
+-- The queue's marks in PostgreSQL (written every second; see batch_queue_marks):
+-- ARGV[9] tail high-water mark   ARGV[10] margin: tickets that may have been handed out since
+-- ARGV[11] serving high-water mark   ARGV[12] first ticket whose admission window may still run
+--          (0: none)   ARGV[13] admission window, ms
+-- ARGV[14] n: the number of open reservations (pending orders) that follow
 -- then n groups of 5: reservation id, units, deadline (Unix ms), ticket, user
 -- then groups of 5 for settled reservations: reservation id, units, 'committed' | 'released',
 --      ticket, user
+--
+-- The queue: when its tail is behind the mark (Redis lost or went back on it), new tickets
+-- continue after the mark plus the margin, so no new joiner ever gets a number a waiting buyer
+-- holds; serving goes back to where it was; one admission step opens again for the tickets whose
+-- window may have been running (those that already reserved count as done), so a buyer admitted
+-- just before the loss keeps the turn. A queue at or past the mark is left as it is.
 --
 -- Returns {1, available, reserved, sold} when rebuilt; {0} when the ledger exists (another
 -- instance rebuilt it first, or it was never lost): nothing is written then. Before writing,
@@ -23,25 +36,32 @@
 -- reservations keep answering 'missing' (503 rebuilding) until the whole state is back.
 -- Arguments are checked before any write: all or nothing.
 
-if #KEYS ~= 10 or #ARGV < 9 then
-  return redis.error_reply('ERR rebuild_batch expects 10 keys and at least 9 arguments')
+local FIRST = 15
+if #KEYS ~= 16 or #ARGV < FIRST - 1 then
+  return redis.error_reply('ERR rebuild_batch expects 16 keys and at least 14 arguments')
 end
 local ledger, holdings, reservations, deadlines, settled, used, tail, serving =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local total, n = tonumber(ARGV[1]), tonumber(ARGV[9])
-if not total or total < 1 or not n or n < 0 or (#ARGV - 9) % 5 ~= 0 or 9 + 5 * n > #ARGV then
+local steps, by_ticket, step_info, ticker, pre, sealed = KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16]
+local total, n = tonumber(ARGV[1]), tonumber(ARGV[FIRST - 1])
+local tail_hwm, margin, serving_hwm = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local window_from, window_ms = tonumber(ARGV[12]), tonumber(ARGV[13])
+if not total or total < 1 or not n or n < 0 or (#ARGV - FIRST + 1) % 5 ~= 0 or FIRST - 1 + 5 * n > #ARGV then
   return redis.error_reply('ERR rebuild_batch: bad total or reservation list')
+end
+if not tail_hwm or not margin or not serving_hwm or not window_from or not window_ms or window_ms < 1 then
+  return redis.error_reply('ERR rebuild_batch: bad queue marks')
 end
 if redis.call('EXISTS', ledger) == 1 then return {0} end
 
 local reserved, sold, max_ticket = 0, 0, 0
 local held = {}
-for i = 10, #ARGV, 5 do
+for i = FIRST, #ARGV, 5 do
   local qty, ticket, user = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 3]), ARGV[i + 4]
   if not qty or qty < 1 or not ticket then
     return redis.error_reply('ERR rebuild_batch: bad reservation at argument ' .. i)
   end
-  local open = i < 10 + 5 * n
+  local open = i < FIRST + 5 * n
   if open then
     reserved = reserved + qty
     held[user] = (held[user] or 0) + qty
@@ -59,23 +79,51 @@ if available < 0 then
 end
 
 redis.call('DEL', holdings, reservations, deadlines, settled, used, KEYS[9], KEYS[10])
-for i = 10, #ARGV, 5 do
+-- Tickets already used stay used, each bound to its buyer (`ticket:user`).
+local used_from_window = 0
+for i = FIRST, #ARGV, 5 do
   local id, qty, third, ticket, user = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  if i < 10 + 5 * n then
+  if i < FIRST + 5 * n then
     redis.call('HSET', reservations, id, qty .. ' ' .. third .. ' ' .. ticket .. ' ' .. user)
     redis.call('ZADD', deadlines, third, id)
   else
     redis.call('HSET', settled, id, third)
   end
-  redis.call('SADD', used, ticket)
+  if redis.call('SADD', used, ticket .. ':' .. user) == 1 and window_from > 0 and tonumber(ticket) >= window_from then
+    used_from_window = used_from_window + 1
+  end
 end
 for user, units in pairs(held) do
   redis.call('HSET', holdings, user, units)
 end
--- Tickets already admitted and used stay used; the queue continues after them.
-for _, counter in ipairs({tail, serving}) do
-  if tonumber(redis.call('GET', counter) or '0') < max_ticket then
-    redis.call('SET', counter, max_ticket)
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local tail_now = tonumber(redis.call('GET', tail) or '0')
+if tail_now < tail_hwm then
+  -- The queue is older than its last mark: lost, or gone back to an older copy.
+  redis.call('SET', tail, math.max(tail_hwm + margin, max_ticket))
+  local s = math.max(tonumber(redis.call('GET', serving) or '0'), serving_hwm, max_ticket)
+  redis.call('SET', serving, s)
+  -- After the opening the cohort was sealed (its tickets are inside the mark): never seal again.
+  if now >= tonumber(ARGV[3]) and redis.call('EXISTS', sealed) == 0 then
+    redis.call('SET', sealed, redis.call('ZCARD', pre))
+  end
+  if window_from > 0 and s >= window_from then
+    local count = s - window_from + 1
+    local step = tostring(s)
+    redis.call('ZADD', steps, now + window_ms, step)
+    redis.call('ZADD', by_ticket, s, step)
+    redis.call('HSET', step_info, step .. ':n', count, step .. ':r', math.min(used_from_window, count),
+      step .. ':at', now, step .. ':exp', now + window_ms)
+    redis.call('HSET', ticker, 'inflight', math.max(0, count - used_from_window))
+  end
+else
+  -- The queue is current; only make sure it is past every ticket an order used.
+  for _, counter in ipairs({tail, serving}) do
+    if tonumber(redis.call('GET', counter) or '0') < max_ticket then
+      redis.call('SET', counter, max_ticket)
+    end
   end
 end
 redis.call('HSET', ledger,

@@ -1,7 +1,7 @@
 -- reserve: turn an admission into held units, or say why not. All checks and writes in one step.
 --
 -- KEYS[1] ledger hash          KEYS[4] open reservations' deadlines (zset)
--- KEYS[2] holdings hash        KEYS[5] used admission tickets (set)
+-- KEYS[2] holdings hash        KEYS[5] used admission tickets (set of 'ticket:user')
 -- KEYS[3] open reservations (id -> 'units deadline_ms ticket user')    KEYS[6] queue step info hash     KEYS[7] queue ticker hash
 -- ARGV[1] user id   ARGV[2] units (>= 1)   ARGV[3] admission ticket (the token's unique id)
 -- ARGV[4] admission step   ARGV[5] payment window, ms (the reservation's lifetime)
@@ -42,13 +42,16 @@ local closes = tonumber(l[6])
 if l[4] == '1' or (closes > 0 and now >= closes) then return {'closed'} end
 if now < tonumber(l[5]) then return {'not_open'} end
 if l[3] == '1' then return {'paused'} end
-if redis.call('SISMEMBER', used, ticket) == 1 then return {'token_used'} end
+-- A used ticket is remembered with its buyer: one buyer's order can never spend another's turn,
+-- even if a Redis loss ever made two buyers hold the same number.
+local spent = ticket .. ':' .. user
+if redis.call('SISMEMBER', used, spent) == 1 then return {'token_used'} end
 local held = tonumber(redis.call('HGET', holdings, user) or '0')
 if held + qty > tonumber(l[2]) then return {'limit_reached', held} end
 local available = tonumber(l[1])
 if available < qty then return {'sold_out', available} end
 
-redis.call('SADD', used, ticket)
+redis.call('SADD', used, spent)
 redis.call('HINCRBY', holdings, user, qty)
 redis.call('HINCRBY', ledger, 'available', -qty)
 redis.call('HINCRBY', ledger, 'reserved', qty)

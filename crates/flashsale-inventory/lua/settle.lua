@@ -49,7 +49,7 @@ else
   redis.call('HINCRBY', holdings, user, -qty)
   redis.call('HSET', settled, id, 'released')
   if how == 'abort' then
-    redis.call('SREM', used, ticket)
+    redis.call('SREM', used, ticket .. ':' .. user)
     if redis.call('HEXISTS', step_info, step .. ':n') == 1
         and tonumber(redis.call('HGET', step_info, step .. ':r') or '0') > 0 then
       redis.call('HINCRBY', step_info, step .. ':r', -1)

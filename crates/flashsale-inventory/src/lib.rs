@@ -25,7 +25,7 @@ pub mod scripts;
 
 pub use error::InventoryError;
 pub use ledger::{Configured, Inventory, LedgerSnapshot, LedgerSpec, Opened, StatusChange, StatusChanged};
-pub use rebuild::{BatchState, OpenReservation, Rebuilt, SettledReservation};
+pub use rebuild::{BatchState, OpenReservation, QueueMarks, Rebuilt, SettledReservation};
 pub use reservation::{
     Expired, RequestClaim, ReservationId, ReserveRequest, Reserved, Settled, Settlement, Unconfirmed,
 };

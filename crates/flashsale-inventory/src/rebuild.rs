@@ -34,11 +34,29 @@ pub struct SettledReservation {
     pub ticket: u64,
 }
 
+/// How far a batch's queue had gone by its last marks in PostgreSQL (written every second), for
+/// restarting a queue Redis lost (see `rebuild_batch.lua`). All zero: no marks, nothing to restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueMarks {
+    /// Tickets handed out.
+    pub tail: u64,
+    /// Tickets that may have been handed out since the mark (two seconds of the fastest joining).
+    pub margin: u64,
+    /// The "now serving" counter.
+    pub serving: u64,
+    /// The first ticket whose admission window may still be running (0: none).
+    pub window_from: u64,
+    /// The admission window, ms (the reopened step's length).
+    pub window_ms: i64,
+}
+
 /// Everything a batch's hot state is rebuilt from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchState {
     /// The ledger's settings, with the batch's new epoch.
     pub spec: LedgerSpec,
+    /// The queue's last marks.
+    pub queue: QueueMarks,
     /// The largest reservation id any order uses.
     pub last_reservation: u64,
     pub open: Vec<OpenReservation>,
@@ -112,9 +130,23 @@ impl Inventory {
             .key(keys.queue_tail())
             .key(keys.queue_serving())
             .key(keys.unconfirmed())
-            .key(keys.unconfirmed_info());
+            .key(keys.unconfirmed_info())
+            .key(keys.queue_steps())
+            .key(keys.queue_steps_by_ticket())
+            .key(keys.queue_step_info())
+            .key(keys.queue_ticker())
+            .key(keys.queue_prequeue())
+            .key(keys.queue_sealed());
         state.spec.push_args(&mut invocation);
-        invocation.arg(state.last_reservation).arg(state.open.len());
+        let marks = &state.queue;
+        invocation
+            .arg(state.last_reservation)
+            .arg(marks.tail)
+            .arg(marks.margin)
+            .arg(marks.serving)
+            .arg(marks.window_from)
+            .arg(marks.window_ms.max(1))
+            .arg(state.open.len());
         for r in &state.open {
             invocation.arg(r.id.0).arg(r.units.get()).arg(r.deadline_ms).arg(r.ticket).arg(r.user.as_str());
         }

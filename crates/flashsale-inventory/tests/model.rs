@@ -56,7 +56,8 @@ struct Model {
     /// Every reservation id ever made, in order, and how each was settled.
     made: Vec<u64>,
     settled: BTreeMap<u64, Settlement>,
-    used_tickets: Vec<u64>,
+    /// Tickets used, with the buyer who used each (a used ticket is bound to its buyer).
+    used_tickets: Vec<(u64, u8)>,
     /// Every reservation's user, units and ticket.
     info: BTreeMap<u64, (u8, u32, u64)>,
     /// Reservations aborted before a rebuild: no order remembers them, so Redis no longer knows them.
@@ -111,13 +112,13 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                     *m.holdings.entry(u).or_default() += units;
                     m.open.insert(id.0, (u, units, short));
                     m.made.push(id.0);
-                    m.used_tickets.push(ticket);
+                    m.used_tickets.push((ticket, u));
                     m.info.insert(id.0, (u, units, ticket));
                 }
             }
             Op::Replay => {
-                if let Some(ticket) = m.used_tickets.last().copied() {
-                    let buyer = user(0);
+                if let Some((ticket, u)) = m.used_tickets.last().copied() {
+                    let buyer = user(u);
                     let request = ReserveRequest {
                         user: &buyer,
                         units: Units::new(1),
@@ -150,7 +151,7 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                         if matches!(how, Settlement::Abort { .. }) {
                             // The ticket is usable again.
                             let ticket = m.info[&id].2;
-                            m.used_tickets.retain(|t| *t != ticket);
+                            m.used_tickets.retain(|(t, _)| *t != ticket);
                         }
                         m.settled.insert(id, how);
                     }
@@ -223,8 +224,13 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                     })
                     .collect();
                 let last_reservation = m.made.iter().copied().max().unwrap_or(0);
-                let state =
-                    BatchState { spec: LedgerSpec { epoch: 2, ..spec(m.total) }, last_reservation, open, settled };
+                let state = BatchState {
+                    spec: LedgerSpec { epoch: 2, ..spec(m.total) },
+                    queue: Default::default(),
+                    last_reservation,
+                    open,
+                    settled,
+                };
                 let got = inventory.rebuild(sale, batch, &state).await.unwrap();
                 prop_assert_eq!(
                     got,

@@ -285,6 +285,20 @@ impl Queue {
         }
     }
 
+    /// The first ticket whose admission window may still be running (the oldest admission step
+    /// not yet swept), or 0 when none is.
+    pub async fn window_from(&self, sale: SaleId, batch: BatchNo) -> Result<u64, QueueError> {
+        let keys = self.keys.batch(sale, batch);
+        let mut conn = self.redis.conn().await?;
+        let oldest: Vec<String> =
+            redis::cmd("ZRANGE").arg(keys.queue_steps_by_ticket()).arg(0).arg(0).query_async(&mut conn).await?;
+        let Some(step) = oldest.first() else { return Ok(0) };
+        let n: Option<u64> =
+            redis::cmd("HGET").arg(keys.queue_step_info()).arg(format!("{step}:n")).query_async(&mut conn).await?;
+        let last: u64 = step.parse().map_err(|_| malformed("window_from", &step))?;
+        Ok(last.saturating_sub(n.unwrap_or(1)).saturating_add(1))
+    }
+
     /// The buyer's place, or `None` if they have not joined.
     pub async fn place(&self, sale: SaleId, batch: BatchNo, user: &UserId) -> Result<Option<Place>, QueueError> {
         let keys = self.keys.batch(sale, batch);

@@ -479,3 +479,70 @@ pub async fn final_stats(
         })
         .collect()
 }
+
+/// How far a batch's queue had gone, as upkeep last recorded it (`batch_queue_marks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueMark {
+    /// Tickets handed out.
+    pub tail: u64,
+    /// The "now serving" counter.
+    pub serving: u64,
+    /// The first ticket whose admission window may still be running (0: none).
+    pub window_from: u64,
+    /// The fastest joining seen between two marks, tickets per second.
+    pub peak_join_rate: u64,
+}
+
+/// Records a batch's queue counters (only ever moving them forward) and the joining rate since
+/// the last mark. Several instances write it every second; a mark that moves nothing writes
+/// nothing.
+pub async fn record_queue_mark(
+    conn: &mut PgConnection,
+    sale: SaleId,
+    batch: BatchNo,
+    tail: u64,
+    serving: u64,
+    window_from: u64,
+) -> Result<(), SalesError> {
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    sqlx::query(
+        "INSERT INTO batch_queue_marks AS m (sale_id, batch_no, tail_hwm, serving_hwm, window_from) \
+         VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (sale_id, batch_no) DO UPDATE SET \
+             peak_join_rate = GREATEST(m.peak_join_rate, ceil((EXCLUDED.tail_hwm - m.tail_hwm) \
+                 / GREATEST(extract(epoch FROM now() - m.updated_at), 0.5))::bigint), \
+             tail_hwm = GREATEST(m.tail_hwm, EXCLUDED.tail_hwm), \
+             serving_hwm = GREATEST(m.serving_hwm, EXCLUDED.serving_hwm), \
+             window_from = GREATEST(m.window_from, EXCLUDED.window_from), \
+             updated_at = now() \
+         WHERE EXCLUDED.tail_hwm > m.tail_hwm OR EXCLUDED.serving_hwm > m.serving_hwm \
+            OR EXCLUDED.window_from > m.window_from",
+    )
+    .bind(sale.get())
+    .bind(batch.get())
+    .bind(n(tail))
+    .bind(n(serving))
+    .bind(n(window_from))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A batch's last queue mark (all zero when none was recorded).
+pub async fn queue_mark(conn: &mut PgConnection, sale: SaleId, batch: BatchNo) -> Result<QueueMark, SalesError> {
+    let row: Option<(i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT tail_hwm, serving_hwm, window_from, peak_join_rate FROM batch_queue_marks \
+         WHERE sale_id = $1 AND batch_no = $2",
+    )
+    .bind(sale.get())
+    .bind(batch.get())
+    .fetch_optional(conn)
+    .await?;
+    let n = |v: i64| u64::try_from(v).unwrap_or_default();
+    Ok(row.map_or_else(QueueMark::default, |(tail, serving, window_from, rate)| QueueMark {
+        tail: n(tail),
+        serving: n(serving),
+        window_from: n(window_from),
+        peak_join_rate: n(rate),
+    }))
+}

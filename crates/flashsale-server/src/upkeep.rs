@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use flashsale_core::{BatchNo, SaleId};
-use flashsale_inventory::{BatchState, OpenReservation, Rebuilt, ReservationId, SettledReservation, Settlement};
+use flashsale_inventory::{
+    BatchState, OpenReservation, QueueMarks, Rebuilt, ReservationId, SettledReservation, Settlement,
+};
 use flashsale_order::{OrderBook, OrderStatus};
 use flashsale_sales::{Sale, store};
 use tokio_util::sync::CancellationToken;
@@ -52,6 +54,10 @@ pub struct Pass {
 /// written after this long never will be (its instance died, or stalled past the point where the
 /// buyer has retried).
 pub const ORPHAN_AFTER: Duration = Duration::from_secs(10);
+
+/// Tickets left unused after the queue's last mark when Redis lost the queue, at the least (see
+/// [`rebuild`]): covers the joins of the second after the mark while a batch is quiet.
+pub const QUEUE_MARGIN_FLOOR: u64 = 100;
 
 /// How long a retired batch's Redis keys stay readable, unless configured otherwise.
 pub const RETIRE_GRACE: Duration = Duration::from_secs(3600);
@@ -117,6 +123,9 @@ pub async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<Pass, ApiError
     }
     for (sale, batch) in live {
         release_orphans(state, sale.id, batch.batch_no).await?;
+        if now >= batch.opens_at && !batch.is_finished(now) {
+            mark_queue(state, sale.id, batch.batch_no).await?;
+        }
         let expired = state.inventory.expire_due(sale.id, batch.batch_no, 1_000, RESERVATION_GRACE_MS).await?;
         if expired.units > 0 {
             tracing::info!(sale.id = %sale.id, batch.no = %batch.batch_no, units = expired.units, "expired reservations released");
@@ -151,6 +160,20 @@ pub async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<Pass, ApiError
     }
     done.retired = retire_finished(state, now).await?;
     Ok(done)
+}
+
+/// Records how far the batch's queue has gone (PostgreSQL's `batch_queue_marks`), so that a
+/// queue Redis loses restarts past every ticket handed out (see [`rebuild`]).
+async fn mark_queue(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<(), ApiError> {
+    let counters = state.queue.counters(&[(sale, batch)]).await?.pop().unwrap_or_default();
+    if counters.tail == 0 && counters.serving == 0 {
+        // Lost (or nobody joined yet): a mark must never be taken from an empty queue.
+        return Ok(());
+    }
+    let window_from = state.queue.window_from(sale, batch).await?;
+    let mut conn = state.db.acquire().await?;
+    store::record_queue_mark(&mut conn, sale, batch, counters.tail, counters.serving, window_from).await?;
+    Ok(())
 }
 
 /// Gives finished batches an end of life in Redis: once a batch is closed or past its window and
@@ -216,8 +239,18 @@ pub async fn rebuild(state: &AppState, sale: &Sale, batch_no: BatchNo) -> Result
     // find the epoch moved on.
     let epoch = store::new_epoch(&mut tx, sale.id, batch_no).await?;
     let orders = OrderBook::batch_orders(&mut tx, sale.id, batch_no).await?;
+    let mark = store::queue_mark(&mut tx, sale.id, batch_no).await?;
     let mut rebuilt = BatchState {
         spec: flashsale_inventory::LedgerSpec { epoch, ..ledger_spec(&sale.config, &batch) },
+        queue: QueueMarks {
+            tail: mark.tail,
+            // Marks are written every second: two seconds of the fastest joining seen, and a
+            // floor for a batch that has barely started.
+            margin: mark.peak_join_rate.saturating_mul(2).saturating_add(QUEUE_MARGIN_FLOOR),
+            serving: mark.serving,
+            window_from: mark.window_from,
+            window_ms: i64::from(sale.config.admission_ttl_secs) * 1000,
+        },
         last_reservation: orders.iter().map(|o| o.reservation_id).max().unwrap_or(0),
         open: Vec::new(),
         settled: Vec::new(),

@@ -359,3 +359,69 @@ async fn a_weekly_sale_leaves_redis_one_batch_worth_however_many_weeks_it_runs(d
     assert!(keys.iter().all(|k| k.contains(":b:5:")), "only the current batch's keys: {keys:?}");
     app.redis.cleanup().await;
 }
+
+/// A buyer's queue state through the API, with the ticket they keep.
+async fn poll(app: &TestApp, sale: i64, user: &str, ticket: &mut String) -> serde_json::Value {
+    let state = app.buyer(Method::GET, &format!("/sales/{sale}/queue"), user, Some(ticket)).await;
+    assert_eq!(state.status, 200, "{state:?}");
+    if let Some(t) = state.body["ticket"].as_str() {
+        *ticket = t.to_owned();
+    }
+    state.body
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn a_queue_redis_lost_keeps_every_place_and_numbers_newcomers_after_them(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = open_sale(&app, 100, 1, 600).await;
+    sqlx::query("UPDATE sales SET admission_ttl_secs = 20, admission_rate = 5").execute(&app.db).await.unwrap();
+    let mut tickets = Vec::new();
+    for i in 1..=20 {
+        let joined = app.buyer(Method::POST, &format!("/sales/{id}/queue"), &format!("b{i}"), None).await;
+        assert_eq!(joined.body["position"], i, "{joined:?}");
+        tickets.push(joined.body["ticket"].as_str().unwrap().to_owned());
+    }
+    // Admission reaches a few buyers; the first orders, the next ones have not looked yet.
+    while app.state.queue.counters(&[(SaleId::try_from(id).unwrap(), BatchNo::FIRST)]).await.unwrap()[0].serving < 3 {
+        flashsale_server::queue::admit_all(&app.state, Utc::now()).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let first = poll(&app, id, "b1", &mut tickets[0]).await;
+    let t1 = first["admission_token"].as_str().unwrap().to_owned();
+    assert_eq!(order(&app, id, "b1", "k", &t1, 1).await.status, 201);
+    flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
+
+    // Redis loses everything; upkeep rebuilds the batch from PostgreSQL and the queue's marks.
+    flush(&app).await;
+    flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
+    ledger_back_within(&app, id, 2).await;
+
+    // Admitted just before the loss: still admitted, and the turn works.
+    let second = poll(&app, id, "b2", &mut tickets[1]).await;
+    assert_eq!(second["status"], "admitted", "{second}");
+    let t2 = second["admission_token"].as_str().unwrap().to_owned();
+    assert_eq!(order(&app, id, "b2", "k", &t2, 1).await.status, 201);
+    // Waiting with a ticket: the same place.
+    let tenth = poll(&app, id, "b10", &mut tickets[9]).await;
+    assert_eq!((tenth["status"].as_str(), tenth["position"].as_u64()), (Some("waiting"), Some(10)), "{tenth}");
+    // A newcomer, and a buyer who lost their ticket and joins again: behind every number issued.
+    let late = app.buyer(Method::POST, &format!("/sales/{id}/queue"), "late", None).await;
+    assert!(late.body["position"].as_u64().unwrap() > 20, "{late:?}");
+    app.buyer(Method::GET, &format!("/sales/{id}/queue"), "b15", None).await.assert_problem(404, "not_found");
+    let again = app.buyer(Method::POST, &format!("/sales/{id}/queue"), "b15", None).await;
+    assert!(again.body["position"].as_u64().unwrap() > late.body["position"].as_u64().unwrap(), "{again:?}");
+    // Admission goes on in queue order, and b10's turn comes and works.
+    let mut tenth_token = None;
+    for _ in 0..100 {
+        flashsale_server::queue::admit_all(&app.state, Utc::now()).await.unwrap();
+        let state = poll(&app, id, "b10", &mut tickets[9]).await;
+        if let Some(t) = state["admission_token"].as_str() {
+            tenth_token = Some(t.to_owned());
+            break;
+        }
+        assert_eq!(state["status"], "waiting", "{state}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(order(&app, id, "b10", "k", &tenth_token.expect("b10 admitted"), 1).await.status, 201);
+    app.redis.cleanup().await;
+}
