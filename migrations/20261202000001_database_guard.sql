@@ -36,18 +36,18 @@ INSERT INTO batch_holdings (sale_id, batch_no, user_id, units)
 SELECT sale_id, batch_no, user_id, sum(quantity) FROM orders
  WHERE status IN ('pending_payment', 'paid') GROUP BY sale_id, batch_no, user_id;
 
--- Whether an order in this status holds units of its batch.
-CREATE FUNCTION order_holds_units(status TEXT) RETURNS BOOLEAN
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    AS $$ SELECT status IN ('pending_payment', 'paid') $$;
-
--- Applies per-(sale, batch, user) unit deltas to both counters. Batch rows are locked in key
--- order first, so two statements touching the same batches never deadlock on them.
-CREATE FUNCTION apply_unit_deltas(deltas JSONB) RETURNS VOID LANGUAGE plpgsql AS $$
+-- Applies per-(sale, batch, user) unit deltas to both counters, and returns the first buyer the
+-- change takes above the sale's per-user limit, if any (only the rows it touched are looked at,
+-- through their keys: the cost of a group commit does not grow with the batch). Batch rows are
+-- locked in key order first, so two statements touching the same batches never deadlock on them;
+-- they also serialise every statement on these holdings.
+CREATE FUNCTION apply_unit_deltas(deltas JSONB)
+    RETURNS TABLE (sale_id BIGINT, batch_no BIGINT, user_id TEXT, units BIGINT, per_user_limit BIGINT)
+    LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM 1 FROM sale_batches b
       JOIN (SELECT DISTINCT (d->>'sale_id')::bigint AS sale_id, (d->>'batch_no')::bigint AS batch_no
-              FROM jsonb_array_elements(deltas) d) t USING (sale_id, batch_no)
+              FROM jsonb_array_elements(deltas) d) t ON b.sale_id = t.sale_id AND b.batch_no = t.batch_no
      ORDER BY b.sale_id, b.batch_no FOR NO KEY UPDATE OF b;
     UPDATE sale_batches b SET committed_units = b.committed_units + t.units
       FROM (SELECT (d->>'sale_id')::bigint AS sale_id, (d->>'batch_no')::bigint AS batch_no,
@@ -56,41 +56,62 @@ BEGIN
      WHERE b.sale_id = t.sale_id AND b.batch_no = t.batch_no AND t.units <> 0;
     -- Existing rows are updated and missing ones inserted (an upsert would check the CHECK on
     -- the row it proposes to insert, a negative one for a release, before finding the conflict).
-    -- The batch rows locked above serialise every statement on these holdings.
+    RETURN QUERY
     WITH d AS (
-        SELECT (d->>'sale_id')::bigint AS sale_id, (d->>'batch_no')::bigint AS batch_no,
-               d->>'user_id' AS user_id, sum((d->>'units')::bigint) AS units
-          FROM jsonb_array_elements(deltas) d GROUP BY 1, 2, 3
+        SELECT (e->>'sale_id')::bigint AS sale_id, (e->>'batch_no')::bigint AS batch_no,
+               e->>'user_id' AS user_id, sum((e->>'units')::bigint) AS units
+          FROM jsonb_array_elements(deltas) e GROUP BY 1, 2, 3
     ), updated AS (
         UPDATE batch_holdings h SET units = h.units + d.units FROM d
          WHERE h.sale_id = d.sale_id AND h.batch_no = d.batch_no AND h.user_id = d.user_id
-        RETURNING h.sale_id, h.batch_no, h.user_id
+        RETURNING h.sale_id, h.batch_no, h.user_id, h.units, d.units AS delta
+    ), added AS (
+        INSERT INTO batch_holdings AS h (sale_id, batch_no, user_id, units)
+        SELECT d.sale_id, d.batch_no, d.user_id, d.units FROM d
+         WHERE NOT EXISTS (SELECT 1 FROM updated u
+                            WHERE u.sale_id = d.sale_id AND u.batch_no = d.batch_no AND u.user_id = d.user_id)
+        RETURNING h.sale_id, h.batch_no, h.user_id, h.units, h.units AS delta
     )
-    INSERT INTO batch_holdings (sale_id, batch_no, user_id, units)
-    SELECT d.sale_id, d.batch_no, d.user_id, d.units FROM d
-     WHERE NOT EXISTS (SELECT 1 FROM updated u
-                        WHERE u.sale_id = d.sale_id AND u.batch_no = d.batch_no AND u.user_id = d.user_id);
+    SELECT t.sale_id, t.batch_no, t.user_id, t.units, s.per_user_limit
+      FROM (SELECT * FROM updated UNION ALL SELECT * FROM added) t
+      JOIN sales s ON s.id = t.sale_id
+     WHERE t.delta > 0 AND t.units > s.per_user_limit
+     LIMIT 1;
 END $$;
 
+-- Inserted orders hold their units: both counters grow, and a buyer taken above the limit fails
+-- the statement (the writer answers limit_reached; the stock's CHECK fails it as sold_out). The
+-- hot path (one call per group commit), so it reads the transition table directly, without the
+-- JSON round trip the other triggers take through apply_unit_deltas.
 CREATE FUNCTION orders_count_inserted_units() RETURNS TRIGGER LANGUAGE plpgsql AS $$
 DECLARE
-    deltas JSONB;
     over RECORD;
 BEGIN
-    SELECT jsonb_agg(jsonb_build_object('sale_id', sale_id, 'batch_no', batch_no, 'user_id', user_id,
-                                        'units', units))
-      INTO deltas
-      FROM (SELECT sale_id, batch_no, user_id, sum(quantity) AS units FROM inserted
-             WHERE order_holds_units(status) GROUP BY 1, 2, 3) n;
-    IF deltas IS NULL THEN
-        RETURN NULL;
-    END IF;
-    PERFORM apply_unit_deltas(deltas);
-    SELECT h.sale_id, h.batch_no, h.user_id, h.units, s.per_user_limit INTO over
-      FROM batch_holdings h
-      JOIN (SELECT DISTINCT sale_id, batch_no, user_id FROM inserted) i USING (sale_id, batch_no, user_id)
-      JOIN sales s ON s.id = h.sale_id
-     WHERE h.units > s.per_user_limit
+    PERFORM 1 FROM sale_batches b
+     WHERE (b.sale_id, b.batch_no) IN (SELECT i.sale_id, i.batch_no FROM inserted i)
+     ORDER BY b.sale_id, b.batch_no FOR NO KEY UPDATE;
+    UPDATE sale_batches b SET committed_units = b.committed_units + t.units
+      FROM (SELECT i.sale_id, i.batch_no, sum(i.quantity) AS units FROM inserted i
+             WHERE i.status IN ('pending_payment', 'paid') GROUP BY 1, 2) t
+     WHERE b.sale_id = t.sale_id AND b.batch_no = t.batch_no;
+    WITH d AS (
+        SELECT i.sale_id, i.batch_no, i.user_id, sum(i.quantity)::bigint AS units FROM inserted i
+         WHERE i.status IN ('pending_payment', 'paid') GROUP BY 1, 2, 3
+    ), updated AS (
+        UPDATE batch_holdings h SET units = h.units + d.units FROM d
+         WHERE h.sale_id = d.sale_id AND h.batch_no = d.batch_no AND h.user_id = d.user_id
+        RETURNING h.sale_id, h.batch_no, h.user_id, h.units
+    ), added AS (
+        INSERT INTO batch_holdings AS h (sale_id, batch_no, user_id, units)
+        SELECT d.sale_id, d.batch_no, d.user_id, d.units FROM d
+         WHERE NOT EXISTS (SELECT 1 FROM updated u
+                            WHERE u.sale_id = d.sale_id AND u.batch_no = d.batch_no AND u.user_id = d.user_id)
+        RETURNING h.sale_id, h.batch_no, h.user_id, h.units
+    )
+    SELECT t.sale_id, t.batch_no, t.user_id, t.units, s.per_user_limit INTO over
+      FROM (SELECT * FROM updated UNION ALL SELECT * FROM added) t
+      JOIN sales s ON s.id = t.sale_id
+     WHERE t.units > s.per_user_limit
      LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'buyer % would hold % units of sale % batch %, above the limit of %',
@@ -100,6 +121,9 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
+-- Planned for each group's rows, never from a generic plan made while the tables were small.
+ALTER FUNCTION orders_count_inserted_units() SET plan_cache_mode = force_custom_plan;
+ALTER FUNCTION apply_unit_deltas(JSONB) SET plan_cache_mode = force_custom_plan;
 
 CREATE FUNCTION orders_count_changed_units() RETURNS TRIGGER LANGUAGE plpgsql AS $$
 DECLARE
@@ -110,14 +134,14 @@ BEGIN
       INTO deltas
       FROM (SELECT sale_id, batch_no, user_id, sum(units) AS units FROM (
                 SELECT n.sale_id, n.batch_no, n.user_id,
-                       CASE WHEN order_holds_units(n.status) THEN n.quantity ELSE 0 END
-                     - CASE WHEN order_holds_units(o.status) THEN o.quantity ELSE 0 END AS units
+                       CASE WHEN n.status IN ('pending_payment', 'paid') THEN n.quantity ELSE 0 END
+                     - CASE WHEN o.status IN ('pending_payment', 'paid') THEN o.quantity ELSE 0 END AS units
                   FROM changed_new n JOIN changed_old o ON o.id = n.id
-                 WHERE order_holds_units(n.status) <> order_holds_units(o.status)
+                 WHERE (n.status IN ('pending_payment', 'paid')) <> (o.status IN ('pending_payment', 'paid'))
                     OR n.quantity <> o.quantity) c
              GROUP BY 1, 2, 3 HAVING sum(units) <> 0) d;
     IF deltas IS NOT NULL THEN
-        PERFORM apply_unit_deltas(deltas);
+        PERFORM * FROM apply_unit_deltas(deltas);
     END IF;
     RETURN NULL;
 END $$;
@@ -130,9 +154,9 @@ BEGIN
                                         'units', -units))
       INTO deltas
       FROM (SELECT sale_id, batch_no, user_id, sum(quantity) AS units FROM deleted
-             WHERE order_holds_units(status) GROUP BY 1, 2, 3) d;
+             WHERE status IN ('pending_payment', 'paid') GROUP BY 1, 2, 3) d;
     IF deltas IS NOT NULL THEN
-        PERFORM apply_unit_deltas(deltas);
+        PERFORM * FROM apply_unit_deltas(deltas);
     END IF;
     RETURN NULL;
 END $$;

@@ -117,7 +117,7 @@ async fn one_sales_corrupt_counters_never_stop_the_others_and_are_repaired(db: s
     // The audit sees y's ledger does not balance: fenced, rebuilt from PostgreSQL in seconds.
     let pass = flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
     assert_eq!(pass.unbalanced, 1);
-    assert_eq!(ledger_back_within(&app, y, 2).await, (8, 2, 0));
+    assert_eq!(ledger_back_within(&app, y, 5).await, (8, 2, 0));
     app.redis.cleanup().await;
 }
 
@@ -140,7 +140,7 @@ async fn the_database_refuses_what_a_wrong_redis_reserves(db: sqlx::PgPool) {
     let refused = order(&app, id, "late", "k", &late, 1).await;
     refused.assert_problem(409, "sold_out");
     // The batch was fenced and is rebuilt from PostgreSQL; then a retry gets the same answer.
-    assert_eq!(ledger_back_within(&app, id, 2).await, (0, 3, 0));
+    assert_eq!(ledger_back_within(&app, id, 5).await, (0, 3, 0));
     let retried = order(&app, id, "late", "k", &late, 1).await;
     assert_eq!((retried.status, &retried.body), (refused.status, &refused.body));
     assert_eq!(committed_units(&app, id).await, 3);
@@ -206,7 +206,7 @@ async fn redis_restored_from_an_older_copy_is_detected_and_rebuilt(db: sqlx::PgP
     // An order now gets a reservation id the record already holds: refused, 503, fenced.
     let collided = order(&app, id, "next", "k", &token(&app, id, "next", 200), 1).await;
     collided.assert_problem(503, "rebuilding");
-    assert_eq!(ledger_back_within(&app, id, 2).await, (5, 5, 0));
+    assert_eq!(ledger_back_within(&app, id, 5).await, (5, 5, 0));
     assert_redis_agrees_with_postgres(&app, id).await;
     // The buyer's retry with the same key and token works.
     assert_eq!(order(&app, id, "next", "k", &token(&app, id, "next", 200), 1).await.status, 201);
@@ -216,7 +216,7 @@ async fn redis_restored_from_an_older_copy_is_detected_and_rebuilt(db: sqlx::PgP
     assert_eq!(buyers_order(&app, id, "lost-again", 2, 300).await, 2);
     restore_batch(&app, id, &old_copy).await;
     flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
-    assert_eq!(ledger_back_within(&app, id, 2).await, (2, 8, 0));
+    assert_eq!(ledger_back_within(&app, id, 5).await, (2, 8, 0));
 
     // Demand beyond the stock sells exactly the stock.
     assert_eq!(buyers_order(&app, id, "crowd", 10, 400).await, 2);
@@ -264,7 +264,7 @@ async fn a_redis_restart_that_lost_its_last_writes_is_rebuilt_from_postgres(db: 
     assert_eq!(ledger(&app, id).await, (8, 2, 0), "Redis came back with the older ledger");
     // The next pass sees a new Redis and rebuilds every live batch from PostgreSQL.
     flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
-    assert_eq!(ledger_back_within(&app, id, 2).await, (5, 5, 0));
+    assert_eq!(ledger_back_within(&app, id, 5).await, (5, 5, 0));
     assert_redis_agrees_with_postgres(&app, id).await;
     assert_eq!(buyers_order(&app, id, "crowd", 8, 200).await, 5);
     assert_eq!(committed_units(&app, id).await, 10);
@@ -301,7 +301,7 @@ async fn sale_keys(app: &TestApp, sale: i64) -> Vec<String> {
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
 async fn a_finished_batch_gives_every_key_an_end_of_life_and_keeps_its_numbers(db: sqlx::PgPool) {
     let mut tuning = tuning();
-    tuning.retire_grace = std::time::Duration::from_millis(300);
+    tuning.retire_grace = std::time::Duration::from_millis(1_500);
     let app = TestApp::with_tuning(db, tuning).await;
     let id = open_sale(&app, 5, 2, 600).await;
     sqlx::query("UPDATE sales SET admission_ttl_secs = 20").execute(&app.db).await.unwrap();
@@ -319,9 +319,10 @@ async fn a_finished_batch_gives_every_key_an_end_of_life_and_keeps_its_numbers(d
     assert!(keys.len() > 5, "{keys:?}");
     for key in keys.iter().filter(|k| !k.contains(":idem:")) {
         let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await.unwrap();
-        assert!((1..=300).contains(&ttl), "{key}: {ttl}");
+        // -2: expired already (a slow machine between SCAN and PTTL).
+        assert!(ttl == -2 || (1..=1_500).contains(&ttl), "{key}: {ttl}");
     }
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_600)).await;
     assert!(sale_keys(&app, id).await.iter().all(|k| k.contains(":idem:")), "only claims (a day) are left");
     // Its numbers stay visible, from PostgreSQL.
     let stats = &app.admin(Method::GET, &format!("/admin/sales/{id}"), None).await.body["current_batch"]["stats"];
@@ -394,7 +395,7 @@ async fn a_queue_redis_lost_keeps_every_place_and_numbers_newcomers_after_them(d
     // Redis loses everything; upkeep rebuilds the batch from PostgreSQL and the queue's marks.
     flush(&app).await;
     flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
-    ledger_back_within(&app, id, 2).await;
+    ledger_back_within(&app, id, 5).await;
 
     // Admitted just before the loss: still admitted, and the turn works.
     let second = poll(&app, id, "b2", &mut tickets[1]).await;
