@@ -82,6 +82,13 @@ impl RedisServer {
         }
     }
 
+    /// Starts the server again (after [`RedisServer::kill`]) on the same port and directory.
+    pub fn restart(&mut self) {
+        if self.child.is_none() {
+            self.spawn();
+        }
+    }
+
     /// Kills the server and starts it again on the same port and directory, so it loads what it
     /// had written to disk (a new process: a new `run_id`).
     pub fn crash_and_restart(&mut self) {
