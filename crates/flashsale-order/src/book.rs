@@ -711,6 +711,7 @@ impl OrderBook {
         .bind(&wanted)
         .fetch_all(&mut *tx)
         .await?;
+        let written: std::collections::HashSet<i64> = written.into_iter().collect();
         let orphans: Vec<i64> = wanted.into_iter().filter(|id| !written.contains(id)).collect();
         sqlx::query(
             "INSERT INTO released_reservations (sale_id, batch_no, reservation_id)              SELECT $1, $2, UNNEST($3::bigint[]) ON CONFLICT DO NOTHING",

@@ -55,6 +55,8 @@ pub const DEFAULT_PUBLIC_CACHE_MS: u64 = 500;
 
 /// Queue requests per second per buyer, unless configured (burst: twice that).
 pub const DEFAULT_RATE_LIMIT_PER_USER: u32 = 10;
+/// Order attempts per second per buyer, unless configured otherwise.
+pub const DEFAULT_RATE_LIMIT_ORDERS_PER_USER: u32 = 5;
 /// Queue requests per second per client IP, unless configured (burst: twice that). Generous,
 /// since carrier NAT puts many real buyers behind one address.
 pub const DEFAULT_RATE_LIMIT_PER_IP: u32 = 200;
@@ -124,6 +126,10 @@ pub struct RawSettings {
     /// Queue requests per second per buyer (burst twice that); 0 turns the limit off.
     #[arg(long, env = "FLASHSALE_RATE_LIMIT_PER_USER", default_value_t = DEFAULT_RATE_LIMIT_PER_USER)]
     pub rate_limit_per_user: u32,
+    /// Order attempts per second per buyer (burst twice that), a budget separate from the queue's
+    /// so that polling never costs a buyer an order; 0 turns the limit off.
+    #[arg(long, env = "FLASHSALE_RATE_LIMIT_ORDERS_PER_USER", default_value_t = DEFAULT_RATE_LIMIT_ORDERS_PER_USER)]
+    pub rate_limit_orders_per_user: u32,
     /// Queue requests per second per client IP (burst twice that); 0 turns the limit off.
     #[arg(long, env = "FLASHSALE_RATE_LIMIT_PER_IP", default_value_t = DEFAULT_RATE_LIMIT_PER_IP)]
     pub rate_limit_per_ip: u32,
@@ -308,6 +314,7 @@ impl RawSettings {
             public_cache_ttl: Duration::from_millis(self.public_cache_ms),
             limits: crate::limits::LimitSettings {
                 per_user: std::num::NonZeroU32::new(self.rate_limit_per_user),
+                orders_per_user: std::num::NonZeroU32::new(self.rate_limit_orders_per_user),
                 per_ip: std::num::NonZeroU32::new(self.rate_limit_per_ip),
                 trusted_proxies,
             },

@@ -74,6 +74,9 @@ impl IpNet {
 pub struct LimitSettings {
     /// Requests per second per buyer on the queue endpoints (burst: twice that); `None`: off.
     pub per_user: Option<NonZeroU32>,
+    /// Order attempts per second per buyer (burst: twice that), a budget of their own: a buyer's
+    /// polls never cost them an order; `None`: off.
+    pub orders_per_user: Option<NonZeroU32>,
     /// Requests per second per client IP (burst: twice that); `None`: off.
     pub per_ip: Option<NonZeroU32>,
     /// Proxies whose `X-Forwarded-For` is believed.
@@ -84,6 +87,7 @@ pub struct LimitSettings {
 #[derive(Debug)]
 pub struct RateLimits {
     per_user: Option<DefaultKeyedRateLimiter<UserId>>,
+    orders_per_user: Option<DefaultKeyedRateLimiter<UserId>>,
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
     trusted_proxies: Vec<IpNet>,
     clock: DefaultClock,
@@ -99,14 +103,31 @@ impl RateLimits {
     pub fn new(settings: &LimitSettings) -> RateLimits {
         RateLimits {
             per_user: settings.per_user.map(|r| RateLimiter::keyed(quota(r))),
+            orders_per_user: settings.orders_per_user.map(|r| RateLimiter::keyed(quota(r))),
             per_ip: settings.per_ip.map(|r| RateLimiter::keyed(quota(r))),
             trusted_proxies: settings.trusted_proxies.clone(),
             clock: DefaultClock::default(),
         }
     }
 
-    /// Counts one request of `user` from `ip`; 429 `rate_limited` when either is over its limit.
+    /// Counts one queue request of `user` from `ip`; 429 `rate_limited` when either is over its
+    /// limit.
     pub fn check(&self, user: &UserId, ip: Option<IpAddr>) -> Result<(), ApiError> {
+        self.check_against(self.per_user.as_ref(), user, ip)
+    }
+
+    /// Counts one order attempt of `user` from `ip`, against the buyer's order budget (not the one
+    /// their polls spend) and the client IP's.
+    pub fn check_order(&self, user: &UserId, ip: Option<IpAddr>) -> Result<(), ApiError> {
+        self.check_against(self.orders_per_user.as_ref(), user, ip)
+    }
+
+    fn check_against(
+        &self,
+        per_user: Option<&DefaultKeyedRateLimiter<UserId>>,
+        user: &UserId,
+        ip: Option<IpAddr>,
+    ) -> Result<(), ApiError> {
         let refused = |scope: &'static str, wait: Duration| {
             metrics::counter!("rate_limited_total", "scope" => scope).increment(1);
             ApiError::RateLimited { retry_after: wait }
@@ -114,7 +135,7 @@ impl RateLimits {
         if let (Some(limiter), Some(ip)) = (&self.per_ip, ip) {
             limiter.check_key(&ip).map_err(|n| refused("ip", n.wait_time_from(self.clock.now())))?;
         }
-        if let Some(limiter) = &self.per_user {
+        if let Some(limiter) = per_user {
             limiter.check_key(user).map_err(|n| refused("user", n.wait_time_from(self.clock.now())))?;
         }
         Ok(())
@@ -124,6 +145,11 @@ impl RateLimits {
     pub fn housekeeping(&self) {
         for len in [
             self.per_user.as_ref().map(|l| {
+                l.retain_recent();
+                l.shrink_to_fit();
+                l.len()
+            }),
+            self.orders_per_user.as_ref().map(|l| {
                 l.retain_recent();
                 l.shrink_to_fit();
                 l.len()
@@ -186,9 +212,23 @@ mod tests {
     fn limits(per_user: u32, per_ip: u32, proxies: &[&str]) -> RateLimits {
         RateLimits::new(&LimitSettings {
             per_user: NonZeroU32::new(per_user),
+            orders_per_user: NonZeroU32::new(2),
             per_ip: NonZeroU32::new(per_ip),
             trusted_proxies: proxies.iter().map(|p| p.parse().unwrap()).collect(),
         })
+    }
+
+    #[test]
+    fn polls_never_spend_a_buyers_order_budget() {
+        let limits = limits(5, 0, &[]);
+        let alice = UserId::try_from("alice".to_owned()).unwrap();
+        while limits.check(&alice, None).is_ok() {}
+        // Out of polls, the buyer can still order (and retry) within the order budget (2/s, burst 4)...
+        for _ in 0..4 {
+            limits.check_order(&alice, None).unwrap();
+        }
+        // ...which is a limit of its own.
+        assert!(matches!(limits.check_order(&alice, None), Err(ApiError::RateLimited { .. })));
     }
 
     #[test]

@@ -119,6 +119,7 @@ impl Default for Tuning {
             queue: QueueSettings::default(),
             limits: LimitSettings {
                 per_user: std::num::NonZeroU32::new(crate::config::DEFAULT_RATE_LIMIT_PER_USER),
+                orders_per_user: std::num::NonZeroU32::new(crate::config::DEFAULT_RATE_LIMIT_ORDERS_PER_USER),
                 per_ip: std::num::NonZeroU32::new(crate::config::DEFAULT_RATE_LIMIT_PER_IP),
                 trusted_proxies: Vec::new(),
             },

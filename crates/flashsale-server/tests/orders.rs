@@ -635,3 +635,30 @@ async fn the_audit_compares_redis_with_the_orders_in_postgres(db: sqlx::PgPool) 
     assert!(text.as_str().unwrap().contains(&gauge("sold", 1)), "{text}");
     app.redis.cleanup().await;
 }
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn polling_never_costs_a_buyer_their_order(db: sqlx::PgPool) {
+    let mut tuning = tuning();
+    tuning.limits.per_user = std::num::NonZeroU32::new(2);
+    tuning.limits.orders_per_user = std::num::NonZeroU32::new(1);
+    let app = TestApp::with_tuning(db, tuning).await;
+    let id = open_sale(&app, 10, 2, 600).await;
+    let uri = format!("/sales/{id}/queue");
+    app.buyer(Method::POST, &uri, "alice", None).await;
+    let mut limited = None;
+    for _ in 0..10 {
+        let polled = app.buyer(Method::GET, &uri, "alice", None).await;
+        if polled.status == 429 {
+            limited = Some(polled);
+            break;
+        }
+    }
+    limited.expect("the polls ran out of budget").assert_problem(429, "rate_limited");
+    // The order and its immediate retry spend a budget of their own.
+    let t = token(&app, id, "alice", 1);
+    let created = order(&app, id, "alice", "k", &t, 1).await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let retried = order(&app, id, "alice", "k", &t, 1).await;
+    assert_eq!((retried.status, &retried.body), (created.status, &created.body));
+    app.redis.cleanup().await;
+}

@@ -76,7 +76,7 @@ async fn create_order(
     key: KeyHeader,
     Json(request): Json<OrderRequest>,
 ) -> Result<Response, ApiError> {
-    state.limits.check(&buyer.user, ip.0)?;
+    state.limits.check_order(&buyer.user, ip.0)?;
     let key = key.0.as_deref().and_then(|k| IdempotencyKey::try_from(k).ok()).ok_or(ApiError::InvalidIdempotencyKey)?;
     orders::create(&state, &buyer.user, id, key, request).await
 }

@@ -39,6 +39,7 @@ pub async fn uncached(db: sqlx::PgPool) -> TestApp {
 pub fn tuning() -> flashsale_server::state::Tuning {
     let mut tuning = super::uncached_tuning();
     tuning.limits.per_user = None;
+    tuning.limits.orders_per_user = None;
     tuning.limits.per_ip = None;
     tuning
 }
