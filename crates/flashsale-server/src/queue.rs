@@ -388,9 +388,50 @@ async fn view(
     Ok(out)
 }
 
+/// How long the admission ticker may go without a complete pass before `/readyz` says this
+/// instance is not ready.
+pub const TICKER_STALE_AFTER: Duration = Duration::from_secs(5);
+
+/// Whether this instance's admission ticker is alive, for `/readyz`. A pass counts when the list
+/// of sales was read and no open sale's step failed, or at least one succeeded (one broken sale
+/// does not make the instance unready; every sale failing does). Once gave an outage away: every
+/// tick failed for minutes while `/readyz` answered 200.
+#[derive(Debug, Default)]
+pub struct TickerHealth {
+    /// Set when the ticker task starts (instances driven without it, as in tests of the router,
+    /// are not judged by it).
+    running: std::sync::atomic::AtomicBool,
+    /// Redis's clock at the last complete pass, Unix ms (0: none yet).
+    last_pass_ms: std::sync::atomic::AtomicI64,
+}
+
+impl TickerHealth {
+    /// The ticker task has started, at `now_ms` (so it gets a full period before it is judged).
+    pub fn started(&self, now_ms: i64) {
+        self.last_pass_ms.store(now_ms, std::sync::atomic::Ordering::Relaxed);
+        self.running.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn passed(&self, now_ms: i64) {
+        self.last_pass_ms.store(now_ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long the running ticker has gone without a complete pass, when that is longer than
+    /// [`TICKER_STALE_AFTER`].
+    pub fn stale_for(&self, now_ms: i64) -> Option<Duration> {
+        if !self.running.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let since = now_ms - self.last_pass_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let since = Duration::from_millis(u64::try_from(since).unwrap_or_default());
+        (since > TICKER_STALE_AFTER).then_some(since)
+    }
+}
+
 /// Runs the admission ticker step for every open batch every [`ADMISSION_TICK`], until
 /// `shutdown`. Every instance runs it; the token bucket in Redis keeps the global rate.
 pub async fn run_admission(state: AppState, shutdown: CancellationToken) {
+    state.ticker.started(state.clock.now_ms());
     crate::upkeep::every(ADMISSION_TICK, shutdown, || async {
         if let Err(e) = admit_all(&state, state.clock.now()).await {
             tracing::warn!(error = %e, "admission tick failed; retrying");
@@ -403,7 +444,7 @@ pub async fn run_admission(state: AppState, shutdown: CancellationToken) {
 /// when the list of sales cannot be read; a failure of one sale's step is logged and skipped.
 pub async fn admit_all(state: &AppState, now: DateTime<Utc>) -> Result<u64, ApiError> {
     let snapshot = live_snapshot(state, None).await?;
-    let mut admitted = 0;
+    let (mut admitted, mut stepped, mut failed) = (0, 0, 0);
     for (sale, live) in snapshot.iter() {
         if now < live.batch.opens_at || live.batch.is_finished(now) {
             continue;
@@ -414,6 +455,7 @@ pub async fn admit_all(state: &AppState, now: DateTime<Utc>) -> Result<u64, ApiE
         let step = match state.queue.admit(&ctx.window, &ctx.policy).await {
             Ok(step) => step,
             Err(e) => {
+                failed += 1;
                 metrics::counter!("queue_admission_failures_total", "sale" => sale.id.to_string()).increment(1);
                 tracing::warn!(sale.id = %sale.id, batch.no = %live.batch.batch_no, error = %e, "admission step failed for one sale");
                 continue;
@@ -426,6 +468,10 @@ pub async fn admit_all(state: &AppState, now: DateTime<Utc>) -> Result<u64, ApiE
         metrics::counter!("queue_admissions_lapsed_total", "sale" => label.clone()).increment(step.lapsed);
         metrics::gauge!("queue_in_flight", "sale" => label).set(step.inflight as f64);
         admitted += step.admitted;
+        stepped += 1;
+    }
+    if failed == 0 || stepped > 0 {
+        state.ticker.passed(state.clock.now_ms());
     }
     Ok(admitted)
 }

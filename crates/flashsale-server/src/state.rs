@@ -75,6 +75,8 @@ pub struct Shared {
     pub orders: Arc<OrderBook>,
     /// How long a retired batch's Redis keys stay readable.
     pub retire_grace: Duration,
+    /// Whether this instance's admission ticker completes its passes (`/readyz`).
+    pub ticker: crate::queue::TickerHealth,
     /// Redis's clock, which every decision about time is made by (never this machine's own).
     pub clock: flashsale_redis::Clock,
     /// How long a reservation may wait for its order before upkeep releases it as an orphan.
@@ -178,6 +180,7 @@ impl AppState {
             pg_drift: Default::default(),
             orphan_after: tuning.orphan_after,
             retire_grace: tuning.retire_grace,
+            ticker: Default::default(),
             clock,
             #[cfg(feature = "failpoints")]
             failpoints: Failpoints::default(),

@@ -246,3 +246,32 @@ async fn the_audit_counts_a_ledger_that_does_not_balance(db: sqlx::PgPool) {
     assert!(metrics.body.as_str().unwrap().contains(&format!("inventory_drift_units{{sale=\"{id}\"}} 1")));
     app.redis.cleanup().await;
 }
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn readiness_fails_while_the_admission_ticker_makes_no_progress(db: sqlx::PgPool) {
+    let app = common::uncached(db).await;
+    let mut body = common::one_off_sale();
+    body["opens_at"] = json!((chrono::Utc::now() + chrono::TimeDelta::seconds(30)).to_rfc3339());
+    let id = app.create_sale(body).await["id"].as_i64().unwrap();
+    common::open_now(&app, id).await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let ticker = tokio::spawn(flashsale_server::queue::run_admission(app.state.clone(), shutdown.clone()));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(app.get("/readyz").await.status, 200);
+    // The only open sale's state is broken in a way every admission step fails on, while Redis
+    // and PostgreSQL answer: admission is dead, and readiness says so.
+    let ledger = app.redis.keys.batch(id.try_into().unwrap(), flashsale_core::BatchNo::FIRST).ledger();
+    let mut conn = app.redis.pool.get().await.unwrap();
+    let _: () = redis::cmd("SET").arg(&ledger).arg("not a ledger").query_async(&mut conn).await.unwrap();
+    tokio::time::sleep(flashsale_server::queue::TICKER_STALE_AFTER + std::time::Duration::from_millis(700)).await;
+    let reply = app.get("/readyz").await;
+    reply.assert_problem(503, "unavailable");
+    assert!(reply.body["detail"].as_str().unwrap().contains("admission ticker"), "{reply:?}");
+    // Repaired: ready again at the next pass.
+    let _: () = redis::cmd("DEL").arg(&ledger).query_async(&mut conn).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(app.get("/readyz").await.status, 200);
+    shutdown.cancel();
+    ticker.await.unwrap();
+    app.redis.cleanup().await;
+}

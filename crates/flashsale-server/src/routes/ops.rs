@@ -34,7 +34,8 @@ async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Redis and PostgreSQL both answer within a second: the instance can serve traffic.
+/// Redis and PostgreSQL both answer within a second, and this instance's admission ticker has
+/// completed a pass in the last five seconds: the instance can serve traffic.
 #[utoipa::path(
     get, path = "/readyz", tag = "ops",
     responses(
@@ -57,11 +58,14 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError>
     if !matches!(redis, Ok(Ok(_))) {
         down.push("Redis");
     }
-    if down.is_empty() {
-        Ok(Json(Health { status: "ok" }))
-    } else {
-        Err(ApiError::Unavailable(format!("{} not answering", down.join(" and "))))
+    let mut reasons: Vec<String> = Vec::new();
+    if !down.is_empty() {
+        reasons.push(format!("{} not answering", down.join(" and ")));
     }
+    if let Some(stale) = state.ticker.stale_for(state.clock.now_ms()) {
+        reasons.push(format!("the admission ticker has not completed a pass for {} s", stale.as_secs()));
+    }
+    if reasons.is_empty() { Ok(Json(Health { status: "ok" })) } else { Err(ApiError::Unavailable(reasons.join("; "))) }
 }
 
 /// Prometheus metrics in the text exposition format.
