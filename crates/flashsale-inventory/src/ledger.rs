@@ -224,15 +224,14 @@ impl Inventory {
     /// `None` when it has no ledger.
     pub async fn last_reservation_id(&self, sale: SaleId, batch: BatchNo) -> Result<Option<u64>, InventoryError> {
         let mut conn = self.redis.conn().await?;
-        let (exists, seq): (bool, Option<i64>) = redis::pipe()
-            .cmd("EXISTS")
+        // Every ledger has a `total`; `seq` appears with the first reservation.
+        let (total, seq): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
             .arg(self.keys.batch(sale, batch).ledger())
-            .cmd("HGET")
-            .arg(self.keys.batch(sale, batch).ledger())
+            .arg("total")
             .arg("seq")
             .query_async(&mut conn)
             .await?;
-        Ok(exists.then(|| seq.and_then(|s| u64::try_from(s).ok()).unwrap_or(0)))
+        Ok(total.map(|_| seq.and_then(|s| u64::try_from(s).ok()).unwrap_or(0)))
     }
 
     /// The batch's ledger, or `None` if it has none.
@@ -270,8 +269,8 @@ fn decode_snapshot(key: &str, fields: &[Option<i64>]) -> Option<LedgerSnapshot> 
     }
     let max = i64::from(u32::MAX);
     let unit = |i: usize| {
-        let field = format!("{key} {}", LEDGER_FIELDS[i]);
-        let n = flashsale_redis::clamp_count(&field, fields.get(i).copied().flatten().unwrap_or(0), max);
+        let raw = fields.get(i).copied().flatten().unwrap_or(0);
+        let n = flashsale_redis::clamp_count(raw, max, || format!("{key} {}", LEDGER_FIELDS[i]));
         units(n).unwrap_or_default()
     };
     // A flag that is not 1 reads as unset (how the scripts read them too).

@@ -725,6 +725,19 @@ impl OrderBook {
         Ok(orphans.into_iter().filter_map(|id| u64::try_from(id).ok()).collect())
     }
 
+    /// Whether an order of the batch still holds units unpaid, or has a settlement Redis owes:
+    /// the batch's Redis state is still needed.
+    pub async fn has_unsettled_orders(&self, sale: SaleId, batch: BatchNo) -> Result<bool, OrderError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM orders WHERE sale_id = $1 AND batch_no = $2 \
+                            AND (status = 'pending_payment' OR redis_settle IS NOT NULL))",
+        )
+        .bind(sale.get())
+        .bind(batch.get())
+        .fetch_one(&self.db)
+        .await?)
+    }
+
     /// The largest reservation id the batch's orders use (0 when it has none). Redis hands ids
     /// out before their orders are written, so its own counter is never below this unless it
     /// went back to an older state.
@@ -796,13 +809,24 @@ async fn record_batch(db: &PgPool, jobs: &[RecordJob]) -> Result<Vec<Recorded>, 
     if !orders.is_empty() {
         let current = lock_epochs(&mut tx, orders.iter().map(|(_, o)| (o.sale_id, o.batch_no))).await?;
         let released = released_among(&mut tx, orders.iter().map(|(_, o)| *o)).await?;
-        let (valid, fenced): (Vec<_>, Vec<_>) = orders.iter().partition(|(_, o)| {
-            current.get(&(o.sale_id.get(), o.batch_no.get())).is_some_and(|e| o.epoch >= *e)
-                && !released.contains(&(o.sale_id.get(), o.batch_no.get(), to_i64(o.reservation_id)))
-        });
-        for (i, o) in &fenced {
-            let orphaned = released.contains(&(o.sale_id.get(), o.batch_no.get(), to_i64(o.reservation_id)));
-            placed.insert(*i, if orphaned { Placed::Orphaned } else { Placed::Fenced });
+        // Why an order cannot be written, if it cannot.
+        let refused = |o: &NewOrder| {
+            if current.get(&(o.sale_id.get(), o.batch_no.get())).is_none_or(|e| o.epoch < *e) {
+                Some(Placed::Fenced)
+            } else if released.contains(&(o.sale_id.get(), o.batch_no.get(), to_i64(o.reservation_id))) {
+                Some(Placed::Orphaned)
+            } else {
+                None
+            }
+        };
+        let mut valid = Vec::with_capacity(orders.len());
+        for (i, o) in &orders {
+            match refused(o) {
+                Some(answer) => {
+                    placed.insert(*i, answer);
+                }
+                None => valid.push((*i, *o)),
+            }
         }
         let created = insert_orders(&mut tx, valid.iter().map(|(_, o)| *o)).await?;
         for (i, o) in valid {

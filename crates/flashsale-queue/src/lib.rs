@@ -249,7 +249,7 @@ impl Queue {
             return Err(bad());
         };
         let n = |v: &i64| u64::try_from(*v).map_err(|_| bad());
-        let inflight = flashsale_redis::clamp_count(&keys.queue_ticker(), *inflight, i64::MAX);
+        let inflight = flashsale_redis::clamp_count(*inflight, i64::MAX, || keys.queue_ticker());
         Ok(Admitted {
             admitted: n(admitted)?,
             serving: n(serving)?,
@@ -344,18 +344,18 @@ impl Queue {
                 };
                 // Clamped, never an error: one batch's bad counter must not fail the reads of
                 // every batch read with it (see `flashsale_redis::clamp_count`).
-                let counter = |key: String, value: Option<&Value>| -> Result<u64, QueueError> {
+                let counter = |value: Option<&Value>, key: &dyn Fn() -> String| -> Result<u64, QueueError> {
                     let n: i64 = match value {
                         None | Some(Value::Nil) => 0,
                         Some(v) => redis::from_redis_value(v)?,
                     };
-                    Ok(u64::try_from(flashsale_redis::clamp_count(&key, n, i64::MAX)).unwrap_or_default())
+                    Ok(u64::try_from(flashsale_redis::clamp_count(n, i64::MAX, key)).unwrap_or_default())
                 };
                 Ok(Counters {
-                    tail: counter(keys.queue_tail(), mget.first())?,
-                    serving: counter(keys.queue_serving(), mget.get(1))?,
+                    tail: counter(mget.first(), &|| keys.queue_tail())?,
+                    serving: counter(mget.get(1), &|| keys.queue_serving())?,
                     prequeue: u64::try_from(*prequeue).map_err(|_| bad())?,
-                    inflight: counter(keys.queue_ticker(), Some(inflight))?,
+                    inflight: counter(Some(inflight), &|| keys.queue_ticker())?,
                 })
             })
             .collect()

@@ -107,14 +107,16 @@ static OUT_OF_RANGE: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Mutex::def
 /// its batch into an error: one sale's bad state would then fail the views and the admission
 /// ticker of every sale read with it. Readers clamp instead, the first time a key is seen out of
 /// range it is logged (once per key and process), and the audit repairs the state (a ledger that
-/// does not balance is fenced and rebuilt from PostgreSQL).
-pub fn clamp_count(key: &str, value: i64, max: i64) -> i64 {
+/// does not balance is fenced and rebuilt from PostgreSQL). `key` names the counter; it is only
+/// called for a value out of range, so a read in range allocates nothing.
+pub fn clamp_count(value: i64, max: i64, key: impl FnOnce() -> String) -> i64 {
     if (0..=max).contains(&value) {
         return value;
     }
+    let key = key();
     let mut seen = OUT_OF_RANGE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if seen.len() < 10_000 && seen.insert(key.to_owned()) {
-        tracing::error!(redis.key = key, value, max, "Redis counter out of range; read as clamped until repaired");
+    if seen.len() < 10_000 && seen.insert(key.clone()) {
+        tracing::error!(redis.key = %key, value, max, "Redis counter out of range; read as clamped until repaired");
     }
     value.clamp(0, max)
 }

@@ -413,18 +413,6 @@ pub async fn batches_to_retire(conn: &mut PgConnection, now: DateTime<Utc>) -> R
     rows.into_iter().map(Batch::try_from).collect()
 }
 
-/// Whether any order of the batch still holds units unpaid (the batch cannot retire yet).
-pub async fn has_pending_orders(conn: &mut PgConnection, sale: SaleId, batch: BatchNo) -> Result<bool, SalesError> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM orders WHERE sale_id = $1 AND batch_no = $2 \
-                        AND (status = 'pending_payment' OR redis_settle IS NOT NULL))",
-    )
-    .bind(sale.get())
-    .bind(batch.get())
-    .fetch_one(conn)
-    .await?)
-}
-
 /// Records that a batch is retired, with its final numbers: units sold from the record (its
 /// orders' held units: none is pending by then), the queue's from Redis. Returns whether this call
 /// did it.

@@ -8,6 +8,7 @@
 //! pre-queue's draw becomes known, and once when the buyer is first admitted (to learn the
 //! admission window, which the new ticket then carries).
 
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -400,29 +401,29 @@ pub const TICKER_STALE_AFTER: Duration = Duration::from_secs(5);
 pub struct TickerHealth {
     /// Set when the ticker task starts (instances driven without it, as in tests of the router,
     /// are not judged by it).
-    running: std::sync::atomic::AtomicBool,
+    running: AtomicBool,
     /// Redis's clock at the last complete pass, Unix ms (0: none yet).
-    last_pass_ms: std::sync::atomic::AtomicI64,
+    last_pass_ms: AtomicI64,
 }
 
 impl TickerHealth {
     /// The ticker task has started, at `now_ms` (so it gets a full period before it is judged).
     pub fn started(&self, now_ms: i64) {
-        self.last_pass_ms.store(now_ms, std::sync::atomic::Ordering::Relaxed);
-        self.running.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.last_pass_ms.store(now_ms, Ordering::Relaxed);
+        self.running.store(true, Ordering::Relaxed);
     }
 
     fn passed(&self, now_ms: i64) {
-        self.last_pass_ms.store(now_ms, std::sync::atomic::Ordering::Relaxed);
+        self.last_pass_ms.store(now_ms, Ordering::Relaxed);
     }
 
     /// How long the running ticker has gone without a complete pass, when that is longer than
     /// [`TICKER_STALE_AFTER`].
     pub fn stale_for(&self, now_ms: i64) -> Option<Duration> {
-        if !self.running.load(std::sync::atomic::Ordering::Relaxed) {
+        if !self.running.load(Ordering::Relaxed) {
             return None;
         }
-        let since = now_ms - self.last_pass_ms.load(std::sync::atomic::Ordering::Relaxed);
+        let since = now_ms - self.last_pass_ms.load(Ordering::Relaxed);
         let since = Duration::from_millis(u64::try_from(since).unwrap_or_default());
         (since > TICKER_STALE_AFTER).then_some(since)
     }

@@ -117,20 +117,19 @@ pub async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<Pass, ApiError
     let live = store::live_sales(&mut conn).await?;
     drop(conn);
     if redis_restarted(state).await? {
+        // Rebuilt below, in this pass, as every batch without a ledger is.
         for (sale, batch) in live.iter().filter(|(_, b)| !b.is_finished(now)) {
-            fence(state, sale.id, batch.batch_no, "redis_restarted").await;
+            fence_only(state, sale.id, batch.batch_no, "redis_restarted").await;
         }
     }
     for (sale, batch) in live {
-        release_orphans(state, sale.id, batch.batch_no).await?;
-        if now >= batch.opens_at && !batch.is_finished(now) {
-            mark_queue(state, sale.id, batch.batch_no).await?;
-        }
-        let expired = state.inventory.expire_due(sale.id, batch.batch_no, 1_000, RESERVATION_GRACE_MS).await?;
-        if expired.units > 0 {
-            tracing::info!(sale.id = %sale.id, batch.no = %batch.batch_no, units = expired.units, "expired reservations released");
-            metrics::counter!("reservations_expired_total").increment(expired.reservations);
-            done.units_expired += expired.units;
+        // A finished batch's leftovers are swept by `retire_finished`, once.
+        if !batch.is_finished(now) {
+            release_orphans(state, sale.id, batch.batch_no).await?;
+            if now >= batch.opens_at {
+                mark_queue(state, sale.id, batch.batch_no).await?;
+            }
+            done.units_expired += expire_reservations(state, sale.id, batch.batch_no).await?;
         }
         // One read serves both the audit and the check that the ledger exists.
         let mut ledger = state.inventory.snapshot(sale.id, batch.batch_no).await?;
@@ -146,8 +145,10 @@ pub async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<Pass, ApiError
                 None
             };
             if let Some(reason) = stale.filter(|_| !batch.is_finished(now)) {
-                fence(state, sale.id, batch.batch_no, reason).await;
-                ledger = None;
+                if fence_only(state, sale.id, batch.batch_no, reason).await {
+                    // Rebuilt just below.
+                    ledger = None;
+                }
             }
         }
         if batch.is_finished(now) {
@@ -158,7 +159,7 @@ pub async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<Pass, ApiError
             done.ledgers_rebuilt += 1;
         }
     }
-    done.retired = retire_finished(state, now).await?;
+    retire_finished(state, now, &mut done).await?;
     Ok(done)
 }
 
@@ -180,28 +181,39 @@ async fn mark_queue(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<()
 /// nothing of it is pending (in PostgreSQL) or reserved (in Redis), its final numbers go to
 /// PostgreSQL and every one of its keys expires after the grace period. Until then its leftover
 /// reservations are swept here (upkeep's main loop only visits each sale's current batch).
-async fn retire_finished(state: &AppState, now: DateTime<Utc>) -> Result<usize, ApiError> {
+async fn retire_finished(state: &AppState, now: DateTime<Utc>, done: &mut Pass) -> Result<(), ApiError> {
     let mut conn = state.db.acquire().await?;
     let finished = store::batches_to_retire(&mut conn, now).await?;
-    let mut retired = 0;
+    drop(conn);
     for batch in finished {
         let (sale, no) = (batch.sale_id, batch.batch_no);
         release_orphans(state, sale, no).await?;
-        state.inventory.expire_due(sale, no, 1_000, RESERVATION_GRACE_MS).await?;
-        if store::has_pending_orders(&mut conn, sale, no).await?
-            || state.inventory.open_reservations(sale, no).await? > 0
+        done.units_expired += expire_reservations(state, sale, no).await?;
+        if state.orders.has_unsettled_orders(sale, no).await? || state.inventory.open_reservations(sale, no).await? > 0
         {
             continue;
         }
         let queue = state.queue.stats(&[(sale, no)]).await?.pop().unwrap_or_default();
         let grace_ms = i64::try_from(state.retire_grace.as_millis()).unwrap_or(i64::MAX);
         let keys = state.inventory.retire(sale, no, grace_ms).await?;
+        let mut conn = state.db.acquire().await?;
         if store::retire_batch(&mut conn, sale, no, queue.queued, queue.admitted).await? {
-            retired += 1;
+            done.retired += 1;
             tracing::info!(sale.id = %sale, batch.no = %no, keys, grace_ms, "finished batch retired; its Redis keys expire");
         }
     }
-    Ok(retired)
+    Ok(())
+}
+
+/// Releases the batch's reservations past their deadline and the grace period (units whose order
+/// was never written); returns their units.
+async fn expire_reservations(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<u64, ApiError> {
+    let expired = state.inventory.expire_due(sale, batch, 1_000, RESERVATION_GRACE_MS).await?;
+    if expired.units > 0 {
+        tracing::info!(sale.id = %sale, batch.no = %batch, units = expired.units, "expired reservations released");
+        metrics::counter!("reservations_expired_total").increment(expired.reservations);
+    }
+    Ok(expired.units)
 }
 
 /// The Redis half of the inventory audit: exports `inventory_drift_units` (total − available −
@@ -390,22 +402,31 @@ async fn release_orphan_chunk(state: &AppState, sale: SaleId, batch: BatchNo) ->
 ///
 /// [`Inventory::fence`]: flashsale_inventory::Inventory::fence
 pub async fn fence(state: &AppState, sale: SaleId, batch: BatchNo, reason: &'static str) {
-    metrics::counter!("inventory_fences_total", "reason" => reason).increment(1);
-    tracing::error!(sale.id = %sale, batch.no = %batch, reason, "Redis's state of the batch is wrong; fencing it and rebuilding it from PostgreSQL");
-    if let Err(e) = state.inventory.fence(sale, batch).await {
-        // Redis is unreachable: nothing can be sold through it meanwhile, and the checks run
-        // again when it is back.
-        tracing::error!(sale.id = %sale, batch.no = %batch, error = %e, "could not fence the batch");
+    if !fence_only(state, sale, batch, reason).await {
         return;
     }
-    state.counters.remove(&(sale, batch));
-    state.public_cache.invalidate(sale);
     let state = state.clone();
     tokio::spawn(async move {
         if let Err(e) = rebuild_by_id(&state, sale, batch).await {
             tracing::warn!(sale.id = %sale, batch.no = %batch, error = %e, "rebuild after a fence failed; upkeep retries it");
         }
     });
+}
+
+/// [`fence`] without the rebuild, for upkeep, whose pass rebuilds every batch without a ledger
+/// itself. Returns whether the batch was fenced.
+async fn fence_only(state: &AppState, sale: SaleId, batch: BatchNo, reason: &'static str) -> bool {
+    metrics::counter!("inventory_fences_total", "reason" => reason).increment(1);
+    tracing::error!(sale.id = %sale, batch.no = %batch, reason, "Redis's state of the batch is wrong; fencing it and rebuilding it from PostgreSQL");
+    if let Err(e) = state.inventory.fence(sale, batch).await {
+        // Redis is unreachable: nothing can be sold through it meanwhile, and the checks run
+        // again when it is back.
+        tracing::error!(sale.id = %sale, batch.no = %batch, error = %e, "could not fence the batch");
+        return false;
+    }
+    state.counters.remove(&(sale, batch));
+    state.public_cache.invalidate(sale);
+    true
 }
 
 /// [`rebuild`] for a batch known by its ids.
