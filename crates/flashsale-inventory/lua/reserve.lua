@@ -13,7 +13,13 @@
 -- {'closed'}, {'token_used'}, {'limit_reached', held}, {'sold_out', available}, or, with a claim
 -- that is already held, {'claimed', held claim}. Nothing is written unless 'reserved' is
 -- returned, except the claim: written with every answer but 'missing' and 'claimed' (the caller
--- stores the answer under it). On success the ticket is consumed (a replayed token
+-- stores the answer under it), and a refusal that leaves the buyer nothing to buy: 'sold_out'
+-- with nothing available, or 'limit_reached' with the buyer's whole limit held. That refusal
+-- ends the turn as a reservation would (ticket consumed, the step learns the buyer is done, one
+-- fewer in flight), so admission can offer the next unit that comes back to the next buyer in
+-- line at once instead of when this buyer's window runs out. A refusal that leaves something
+-- (fewer units than asked are free, or fewer than asked are left within the limit) keeps the
+-- turn: the buyer may ask again for less. On success the ticket is consumed (a replayed token
 -- reserves nothing), the buyer's holdings grow, available -> reserved, the reservation is recorded
 -- with its deadline (Redis's clock), and the admission step learns one of its buyers reserved (so
 -- the queue stops counting them as in flight). The reservation is also noted as unconfirmed until
@@ -46,12 +52,31 @@ if l[3] == '1' then return {'paused'} end
 -- even if a Redis loss ever made two buyers hold the same number.
 local spent = ticket .. ':' .. user
 if redis.call('SISMEMBER', used, spent) == 1 then return {'token_used'} end
-local held = tonumber(redis.call('HGET', holdings, user) or '0')
-if held + qty > tonumber(l[2]) then return {'limit_reached', held} end
-local available = tonumber(l[1])
-if available < qty then return {'sold_out', available} end
 
-redis.call('SADD', used, spent)
+-- The buyer is done with this turn: the ticket is spent and the step stops counting them.
+local function finish_turn()
+  redis.call('SADD', used, spent)
+  if redis.call('HEXISTS', step_info, step .. ':n') == 1 then
+    redis.call('HINCRBY', step_info, step .. ':r', 1)
+    -- Never below zero, whatever an earlier bug or a partial restore left (a negative count would
+    -- let admission run past the stock).
+    if redis.call('HINCRBY', ticker, 'inflight', -1) < 0 then redis.call('HSET', ticker, 'inflight', 0) end
+  end
+end
+
+local held = tonumber(redis.call('HGET', holdings, user) or '0')
+local limit = tonumber(l[2])
+if held + qty > limit then
+  if held >= limit then finish_turn() end
+  return {'limit_reached', held}
+end
+local available = tonumber(l[1])
+if available < qty then
+  if available <= 0 then finish_turn() end
+  return {'sold_out', available}
+end
+
+finish_turn()
 redis.call('HINCRBY', holdings, user, qty)
 redis.call('HINCRBY', ledger, 'available', -qty)
 redis.call('HINCRBY', ledger, 'reserved', qty)
@@ -61,10 +86,4 @@ redis.call('HSET', reservations, id, qty .. ' ' .. deadline .. ' ' .. ticket .. 
 redis.call('ZADD', deadlines, deadline, id)
 redis.call('ZADD', unconfirmed, now, id)
 redis.call('HSET', unconfirmed_info, id, step .. ' ' .. (claim or ''))
-if redis.call('HEXISTS', step_info, step .. ':n') == 1 then
-  redis.call('HINCRBY', step_info, step .. ':r', 1)
-  -- Never below zero, whatever an earlier bug or a partial restore left (a negative count would
-  -- let admission run past the stock).
-  if redis.call('HINCRBY', ticker, 'inflight', -1) < 0 then redis.call('HSET', ticker, 'inflight', 0) end
-end
 return {'reserved', id, deadline, tonumber(l[7] or '1')}

@@ -44,18 +44,33 @@ impl From<redis::RedisError> for OrderError {
 }
 
 impl OrderError {
-    /// Whether PostgreSQL could not be reached (as opposed to refusing a statement): the request
-    /// may be retried as it is.
+    /// Whether PostgreSQL or Redis could not serve right now (as opposed to refusing a statement
+    /// for what it said): the request may be retried as it is.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            OrderError::Database(e) => {
-                matches!(**e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
-            }
+            OrderError::Database(e) => database_unavailable(e),
             OrderError::Redis(e) => {
                 e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
             }
             OrderError::WriterStopped | OrderError::NoRedisConnection(_) => true,
             _ => false,
         }
+    }
+}
+
+/// Whether a database error means PostgreSQL cannot serve right now, rather than a bug or a
+/// refusal: no connection, a connection that broke, a lock or statement timeout, a server shutting
+/// down or out of connections, a transaction ended for idling, a deadlock. Retrying later is safe.
+pub fn database_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            // 08: connection exception; 57: operator intervention (57014 statement timeout,
+            // 57P01 shutdown); 53: insufficient resources; 55P03: lock timeout; 25P03: idle in
+            // transaction timeout; 40001/40P01: serialization failure, deadlock.
+            ["08", "57", "53"].iter().any(|class| code.starts_with(class))
+                || ["55P03", "25P03", "40001", "40P01"].contains(&code.as_ref())
+        }),
+        _ => false,
     }
 }

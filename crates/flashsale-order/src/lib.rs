@@ -24,7 +24,7 @@ pub use book::{
     BatchOrder, BatchTotals, CLAIM_TTL_MS, Cancelled, Claim, OrderBook, PaymentApplied, PendingSettlement, Placed,
     RedisSettle, Refusal, StoredResponse, WriterTuning, creation_body, load_scripts,
 };
-pub use error::OrderError;
+pub use error::{OrderError, database_unavailable};
 pub use order::{Fingerprint, IdempotencyKey, InvalidIdempotencyKey, NewOrder, Order};
 pub use payment::{PaymentNotice, PaymentOutcome, PaymentReceipt, PaymentStatus};
 pub use status::{OrderId, OrderStatus};

@@ -8,6 +8,8 @@
 -- ARGV[1] admission rate, buyers per second (>= 1)
 -- ARGV[2] oversubscription factor (1.0 - 1.5): buyers in flight per unit available
 -- ARGV[3] admission TTL, ms     ARGV[4] opening, Unix ms
+-- ARGV[5] hold: '1' when the calling instance holds admission (its database is unreachable, so
+--         admitted buyers could not order), '0' otherwise
 --
 -- Returns {admitted, serving, tail, inflight, lapsed}: buyers admitted by this call, the counter
 -- after it, tickets handed out, buyers admitted whose turn is still running and who have not
@@ -15,14 +17,20 @@
 -- bucket kept here, refilled from Redis's clock, so together they never admit faster than the
 -- rate. Each call that admits records a step (its last ticket, time, expiry, count); steps past
 -- their expiry are swept, and their buyers who did not reserve stop counting as in flight.
+--
+-- Frozen turns. While the batch is paused (the ledger's `paused`) or a caller holds admission,
+-- nobody is admitted and no turn lapses: the ticker hash records `frozen_at`. The first call
+-- after the freeze moves every running step's expiry on by the time it lasted, so admitted
+-- buyers get back the part of their turn the pause or the outage took (the admission tokens
+-- they hold are honoured until the new expiry; see admission_window.lua).
 
-if #KEYS ~= 9 or #ARGV ~= 4 then
-  return redis.error_reply('ERR admit expects 9 keys and 4 arguments')
+if #KEYS ~= 9 or #ARGV ~= 5 then
+  return redis.error_reply('ERR admit expects 9 keys and 5 arguments')
 end
 local ledger, pre, tail, sealed, serving = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local steps, info, ticker, by_ticket = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local rate, factor = tonumber(ARGV[1]), tonumber(ARGV[2])
-local ttl, opens_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
+local ttl, opens_ms, hold = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
 if not rate or rate < 1 or not factor or factor < 1 or not ttl or ttl < 1 then
   return redis.error_reply('ERR admit: bad rate, factor or ttl')
 end
@@ -42,6 +50,25 @@ if redis.call('EXISTS', sealed) == 0 then
   local cohort = redis.call('ZCARD', pre)
   redis.call('SET', sealed, cohort)
   redis.call('INCRBY', tail, cohort)
+end
+
+local state = redis.call('HMGET', ledger, 'available', 'paused', 'closed')
+local frozen_at = tonumber(redis.call('HGET', ticker, 'frozen_at') or '')
+if state[2] == '1' or hold then
+  if not frozen_at then redis.call('HSET', ticker, 'frozen_at', now) end
+  -- The bucket does not fill while frozen: the resume starts at the rate, not with a burst.
+  redis.call('HSET', ticker, 'last_ms', now)
+  return counters(0)
+end
+if frozen_at then
+  local shift = math.max(0, now - frozen_at)
+  local running = redis.call('ZRANGE', steps, 0, -1, 'WITHSCORES')
+  for i = 1, #running, 2 do
+    local step = running[i]
+    redis.call('ZADD', steps, tonumber(running[i + 1]) + shift, step)
+    redis.call('HINCRBY', info, step .. ':exp', shift)
+  end
+  redis.call('HDEL', ticker, 'frozen_at')
 end
 
 -- Sweep expired steps (a bounded number per call keeps the script short).
@@ -65,9 +92,8 @@ local allowance = tonumber(redis.call('HGET', ticker, 'allowance') or '0')
 allowance = math.min(rate, allowance + (now - last) * rate / 1000)
 
 local admitted = 0
-local state = redis.call('HMGET', ledger, 'available', 'paused', 'closed')
 local current = tonumber(redis.call('GET', serving) or '0')
-if state[1] and state[2] ~= '1' and state[3] ~= '1' then
+if state[1] and state[3] ~= '1' then
   local capacity = math.floor(tonumber(state[1]) * factor) - inflight
   local waiting = tonumber(redis.call('GET', tail) or '0') - current
   admitted = math.max(0, math.min(math.floor(allowance), capacity, waiting))

@@ -148,6 +148,9 @@ pub struct Counters {
     /// Admitted buyers whose turn is running and who have not reserved (as of the last ticker
     /// step).
     pub inflight: u64,
+    /// Admitted buyers' turns are frozen (the batch is paused, or an instance holds admission
+    /// while its database is unreachable): a turn whose end has passed is not over yet.
+    pub frozen: bool,
 }
 
 impl Counters {
@@ -225,7 +228,16 @@ impl Queue {
 
     /// One ticker step for the batch: admits as many waiting buyers as the rate and the stock
     /// allow right now. Safe to call from every instance at any frequency.
-    pub async fn admit(&self, window: &QueueWindow, policy: &AdmissionPolicy) -> Result<Admitted, QueueError> {
+    ///
+    /// With `hold` (this instance cannot write orders) or while the batch is paused, nobody is
+    /// admitted and the running turns are frozen; the first step after it extends them by the
+    /// time the freeze lasted (see `lua/admit.lua`).
+    pub async fn admit(
+        &self,
+        window: &QueueWindow,
+        policy: &AdmissionPolicy,
+        hold: bool,
+    ) -> Result<Admitted, QueueError> {
         let keys = self.keys.batch(window.sale, window.batch);
         let mut conn = self.redis.conn().await?;
         let reply: Vec<i64> = scripts::ADMIT
@@ -242,6 +254,7 @@ impl Queue {
             .arg(policy.oversubscription)
             .arg(policy.ttl_ms)
             .arg(window.opens_at_ms)
+            .arg(if hold { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await?;
         let bad = || malformed("admit", &reply);
@@ -329,7 +342,7 @@ impl Queue {
             let keys = self.keys.batch(*sale, *batch);
             pipe.cmd("MGET").arg(keys.queue_tail()).arg(keys.queue_serving());
             pipe.cmd("ZCARD").arg(keys.queue_prequeue());
-            pipe.cmd("HGET").arg(keys.queue_ticker()).arg("inflight");
+            pipe.cmd("HMGET").arg(keys.queue_ticker()).arg("inflight").arg("frozen_at");
         }
         let mut conn = self.redis.conn().await?;
         let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
@@ -339,7 +352,7 @@ impl Queue {
             .map(|(pair, (sale, batch))| {
                 let keys = self.keys.batch(*sale, *batch);
                 let bad = || malformed("counters", &pair);
-                let [Value::Array(mget), Value::Int(prequeue), inflight] = pair else {
+                let [Value::Array(mget), Value::Int(prequeue), Value::Array(ticker)] = pair else {
                     return Err(bad());
                 };
                 // Clamped, never an error: one batch's bad counter must not fail the reads of
@@ -355,7 +368,8 @@ impl Queue {
                     tail: counter(mget.first(), &|| keys.queue_tail())?,
                     serving: counter(mget.get(1), &|| keys.queue_serving())?,
                     prequeue: u64::try_from(*prequeue).map_err(|_| bad())?,
-                    inflight: counter(Some(inflight), &|| keys.queue_ticker())?,
+                    inflight: counter(ticker.first(), &|| keys.queue_ticker())?,
+                    frozen: ticker.get(1).is_some_and(|v| !matches!(v, Value::Nil)),
                 })
             })
             .collect()

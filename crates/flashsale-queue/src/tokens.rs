@@ -100,15 +100,29 @@ impl Tokens {
         batch: BatchNo,
         now_ms: i64,
     ) -> Result<AdmissionClaims, TokenError> {
+        let claims = self.open_admission(token, user, sale, batch)?;
+        if now_ms >= claims.expires_at_ms {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+
+    /// The claims of a genuine admission token of `user` for `sale`/`batch`, whatever its expiry.
+    /// A pause or an outage extends a turn after its token was signed: the caller of an expired
+    /// token asks the queue for the turn's current end (`Queue::admission`) before refusing it.
+    pub fn open_admission(
+        &self,
+        token: &str,
+        user: &UserId,
+        sale: SaleId,
+        batch: BatchNo,
+    ) -> Result<AdmissionClaims, TokenError> {
         let claims: AdmissionClaims = self.admission.verify(token).ok_or(TokenError::Forged)?;
         if &claims.user != user {
             return Err(TokenError::WrongUser);
         }
         if claims.sale != sale || claims.batch != batch {
             return Err(TokenError::WrongSale);
-        }
-        if now_ms >= claims.expires_at_ms {
-            return Err(TokenError::Expired);
         }
         Ok(claims)
     }

@@ -39,13 +39,17 @@ struct Setup {
 }
 
 async fn setup(stock: u32) -> Setup {
+    setup_with(stock, 1).await
+}
+
+async fn setup_with(stock: u32, per_user_limit: u32) -> Setup {
     let redis = TestRedis::new();
     flashsale_queue::scripts::load_all(&redis.pool).await.unwrap();
     flashsale_inventory::scripts::load_all(&redis.pool).await.unwrap();
     let inventory = Inventory::new(redis.pool.clone(), redis.keys.clone());
     let spec = LedgerSpec {
         total: Units::new(stock),
-        per_user_limit: Units::new(1),
+        per_user_limit: Units::new(per_user_limit),
         opens_at_ms: now_ms(),
         closes_at_ms: None,
         paused: false,
@@ -173,7 +177,7 @@ async fn two_instances_ticking_together_never_exceed_the_admission_rate() {
     let mut serving = 0;
     while started.elapsed() < Duration::from_millis(1500) {
         let p = policy(rate, 60_000);
-        let (x, y) = tokio::join!(a.admit(&open, &p), b.admit(&open, &p));
+        let (x, y) = tokio::join!(a.admit(&open, &p, false), b.admit(&open, &p, false));
         serving = x.unwrap().serving.max(y.unwrap().serving);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -197,10 +201,10 @@ async fn admission_stops_at_the_stock_and_resumes_when_turns_expire() {
     // Turns last two seconds: long enough that a loaded machine cannot lapse them mid-test.
     let p = policy(10_000, 2_000);
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let mut last = s.queue.admit(&open, &p).await.unwrap();
+    let mut last = s.queue.admit(&open, &p, false).await.unwrap();
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        last = s.queue.admit(&open, &p).await.unwrap();
+        last = s.queue.admit(&open, &p, false).await.unwrap();
     }
     assert_eq!((last.serving, last.inflight), (10, 10), "{last:?}");
     match s.queue.admission(sale(), BatchNo::FIRST, 10).await.unwrap() {
@@ -210,7 +214,7 @@ async fn admission_stops_at_the_stock_and_resumes_when_turns_expire() {
     assert_eq!(s.queue.admission(sale(), BatchNo::FIRST, 11).await.unwrap(), Admission::Waiting);
     // Nobody reserved: the turns lapse and the counter admits the next ten.
     tokio::time::sleep(Duration::from_millis(2_100)).await;
-    let next = s.queue.admit(&open, &p).await.unwrap();
+    let next = s.queue.admit(&open, &p, false).await.unwrap();
     assert_eq!((next.serving, next.inflight, next.lapsed), (20, 10, 10), "{next:?}");
     assert_eq!(s.queue.admission(sale(), BatchNo::FIRST, 5).await.unwrap(), Admission::Expired);
     s.redis.cleanup().await;
@@ -225,11 +229,11 @@ async fn a_paused_batch_admits_nobody_and_keeps_places() {
     }
     s.inventory.set_status(sale(), BatchNo::FIRST, StatusChange::Pause).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(s.queue.admit(&open, &policy(1000, 1000)).await.unwrap().serving, 0);
+    assert_eq!(s.queue.admit(&open, &policy(1000, 1000), false).await.unwrap().serving, 0);
     assert_eq!(s.queue.place(sale(), BatchNo::FIRST, &user(3)).await.unwrap(), Some(Place::Ticket(3)));
     s.inventory.set_status(sale(), BatchNo::FIRST, StatusChange::Resume).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(s.queue.admit(&open, &policy(1000, 1000)).await.unwrap().serving > 0);
+    assert!(s.queue.admit(&open, &policy(1000, 1000), false).await.unwrap().serving > 0);
     s.redis.cleanup().await;
 }
 
@@ -243,9 +247,9 @@ async fn buyers_who_reserve_stop_counting_as_in_flight() {
     // Turns last two seconds: long enough that a loaded machine cannot lapse them mid-test.
     let p = policy(10_000, 2_000);
     // The bucket starts empty: the first step only starts the clock.
-    s.queue.admit(&open, &p).await.unwrap();
+    s.queue.admit(&open, &p, false).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let first = s.queue.admit(&open, &p).await.unwrap();
+    let first = s.queue.admit(&open, &p, false).await.unwrap();
     assert_eq!((first.serving, first.inflight), (10, 10), "{first:?}");
     let step = first.serving;
     for ticket in 1..=3u64 {
@@ -263,11 +267,121 @@ async fn buyers_who_reserve_stop_counting_as_in_flight() {
     }
     // 7 units left, 7 admitted buyers still to act: nobody more is admitted yet.
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let next = s.queue.admit(&open, &p).await.unwrap();
+    let next = s.queue.admit(&open, &p, false).await.unwrap();
     assert_eq!((next.serving, next.inflight), (10, 7), "{next:?}");
     // The seven lapse; only they count as lapsed, and seven more are admitted for the 7 units.
     tokio::time::sleep(Duration::from_millis(2_100)).await;
-    let later = s.queue.admit(&open, &p).await.unwrap();
+    let later = s.queue.admit(&open, &p, false).await.unwrap();
     assert_eq!((later.serving, later.inflight, later.lapsed), (17, 7, 7), "{later:?}");
+    s.redis.cleanup().await;
+}
+
+/// Admits everyone the stock allows (the bucket starts empty: the first step starts the clock).
+async fn admit_now(s: &Setup, open: &QueueWindow, p: &AdmissionPolicy) -> flashsale_queue::Admitted {
+    s.queue.admit(open, p, false).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    s.queue.admit(open, p, false).await.unwrap()
+}
+
+async fn turn_ends_at(s: &Setup, ticket: u64) -> i64 {
+    match s.queue.admission(sale(), BatchNo::FIRST, ticket).await.unwrap() {
+        Admission::Admitted { window, .. } => window.expires_at_ms,
+        other => panic!("ticket {ticket}: {other:?}"),
+    }
+}
+
+/// A pause (operations) and a hold (an instance whose database is down) freeze admitted turns:
+/// nobody lapses while it lasts, and afterwards every turn ends later by the time it lasted.
+#[tokio::test]
+async fn a_pause_or_a_hold_freezes_admitted_turns_and_gives_the_time_back() {
+    for by_pause in [true, false] {
+        let s = setup(10).await;
+        let open = window(-1_000);
+        for i in 1..=5 {
+            s.queue.join(&open, &user(i), 0).await.unwrap();
+        }
+        let p = policy(10_000, 1_000);
+        assert_eq!(admit_now(&s, &open, &p).await.serving, 5);
+        let before = turn_ends_at(&s, 3).await;
+        if by_pause {
+            s.inventory.set_status(sale(), BatchNo::FIRST, StatusChange::Pause).await.unwrap();
+        }
+        let frozen_from = now_ms();
+        // Longer than the turns: without the freeze every one of them would lapse.
+        for _ in 0..6 {
+            let step = s.queue.admit(&open, &p, !by_pause).await.unwrap();
+            assert_eq!((step.serving, step.lapsed, step.inflight), (5, 0, 5), "pause {by_pause}: {step:?}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(s.queue.counters(&[(sale(), BatchNo::FIRST)]).await.unwrap()[0].frozen);
+        assert_eq!(turn_ends_at(&s, 3).await, before, "the turn is still admitted, not extended yet");
+        if by_pause {
+            s.inventory.set_status(sale(), BatchNo::FIRST, StatusChange::Resume).await.unwrap();
+        }
+        let frozen_for = now_ms() - frozen_from;
+        let thawed = s.queue.admit(&open, &p, false).await.unwrap();
+        assert_eq!((thawed.lapsed, thawed.inflight), (0, 5), "pause {by_pause}: {thawed:?}");
+        assert!(!s.queue.counters(&[(sale(), BatchNo::FIRST)]).await.unwrap()[0].frozen);
+        let after = turn_ends_at(&s, 3).await;
+        // The freeze began at the first frozen step and ended at the thawing one.
+        assert!(
+            after - before >= frozen_for - 100 && after - before <= frozen_for + 200,
+            "pause {by_pause}: extended by {} for a freeze of {frozen_for} ms",
+            after - before
+        );
+        // Extended, not endless: the turns lapse at their new end.
+        tokio::time::sleep(Duration::from_millis(u64::try_from(after - now_ms() + 50).unwrap_or(0))).await;
+        let lapsed = s.queue.admit(&open, &p, false).await.unwrap();
+        assert_eq!(lapsed.lapsed, 5, "pause {by_pause}: {lapsed:?}");
+        s.redis.cleanup().await;
+    }
+}
+
+async fn reserve_as(s: &Setup, buyer: &UserId, units: u32, ticket: u64, step: u64) -> flashsale_inventory::Reserved {
+    let request = flashsale_inventory::ReserveRequest {
+        user: buyer,
+        units: Units::new(units),
+        ticket,
+        step,
+        window_ms: 60_000,
+        claim: None,
+    };
+    s.inventory.reserve(sale(), BatchNo::FIRST, request).await.unwrap()
+}
+
+/// A refusal that leaves the buyer nothing to buy (nothing available, or their limit held)
+/// ends their turn at once: the next unit that comes back goes to the next buyer without waiting
+/// for the refused buyer's window to run out. A refusal that leaves something keeps the turn.
+#[tokio::test]
+async fn a_refusal_that_leaves_nothing_to_buy_ends_the_turn() {
+    use flashsale_inventory::Reserved;
+    let s = setup_with(3, 2).await;
+    let open = window(-1_000);
+    for i in 1..=6 {
+        s.queue.join(&open, &user(i), 0).await.unwrap();
+    }
+    let p = policy(10_000, 60_000);
+    let first = admit_now(&s, &open, &p).await;
+    assert_eq!((first.serving, first.inflight), (3, 3), "{first:?}");
+    let step = first.serving;
+    let inflight = || async { s.queue.counters(&[(sale(), BatchNo::FIRST)]).await.unwrap()[0].inflight };
+
+    assert!(matches!(reserve_as(&s, &user(1), 2, 1, step).await, Reserved::Reserved { .. }));
+    // One unit left: asking for two is refused, but the buyer may still take one.
+    assert!(
+        matches!(reserve_as(&s, &user(2), 2, 2, step).await, Reserved::SoldOut { available } if available.get() == 1)
+    );
+    assert_eq!(inflight().await, 2, "the turn is kept");
+    assert!(matches!(reserve_as(&s, &user(2), 1, 2, step).await, Reserved::Reserved { .. }));
+    assert_eq!(inflight().await, 1);
+    // Nothing left: the turn ends, and its ticket is spent.
+    assert!(
+        matches!(reserve_as(&s, &user(3), 1, 3, step).await, Reserved::SoldOut { available } if available.get() == 0)
+    );
+    assert_eq!(inflight().await, 0, "the refused buyer no longer counts as in flight");
+    assert_eq!(reserve_as(&s, &user(3), 1, 3, step).await, Reserved::TokenUsed);
+    // The whole limit held: the same.
+    assert!(matches!(reserve_as(&s, &user(1), 1, 4, step).await, Reserved::LimitReached { .. }));
+    assert_eq!(reserve_as(&s, &user(1), 1, 4, step).await, Reserved::TokenUsed);
     s.redis.cleanup().await;
 }

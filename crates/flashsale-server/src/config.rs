@@ -96,6 +96,20 @@ pub struct RawSettings {
     /// PostgreSQL connections per instance.
     #[arg(long, env = "FLASHSALE_DB_MAX_CONNECTIONS", default_value_t = 20)]
     pub db_max_connections: u32,
+    /// Longest wait for a PostgreSQL connection, in ms: during an outage requests answer 503
+    /// after this.
+    #[arg(long, env = "FLASHSALE_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 1_000)]
+    pub db_acquire_timeout_ms: u64,
+    /// Longest wait for a row lock, in ms (PostgreSQL's `lock_timeout`).
+    #[arg(long, env = "FLASHSALE_DB_LOCK_TIMEOUT_MS", default_value_t = 2_000)]
+    pub db_lock_timeout_ms: u64,
+    /// Longest statement, in ms (PostgreSQL's `statement_timeout`; migrations are not bound).
+    #[arg(long, env = "FLASHSALE_DB_STATEMENT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub db_statement_timeout_ms: u64,
+    /// Longest a transaction may sit idle before PostgreSQL ends its session, in ms
+    /// (`idle_in_transaction_session_timeout`): bounds how long a frozen instance holds a batch.
+    #[arg(long, env = "FLASHSALE_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", default_value_t = 5_000)]
+    pub db_idle_in_transaction_timeout_ms: u64,
     /// How long start-up keeps retrying Redis and PostgreSQL before giving up, in seconds.
     #[arg(long, env = "FLASHSALE_STARTUP_TIMEOUT_SECS", default_value_t = 30)]
     pub startup_timeout_secs: u64,
@@ -180,6 +194,7 @@ pub struct Settings {
     pub keys: KeySpace,
     pub redis_pool_size: usize,
     pub db_max_connections: u32,
+    pub database_bounds: crate::startup::DatabaseBounds,
     pub startup_timeout: Duration,
     pub max_body_bytes: usize,
     pub redis_skip_policy_check: bool,
@@ -282,6 +297,10 @@ impl RawSettings {
             ("FLASHSALE_MAX_BODY_BYTES", self.max_body_bytes as u64),
             ("FLASHSALE_ORDER_WRITERS", self.order_writers as u64),
             ("FLASHSALE_ORDER_BATCH_MAX", self.order_batch_max as u64),
+            ("FLASHSALE_DB_ACQUIRE_TIMEOUT_MS", self.db_acquire_timeout_ms),
+            ("FLASHSALE_DB_LOCK_TIMEOUT_MS", self.db_lock_timeout_ms),
+            ("FLASHSALE_DB_STATEMENT_TIMEOUT_MS", self.db_statement_timeout_ms),
+            ("FLASHSALE_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", self.db_idle_in_transaction_timeout_ms),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError(format!("{name} must be at least 1")));
@@ -308,6 +327,12 @@ impl RawSettings {
             keys: KeySpace::new(self.redis_prefix),
             redis_pool_size: self.redis_pool_size,
             db_max_connections: self.db_max_connections,
+            database_bounds: crate::startup::DatabaseBounds {
+                acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
+                lock_timeout: Duration::from_millis(self.db_lock_timeout_ms),
+                statement_timeout: Duration::from_millis(self.db_statement_timeout_ms),
+                idle_in_transaction_timeout: Duration::from_millis(self.db_idle_in_transaction_timeout_ms),
+            },
             startup_timeout: Duration::from_secs(self.startup_timeout_secs),
             max_body_bytes: self.max_body_bytes,
             redis_skip_policy_check: self.redis_skip_policy_check,

@@ -11,6 +11,8 @@
 //! - [`orders`]: order creation around the Redis reservation, payments, the expiry and
 //!   settlement sweep.
 //! - [`problem`]: RFC 9457 errors and the extractors that produce them.
+//! - [`database`]: PostgreSQL's reachability, probed; while it is down orders fail fast and
+//!   admission is held.
 //! - [`auth`], [`metrics`], [`state`]: the admin token, Prometheus metrics, shared state.
 //! - [`upkeep`]: the once-a-second background pass (weekly rollover, rebuilding lost Redis
 //!   state, the inventory audit).
@@ -23,6 +25,7 @@ pub mod auth;
 pub mod buyer;
 pub mod cache;
 pub mod config;
+pub mod database;
 pub mod limits;
 pub mod metrics;
 pub mod orders;
@@ -50,7 +53,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         );
     }
     let db = startup::connect_postgres(&settings).await?;
-    startup::MIGRATOR.run(&db).await.map_err(startup::StartupError::from)?;
+    startup::migrate(&db).await?;
     let redis = startup::connect_redis(&settings).await?;
     flashsale_inventory::scripts::load_all(&redis).await.map_err(startup::StartupError::from)?;
     flashsale_queue::scripts::load_all(&redis).await.map_err(startup::StartupError::from)?;
@@ -87,6 +90,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let upkeep = tokio::spawn(upkeep::run(state.clone(), shutdown.clone()));
     let admission = tokio::spawn(queue::run_admission(state.clone(), shutdown.clone()));
     let sweep = tokio::spawn(upkeep::run_order_sweep(state.clone(), shutdown.clone()));
+    let probe = tokio::spawn(database::run_probe(state.clone(), shutdown.clone()));
     let router = app(state, settings.max_body_bytes);
 
     let listener = tokio::net::TcpListener::bind(settings.addr).await?;
@@ -98,6 +102,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     upkeep.await?;
     admission.await?;
     sweep.await?;
+    probe.await?;
     db.close().await;
     tracing::info!("flashsale stopped");
     Ok(())
@@ -106,7 +111,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 /// Runs the migrations and exits.
 pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
     let db = startup::connect_postgres(&settings).await?;
-    startup::MIGRATOR.run(&db).await.map_err(startup::StartupError::from)?;
+    startup::migrate(&db).await?;
     tracing::info!("migrations applied");
     Ok(())
 }

@@ -33,6 +33,7 @@ use flashsale_order::{
     PaymentOutcome, PaymentReceipt, PendingSettlement, Placed, RedisSettle, Refusal, StoredResponse,
 };
 use flashsale_queue::tokens::TokenError;
+use flashsale_queue::{Admission, AdmissionClaims};
 use flashsale_sales::FieldError;
 use serde::Deserialize;
 
@@ -81,6 +82,11 @@ pub async fn create(
     key: IdempotencyKey,
     request: OrderRequest,
 ) -> Result<Response, ApiError> {
+    // Nothing is reserved for an order that cannot be written: fail at once, not after a wait
+    // for a connection (admission is held meanwhile, so the buyer's turn is not running out).
+    if state.database.is_down() {
+        return Err(ApiError::Unavailable("PostgreSQL is unavailable; orders resume when it answers again".to_owned()));
+    }
     let snapshot = sale_snapshot(state, sale_id).await?;
     let (sale, batch) = (&snapshot[0].0, &snapshot[0].1.batch);
     let config = &sale.config;
@@ -95,22 +101,25 @@ pub async fn create(
         &units.get().to_be_bytes(),
     ]);
     let now_ms = state.clock.now_ms();
-    let claims = match state.tokens.verify_admission(&request.admission_token, user, sale.id, batch.batch_no, now_ms) {
-        Ok(claims) => claims,
-        Err(e) => {
-            // A retry of a request that got its answer while the token was good must get that
-            // answer again, even after the token's time is up (a client retrying after a
-            // timeout near the end of its turn). Only an expired token can have one: it is the
-            // one refusal of a token that once passed.
-            if e == TokenError::Expired {
-                if let Some(Claim::Replay(stored)) = state.orders.stored_answer(user, &key, &fingerprint).await? {
-                    metrics::counter!("order_requests_total", "outcome" => "replayed").increment(1);
-                    return Ok(stored_response(stored, true));
-                }
-            }
-            return Err(ApiError::Forbidden { code: "token_invalid", detail: format!("admission token refused: {e}") });
+    let refused =
+        |e: TokenError| ApiError::Forbidden { code: "token_invalid", detail: format!("admission token refused: {e}") };
+    let claims =
+        state.tokens.open_admission(&request.admission_token, user, sale.id, batch.batch_no).map_err(refused)?;
+    if now_ms >= claims.expires_at_ms {
+        // A retry of a request that got its answer while the token was good must get that
+        // answer again, even after the token's time is up (a client retrying after a timeout
+        // near the end of its turn). Only an expired token can have one: it is the one refusal
+        // of a token that once passed.
+        if let Some(Claim::Replay(stored)) = state.orders.stored_answer(user, &key, &fingerprint).await? {
+            metrics::counter!("order_requests_total", "outcome" => "replayed").increment(1);
+            return Ok(stored_response(stored, true));
         }
-    };
+        // A pause or an outage since the token was signed extends the turn: the queue knows
+        // its end now.
+        if !turn_extended(state, &claims, now_ms).await? {
+            return Err(refused(TokenError::Expired));
+        }
+    }
     let (sale_id, batch_no) = (sale.id, batch.batch_no);
     // The key is claimed inside the reservation script: one Redis round trip per order.
     let claim_key = state.orders.claim_key(sale_id, batch_no, user, &key);
@@ -190,6 +199,15 @@ pub async fn create(
         Reserved::Claimed { .. } => return Err(in_progress()),
     };
     refuse(state, (sale_id, batch_no), user, &key, fingerprint, refusal).await
+}
+
+/// Whether the turn behind an expired token still runs: a pause or a database outage froze it
+/// and the queue moved its end past `now_ms` (see `admit.lua`).
+async fn turn_extended(state: &AppState, claims: &AdmissionClaims, now_ms: i64) -> Result<bool, ApiError> {
+    let admission = state.queue.admission(claims.sale, claims.batch, claims.ticket).await?;
+    Ok(
+        matches!(admission, Admission::Admitted { window, .. } if window.step == claims.step && now_ms < window.expires_at_ms),
+    )
 }
 
 /// Answers a refusal and stores it as the key's answer, replayed to every retry.

@@ -109,7 +109,8 @@ pub enum ApiError {
     /// says when to try again.
     #[error("the sale's stock is being restored after a storage failure; retry in a second")]
     Rebuilding,
-    /// 503 `unavailable`: Redis or PostgreSQL cannot be reached right now; retrying later is safe.
+    /// 503 `unavailable`: Redis or PostgreSQL cannot be reached right now; retrying after
+    /// `Retry-After` is safe.
     #[error("{0}")]
     Unavailable(String),
     /// 500 `internal`: a bug or an unexpected state; the cause is logged, not sent.
@@ -216,7 +217,7 @@ impl IntoResponse for ApiError {
                 let secs = HeaderValue::from(retry_after_secs(&retry_after));
                 response.headers_mut().insert(header::RETRY_AFTER, secs);
             }
-            ApiError::Rebuilding => {
+            ApiError::Rebuilding | ApiError::Unavailable(_) => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
             }
             ApiError::Internal(cause) => {
@@ -249,11 +250,10 @@ impl From<SalesError> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> ApiError {
-        match error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                ApiError::Unavailable("PostgreSQL is unavailable; retry shortly".to_owned())
-            }
-            other => ApiError::Internal(other.into()),
+        if flashsale_order::database_unavailable(&error) {
+            ApiError::Unavailable("PostgreSQL is unavailable; retry shortly".to_owned())
+        } else {
+            ApiError::Internal(error.into())
         }
     }
 }

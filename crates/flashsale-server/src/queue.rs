@@ -27,6 +27,9 @@ use crate::state::AppState;
 /// How often each instance runs the admission ticker step for every open batch.
 pub const ADMISSION_TICK: Duration = Duration::from_millis(100);
 
+/// How often a buyer of a paused batch is told to ask again.
+const PAUSED_POLL_MS: u64 = 5_000;
+
 /// A batch's serving counter and stock, as reused by status polls.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchCounters {
@@ -44,7 +47,8 @@ pub enum QueueStatus {
     Admitted,
     /// The turn came and passed unused; the place went to the next buyer.
     Expired,
-    /// Operations paused admission; the place is kept.
+    /// Operations paused the sale; the place is kept, and an admitted buyer's turn is frozen
+    /// (it runs on after the resume, with the time it had left).
     Paused,
     /// Every unit is sold.
     SoldOut,
@@ -327,7 +331,9 @@ async fn view(
                 out.poll_after_ms = Some(pacing.prequeue_ms(until_open, rank));
             }
             Some(number) if number <= serving => {
-                let turn = match ticket.admission {
+                // A window the ticket carries that has passed is asked about again: a pause or a
+                // database outage may have moved its end (see `admit.lua`).
+                let turn = match ticket.admission.filter(|w| now_ms < w.expires_at_ms) {
                     Some(window) => Some(window),
                     None => match Box::pin(state.queue.admission(sale, batch, number)).await? {
                         Admission::Admitted { window, .. } => Some(window),
@@ -343,7 +349,17 @@ async fn view(
                         }
                     },
                 };
-                match turn.filter(|w| now_ms < w.expires_at_ms) {
+                let paused = ledger.is_some_and(|l| l.paused);
+                let frozen = paused || live.queue.frozen;
+                match turn.filter(|w| frozen || now_ms < w.expires_at_ms) {
+                    // Paused: the turn is frozen, not running out; ordering waits for the resume.
+                    Some(window) if paused => {
+                        dirty |= ticket.admission != Some(window);
+                        ticket.admission = Some(window);
+                        out.status = QueueStatus::Paused;
+                        out.ahead = Some(0);
+                        out.poll_after_ms = Some(PAUSED_POLL_MS);
+                    }
                     Some(window) => {
                         dirty |= ticket.admission != Some(window);
                         ticket.admission = Some(window);
@@ -368,7 +384,7 @@ async fn view(
                 out.ahead = Some(ahead);
                 if ledger.is_some_and(|l| l.paused) {
                     out.status = QueueStatus::Paused;
-                    out.poll_after_ms = Some(5_000);
+                    out.poll_after_ms = Some(PAUSED_POLL_MS);
                 } else {
                     let rate = ctx.policy.rate;
                     // Admission reaches this buyer at the rate only while the stock left can
@@ -404,6 +420,8 @@ pub struct TickerHealth {
     running: AtomicBool,
     /// Redis's clock at the last complete pass, Unix ms (0: none yet).
     last_pass_ms: AtomicI64,
+    /// The live sales as last read, for the steps that run while PostgreSQL cannot be read.
+    last_sales: std::sync::Mutex<Option<std::sync::Arc<crate::sales::PublicSnapshot>>>,
 }
 
 impl TickerHealth {
@@ -411,6 +429,14 @@ impl TickerHealth {
     pub fn started(&self, now_ms: i64) {
         self.last_pass_ms.store(now_ms, Ordering::Relaxed);
         self.running.store(true, Ordering::Relaxed);
+    }
+
+    fn remember(&self, sales: &std::sync::Arc<crate::sales::PublicSnapshot>) {
+        *self.last_sales.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sales.clone());
+    }
+
+    fn last_sales(&self) -> Option<std::sync::Arc<crate::sales::PublicSnapshot>> {
+        self.last_sales.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     fn passed(&self, now_ms: i64) {
@@ -444,7 +470,21 @@ pub async fn run_admission(state: AppState, shutdown: CancellationToken) {
 /// One admission step for every open batch; returns how many buyers were admitted. Fails only
 /// when the list of sales cannot be read; a failure of one sale's step is logged and skipped.
 pub async fn admit_all(state: &AppState, now: DateTime<Utc>) -> Result<u64, ApiError> {
-    let snapshot = live_snapshot(state, None).await?;
+    // The sales come from PostgreSQL. While it cannot be read, the ticker goes on with the list
+    // it last read, holding admission: skipping the step instead would let the turns of buyers
+    // already admitted lapse at the first step after the outage.
+    let (snapshot, stale) = match live_snapshot(state, None).await {
+        Ok(snapshot) => {
+            state.ticker.remember(&snapshot);
+            (snapshot, false)
+        }
+        Err(e) => match state.ticker.last_sales() {
+            Some(snapshot) if matches!(e, ApiError::Unavailable(_)) => (snapshot, true),
+            _ => return Err(e),
+        },
+    };
+    // While this instance cannot write orders, admitting buyers would only burn their turns.
+    let hold = stale || state.database.is_down();
     let (mut admitted, mut stepped, mut failed) = (0, 0, 0);
     for (sale, live) in snapshot.iter() {
         if now < live.batch.opens_at || live.batch.is_finished(now) {
@@ -453,7 +493,7 @@ pub async fn admit_all(state: &AppState, now: DateTime<Utc>) -> Result<u64, ApiE
         let ctx = context_of(state, sale, &live.batch);
         // One sale's failure (its state being rebuilt, a bad reply) must not stop admission for
         // the others: it is logged and counted, and the loop goes on.
-        let step = match state.queue.admit(&ctx.window, &ctx.policy).await {
+        let step = match state.queue.admit(&ctx.window, &ctx.policy, hold).await {
             Ok(step) => step,
             Err(e) => {
                 failed += 1;

@@ -57,17 +57,59 @@ pub fn describe_postgres(options: &PgConnectOptions) -> String {
     format!("{}:{}/{}", options.get_host(), options.get_port(), options.get_database().unwrap_or("postgres"))
 }
 
+/// How long PostgreSQL may make this instance wait, so that neither an outage nor a frozen or
+/// dying instance can stall a sale for longer than a few seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatabaseBounds {
+    /// Longest wait for a pooled connection: during an outage a request answers 503 after this.
+    pub acquire_timeout: Duration,
+    /// Longest wait for a row lock (`lock_timeout`): an order waits at most this long behind a
+    /// rebuild or an admin change holding its batch row.
+    pub lock_timeout: Duration,
+    /// Longest statement (`statement_timeout`).
+    pub statement_timeout: Duration,
+    /// Longest a transaction may sit idle (`idle_in_transaction_session_timeout`): PostgreSQL
+    /// ends the session of an instance frozen (or dead) mid-transaction after this, releasing
+    /// the batch rows it locked.
+    pub idle_in_transaction_timeout: Duration,
+}
+
+impl Default for DatabaseBounds {
+    fn default() -> Self {
+        DatabaseBounds {
+            acquire_timeout: Duration::from_millis(1_000),
+            lock_timeout: Duration::from_millis(2_000),
+            statement_timeout: Duration::from_millis(10_000),
+            idle_in_transaction_timeout: Duration::from_millis(5_000),
+        }
+    }
+}
+
+impl DatabaseBounds {
+    /// `options` with the bounds set on every session they open (PostgreSQL's startup
+    /// `options`, so they hold from the first statement of every connection).
+    pub fn apply(&self, options: PgConnectOptions) -> PgConnectOptions {
+        let ms = |d: Duration| d.as_millis().to_string();
+        options.options([
+            ("lock_timeout", ms(self.lock_timeout)),
+            ("statement_timeout", ms(self.statement_timeout)),
+            ("idle_in_transaction_session_timeout", ms(self.idle_in_transaction_timeout)),
+        ])
+    }
+}
+
 /// Connects to PostgreSQL, creating the database if it does not exist, retrying unreachable
-/// servers until `settings.startup_timeout` has passed.
+/// servers until `settings.startup_timeout` has passed. Every session of the pool is bounded by
+/// `settings.database_bounds`.
 pub async fn connect_postgres(settings: &Settings) -> Result<PgPool, StartupError> {
     let options: PgConnectOptions = settings.database_url.expose().parse().expect("validated with the configuration");
-    let options = options.log_statements(tracing::log::LevelFilter::Debug);
+    let options = settings.database_bounds.apply(options.log_statements(tracing::log::LevelFilter::Debug));
     let target = describe_postgres(&options);
     let started = Instant::now();
     loop {
         let attempt = PgPoolOptions::new()
             .max_connections(settings.db_max_connections)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(settings.database_bounds.acquire_timeout)
             .connect_with(options.clone())
             .await;
         match attempt {
@@ -105,6 +147,19 @@ async fn create_database(options: &PgConnectOptions) -> Result<(), StartupError>
         Err(e) => return Err(failed(e.to_string())),
     }
     conn.close().await.map_err(|e| failed(e.to_string()))
+}
+
+/// Runs the migrations on a connection of their own, taken out of the pool, without the
+/// statement and lock bounds: a migration may rewrite a large table.
+pub async fn migrate(db: &PgPool) -> Result<(), StartupError> {
+    let failed = |e: sqlx::Error| StartupError::Migrate(sqlx::migrate::MigrateError::Execute(e));
+    let mut conn = db.acquire().await.map_err(failed)?.detach();
+    sqlx::raw_sql("SET lock_timeout = 0; SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0")
+        .execute(&mut conn)
+        .await
+        .map_err(failed)?;
+    MIGRATOR.run(&mut conn).await?;
+    conn.close().await.map_err(failed)
 }
 
 /// Builds the Redis pool, waits for Redis to answer, and checks it never evicts keys.

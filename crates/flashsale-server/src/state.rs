@@ -77,6 +77,9 @@ pub struct Shared {
     pub retire_grace: Duration,
     /// Whether this instance's admission ticker completes its passes (`/readyz`).
     pub ticker: crate::queue::TickerHealth,
+    /// Whether PostgreSQL answers this instance's probe (orders fail fast and admission is held
+    /// while it does not).
+    pub database: crate::database::DatabaseHealth,
     /// Redis's clock, which every decision about time is made by (never this machine's own).
     pub clock: flashsale_redis::Clock,
     /// How long a reservation may wait for its order before upkeep releases it as an orphan.
@@ -181,6 +184,7 @@ impl AppState {
             orphan_after: tuning.orphan_after,
             retire_grace: tuning.retire_grace,
             ticker: Default::default(),
+            database: Default::default(),
             clock,
             #[cfg(feature = "failpoints")]
             failpoints: Failpoints::default(),

@@ -526,3 +526,170 @@ async fn whatever_redis_loses_or_goes_back_to_the_record_never_oversells(db: sql
     }
     app.redis.cleanup().await;
 }
+
+/// Runs admission ticks for `for_ms`, as the ticker would (a tick may fail during an outage).
+async fn tick_for(app: &TestApp, for_ms: u64) {
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(for_ms);
+    while std::time::Instant::now() < until {
+        let _ = flashsale_server::queue::admit_all(&app.state, Utc::now()).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The batch's serving counter: how many buyers were ever admitted.
+async fn serving(app: &TestApp, sale: i64) -> u64 {
+    let key = [(SaleId::try_from(sale).unwrap(), BatchNo::FIRST)];
+    app.state.queue.counters(&key).await.unwrap()[0].serving
+}
+
+/// A pause freezes an admitted buyer's turn: it does not run out while the sale is paused (the
+/// buyer is told `paused`), and the buyer orders with the token they already hold after the
+/// resume, although the turn's original end has passed.
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn a_pause_freezes_an_admitted_buyers_turn(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let sale = open_sale(&app, 5, 1, 60).await; // turns last one second
+    let token = admitted_token(&app, sale, "alice").await;
+    let paused = app.admin(Method::POST, &format!("/admin/sales/{sale}/pause"), None).await;
+    assert!(paused.status.is_success(), "{paused:?}");
+    tick_for(&app, 1_500).await;
+    let polled = app.buyer(Method::GET, &format!("/sales/{sale}/queue"), "alice", None).await;
+    assert_eq!((polled.body["status"].as_str(), polled.body["position"].as_u64()), (Some("paused"), Some(1)));
+    let resumed = app.admin(Method::POST, &format!("/admin/sales/{sale}/resume"), None).await;
+    assert!(resumed.status.is_success(), "{resumed:?}");
+    tick_for(&app, 100).await;
+    let polled = app.buyer(Method::GET, &format!("/sales/{sale}/queue"), "alice", None).await;
+    assert_eq!(polled.body["status"], "admitted", "{polled:?}");
+    let placed = order(&app, sale, "alice", "k-alice", &token, 1).await;
+    assert_eq!(placed.status.as_u16(), 201, "{placed:?}");
+    app.redis.cleanup().await;
+}
+
+/// A buyer refused because nothing is left ends their turn at once: a unit cancelled a moment
+/// later goes to the next buyer in line at the next tick, not when the refused buyer's window
+/// would have run out.
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn a_refused_buyer_hands_the_turn_on_at_once(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let sale = open_sale(&app, 3, 2, 60).await;
+    // Long turns: only the refusal can free carol's.
+    sqlx::query("UPDATE sales SET admission_ttl_secs = 60 WHERE id = $1").bind(sale).execute(&app.db).await.unwrap();
+    app.state.public_cache.invalidate(SaleId::try_from(sale).unwrap());
+    let mut tokens = Vec::new();
+    for buyer in ["alice", "bob", "carol"] {
+        tokens.push(admitted_token(&app, sale, buyer).await);
+    }
+    let alice = order(&app, sale, "alice", "k-a", &tokens[0], 2).await;
+    let bob = order(&app, sale, "bob", "k-b", &tokens[1], 1).await;
+    assert_eq!((alice.status.as_u16(), bob.status.as_u16()), (201, 201));
+    order(&app, sale, "carol", "k-c", &tokens[2], 1).await.assert_problem(409, "sold_out");
+    let joined = app.buyer(Method::POST, &format!("/sales/{sale}/queue"), "dave", None).await;
+    assert!(joined.status.is_success(), "{joined:?}");
+    let bob_order = bob.body["id"].as_i64().unwrap();
+    let cancelled = app.buyer(Method::POST, &format!("/orders/{bob_order}/cancel"), "bob", None).await;
+    assert!(cancelled.status.is_success(), "{cancelled:?}");
+    flashsale_server::queue::admit_all(&app.state, Utc::now()).await.unwrap();
+    assert_eq!(serving(&app, sale).await, 4, "dave is admitted for bob's unit at the next tick");
+    app.redis.cleanup().await;
+}
+
+/// A PostgreSQL outage (every connection dropped, new ones refused, through a proxy of the
+/// test's own): orders fail fast with 503 and `Retry-After` before anything is reserved,
+/// admission is held (nobody is admitted to a turn they could not use), the turn of a buyer
+/// admitted before the outage outlasts it, and everything resumes by itself.
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn a_database_outage_fails_fast_holds_admission_and_costs_no_turn(db: sqlx::PgPool) {
+    use std::time::{Duration, Instant};
+    let options = db.connect_options();
+    let upstream = tokio::net::lookup_host((options.get_host(), options.get_port())).await.unwrap().next().unwrap();
+    let proxy = flashsale_testkit::TcpProxy::start(upstream).await;
+    let through_proxy = (*options).clone().host("127.0.0.1").port(proxy.addr().port());
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(5)
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_with(through_proxy)
+        .await
+        .unwrap();
+    let app = TestApp::on_redis(pool.clone(), tuning(), TestRedis::new()).await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let probe = tokio::spawn(flashsale_server::database::run_probe(app.state.clone(), shutdown.clone()));
+    let wait_for = |down: bool| {
+        let state = app.state.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while state.database.is_down() != down {
+                assert!(
+                    Instant::now() < deadline,
+                    "the probe never saw the database {}",
+                    if down { "down" } else { "up" }
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    let sale = open_sale(&app, 5, 1, 60).await; // turns last one second
+    let token = admitted_token(&app, sale, "alice").await;
+    let joined = app.buyer(Method::POST, &format!("/sales/{sale}/queue"), "bob", None).await;
+    assert!(joined.status.is_success(), "{joined:?}");
+
+    proxy.cut();
+    wait_for(true).await;
+    let started = Instant::now();
+    let refused = order(&app, sale, "alice", "k-alice", &token, 1).await;
+    refused.assert_problem(503, "unavailable");
+    assert_eq!(refused.headers["retry-after"], "1");
+    assert!(started.elapsed() < Duration::from_secs(2), "answered after {:?}", started.elapsed());
+    let (available, reserved, _) = ledger(&app, sale).await;
+    assert_eq!((available, reserved), (5, 0), "nothing reserved for an order that cannot be written");
+    // Longer than alice's turn: the ticks hold admission and freeze her turn.
+    tick_for(&app, 2_000).await;
+    assert_eq!(serving(&app, sale).await, 1, "bob is not admitted to a turn he could not use");
+
+    proxy.restore();
+    wait_for(false).await;
+    tick_for(&app, 100).await;
+    let placed = order(&app, sale, "alice", "k-alice", &token, 1).await;
+    assert_eq!(placed.status.as_u16(), 201, "alice's turn outlasted the outage: {placed:?}");
+    admitted_token(&app, sale, "bob").await;
+    assert_redis_agrees_with_postgres(&app, sale).await;
+
+    shutdown.cancel();
+    probe.await.unwrap();
+    app.redis.cleanup().await;
+    pool.close().await;
+}
+
+/// An instance frozen (or dead) while it holds a batch row in an open transaction, as a rebuild
+/// or an admin change does, holds it only until PostgreSQL ends the idle session
+/// (`idle_in_transaction_session_timeout`, set on every session the server opens): orders of
+/// the batch then go on, on every instance.
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn a_frozen_instance_holds_a_batch_for_seconds_not_forever(db: sqlx::PgPool) {
+    use sqlx::Connection;
+    use std::time::Duration;
+    let app = uncached(db.clone()).await;
+    let sale = open_sale(&app, 5, 1, 60).await;
+    sqlx::query("UPDATE sales SET admission_ttl_secs = 60 WHERE id = $1").bind(sale).execute(&app.db).await.unwrap();
+    app.state.public_cache.invalidate(SaleId::try_from(sale).unwrap());
+    let token = admitted_token(&app, sale, "alice").await;
+
+    let bounds = flashsale_server::startup::DatabaseBounds {
+        idle_in_transaction_timeout: Duration::from_millis(1_500),
+        ..Default::default()
+    };
+    let mut frozen = sqlx::PgConnection::connect_with(&bounds.apply((*db.connect_options()).clone())).await.unwrap();
+    sqlx::raw_sql("BEGIN").execute(&mut frozen).await.unwrap();
+    sqlx::query("SELECT 1 FROM sale_batches WHERE sale_id = $1 FOR UPDATE")
+        .bind(sale)
+        .execute(&mut frozen)
+        .await
+        .unwrap();
+    // The instance stops here, the row locked.
+    let placed = tokio::time::timeout(Duration::from_secs(20), order(&app, sale, "alice", "k-alice", &token, 1))
+        .await
+        .expect("the order waited for the frozen instance's lock for good");
+    assert_eq!(placed.status.as_u16(), 201, "{placed:?}");
+    assert!(sqlx::query("SELECT 1").execute(&mut frozen).await.is_err(), "PostgreSQL ended the frozen session");
+    app.redis.cleanup().await;
+}

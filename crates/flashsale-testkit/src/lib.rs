@@ -7,8 +7,10 @@
 
 use flashsale_core::KeySpace;
 
+pub mod proxy;
 pub mod server;
 
+pub use proxy::TcpProxy;
 pub use server::RedisServer;
 
 /// The Redis the tests use: `REDIS_URL`, or the local default.

@@ -62,6 +62,9 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError>
     if !down.is_empty() {
         reasons.push(format!("{} not answering", down.join(" and ")));
     }
+    if let Some(outage) = state.database.down_for(state.clock.now_ms()) {
+        reasons.push(format!("PostgreSQL has not answered the probe for {} s; admission is held", outage.as_secs()));
+    }
     if let Some(stale) = state.ticker.stale_for(state.clock.now_ms()) {
         reasons.push(format!("the admission ticker has not completed a pass for {} s", stale.as_secs()));
     }

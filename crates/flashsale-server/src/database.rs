@@ -1,0 +1,131 @@
+//! Whether this instance can write to PostgreSQL right now, and what it does while it cannot.
+//!
+//! A database outage must cost buyers time, never their turn. Once found, it
+//! - makes order requests fail fast (503 `unavailable` with `Retry-After`) *before* anything is
+//!   reserved in Redis, instead of each one waiting for a connection;
+//! - holds admission (see `admit.lua`): nobody new is admitted to a turn they could not use, and
+//!   the turns of buyers already admitted are frozen and extended by the outage once it ends.
+//!
+//! The probe uses a connection of its own, not the pool's: a pool busy with a sale's load is not
+//! an outage, and a probe stuck behind that load would report one.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use tokio_util::sync::CancellationToken;
+
+use crate::state::AppState;
+
+/// How often the probe asks PostgreSQL.
+pub const PROBE_EVERY: Duration = Duration::from_millis(250);
+
+/// How long one probe (connecting included) may take before PostgreSQL counts as unreachable.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// PostgreSQL's reachability as this instance last saw it.
+#[derive(Debug, Default)]
+pub struct DatabaseHealth {
+    /// Redis's clock when the current outage was first seen, Unix ms; 0 while PostgreSQL answers.
+    down_since_ms: AtomicI64,
+}
+
+impl DatabaseHealth {
+    /// PostgreSQL did not answer the last probe.
+    pub fn is_down(&self) -> bool {
+        self.down_since_ms.load(Ordering::Relaxed) != 0
+    }
+
+    /// How long the current outage has lasted, if there is one.
+    pub fn down_for(&self, now_ms: i64) -> Option<Duration> {
+        let since = self.down_since_ms.load(Ordering::Relaxed);
+        (since != 0).then(|| Duration::from_millis(u64::try_from(now_ms - since).unwrap_or_default()))
+    }
+
+    /// Records a probe's outcome at `now_ms`; returns whether the state changed.
+    pub fn record(&self, answered: bool, now_ms: i64) -> bool {
+        if answered {
+            self.down_since_ms.swap(0, Ordering::Relaxed) != 0
+        } else {
+            self.down_since_ms.compare_exchange(0, now_ms.max(1), Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        }
+    }
+}
+
+/// The probe's connection, reopened after any failure.
+pub struct Probe {
+    options: PgConnectOptions,
+    conn: Option<PgConnection>,
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe").field("connected", &self.conn.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl Probe {
+    /// A probe of the database `options` point at (the pool's own options).
+    pub fn new(options: PgConnectOptions) -> Probe {
+        Probe { options, conn: None }
+    }
+
+    /// Whether PostgreSQL answers a `SELECT 1` within [`PROBE_TIMEOUT`].
+    pub async fn check(&mut self) -> bool {
+        let answered = tokio::time::timeout(PROBE_TIMEOUT, async {
+            if self.conn.is_none() {
+                self.conn = Some(PgConnection::connect_with(&self.options).await?);
+            }
+            let conn = self.conn.as_mut().expect("connected above");
+            sqlx::query("SELECT 1").execute(conn).await.map(|_| ())
+        })
+        .await;
+        let ok = matches!(answered, Ok(Ok(())));
+        if !ok {
+            // A half-open connection must not be reused: the next probe connects afresh.
+            self.conn = None;
+        }
+        ok
+    }
+}
+
+/// Probes PostgreSQL every [`PROBE_EVERY`] until `shutdown`, recording what it finds in
+/// `state.database`.
+pub async fn run_probe(state: AppState, shutdown: CancellationToken) {
+    let mut probe = Probe::new((*state.db.connect_options()).clone());
+    let mut ticker = tokio::time::interval(PROBE_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let answered = probe.check().await;
+        if state.database.record(answered, state.clock.now_ms()) {
+            if answered {
+                tracing::info!("PostgreSQL answers again: orders and admission resume");
+            } else {
+                tracing::error!("PostgreSQL does not answer: orders fail fast and admission is held");
+            }
+        }
+        metrics::gauge!("database_up").set(if answered { 1.0 } else { 0.0 });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_starts_once_and_ends_on_the_first_answer() {
+        let health = DatabaseHealth::default();
+        assert!(!health.is_down());
+        assert!(health.record(false, 1_000));
+        assert!(!health.record(false, 2_000), "the outage began at the first failure");
+        assert_eq!(health.down_for(3_500), Some(Duration::from_millis(2_500)));
+        assert!(health.record(true, 4_000));
+        assert!(!health.is_down());
+        assert_eq!(health.down_for(5_000), None);
+    }
+}
