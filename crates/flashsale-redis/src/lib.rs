@@ -26,6 +26,11 @@ use redis::{Cmd, Pipeline, RedisFuture, Value};
 /// The longest wait between two reconnection attempts of the shared connection, ms.
 pub const RECONNECT_MAX_DELAY_MS: u64 = 500;
 
+/// How long a command (or pipeline, or script) may wait for Redis's answer, in both modes, before
+/// it fails: a hung or paused Redis becomes a quick 503 instead of requests and background loops
+/// piling up behind it.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// A handle to Redis for the hot path; cheap to clone.
 #[derive(Clone)]
 pub struct Redis {
@@ -46,7 +51,8 @@ impl From<deadpool_redis::Pool> for Redis {
 }
 
 impl Redis {
-    /// Every operation checks a connection out of `pool`.
+    /// Every operation checks a connection out of `pool`; each command waits at most
+    /// [`COMMAND_TIMEOUT`] for its answer.
     pub fn pooled(pool: deadpool_redis::Pool) -> Redis {
         Redis { pool, shared: None }
     }
@@ -78,11 +84,16 @@ impl Redis {
         &self.pool
     }
 
-    /// A connection for one operation.
+    /// A connection for one operation, within [`COMMAND_TIMEOUT`].
     pub async fn conn(&self) -> Result<Conn, deadpool_redis::PoolError> {
         match &self.shared {
             Some(shared) => Ok(Conn::Shared(shared.clone())),
-            None => Ok(Conn::Pooled(self.pool.get().await?)),
+            // Checking a connection out may itself wait on Redis (the pool pings a connection
+            // before handing it out, or opens a new one): bounded like a command.
+            None => match tokio::time::timeout(COMMAND_TIMEOUT, self.pool.get()).await {
+                Ok(conn) => Ok(Conn::Pooled(conn?, COMMAND_TIMEOUT)),
+                Err(_) => Err(deadpool_redis::PoolError::Timeout(deadpool_redis::TimeoutType::Wait)),
+            },
         }
     }
 }
@@ -123,8 +134,10 @@ pub fn clamp_count(value: i64, max: i64, key: impl FnOnce() -> String) -> i64 {
 
 /// A connection from [`Redis::conn`]: run commands and scripts on it as on any async connection.
 pub enum Conn {
-    /// Checked out of the pool; returned when dropped.
-    Pooled(deadpool_redis::Connection),
+    /// Checked out of the pool, with the longest wait for an answer; returned when dropped.
+    /// The pool's connections are multiplexed, so a command abandoned at its timeout cannot
+    /// leave its late answer for the connection's next user.
+    Pooled(deadpool_redis::Connection, Duration),
     /// A clone of the shared multiplexed connection.
     Shared(ConnectionManager),
 }
@@ -132,7 +145,7 @@ pub enum Conn {
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Conn::Pooled(_) => "Conn::Pooled",
+            Conn::Pooled(..) => "Conn::Pooled",
             Conn::Shared(_) => "Conn::Shared",
         })
     }
@@ -141,7 +154,12 @@ impl std::fmt::Debug for Conn {
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Conn::Pooled(c) => c.req_packed_command(cmd),
+            Conn::Pooled(c, limit) => {
+                let limit = *limit;
+                Box::pin(async move {
+                    tokio::time::timeout(limit, c.req_packed_command(cmd)).await.unwrap_or_else(timed_out)
+                })
+            }
             Conn::Shared(c) => c.req_packed_command(cmd),
         }
     }
@@ -153,17 +171,30 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Conn::Pooled(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Pooled(c, limit) => {
+                let limit = *limit;
+                Box::pin(async move {
+                    tokio::time::timeout(limit, c.req_packed_commands(cmd, offset, count))
+                        .await
+                        .unwrap_or_else(timed_out)
+                })
+            }
             Conn::Shared(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
-            Conn::Pooled(c) => c.get_db(),
+            Conn::Pooled(c, _) => c.get_db(),
             Conn::Shared(c) => c.get_db(),
         }
     }
+}
+
+/// The error of a command that got no answer in time: an I/O timeout, which callers treat as
+/// Redis being unavailable (503, safe to retry).
+fn timed_out<T>(_: tokio::time::error::Elapsed) -> redis::RedisResult<T> {
+    Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "Redis did not answer within the command timeout").into())
 }
 
 #[cfg(test)]
@@ -174,36 +205,76 @@ mod tests {
         std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
     }
 
-    #[tokio::test]
-    async fn the_shared_connection_works_again_within_seconds_of_a_redis_restart() {
-        let mut server = flashsale_testkit::RedisServer::start(&[]);
-        let pool =
-            deadpool_redis::Config::from_url(server.url()).create_pool(Some(deadpool_redis::Runtime::Tokio1)).unwrap();
-        let shared = Redis::shared(pool, &server.url(), Duration::from_secs(1)).await.unwrap();
-        let ping = || async {
-            let mut conn = shared.conn().await.unwrap();
-            redis::cmd("PING").query_async::<String>(&mut conn).await
+    /// Both modes over a `redis-server` of the test's own.
+    async fn both_modes(server: &flashsale_testkit::RedisServer) -> [(&'static str, Redis); 2] {
+        let pool = || {
+            deadpool_redis::Config::from_url(server.url()).create_pool(Some(deadpool_redis::Runtime::Tokio1)).unwrap()
         };
-        assert_eq!(ping().await.unwrap(), "PONG");
+        let shared = Redis::shared(pool(), &server.url(), COMMAND_TIMEOUT).await.unwrap();
+        [("pool", Redis::pooled(pool())), ("shared", shared)]
+    }
+
+    async fn ping(redis: &Redis) -> redis::RedisResult<String> {
+        let mut conn = redis.conn().await.map_err(|e| std::io::Error::other(e.to_string()))?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await
+    }
+
+    #[tokio::test]
+    async fn both_modes_work_again_within_seconds_of_a_redis_restart() {
+        let mut server = flashsale_testkit::RedisServer::start(&[]);
+        let modes = both_modes(&server).await;
+        for (_, redis) in &modes {
+            assert_eq!(ping(redis).await.unwrap(), "PONG");
+        }
         // Down for two seconds (requests fail fast meanwhile), then back on the same port.
         server.kill();
         let down = std::time::Instant::now();
         while down.elapsed() < Duration::from_secs(2) {
-            assert!(ping().await.is_err());
+            for (mode, redis) in &modes {
+                let tried = std::time::Instant::now();
+                assert!(ping(redis).await.is_err(), "{mode}");
+                assert!(tried.elapsed() < Duration::from_secs(3), "{mode}: failed only after {:?}", tried.elapsed());
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         server.restart();
         let back = std::time::Instant::now();
-        // Each try bounded: a request that hangs on the reconnect is as bad as one that fails.
-        while !matches!(tokio::time::timeout(Duration::from_secs(1), ping()).await, Ok(Ok(_))) {
-            assert!(
-                back.elapsed() < Duration::from_secs(5),
-                "still failing {:?} after Redis came back",
-                back.elapsed()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        for (mode, redis) in &modes {
+            // Each try bounded: a request that hangs on the reconnect is as bad as one that fails.
+            while !matches!(tokio::time::timeout(Duration::from_secs(1), ping(redis)).await, Ok(Ok(_))) {
+                assert!(
+                    back.elapsed() < Duration::from_secs(5),
+                    "{mode}: still failing {:?} after Redis came back",
+                    back.elapsed()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
         assert!(back.elapsed() < Duration::from_secs(5), "answered {:?} after Redis came back", back.elapsed());
+    }
+
+    /// A Redis that accepts commands and answers none (`CLIENT PAUSE`): every command fails at
+    /// its timeout instead of waiting for Redis, and the same handle works once Redis answers.
+    #[tokio::test]
+    async fn a_redis_that_stops_answering_fails_commands_at_their_timeout_in_both_modes() {
+        let server = flashsale_testkit::RedisServer::start(&[]);
+        let modes = both_modes(&server).await;
+        for (mode, redis) in &modes {
+            assert_eq!(ping(redis).await.unwrap(), "PONG", "{mode}");
+        }
+        let admin = redis::Client::open(server.url()).unwrap();
+        let mut admin = admin.get_multiplexed_async_connection().await.unwrap();
+        let () = redis::cmd("CLIENT").arg("PAUSE").arg(4_000).arg("ALL").query_async(&mut admin).await.unwrap();
+        for (mode, redis) in &modes {
+            let tried = std::time::Instant::now();
+            let answer = tokio::time::timeout(Duration::from_secs(3), ping(redis)).await;
+            let waited = tried.elapsed();
+            assert!(matches!(answer, Ok(Err(_))), "{mode}: {answer:?} after {waited:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(4_200)).await;
+        for (mode, redis) in &modes {
+            assert_eq!(ping(redis).await.unwrap(), "PONG", "{mode}: works again after the pause");
+        }
     }
 
     #[tokio::test]

@@ -57,6 +57,10 @@ pub const DEFAULT_PUBLIC_CACHE_MS: u64 = 500;
 pub const DEFAULT_RATE_LIMIT_PER_USER: u32 = 10;
 /// Order attempts per second per buyer, unless configured otherwise.
 pub const DEFAULT_RATE_LIMIT_ORDERS_PER_USER: u32 = 5;
+
+/// Event streams one buyer may hold open on an instance unless configured otherwise: a page and
+/// a second tab.
+pub const DEFAULT_EVENT_STREAMS_PER_BUYER: u32 = 2;
 /// Queue requests per second per client IP, unless configured (burst: twice that). Generous,
 /// since carrier NAT puts many real buyers behind one address.
 pub const DEFAULT_RATE_LIMIT_PER_IP: u32 = 200;
@@ -144,6 +148,22 @@ pub struct RawSettings {
     /// so that polling never costs a buyer an order; 0 turns the limit off.
     #[arg(long, env = "FLASHSALE_RATE_LIMIT_ORDERS_PER_USER", default_value_t = DEFAULT_RATE_LIMIT_ORDERS_PER_USER)]
     pub rate_limit_orders_per_user: u32,
+    /// Event streams (`GET /sales/{id}/queue/events`) one buyer may hold open on an instance at
+    /// once; 0 turns the cap off.
+    #[arg(long, env = "FLASHSALE_EVENT_STREAMS_PER_BUYER", default_value_t = DEFAULT_EVENT_STREAMS_PER_BUYER)]
+    pub event_streams_per_buyer: u32,
+    /// Longest wait for a request's head, in ms, from the connection's start or the previous
+    /// response (so it also closes kept-alive connections idle that long).
+    #[arg(long, env = "FLASHSALE_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub http_header_timeout_ms: u64,
+    /// Longest time a connection may go without a byte moving either way, in ms (a stalled body,
+    /// a client that stopped reading).
+    #[arg(long, env = "FLASHSALE_HTTP_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub http_idle_timeout_ms: u64,
+    /// Most connections open at once on an instance; the next get 503 and are closed (keep the
+    /// process's file descriptor limit above it).
+    #[arg(long, env = "FLASHSALE_HTTP_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub http_max_connections: usize,
     /// Queue requests per second per client IP (burst twice that); 0 turns the limit off.
     #[arg(long, env = "FLASHSALE_RATE_LIMIT_PER_IP", default_value_t = DEFAULT_RATE_LIMIT_PER_IP)]
     pub rate_limit_per_ip: u32,
@@ -204,6 +224,7 @@ pub struct Settings {
     pub redis_mode: RedisMode,
     pub log_format: LogFormat,
     pub orders: flashsale_order::WriterTuning,
+    pub connections: crate::listener::ConnectionLimits,
 }
 
 /// How the queue runs on this instance.
@@ -298,6 +319,9 @@ impl RawSettings {
             ("FLASHSALE_ORDER_WRITERS", self.order_writers as u64),
             ("FLASHSALE_ORDER_BATCH_MAX", self.order_batch_max as u64),
             ("FLASHSALE_DB_ACQUIRE_TIMEOUT_MS", self.db_acquire_timeout_ms),
+            ("FLASHSALE_HTTP_HEADER_TIMEOUT_MS", self.http_header_timeout_ms),
+            ("FLASHSALE_HTTP_IDLE_TIMEOUT_MS", self.http_idle_timeout_ms),
+            ("FLASHSALE_HTTP_MAX_CONNECTIONS", self.http_max_connections as u64),
             ("FLASHSALE_DB_LOCK_TIMEOUT_MS", self.db_lock_timeout_ms),
             ("FLASHSALE_DB_STATEMENT_TIMEOUT_MS", self.db_statement_timeout_ms),
             ("FLASHSALE_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", self.db_idle_in_transaction_timeout_ms),
@@ -341,6 +365,7 @@ impl RawSettings {
                 per_user: std::num::NonZeroU32::new(self.rate_limit_per_user),
                 orders_per_user: std::num::NonZeroU32::new(self.rate_limit_orders_per_user),
                 per_ip: std::num::NonZeroU32::new(self.rate_limit_per_ip),
+                streams_per_user: std::num::NonZeroU32::new(self.event_streams_per_buyer),
                 trusted_proxies,
             },
             queue: QueueSettings {
@@ -354,6 +379,11 @@ impl RawSettings {
                 workers: self.order_writers,
                 max_batch: self.order_batch_max,
                 ..flashsale_order::WriterTuning::default()
+            },
+            connections: crate::listener::ConnectionLimits {
+                header_timeout: Duration::from_millis(self.http_header_timeout_ms),
+                idle_timeout: Duration::from_millis(self.http_idle_timeout_ms),
+                max_connections: self.http_max_connections,
             },
         })
     }

@@ -4,6 +4,7 @@
 //! - [`config`]: settings from the environment, secrets that never print, dev mode.
 //! - [`startup`]: reaching PostgreSQL and Redis, creating the database, migrations, refusing a
 //!   Redis that evicts keys.
+//! - [`listener`]: accepting connections, with header and idle timeouts and a connection cap.
 //! - [`app`]: the router and the OpenAPI document generated from it; [`routes`] holds the handlers
 //!   by audience (shoppers, admin, ops).
 //! - [`sales`]: sale operations spanning PostgreSQL and Redis, and the views the API returns.
@@ -27,6 +28,7 @@ pub mod cache;
 pub mod config;
 pub mod database;
 pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod orders;
 pub mod problem;
@@ -62,12 +64,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let hot = match settings.redis_mode {
         config::RedisMode::Pool => flashsale_redis::Redis::pooled(redis),
         config::RedisMode::Shared => {
-            flashsale_redis::Redis::shared(redis, settings.redis_url.expose(), std::time::Duration::from_secs(2))
+            flashsale_redis::Redis::shared(redis, settings.redis_url.expose(), flashsale_redis::COMMAND_TIMEOUT)
                 .await
                 .map_err(|e| startup::StartupError::RedisUnreachable {
-                    waited: std::time::Duration::ZERO,
-                    cause: e.to_string(),
-                })?
+                waited: std::time::Duration::ZERO,
+                cause: e.to_string(),
+            })?
         }
     };
     let state = AppState::new(
@@ -95,9 +97,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     let listener = tokio::net::TcpListener::bind(settings.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "flashsale listening");
-    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    listener::serve(listener, router, settings.connections, shutdown_signal()).await?;
     shutdown.cancel();
     upkeep.await?;
     admission.await?;

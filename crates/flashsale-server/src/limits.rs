@@ -1,5 +1,5 @@
-//! Per-buyer and per-client-IP rate limits on the queue endpoints (`governor`), and finding the
-//! client's IP behind trusted proxies.
+//! Per-buyer and per-client-IP rate limits on the queue endpoints (`governor`), the cap on a
+//! buyer's open event streams, and finding the client's IP behind trusted proxies.
 //!
 //! On sale day a buyer polling in a tight loop, or a bot farm behind one address, must not take
 //! the capacity meant for everyone else. Limits answer 429 with `Retry-After`. Memory stays
@@ -10,9 +10,11 @@
 //! `X-Forwarded-For` is believed only when the connection comes from a configured trusted proxy;
 //! otherwise anyone could claim any address and escape the per-IP limit.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
@@ -79,6 +81,8 @@ pub struct LimitSettings {
     pub orders_per_user: Option<NonZeroU32>,
     /// Requests per second per client IP (burst: twice that); `None`: off.
     pub per_ip: Option<NonZeroU32>,
+    /// Event streams one buyer may hold open on this instance at once; `None`: no limit.
+    pub streams_per_user: Option<NonZeroU32>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
 }
@@ -89,8 +93,30 @@ pub struct RateLimits {
     per_user: Option<DefaultKeyedRateLimiter<UserId>>,
     orders_per_user: Option<DefaultKeyedRateLimiter<UserId>>,
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    streams_per_user: Option<NonZeroU32>,
+    /// Open event streams per buyer (only buyers with one open).
+    streams: Arc<Mutex<HashMap<UserId, u32>>>,
     trusted_proxies: Vec<IpNet>,
     clock: DefaultClock,
+}
+
+/// One of a buyer's event streams; gives its place back when the stream ends or is dropped.
+#[derive(Debug)]
+pub struct StreamSlot {
+    streams: Arc<Mutex<HashMap<UserId, u32>>>,
+    user: UserId,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.user);
+            }
+        }
+    }
 }
 
 fn quota(per_second: NonZeroU32) -> Quota {
@@ -105,9 +131,26 @@ impl RateLimits {
             per_user: settings.per_user.map(|r| RateLimiter::keyed(quota(r))),
             orders_per_user: settings.orders_per_user.map(|r| RateLimiter::keyed(quota(r))),
             per_ip: settings.per_ip.map(|r| RateLimiter::keyed(quota(r))),
+            streams_per_user: settings.streams_per_user,
+            streams: Arc::default(),
             trusted_proxies: settings.trusted_proxies.clone(),
             clock: DefaultClock::default(),
         }
+    }
+
+    /// A place for one more event stream of `user`; 429 `too_many_streams` when they hold as many
+    /// as allowed (each stream holds a connection for up to ten minutes: without a cap one buyer
+    /// could hold hundreds).
+    pub fn open_stream(&self, user: &UserId) -> Result<StreamSlot, ApiError> {
+        let mut open = self.streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(user.clone()).or_insert(0);
+        if let Some(max) = self.streams_per_user {
+            if *count >= max.get() {
+                return Err(ApiError::TooManyStreams { max: max.get() });
+            }
+        }
+        *count += 1;
+        Ok(StreamSlot { streams: self.streams.clone(), user: user.clone() })
     }
 
     /// Counts one queue request of `user` from `ip`; 429 `rate_limited` when either is over its
@@ -214,8 +257,22 @@ mod tests {
             per_user: NonZeroU32::new(per_user),
             orders_per_user: NonZeroU32::new(2),
             per_ip: NonZeroU32::new(per_ip),
+            streams_per_user: NonZeroU32::new(2),
             trusted_proxies: proxies.iter().map(|p| p.parse().unwrap()).collect(),
         })
+    }
+
+    #[test]
+    fn a_buyer_holds_at_most_the_allowed_streams_and_gets_each_back_when_it_ends() {
+        let limits = limits(5, 0, &[]);
+        let (alice, bob) = (UserId::try_from("alice".to_owned()).unwrap(), UserId::try_from("bob".to_owned()).unwrap());
+        let first = limits.open_stream(&alice).unwrap();
+        let _second = limits.open_stream(&alice).unwrap();
+        assert!(matches!(limits.open_stream(&alice), Err(ApiError::TooManyStreams { max: 2 })));
+        let _bobs = limits.open_stream(&bob).expect("another buyer's streams do not count");
+        drop(first);
+        let _third = limits.open_stream(&alice).expect("a stream that ended gives its place back");
+        assert!(limits.open_stream(&alice).is_err());
     }
 
     #[test]

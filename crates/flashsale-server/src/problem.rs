@@ -105,6 +105,9 @@ pub enum ApiError {
     /// `payment_ref_reused`): understood, but it contradicts what was sent before.
     #[error("{detail}")]
     Unprocessable { code: &'static str, detail: String },
+    /// 429 `too_many_streams`: the buyer already holds `max` event streams open on this instance.
+    #[error("you already have {max} event streams open; close one or poll GET /sales/{{id}}/queue instead")]
+    TooManyStreams { max: u32 },
     /// 503 `rebuilding`: the batch's Redis state is being rebuilt from PostgreSQL; `Retry-After`
     /// says when to try again.
     #[error("the sale's stock is being restored after a storage failure; retry in a second")]
@@ -141,6 +144,7 @@ impl ApiError {
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::NotOpen { .. } => (StatusCode::CONFLICT, "not_open"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::TooManyStreams { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_streams"),
             ApiError::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
@@ -385,6 +389,7 @@ pub const CODES: &[(&str, u16, &str)] = &[
     ("not_open", 409, "The batch has not opened yet (opens_at says when)."),
     ("paused", 409, "Operations paused the batch."),
     ("closed", 409, "The batch is closed."),
+    ("not_closed", 409, "The batch is still running: its draw is published once it closes."),
     ("in_progress", 409, "A request with this Idempotency-Key is still running; retry shortly."),
     ("invalid_transition", 409, "The order's status does not allow this (cancelling a paid order)."),
     ("precondition_failed", 412, "If-Match names another version; the body carries current_version."),
@@ -394,6 +399,8 @@ pub const CODES: &[(&str, u16, &str)] = &[
     ("idempotency_key_reused", 422, "This Idempotency-Key was used for a different request."),
     ("amount_mismatch", 422, "The payment's amount is not the order's; recorded, nothing changed."),
     ("payment_ref_reused", 422, "This payment_ref was sent before with different contents."),
+    ("rate_limited", 429, "Too many requests from this buyer or address; Retry-After says when to try again."),
+    ("too_many_streams", 429, "The buyer holds as many event streams open as allowed; close one or poll."),
     ("unavailable", 503, "Redis or PostgreSQL cannot be reached; safe to retry."),
     ("rebuilding", 503, "The batch's stock is being rebuilt after Redis lost it; retry after Retry-After."),
     ("internal", 500, "Unexpected failure; logged on the server."),

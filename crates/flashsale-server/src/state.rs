@@ -126,6 +126,7 @@ impl Default for Tuning {
                 per_user: std::num::NonZeroU32::new(crate::config::DEFAULT_RATE_LIMIT_PER_USER),
                 orders_per_user: std::num::NonZeroU32::new(crate::config::DEFAULT_RATE_LIMIT_ORDERS_PER_USER),
                 per_ip: std::num::NonZeroU32::new(crate::config::DEFAULT_RATE_LIMIT_PER_IP),
+                streams_per_user: std::num::NonZeroU32::new(crate::config::DEFAULT_EVENT_STREAMS_PER_BUYER),
                 trusted_proxies: Vec::new(),
             },
             orders: WriterTuning::default(),

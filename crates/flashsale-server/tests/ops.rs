@@ -275,3 +275,135 @@ async fn readiness_fails_while_the_admission_ticker_makes_no_progress(db: sqlx::
     ticker.await.unwrap();
     app.redis.cleanup().await;
 }
+
+mod slow_clients {
+    //! The real listener on a port of the test's own, with short bounds, against clients that
+    //! are silent, slow or too many.
+
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use flashsale_server::listener::{self, ConnectionLimits};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::common::TestApp;
+
+    /// A whole HTTP exchange on a fresh connection: the raw response text.
+    async fn exchange(addr: SocketAddr, request: &str) -> String {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+            .await
+            .expect("the server answered and closed")
+            .unwrap();
+        String::from_utf8_lossy(&response).into_owned()
+    }
+
+    async fn healthz(addr: SocketAddr) -> String {
+        exchange(addr, "GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").await
+    }
+
+    /// How long until the server closes `stream` (reads to the end, discarding any answer).
+    async fn closed_after(stream: &mut TcpStream, started: Instant) -> Duration {
+        let mut sink = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut sink))
+            .await
+            .expect("the server never closed the connection");
+        started.elapsed()
+    }
+
+    /// A connection that never sends a byte, one that sends its head a byte every 200 ms, and one
+    /// whose body stalls are each closed within their bound while `/healthz` keeps answering;
+    /// connections over the cap get a 503 problem at once, and the cap frees as they close.
+    #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+    async fn slow_and_silent_clients_are_cut_off_while_healthz_keeps_answering(db: sqlx::PgPool) {
+        let app = TestApp::new(db).await;
+        let limits = ConnectionLimits {
+            header_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(2),
+            max_connections: 8,
+        };
+        let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let server =
+            tokio::spawn(listener::serve(socket, app.router.clone(), limits, shutdown.clone().cancelled_owned()));
+
+        let started = Instant::now();
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let trickler = tokio::spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            for byte in b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n" {
+                if stream.write_all(&[*byte]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            started.elapsed()
+        });
+        let mut stalled = TcpStream::connect(addr).await.unwrap();
+        stalled
+            .write_all(b"POST /payments/callback HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n{\"order_id\":")
+            .await
+            .unwrap();
+        assert!(healthz(addr).await.starts_with("HTTP/1.1 200"), "healthz answers meanwhile");
+
+        let silent_for = closed_after(&mut silent, started).await;
+        assert!(silent_for < Duration::from_secs(3), "a silent connection lived {silent_for:?}");
+        let stalled_for = closed_after(&mut stalled, started).await;
+        assert!(stalled_for < Duration::from_secs(5), "a stalled body held its connection {stalled_for:?}");
+        let trickled_for = trickler.await.unwrap();
+        // The head would take 16 s at this pace; it is cut at the header timeout (a write or two
+        // may still succeed into the socket's buffer after the close).
+        assert!(trickled_for < Duration::from_secs(4), "a trickled head lived {trickled_for:?}");
+        assert!(healthz(addr).await.starts_with("HTTP/1.1 200"));
+
+        // The cap: eight connections open, the ninth is refused with a problem.
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            held.push(TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let refused = healthz(addr).await;
+        assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+        assert!(refused.contains("application/problem+json") && refused.contains("retry-after: 1"), "{refused}");
+        // The held connections send nothing, so the header timeout frees the cap.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert!(healthz(addr).await.starts_with("HTTP/1.1 200"), "the cap is free again");
+        drop(held);
+
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
+        app.redis.cleanup().await;
+    }
+
+    /// One buyer holds at most the allowed event streams at once; a stream that ends gives its
+    /// place back.
+    #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+    async fn one_buyer_cannot_hold_more_event_streams_than_allowed(db: sqlx::PgPool) {
+        use axum::http::Method;
+        let app = TestApp::with_tuning(db, super::common::uncached_tuning()).await;
+        let sale = super::common::shop::open_sale(&app, 5, 1, 60).await;
+        let joined = app.buyer(Method::POST, &format!("/sales/{sale}/queue"), "alice", None).await;
+        assert!(joined.status.is_success(), "{joined:?}");
+        let stream = |app: &TestApp| {
+            let request = axum::http::Request::get(format!("/sales/{sale}/queue/events"))
+                .header("authorization", format!("Bearer {}", super::common::buyer_jwt("alice", 600)))
+                .body(axum::body::Body::empty())
+                .unwrap();
+            tower::ServiceExt::oneshot(app.router.clone(), request)
+        };
+        let first = stream(&app).await.unwrap();
+        let second = stream(&app).await.unwrap();
+        assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+        let third = stream(&app).await.unwrap();
+        assert_eq!(third.status().as_u16(), 429);
+        drop(first);
+        let again = stream(&app).await.unwrap();
+        assert_eq!(again.status().as_u16(), 200, "the closed stream's place is free");
+        drop((second, again));
+        app.redis.cleanup().await;
+    }
+}

@@ -114,7 +114,7 @@ const STREAM_LIFETIME: Duration = Duration::from_secs(600);
         (status = 200, description = "A stream of `queue` events, each a QueueState", content_type = "text/event-stream", body = QueueState),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found: no such sale, or not in its queue", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "rate_limited, with Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited, with Retry-After; too_many_streams: the buyer holds as many streams open as allowed (FLASHSALE_EVENT_STREAMS_PER_BUYER)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn queue_events(
@@ -125,12 +125,13 @@ async fn queue_events(
     ticket: PresentedTicket,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     state.limits.check(&buyer.user, ip.0)?;
+    let slot = state.limits.open_stream(&buyer.user)?;
     let ticket = ticket.0.as_deref();
     // Errors before the stream starts (no such sale, not joined) are ordinary problems.
     let first = queue::status(&state, &buyer.user, id, ticket).await?;
     let deadline = Instant::now() + STREAM_LIFETIME;
     let ticket = first.ticket.clone().or_else(|| ticket.map(str::to_owned)).unwrap_or_default();
-    let start = Some(Watch { state, user: buyer.user, sale: id, ticket, last: first, sent: false });
+    let start = Some(Watch { state, user: buyer.user, sale: id, ticket, last: first, sent: false, _slot: slot });
     let events = stream::unfold(start, move |watch| async move {
         let mut watch = watch?;
         if !watch.sent {
@@ -178,6 +179,8 @@ struct Watch {
     ticket: String,
     last: QueueState,
     sent: bool,
+    /// The buyer's place among their open streams, given back when the stream ends.
+    _slot: crate::limits::StreamSlot,
 }
 
 fn queue_event(state: &QueueState) -> Event {
