@@ -4,6 +4,7 @@
 //! - [`ids`]: newtypes for the identifiers that cross crate boundaries ([`SaleId`], [`BatchNo`]).
 //! - [`units`]: [`Units`], a count of stock, with lossless conversions to the integer types of
 //!   PostgreSQL (`BIGINT`) and Redis (signed 64-bit replies).
+//! - [`whole`]: whole numbers in JSON bodies (`5.0` read as `5`, as JSON Schema counts it).
 //! - [`keys`]: the Redis key layout. Every key of one sale carries the hash tag `{sale:ID}`, so all
 //!   keys a Lua script touches live in one Redis Cluster slot, and every key is built here, in Rust,
 //!   and handed to scripts through `KEYS` (never assembled inside Lua).
@@ -11,6 +12,7 @@
 pub mod ids;
 pub mod keys;
 pub mod units;
+pub mod whole;
 
 pub use ids::{BatchNo, PrequeueSeed, SaleId, UserId};
 pub use keys::{BatchKeys, KeySpace};

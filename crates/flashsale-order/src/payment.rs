@@ -60,9 +60,11 @@ impl PaymentStatus {
 /// `POST /payments/callback`'s body.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 pub struct PaymentNotice {
+    #[serde(deserialize_with = "flashsale_core::whole::i64")]
     pub order_id: i64,
     /// The provider's id of the payment; notices are idempotent per reference.
     pub payment_ref: String,
+    #[serde(deserialize_with = "flashsale_core::whole::i64")]
     pub amount_cents: i64,
     pub status: PaymentStatus,
 }

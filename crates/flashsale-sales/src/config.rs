@@ -52,39 +52,53 @@ pub mod defaults {
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSale {
-    /// Shown to buyers; 1–200 characters.
-    #[schema(example = "Phone X, weekly drop")]
+    /// Shown to buyers; 1–200 characters, not all blank.
+    #[schema(example = "Phone X, weekly drop", min_length = 1, max_length = 200)]
     pub name: String,
     /// The product's stock-keeping unit: 1–64 of `A-Z a-z 0-9 . _ -`.
-    #[schema(example = "PHONE-X-128-BLK")]
+    #[schema(example = "PHONE-X-128-BLK", pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub sku: String,
     /// Price of one unit in the currency's minor unit (cents, fen), > 0.
-    #[schema(example = 499_900)]
+    #[schema(example = 499_900, minimum = 1, maximum = 100_000_000_000_i64)]
+    #[serde(deserialize_with = "flashsale_core::whole::i64")]
     pub price_cents: i64,
     /// ISO 4217 code, three capital letters.
-    #[schema(example = "CNY")]
+    #[schema(example = "CNY", pattern = "^[A-Z]{3}$")]
     pub currency: String,
     /// Units released by each batch.
-    #[schema(example = 50_000)]
+    #[schema(example = 50_000, minimum = 1, maximum = 10_000_000)]
+    #[serde(deserialize_with = "flashsale_core::whole::i64")]
     pub stock: i64,
     /// Units one buyer may hold or buy per batch; 1 ≤ limit ≤ stock.
-    #[schema(example = 2)]
+    #[schema(example = 2, minimum = 1, maximum = 1_000)]
+    #[serde(deserialize_with = "flashsale_core::whole::i64")]
     pub per_user_limit: i64,
     /// A one-off sale's opening, RFC 3339, in the future. Exactly one of `opens_at` and `weekly`.
-    #[schema(example = "2026-11-24T12:00:00+08:00")]
+    /// (The example the served document shows is an hour from when it was served.)
+    #[schema(example = "2026-11-24T12:00:00+08:00", format = DateTime)]
     pub opens_at: Option<String>,
     /// A weekly sale's opening. Exactly one of `opens_at` and `weekly`.
     pub weekly: Option<WeeklyInput>,
     /// Seconds before the opening when buyers may start to queue (default 600, at most 86400).
+    #[schema(minimum = 0, maximum = 86_400)]
+    #[serde(default, deserialize_with = "flashsale_core::whole::option_i64")]
     pub prequeue_secs: Option<i64>,
     /// Buyers admitted per second at most (default 1000).
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    #[serde(default, deserialize_with = "flashsale_core::whole::option_i64")]
     pub admission_rate: Option<i64>,
     /// Seconds an admitted buyer has to reserve (default 120, 5–3600, ≤ `payment_window_secs`).
+    #[schema(minimum = 5, maximum = 3_600)]
+    #[serde(default, deserialize_with = "flashsale_core::whole::option_i64")]
     pub admission_ttl_secs: Option<i64>,
     /// Seconds a buyer has to pay after reserving (default 900, 30–86400).
+    #[schema(minimum = 30, maximum = 86_400)]
+    #[serde(default, deserialize_with = "flashsale_core::whole::option_i64")]
     pub payment_window_secs: Option<i64>,
     /// Close each batch this long after its opening even with stock left (60 s – 30 days;
     /// for weekly sales, pre-queue plus duration at most 6 days).
+    #[schema(minimum = 60, maximum = 2_592_000)]
+    #[serde(default, deserialize_with = "flashsale_core::whole::option_i64")]
     pub duration_secs: Option<i64>,
 }
 
@@ -93,30 +107,46 @@ pub struct NewSale {
 #[serde(deny_unknown_fields)]
 pub struct WeeklyInput {
     /// `mon`, `tue`, … `sun`.
-    #[schema(example = "tue")]
+    #[schema(example = "tue", pattern = "^(mon|tue|wed|thu|fri|sat|sun)$")]
     pub weekday: String,
     /// Local wall-clock time `HH:MM`, 24-hour.
-    #[schema(example = "12:00")]
+    #[schema(example = "12:00", pattern = "^([01][0-9]|2[0-3]):[0-5][0-9]$")]
     pub time: String,
-    /// IANA time zone name.
+    /// IANA time zone name (the served document lists every one accepted).
     #[schema(example = "Asia/Shanghai")]
     pub timezone: String,
 }
 
 /// `PATCH /admin/sales/{id}`: the fields operations may change while a sale runs. Absent fields
 /// keep their value. Price, currency, SKU and schedule are fixed once buyers can see the sale.
+/// At least one field; the same rules as at creation.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SalePatch {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: Option<String>,
     /// New units per batch; applies to the current batch at once (never below its units
     /// reserved + sold) and to every later batch.
+    #[schema(minimum = 1, maximum = 10_000_000)]
+    #[serde(default, deserialize_with = "flashsale_core::whole::option_i64")]
     pub stock: Option<i64>,
+    #[schema(minimum = 1, maximum = 1_000)]
+    #[serde(default, deserialize_with = "flashsale_core::whole::option_i64")]
     pub per_user_limit: Option<i64>,
+    #[schema(minimum = 0, maximum = 86_400)]
+    #[serde(default, deserialize_with = "flashsale_core::whole::option_i64")]
     pub prequeue_secs: Option<i64>,
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    #[serde(default, deserialize_with = "flashsale_core::whole::option_i64")]
     pub admission_rate: Option<i64>,
+    #[schema(minimum = 5, maximum = 3_600)]
+    #[serde(default, deserialize_with = "flashsale_core::whole::option_i64")]
     pub admission_ttl_secs: Option<i64>,
+    #[schema(minimum = 30, maximum = 86_400)]
+    #[serde(default, deserialize_with = "flashsale_core::whole::option_i64")]
     pub payment_window_secs: Option<i64>,
+    #[schema(minimum = 60, maximum = 2_592_000)]
+    #[serde(default, deserialize_with = "flashsale_core::whole::option_i64")]
     pub duration_secs: Option<i64>,
 }
 

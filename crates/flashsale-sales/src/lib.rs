@@ -20,4 +20,4 @@ pub mod store;
 pub use batch::{Batch, BatchStatus, Sale};
 pub use config::{FieldError, NewSale, SaleConfig, SalePatch, Schedule, ValidationErrors, WeeklyInput};
 pub use error::SalesError;
-pub use schedule::{WeekdayName, WeeklySchedule};
+pub use schedule::{WeekdayName, WeeklySchedule, time_zone_names};

@@ -121,6 +121,11 @@ impl fmt::Display for WeekdayName {
     }
 }
 
+/// Every IANA time zone name a weekly sale accepts (for the API description).
+pub fn time_zone_names() -> impl Iterator<Item = &'static str> {
+    chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name())
+}
+
 impl FromStr for WeekdayName {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {

@@ -28,6 +28,16 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
+/// The bearer token a request authenticates with: 400 `bad_request` when it sends several
+/// `Authorization` headers (which one counts would depend on who reads them: a proxy may check
+/// one and the server believe another), 401 when there is no bearer token.
+pub fn require_bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    if headers.get_all(header::AUTHORIZATION).iter().nth(1).is_some() {
+        return Err(ApiError::BadRequest("send exactly one Authorization header".to_owned()));
+    }
+    bearer_token(headers).ok_or(ApiError::Unauthorized)
+}
+
 fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
     let Some(value) = headers.get("x-actor") else {
         return Ok("admin".to_owned());
@@ -44,7 +54,7 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Admin, ApiError> {
-        let given = bearer_token(&parts.headers).ok_or(ApiError::Unauthorized)?;
+        let given = require_bearer(&parts.headers)?;
         // Constant time, so the response time does not reveal how much of a guess was right.
         let expected = state.secrets.admin_token.expose().as_bytes();
         if !bool::from(given.as_bytes().ct_eq(expected)) {

@@ -11,7 +11,7 @@ use flashsale_core::UserId;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::auth::bearer_token;
+use crate::auth::require_bearer;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -97,7 +97,7 @@ impl FromRequestParts<AppState> for Buyer {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Buyer, ApiError> {
-        let token = bearer_token(&parts.headers).ok_or(ApiError::Unauthorized)?;
+        let token = require_bearer(&parts.headers)?;
         let user = state.jwt.verify(token, state.clock.now().timestamp()).ok_or(ApiError::Unauthorized)?;
         Ok(Buyer { user })
     }

@@ -48,7 +48,8 @@ pub struct OrderRequest {
     /// The `admission_token` of the buyer's `admitted` queue answer.
     pub admission_token: String,
     /// Units to buy: 1 to the sale's per-user limit.
-    #[schema(example = 1)]
+    #[schema(example = 1, minimum = 1, maximum = 1_000)]
+    #[serde(deserialize_with = "flashsale_core::whole::i64")]
     pub quantity: i64,
 }
 

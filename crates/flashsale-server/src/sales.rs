@@ -421,11 +421,14 @@ pub async fn update(
     }
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
-    let sale = lock_sale(&mut tx, id, &if_match).await?;
+    let sale = lock_sale(&mut tx, id, &IfMatch::default()).await?;
+    // The body is judged before the precondition: a precondition only decides a request that
+    // would otherwise succeed (RFC 9110, 13.2.1), so a bad body is 422 whatever If-Match says.
+    let config = sale.config.patched(&patch)?;
+    if_match.check(&sale)?;
     if sale.ended_at.is_some() {
         return Err(sale_ended());
     }
-    let config = sale.config.patched(&patch)?;
     let mut reconfigured = None;
     if let Some(before) = store::current_batch(&mut tx, id).await?.filter(|b| !b.is_finished(now)) {
         let mut batch = before.clone();

@@ -52,8 +52,9 @@ pub struct Shared {
     pub secrets: Arc<Secrets>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
-    /// The OpenAPI document, rendered once when the router is built.
-    pub openapi: Arc<OnceLock<String>>,
+    /// The OpenAPI document, built once with the router (`app::served_document` finishes it
+    /// per request).
+    pub openapi: Arc<OnceLock<serde_json::Value>>,
     /// Public sale views, cached briefly (see [`PublicCache`]).
     pub public_cache: Arc<PublicCache>,
     /// Verifies shopper JWTs.

@@ -134,6 +134,11 @@ async fn metrics_count_requests_by_route_template(db: sqlx::PgPool) {
     assert!(text.contains("http_requests_total{method=\"GET\",route=\"/sales/{id}\",status=\"200\"}"), "{text}");
     assert!(text.contains("http_request_duration_seconds_bucket{method=\"POST\",route=\"/admin/sales\""), "{text}");
     assert!(!text.contains(&format!("/sales/{id}\"")), "raw ids must not become labels");
+    // Every metric shown carries its help text.
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split_whitespace().nth(2).unwrap();
+        assert!(text.contains(&format!("# HELP {name} ")), "{name} has no # HELP line");
+    }
     app.redis.cleanup().await;
 }
 

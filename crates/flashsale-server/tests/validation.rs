@@ -160,3 +160,83 @@ async fn invalid_patches_change_nothing(db: sqlx::PgPool) {
     assert_eq!(app.count("admin_audit").await, 1);
     app.redis.cleanup().await;
 }
+
+/// The edges of the contract an outside probe found: an oversized payment notice is a 413
+/// problem (not axum's text), two `Authorization` headers are refused, an id has one spelling,
+/// and integers written as whole floats are integers.
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn the_contracts_edges_are_problems_too(db: sqlx::PgPool) {
+    let app = TestApp::new(db).await;
+    let huge = "x".repeat(MAX_BODY_BYTES + 1);
+    let refused = app
+        .send(
+            Method::POST,
+            "/payments/callback",
+            &[("content-type", "application/json"), ("x-signature", "sha256=00")],
+            huge,
+        )
+        .await;
+    refused.assert_problem(413, "payload_too_large");
+
+    let admin = format!("Bearer {}", flashsale_server::config::dev::ADMIN_TOKEN);
+    let twice = [("authorization", admin.as_str()), ("authorization", "Bearer someone-else")];
+    app.send(Method::GET, "/admin/sales", &twice, "").await.assert_problem(400, "bad_request");
+    let buyer = format!("Bearer {}", common::buyer_jwt("alice", 600));
+    let twice = [("authorization", buyer.as_str()), ("authorization", buyer.as_str())];
+    app.send(Method::GET, "/orders", &twice, "").await.assert_problem(400, "bad_request");
+
+    let mut body = weekly_sale();
+    body["stock"] = json!(100.0);
+    body["per_user_limit"] = json!(2.0);
+    let created = app.create_sale(body).await;
+    let id = created["id"].as_i64().unwrap();
+    assert_eq!(app.get(&format!("/sales/{id}")).await.status.as_u16(), 200);
+    for spelling in [
+        format!("/sales/+{id}"),
+        format!("/sales/0{id}"),
+        format!("/sales/%3{id}"),
+        format!("/sales/{id}/batches/01/draw"),
+    ] {
+        app.get(&spelling).await.assert_problem(404, "not_found");
+    }
+    let mut fractional = weekly_sale();
+    fractional["stock"] = json!(100.5);
+    let refused = app.admin(Method::POST, "/admin/sales", Some(fractional)).await;
+    assert_eq!(refused.status.as_u16(), 422, "{refused:?}");
+    app.redis.cleanup().await;
+}
+
+/// The document served validates as far as a test can tell without a validator (CI runs
+/// openapi-spec-validator and Schemathesis): operation ids are unique, the limits the server
+/// enforces are declared, and the example opening is in the future whenever it is served.
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn the_openapi_document_declares_what_the_server_enforces(db: sqlx::PgPool) {
+    let app = TestApp::new(db).await;
+    let document = app.get("/openapi.json").await.body;
+    let mut ids = std::collections::BTreeSet::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let id = operation["operationId"].as_str().unwrap_or_default().to_owned();
+            assert!(ids.insert(id.clone()), "{method} {path}: operationId {id} is used twice");
+        }
+    }
+    let schemas = &document["components"]["schemas"];
+    assert_eq!(schemas["NewSale"]["properties"]["stock"]["maximum"], 10_000_000);
+    assert_eq!(schemas["NewSale"]["properties"]["sku"]["pattern"], "^[A-Za-z0-9._-]{1,64}$");
+    assert_eq!(schemas["SalePatch"]["minProperties"], 1);
+    assert!(schemas["SalePatch"].get("maxProperties").is_none());
+    assert!(schemas["WeeklyInput"]["properties"]["timezone"]["enum"].as_array().unwrap().len() > 300);
+    let example = schemas["NewSale"]["properties"]["opens_at"]["example"].as_str().unwrap();
+    let opens_at = chrono::DateTime::parse_from_rfc3339(example).unwrap();
+    assert!(opens_at > chrono::Utc::now(), "the example opening {example} is in the past");
+    // The example body is accepted as it stands.
+    let mut example_sale = serde_json::Map::new();
+    for (name, property) in schemas["NewSale"]["properties"].as_object().unwrap() {
+        if let Some(value) = property.get("example").filter(|_| name != "weekly") {
+            example_sale.insert(name.clone(), value.clone());
+        }
+    }
+    let created = app.admin(Method::POST, "/admin/sales", Some(Value::Object(example_sale))).await;
+    assert_eq!(created.status.as_u16(), 201, "{created:?}");
+    app.redis.cleanup().await;
+}

@@ -22,8 +22,8 @@ use crate::state::AppState;
 /// The admin routes.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(create_sale, list_sales))
-        .routes(routes!(get_sale, patch_sale))
+        .routes(routes!(create_sale, admin_list_sales))
+        .routes(routes!(admin_get_sale, patch_sale))
         .routes(routes!(pause_sale))
         .routes(routes!(resume_sale))
         .routes(routes!(close_sale))
@@ -77,8 +77,10 @@ struct ListQuery {
     /// Also list sales closed by operations (default false).
     include_ended: Option<bool>,
     /// At most this many sales, newest first (1–200, default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
     /// Skip this many (default 0).
+    #[param(minimum = 0)]
     offset: Option<i64>,
 }
 
@@ -98,7 +100,7 @@ struct AdminSaleList {
         (status = 503, description = "unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn list_sales(
+async fn admin_list_sales(
     State(state): State<AppState>,
     _admin: Admin,
     Query(query): Query<ListQuery>,
@@ -125,7 +127,11 @@ async fn list_sales(
         (status = 503, description = "unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn get_sale(State(state): State<AppState>, _admin: Admin, Path(id): Path<SaleId>) -> Result<Response, ApiError> {
+async fn admin_get_sale(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<SaleId>,
+) -> Result<Response, ApiError> {
     Ok(with_etag(StatusCode::OK, sales::admin_sale(&state, id).await?))
 }
 
@@ -145,6 +151,7 @@ async fn get_sale(State(state): State<AppState>, _admin: Admin, Path(id): Path<S
         (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "stock_below_committed, sale_ended or batch_finished", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "precondition_failed: the sale changed since that version", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "unavailable", body = Problem, content_type = "application/problem+json"),

@@ -84,6 +84,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// This API's OpenAPI 3 description.
 #[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, content_type = "application/json", body = Object)))]
 async fn openapi(State(state): State<AppState>) -> Response {
-    let body = state.openapi.get().cloned().unwrap_or_default();
+    let body = state.openapi.get().map(|doc| crate::app::served_document(doc, state.clock.now())).unwrap_or_default();
     ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }

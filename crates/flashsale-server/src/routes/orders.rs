@@ -4,7 +4,6 @@
 
 use std::convert::Infallible;
 
-use axum::body::Bytes;
 use axum::extract::{FromRequestParts, State};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
@@ -19,7 +18,7 @@ use utoipa_axum::routes;
 use crate::buyer::Buyer;
 use crate::limits::ClientIp;
 use crate::orders::{self, OrderRequest};
-use crate::problem::{ApiError, Json, Path, Problem, Query};
+use crate::problem::{ApiError, Json, Path, Problem, Query, RawBody};
 use crate::state::AppState;
 
 /// The order routes.
@@ -63,7 +62,9 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyHeader {
         (status = 403, description = "token_invalid", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "sold_out, limit_reached, token_used, in_progress, not_open, paused, closed", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "validation_failed, idempotency_key_reused", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported_media_type: send application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed (a quantity above the sale's per-user limit included), idempotency_key_reused", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited, with Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "rebuilding (with Retry-After) or unavailable: safe to retry with the same key", body = Problem, content_type = "application/problem+json"),
     )
@@ -88,6 +89,7 @@ struct ListQuery {
     /// Only orders older than this id (the previous page's `next_before`).
     before: Option<i64>,
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
 }
 
@@ -175,13 +177,14 @@ async fn cancel_order(
         (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "unauthorized: missing or wrong signature", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found: no such order (recorded)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "amount_mismatch (recorded), payment_ref_reused, validation_failed", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn payment_callback(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !signature_is_valid(state.secrets.payment_secret.expose().as_bytes(), &body, signature) {
