@@ -22,7 +22,9 @@
 -- nobody is admitted and no turn lapses: the ticker hash records `frozen_at`. The first call
 -- after the freeze moves every running step's expiry on by the time it lasted, so admitted
 -- buyers get back the part of their turn the pause or the outage took (the admission tokens
--- they hold are honoured until the new expiry; see admission_window.lua).
+-- they hold are honoured until the new expiry; see admission_window.lua). A gap of more than
+-- two seconds since any instance's last step (Redis unreachable, every instance down) is given
+-- back the same way.
 
 if #KEYS ~= 9 or #ARGV ~= 5 then
   return redis.error_reply('ERR admit expects 9 keys and 5 arguments')
@@ -34,6 +36,8 @@ local ttl, opens_ms, hold = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
 if not rate or rate < 1 or not factor or factor < 1 or not ttl or ttl < 1 then
   return redis.error_reply('ERR admit: bad rate, factor or ttl')
 end
+-- A pause between two steps longer than this is an outage, not the ticker's rhythm (100 ms).
+local GAP_MS = 2000
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
@@ -54,21 +58,32 @@ end
 
 local state = redis.call('HMGET', ledger, 'available', 'paused', 'closed')
 local frozen_at = tonumber(redis.call('HGET', ticker, 'frozen_at') or '')
+local last_step = tonumber(redis.call('HGET', ticker, 'last_ms') or '')
+-- Steps stopped for longer than the ticker's rhythm: the outage began at the last step.
+local silent_since = (last_step and now - last_step > GAP_MS) and last_step or nil
 if state[2] == '1' or hold then
-  if not frozen_at then redis.call('HSET', ticker, 'frozen_at', now) end
+  if not frozen_at then redis.call('HSET', ticker, 'frozen_at', silent_since or now) end
   -- The bucket does not fill while frozen: the resume starts at the rate, not with a burst.
   redis.call('HSET', ticker, 'last_ms', now)
   return counters(0)
 end
-if frozen_at then
-  local shift = math.max(0, now - frozen_at)
+-- Moves every running step's expiry on by `shift` ms.
+local function extend_turns(shift)
   local running = redis.call('ZRANGE', steps, 0, -1, 'WITHSCORES')
   for i = 1, #running, 2 do
     local step = running[i]
     redis.call('ZADD', steps, tonumber(running[i + 1]) + shift, step)
     redis.call('HINCRBY', info, step .. ':exp', shift)
   end
+end
+if frozen_at then
+  extend_turns(math.max(0, now - frozen_at))
   redis.call('HDEL', ticker, 'frozen_at')
+else
+  -- Every instance ticks every 100 ms. A longer gap since the last step means none could reach
+  -- Redis (an outage, a restart, every instance down): nobody could order meanwhile either, so
+  -- the running turns get the gap back, as after a freeze.
+  if silent_since then extend_turns(now - silent_since) end
 end
 
 -- Sweep expired steps (a bounded number per call keeps the script short).

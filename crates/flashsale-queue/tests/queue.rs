@@ -213,8 +213,7 @@ async fn admission_stops_at_the_stock_and_resumes_when_turns_expire() {
     }
     assert_eq!(s.queue.admission(sale(), BatchNo::FIRST, 11).await.unwrap(), Admission::Waiting);
     // Nobody reserved: the turns lapse and the counter admits the next ten.
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
-    let next = s.queue.admit(&open, &p, false).await.unwrap();
+    let next = tick_for(&s, &open, &p, 2_100).await;
     assert_eq!((next.serving, next.inflight, next.lapsed), (20, 10, 10), "{next:?}");
     assert_eq!(s.queue.admission(sale(), BatchNo::FIRST, 5).await.unwrap(), Admission::Expired);
     s.redis.cleanup().await;
@@ -270,9 +269,49 @@ async fn buyers_who_reserve_stop_counting_as_in_flight() {
     let next = s.queue.admit(&open, &p, false).await.unwrap();
     assert_eq!((next.serving, next.inflight), (10, 7), "{next:?}");
     // The seven lapse; only they count as lapsed, and seven more are admitted for the 7 units.
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
-    let later = s.queue.admit(&open, &p, false).await.unwrap();
+    let later = tick_for(&s, &open, &p, 2_100).await;
     assert_eq!((later.serving, later.inflight, later.lapsed), (17, 7, 7), "{later:?}");
+    s.redis.cleanup().await;
+}
+
+/// Ticks every 100 ms for `ms`, as the instances' tickers do (a longer silence is an outage,
+/// whose time `admit.lua` gives back to the running turns); the last step, with `lapsed` summed
+/// over all of them.
+async fn tick_for(s: &Setup, open: &QueueWindow, p: &AdmissionPolicy, ms: u64) -> flashsale_queue::Admitted {
+    let until = Instant::now() + Duration::from_millis(ms);
+    let mut lapsed = 0;
+    loop {
+        let step = s.queue.admit(open, p, false).await.unwrap();
+        lapsed += step.lapsed;
+        if Instant::now() >= until {
+            return flashsale_queue::Admitted { lapsed, ..step };
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// When no instance could step for more than two seconds (Redis unreachable, every instance
+/// down), nobody could order either: the running turns get the gap back at the next step.
+#[tokio::test]
+async fn a_gap_in_the_steps_is_given_back_to_running_turns() {
+    let s = setup(10).await;
+    let open = window(-1_000);
+    for i in 1..=5 {
+        s.queue.join(&open, &user(i), 0).await.unwrap();
+    }
+    let p = policy(10_000, 1_000);
+    assert_eq!(admit_now(&s, &open, &p).await.serving, 5);
+    let before = turn_ends_at(&s, 3).await;
+    let silent_from = now_ms();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let back = s.queue.admit(&open, &p, false).await.unwrap();
+    let silence = now_ms() - silent_from;
+    assert_eq!((back.lapsed, back.inflight), (0, 5), "{back:?}");
+    let after = turn_ends_at(&s, 3).await;
+    assert!(after - before >= silence - 100, "extended by {} after a silence of {silence} ms", after - before);
+    // Then the ticks go on and the turns end at their new end.
+    let wait = u64::try_from(after - now_ms() + 300).unwrap_or(0);
+    assert_eq!(tick_for(&s, &open, &p, wait).await.lapsed, 5);
     s.redis.cleanup().await;
 }
 

@@ -693,3 +693,32 @@ async fn a_frozen_instance_holds_a_batch_for_seconds_not_forever(db: sqlx::PgPoo
     assert!(sqlx::query("SELECT 1").execute(&mut frozen).await.is_err(), "PostgreSQL ended the frozen session");
     app.redis.cleanup().await;
 }
+
+/// Redis stops answering for longer than a buyer's turn (`CLIENT PAUSE` on a Redis of the
+/// test's own: it keeps its data, as a failover or a stalled primary would): requests fail fast
+/// meanwhile, and afterwards the buyer admitted before it orders with the token they hold, their
+/// turn extended by the silence.
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn a_redis_that_stops_answering_costs_no_turn(db: sqlx::PgPool) {
+    use std::time::{Duration, Instant};
+    let server = RedisServer::start(&[]);
+    let app = TestApp::on_redis(db, tuning(), TestRedis::at(&server.url())).await;
+    let sale = open_sale(&app, 5, 1, 60).await;
+    // Two-second turns, all but a moment of them left when Redis answers again.
+    sqlx::query("UPDATE sales SET admission_ttl_secs = 2 WHERE id = $1").bind(sale).execute(&app.db).await.unwrap();
+    let token = admitted_token(&app, sale, "alice").await;
+
+    let mut admin = redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("CLIENT").arg("PAUSE").arg(4_000).arg("ALL").query_async(&mut admin).await.unwrap();
+    let tried = Instant::now(); // when the pause began
+    let refused = order(&app, sale, "alice", "k-alice", &token, 1).await;
+    refused.assert_problem(503, "unavailable");
+    assert!(tried.elapsed() < Duration::from_secs(2), "answered after {:?}", tried.elapsed());
+    // Ticks until just after Redis answers again: she has the rest of her turn from there.
+    let since_pause = u64::try_from(tried.elapsed().as_millis()).unwrap();
+    tick_for(&app, 4_200u64.saturating_sub(since_pause)).await;
+
+    let placed = order(&app, sale, "alice", "k-alice", &token, 1).await;
+    assert_eq!(placed.status.as_u16(), 201, "alice's turn outlasted Redis's silence: {placed:?}");
+    assert_redis_agrees_with_postgres(&app, sale).await;
+}
