@@ -294,11 +294,7 @@ async fn tick_for(s: &Setup, open: &QueueWindow, p: &AdmissionPolicy, ms: u64) -
 /// down), nobody could order either: the running turns get the gap back at the next step.
 #[tokio::test]
 async fn a_gap_in_the_steps_is_given_back_to_running_turns() {
-    let s = setup(10).await;
-    let open = window(-1_000);
-    for i in 1..=5 {
-        s.queue.join(&open, &user(i), 0).await.unwrap();
-    }
+    let (s, open) = with_buyers(10, 5).await;
     let p = policy(10_000, 1_000);
     assert_eq!(admit_now(&s, &open, &p).await.serving, 5);
     let before = turn_ends_at(&s, 3).await;
@@ -313,6 +309,16 @@ async fn a_gap_in_the_steps_is_given_back_to_running_turns() {
     let wait = u64::try_from(after - now_ms() + 300).unwrap_or(0);
     assert_eq!(tick_for(&s, &open, &p, wait).await.lapsed, 5);
     s.redis.cleanup().await;
+}
+
+/// A batch open since a second ago with `buyers` joined (tickets 1..=buyers).
+async fn with_buyers(stock: u32, buyers: usize) -> (Setup, QueueWindow) {
+    let s = setup(stock).await;
+    let open = window(-1_000);
+    for i in 1..=buyers {
+        s.queue.join(&open, &user(i), 0).await.unwrap();
+    }
+    (s, open)
 }
 
 /// Admits everyone the stock allows (the bucket starts empty: the first step starts the clock).
@@ -334,11 +340,7 @@ async fn turn_ends_at(s: &Setup, ticket: u64) -> i64 {
 #[tokio::test]
 async fn a_pause_or_a_hold_freezes_admitted_turns_and_gives_the_time_back() {
     for by_pause in [true, false] {
-        let s = setup(10).await;
-        let open = window(-1_000);
-        for i in 1..=5 {
-            s.queue.join(&open, &user(i), 0).await.unwrap();
-        }
+        let (s, open) = with_buyers(10, 5).await;
         let p = policy(10_000, 1_000);
         assert_eq!(admit_now(&s, &open, &p).await.serving, 5);
         let before = turn_ends_at(&s, 3).await;
