@@ -251,6 +251,7 @@ mod tests {
             }
         }
         assert!(back.elapsed() < Duration::from_secs(5), "answered {:?} after Redis came back", back.elapsed());
+        eprintln!("measured: both modes answered {:?} after Redis came back", back.elapsed());
     }
 
     /// A Redis that accepts commands and answers none (`CLIENT PAUSE`): every command fails at
@@ -270,6 +271,7 @@ mod tests {
             let answer = tokio::time::timeout(Duration::from_secs(3), ping(redis)).await;
             let waited = tried.elapsed();
             assert!(matches!(answer, Ok(Err(_))), "{mode}: {answer:?} after {waited:?}");
+            eprintln!("measured: {mode} mode failed a command to a paused Redis after {waited:?}");
         }
         tokio::time::sleep(Duration::from_millis(4_200)).await;
         for (mode, redis) in &modes {

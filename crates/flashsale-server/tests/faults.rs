@@ -634,12 +634,15 @@ async fn a_database_outage_fails_fast_holds_admission_and_costs_no_turn(db: sqlx
     assert!(joined.status.is_success(), "{joined:?}");
 
     proxy.cut();
+    let cut_at = Instant::now();
     wait_for(true).await;
+    eprintln!("measured: the probe saw PostgreSQL down {:?} after the cut", cut_at.elapsed());
     let started = Instant::now();
     let refused = order(&app, sale, "alice", "k-alice", &token, 1).await;
     refused.assert_problem(503, "unavailable");
     assert_eq!(refused.headers["retry-after"], "1");
     assert!(started.elapsed() < Duration::from_secs(2), "answered after {:?}", started.elapsed());
+    eprintln!("measured: an order during the outage answered 503 in {:?}", started.elapsed());
     let (available, reserved, _) = ledger(&app, sale).await;
     assert_eq!((available, reserved), (5, 0), "nothing reserved for an order that cannot be written");
     // Longer than alice's turn: the ticks hold admission and freeze her turn.
@@ -647,7 +650,9 @@ async fn a_database_outage_fails_fast_holds_admission_and_costs_no_turn(db: sqlx
     assert_eq!(serving(&app, sale).await, 1, "bob is not admitted to a turn he could not use");
 
     proxy.restore();
+    let restored_at = Instant::now();
     wait_for(false).await;
+    eprintln!("measured: the probe saw PostgreSQL back {:?} after the restore", restored_at.elapsed());
     tick_for(&app, 100).await;
     let placed = order(&app, sale, "alice", "k-alice", &token, 1).await;
     assert_eq!(placed.status.as_u16(), 201, "alice's turn outlasted the outage: {placed:?}");

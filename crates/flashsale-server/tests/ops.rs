@@ -363,6 +363,9 @@ mod slow_clients {
         // The head would take 16 s at this pace; it is cut at the header timeout (a write or two
         // may still succeed into the socket's buffer after the close).
         assert!(trickled_for < Duration::from_secs(4), "a trickled head lived {trickled_for:?}");
+        eprintln!(
+            "measured: silent closed after {silent_for:?}, stalled body {stalled_for:?}, trickled head {trickled_for:?}"
+        );
         assert!(healthz(addr).await.starts_with("HTTP/1.1 200"));
 
         // The cap: eight connections open, the ninth is refused with a problem.
