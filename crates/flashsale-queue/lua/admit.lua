@@ -18,13 +18,14 @@
 -- rate. Each call that admits records a step (its last ticket, time, expiry, count); steps past
 -- their expiry are swept, and their buyers who did not reserve stop counting as in flight.
 --
--- Frozen turns. While the batch is paused (the ledger's `paused`) or a caller holds admission,
--- nobody is admitted and no turn lapses: the ticker hash records `frozen_at`. The first call
+-- Frozen turns. While the batch is paused (the ledger's `paused`), its ledger is missing (a
+-- fence or a rebuild), or any instance holds admission (a lease, `hold_until`, renewed by each
+-- of its steps), nobody is admitted and no turn lapses: the ticker hash records `frozen_at`. The first call
 -- after the freeze moves every running step's expiry on by the time it lasted, so admitted
 -- buyers get back the part of their turn the pause or the outage took (the admission tokens
 -- they hold are honoured until the new expiry; see admission_window.lua). A gap of more than
 -- two seconds since any instance's last step (Redis unreachable, every instance down) is given
--- back the same way.
+-- back the same way. Only turns still running when the freeze or the silence began are extended.
 
 if #KEYS ~= 9 or #ARGV ~= 5 then
   return redis.error_reply('ERR admit expects 9 keys and 5 arguments')
@@ -38,6 +39,8 @@ if not rate or rate < 1 or not factor or factor < 1 or not ttl or ttl < 1 then
 end
 -- A pause between two steps longer than this is an outage, not the ticker's rhythm (100 ms).
 local GAP_MS = 2000
+-- How long one step's hold keeps the batch frozen for every instance (holders step every 100 ms).
+local HOLD_LEASE_MS = 1000
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
@@ -57,19 +60,27 @@ if redis.call('EXISTS', sealed) == 0 then
 end
 
 local state = redis.call('HMGET', ledger, 'available', 'paused', 'closed')
-local frozen_at = tonumber(redis.call('HGET', ticker, 'frozen_at') or '')
-local last_step = tonumber(redis.call('HGET', ticker, 'last_ms') or '')
+local f = redis.call('HMGET', ticker, 'frozen_at', 'last_ms', 'hold_until')
+local frozen_at, last_step, hold_until = tonumber(f[1] or ''), tonumber(f[2] or ''), tonumber(f[3] or '0')
 -- Steps stopped for longer than the ticker's rhythm: the outage began at the last step.
 local silent_since = (last_step and now - last_step > GAP_MS) and last_step or nil
-if state[2] == '1' or hold then
+-- A hold is a lease every instance honours, renewed by each step of an instance that holds:
+-- instances that disagree (one cannot reach its database) do not freeze and thaw in turn.
+if hold then
+  hold_until = now + HOLD_LEASE_MS
+  redis.call('HSET', ticker, 'hold_until', hold_until)
+end
+-- Frozen: paused, held, or the ledger missing (fenced, being rebuilt: nobody can reserve).
+if not state[1] or state[2] == '1' or hold_until > now then
   if not frozen_at then redis.call('HSET', ticker, 'frozen_at', silent_since or now) end
   -- The bucket does not fill while frozen: the resume starts at the rate, not with a burst.
   redis.call('HSET', ticker, 'last_ms', now)
   return counters(0)
 end
--- Moves every running step's expiry on by `shift` ms.
-local function extend_turns(shift)
-  local running = redis.call('ZRANGE', steps, 0, -1, 'WITHSCORES')
+-- Moves on by `shift` ms the expiry of every step still running at `since` (one that had
+-- already ended then lost nothing to what followed).
+local function extend_turns(shift, since)
+  local running = redis.call('ZRANGEBYSCORE', steps, '(' .. since, '+inf', 'WITHSCORES')
   for i = 1, #running, 2 do
     local step = running[i]
     redis.call('ZADD', steps, tonumber(running[i + 1]) + shift, step)
@@ -77,13 +88,13 @@ local function extend_turns(shift)
   end
 end
 if frozen_at then
-  extend_turns(math.max(0, now - frozen_at))
-  redis.call('HDEL', ticker, 'frozen_at')
-else
+  extend_turns(math.max(0, now - frozen_at), frozen_at)
+  redis.call('HDEL', ticker, 'frozen_at', 'hold_until')
+elseif silent_since then
   -- Every instance ticks every 100 ms. A longer gap since the last step means none could reach
   -- Redis (an outage, a restart, every instance down): nobody could order meanwhile either, so
-  -- the running turns get the gap back, as after a freeze.
-  if silent_since then extend_turns(now - silent_since) end
+  -- the turns running when it began get the gap back, as after a freeze.
+  extend_turns(now - silent_since, silent_since)
 end
 
 -- Sweep expired steps (a bounded number per call keeps the script short).

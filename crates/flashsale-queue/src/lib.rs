@@ -148,9 +148,10 @@ pub struct Counters {
     /// Admitted buyers whose turn is running and who have not reserved (as of the last ticker
     /// step).
     pub inflight: u64,
-    /// Admitted buyers' turns are frozen (the batch is paused, or an instance holds admission
-    /// while its database is unreachable): a turn whose end has passed is not over yet.
-    pub frozen: bool,
+    /// Since when admitted buyers' turns are frozen (Unix ms, Redis's clock): the batch is
+    /// paused, fenced, or an instance holds admission while its database is unreachable. A turn
+    /// that was running then is not over while it lasts, whatever its recorded end.
+    pub frozen_since_ms: Option<i64>,
 }
 
 impl Counters {
@@ -369,7 +370,10 @@ impl Queue {
                     serving: counter(mget.get(1), &|| keys.queue_serving())?,
                     prequeue: u64::try_from(*prequeue).map_err(|_| bad())?,
                     inflight: counter(ticker.first(), &|| keys.queue_ticker())?,
-                    frozen: ticker.get(1).is_some_and(|v| !matches!(v, Value::Nil)),
+                    frozen_since_ms: match ticker.get(1) {
+                        None | Some(Value::Nil) => None,
+                        Some(v) => Some(redis::from_redis_value(v)?),
+                    },
                 })
             })
             .collect()

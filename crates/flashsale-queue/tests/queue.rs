@@ -349,20 +349,27 @@ async fn a_pause_or_a_hold_freezes_admitted_turns_and_gives_the_time_back() {
         }
         let frozen_from = now_ms();
         // Longer than the turns: without the freeze every one of them would lapse.
-        for _ in 0..6 {
-            let step = s.queue.admit(&open, &p, !by_pause).await.unwrap();
+        for round in 0..6 {
+            // Two instances step in turn, one holding and one not (its database answers): the
+            // holder's lease freezes the batch for both.
+            let step = s.queue.admit(&open, &p, !by_pause && round % 2 == 0).await.unwrap();
             assert_eq!((step.serving, step.lapsed, step.inflight), (5, 0, 5), "pause {by_pause}: {step:?}");
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        assert!(s.queue.counters(&[(sale(), BatchNo::FIRST)]).await.unwrap()[0].frozen);
+        assert!(s.queue.counters(&[(sale(), BatchNo::FIRST)]).await.unwrap()[0].frozen_since_ms.is_some());
         assert_eq!(turn_ends_at(&s, 3).await, before, "the turn is still admitted, not extended yet");
         if by_pause {
             s.inventory.set_status(sale(), BatchNo::FIRST, StatusChange::Resume).await.unwrap();
+        } else {
+            // A hold is a lease: the batch stays frozen for a second after the last holding step.
+            let held = s.queue.admit(&open, &p, false).await.unwrap();
+            assert_eq!((held.serving, held.lapsed), (5, 0), "still held: {held:?}");
+            tokio::time::sleep(Duration::from_millis(1_050)).await;
         }
         let frozen_for = now_ms() - frozen_from;
         let thawed = s.queue.admit(&open, &p, false).await.unwrap();
         assert_eq!((thawed.lapsed, thawed.inflight), (0, 5), "pause {by_pause}: {thawed:?}");
-        assert!(!s.queue.counters(&[(sale(), BatchNo::FIRST)]).await.unwrap()[0].frozen);
+        assert!(s.queue.counters(&[(sale(), BatchNo::FIRST)]).await.unwrap()[0].frozen_since_ms.is_none());
         let after = turn_ends_at(&s, 3).await;
         // The freeze began at the first frozen step and ended at the thawing one.
         assert!(

@@ -332,6 +332,12 @@ impl RawSettings {
         if !(1.0..=1.5).contains(&self.admission_oversubscription) {
             return Err(ConfigError("FLASHSALE_ADMISSION_OVERSUBSCRIPTION must be between 1.0 and 1.5".to_owned()));
         }
+        if self.http_idle_timeout_ms < 20_000 {
+            return Err(ConfigError(
+                "FLASHSALE_HTTP_IDLE_TIMEOUT_MS must be at least 20000: event streams send a keep-alive every 15 s"
+                    .to_owned(),
+            ));
+        }
         if self.queue_poll_budget == 0 {
             return Err(ConfigError("FLASHSALE_QUEUE_POLL_BUDGET must be at least 1".to_owned()));
         }

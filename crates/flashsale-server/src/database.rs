@@ -9,7 +9,7 @@
 //! The probe uses a connection of its own, not the pool's: a pool busy with a sale's load is not
 //! an outage, and a probe stuck behind that load would report one.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::time::Duration;
 
 use sqlx::Connection;
@@ -24,11 +24,19 @@ pub const PROBE_EVERY: Duration = Duration::from_millis(250);
 /// How long one probe (connecting included) may take before PostgreSQL counts as unreachable.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Failed probes in a row before PostgreSQL counts as down: one slow answer is not an outage,
+/// and a wrong "down" holds admission for every instance.
+pub const FAILURES_TO_DOWN: u32 = 2;
+
 /// PostgreSQL's reachability as this instance last saw it.
 #[derive(Debug, Default)]
 pub struct DatabaseHealth {
     /// Redis's clock when the current outage was first seen, Unix ms; 0 while PostgreSQL answers.
     down_since_ms: AtomicI64,
+    /// Probes failed in a row.
+    failures: AtomicU32,
+    /// When the first of them failed, Unix ms.
+    failing_since_ms: AtomicI64,
 }
 
 impl DatabaseHealth {
@@ -43,13 +51,21 @@ impl DatabaseHealth {
         (since != 0).then(|| Duration::from_millis(u64::try_from(now_ms - since).unwrap_or_default()))
     }
 
-    /// Records a probe's outcome at `now_ms`; returns whether the state changed.
+    /// Records a probe's outcome at `now_ms`; returns whether the state changed. PostgreSQL is
+    /// down from [`FAILURES_TO_DOWN`] failures in a row (dated from the first) to the next answer.
     pub fn record(&self, answered: bool, now_ms: i64) -> bool {
         if answered {
-            self.down_since_ms.swap(0, Ordering::Relaxed) != 0
-        } else {
-            self.down_since_ms.compare_exchange(0, now_ms.max(1), Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            self.failures.store(0, Ordering::Relaxed);
+            return self.down_since_ms.swap(0, Ordering::Relaxed) != 0;
         }
+        if self.failures.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.failing_since_ms.store(now_ms.max(1), Ordering::Relaxed);
+        }
+        if self.failures.load(Ordering::Relaxed) < FAILURES_TO_DOWN {
+            return false;
+        }
+        let since = self.failing_since_ms.load(Ordering::Relaxed);
+        self.down_since_ms.compare_exchange(0, since, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     }
 }
 
@@ -71,8 +87,10 @@ impl Probe {
         Probe { options, conn: None }
     }
 
-    /// Whether PostgreSQL answers a `SELECT 1` within [`PROBE_TIMEOUT`].
-    pub async fn check(&mut self) -> bool {
+    /// Whether PostgreSQL answers a `SELECT 1` within [`PROBE_TIMEOUT`]; `None` when the probe
+    /// learned nothing: PostgreSQL refused the probe a connection of its own because every
+    /// connection slot is taken (by the pools, which then work).
+    pub async fn check(&mut self) -> Option<bool> {
         let answered = tokio::time::timeout(PROBE_TIMEOUT, async {
             if self.conn.is_none() {
                 self.conn = Some(PgConnection::connect_with(&self.options).await?);
@@ -81,12 +99,15 @@ impl Probe {
             sqlx::query("SELECT 1").execute(conn).await.map(|_| ())
         })
         .await;
-        let ok = matches!(answered, Ok(Ok(())));
-        if !ok {
-            // A half-open connection must not be reused: the next probe connects afresh.
-            self.conn = None;
+        match answered {
+            Ok(Ok(())) => Some(true),
+            Ok(Err(e)) if too_many_connections(&e) => None,
+            _ => {
+                // A half-open connection must not be reused: the next probe connects afresh.
+                self.conn = None;
+                Some(false)
+            }
         }
-        ok
     }
 }
 
@@ -101,7 +122,7 @@ pub async fn run_probe(state: AppState, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let answered = probe.check().await;
+        let Some(answered) = probe.check().await else { continue };
         if state.database.record(answered, state.clock.now_ms()) {
             if answered {
                 tracing::info!("PostgreSQL answers again: orders and admission resume");
@@ -113,6 +134,11 @@ pub async fn run_probe(state: AppState, shutdown: CancellationToken) {
     }
 }
 
+/// 53300: PostgreSQL has no connection slot left (`max_connections`).
+fn too_many_connections(error: &sqlx::Error) -> bool {
+    error.as_database_error().and_then(|e| e.code()).is_some_and(|code| code == "53300")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,9 +147,12 @@ mod tests {
     fn an_outage_starts_once_and_ends_on_the_first_answer() {
         let health = DatabaseHealth::default();
         assert!(!health.is_down());
-        assert!(health.record(false, 1_000));
-        assert!(!health.record(false, 2_000), "the outage began at the first failure");
-        assert_eq!(health.down_for(3_500), Some(Duration::from_millis(2_500)));
+        assert!(!health.record(false, 500), "one failed probe is not an outage");
+        assert!(!health.record(true, 750));
+        assert!(!health.record(false, 1_000));
+        assert!(health.record(false, 1_250), "two in a row are");
+        assert!(!health.record(false, 2_000));
+        assert_eq!(health.down_for(3_500), Some(Duration::from_millis(2_500)), "dated from the first failure");
         assert!(health.record(true, 4_000));
         assert!(!health.is_down());
         assert_eq!(health.down_for(5_000), None);

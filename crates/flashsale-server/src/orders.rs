@@ -202,13 +202,20 @@ pub async fn create(
     refuse(state, (sale_id, batch_no), user, &key, fingerprint, refusal).await
 }
 
-/// Whether the turn behind an expired token still runs: a pause or a database outage froze it
-/// and the queue moved its end past `now_ms` (see `admit.lua`).
+/// Whether the turn behind an expired token still runs: a pause or an outage froze it, and the
+/// queue moved its end past `now_ms` or has not thawed it yet (see `admit.lua`).
 async fn turn_extended(state: &AppState, claims: &AdmissionClaims, now_ms: i64) -> Result<bool, ApiError> {
     let admission = state.queue.admission(claims.sale, claims.batch, claims.ticket).await?;
-    Ok(
-        matches!(admission, Admission::Admitted { window, .. } if window.step == claims.step && now_ms < window.expires_at_ms),
-    )
+    let Admission::Admitted { window, .. } = admission else { return Ok(false) };
+    if window.step != claims.step {
+        return Ok(false);
+    }
+    if now_ms < window.expires_at_ms {
+        return Ok(true);
+    }
+    // Frozen and not thawed yet: the turn runs if it was running when the freeze began.
+    let counters = state.queue.counters(&[(claims.sale, claims.batch)]).await?;
+    Ok(counters.first().and_then(|c| c.frozen_since_ms).is_some_and(|since| window.expires_at_ms > since))
 }
 
 /// Answers a refusal and stores it as the key's answer, replayed to every retry.

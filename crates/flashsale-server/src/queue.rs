@@ -350,8 +350,11 @@ async fn view(
                     },
                 };
                 let paused = ledger.is_some_and(|l| l.paused);
-                let frozen = paused || live.queue.frozen;
-                match turn.filter(|w| frozen || now_ms < w.expires_at_ms) {
+                // Frozen: the turn counts as running if it was running when the freeze began.
+                let frozen = |w: &flashsale_queue::AdmissionWindow| {
+                    live.queue.frozen_since_ms.map_or(paused, |since| w.expires_at_ms > since)
+                };
+                match turn.filter(|w| frozen(w) || now_ms < w.expires_at_ms) {
                     // Paused: the turn is frozen, not running out; ordering waits for the resume.
                     Some(window) if paused => {
                         dirty |= ticket.admission != Some(window);
@@ -483,8 +486,13 @@ pub async fn admit_all(state: &AppState, now: DateTime<Utc>) -> Result<u64, ApiE
             _ => return Err(e),
         },
     };
-    // While this instance cannot write orders, admitting buyers would only burn their turns.
-    let hold = stale || state.database.is_down();
+    // While this instance cannot write orders, admitting buyers would only burn their turns. Only
+    // the probe decides that: a busy pool or a Redis hiccup behind a stale list is no outage,
+    // and a hold freezes the batch for every instance (a lease in `admit.lua`).
+    let hold = state.database.is_down();
+    if stale {
+        tracing::debug!(hold, "the sales could not be read; stepping with the last list");
+    }
     let (mut admitted, mut stepped, mut failed) = (0, 0, 0);
     for (sale, live) in snapshot.iter() {
         if now < live.batch.opens_at || live.batch.is_finished(now) {
