@@ -154,7 +154,8 @@ impl Inventory {
             let how = if r.committed { "committed" } else { "released" };
             invocation.arg(r.id.0).arg(r.units.get()).arg(how).arg(r.ticket).arg(r.user.as_str());
         }
-        let mut conn = self.redis().conn().await?;
+        // A rebuild grows with the batch: a pooled connection with the long bulk timeout.
+        let mut conn = self.redis().bulk_conn().await?;
         let reply: Value = invocation.invoke_async(&mut conn).await?;
         let bad = || malformed("rebuild_batch", &reply);
         match &reply {

@@ -26,6 +26,11 @@ use redis::{Cmd, Pipeline, RedisFuture, Value};
 /// The longest wait between two reconnection attempts of the shared connection, ms.
 pub const RECONNECT_MAX_DELAY_MS: u64 = 500;
 
+/// How long a bulk operation (a script whose size grows with the batch, such as a rebuild) may
+/// wait for its answer: failing one that Redis then completes would leave the caller's record
+/// (PostgreSQL's epoch bump, rolled back) behind what Redis did.
+pub const BULK_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long a command (or pipeline, or script) may wait for Redis's answer, in both modes, before
 /// it fails: a hung or paused Redis becomes a quick 503 instead of requests and background loops
 /// piling up behind it.
@@ -84,16 +89,28 @@ impl Redis {
         &self.pool
     }
 
+    /// A pooled connection, whatever the mode, whose commands may wait [`BULK_TIMEOUT`]: for the
+    /// rare operation whose size grows with the batch (the shared connection's one-second limit
+    /// would fail a large rebuild that Redis goes on to apply).
+    pub async fn bulk_conn(&self) -> Result<Conn, deadpool_redis::PoolError> {
+        self.pooled_conn(BULK_TIMEOUT).await
+    }
+
+    /// A connection checked out of the pool within [`COMMAND_TIMEOUT`] (checking out may itself
+    /// wait on Redis: the pool pings a connection before handing it out, or opens a new one),
+    /// whose commands wait at most `limit`.
+    async fn pooled_conn(&self, limit: Duration) -> Result<Conn, deadpool_redis::PoolError> {
+        match tokio::time::timeout(COMMAND_TIMEOUT, self.pool.get()).await {
+            Ok(conn) => Ok(Conn::Pooled(conn?, limit)),
+            Err(_) => Err(deadpool_redis::PoolError::Timeout(deadpool_redis::TimeoutType::Wait)),
+        }
+    }
+
     /// A connection for one operation, within [`COMMAND_TIMEOUT`].
     pub async fn conn(&self) -> Result<Conn, deadpool_redis::PoolError> {
         match &self.shared {
             Some(shared) => Ok(Conn::Shared(shared.clone())),
-            // Checking a connection out may itself wait on Redis (the pool pings a connection
-            // before handing it out, or opens a new one): bounded like a command.
-            None => match tokio::time::timeout(COMMAND_TIMEOUT, self.pool.get()).await {
-                Ok(conn) => Ok(Conn::Pooled(conn?, COMMAND_TIMEOUT)),
-                Err(_) => Err(deadpool_redis::PoolError::Timeout(deadpool_redis::TimeoutType::Wait)),
-            },
+            None => self.pooled_conn(COMMAND_TIMEOUT).await,
         }
     }
 }
@@ -290,6 +307,10 @@ mod tests {
             let (a, b): (i64, i64) =
                 redis::pipe().cmd("ECHO").arg(1).cmd("ECHO").arg(2).query_async(&mut conn).await.unwrap();
             assert_eq!((a, b), (1, 2));
+            let mut bulk = redis.bulk_conn().await.unwrap();
+            assert!(matches!(bulk, Conn::Pooled(_, BULK_TIMEOUT)), "bulk work always gets the long timeout");
+            let pong: String = redis::cmd("PING").query_async(&mut bulk).await.unwrap();
+            assert_eq!(pong, "PONG");
         }
     }
 }
