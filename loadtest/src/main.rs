@@ -15,11 +15,13 @@
 //! - [`latency`]: HDR histograms of every request's latency, per step and per second.
 //! - [`progress`]: the live progress line, the harness's own CPU use, the machine's description.
 //! - [`wire`]: a lean HTTP/1.1 client for the buyers' requests (millions of them).
+//! - [`chaos`]: a sale played while a fault strikes processes the harness starts itself.
 //! - [`sale`]: the sale-day scenarios (`smoke`, `tuesday-noon`, `run`): a whole sale played
 //!   (queue, orders, payments, cancels, lapses, buyers giving up) with a bounded pool, then
 //!   checked against the API and PostgreSQL.
 
 mod admin_race;
+mod chaos;
 mod checks;
 mod client;
 mod html;
@@ -129,6 +131,29 @@ enum Scenario {
         #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
         database_url: String,
     },
+    /// A sale played while a fault strikes: the harness starts a `redis-server` and a `flashsale`
+    /// server of its own (a database of its own on --database-url's PostgreSQL), breaks one at a
+    /// set moment, lets the sale finish and checks every invariant. `--url` is not used.
+    Chaos {
+        /// Play only these scenarios (server-kill, redis-flushall, redis-restart-empty,
+        /// redis-stale-aof, redis-pause, script-flush); default: all.
+        #[arg(long)]
+        scenario: Vec<String>,
+        /// Play the short subset CI runs.
+        #[arg(long)]
+        ci: bool,
+        /// The `flashsale` binary (default: the one beside this harness).
+        #[arg(long)]
+        server_bin: Option<std::path::PathBuf>,
+        /// The `redis-server` binary.
+        #[arg(long, default_value = "redis-server")]
+        redis_server: String,
+        /// PostgreSQL; each scenario creates and drops a database of its own on it.
+        #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        database_url: String,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
     /// Orders per second end to end at saturation, next to a naive PostgreSQL-only purchase
     /// (row-lock decrement + insert per transaction) run right after. Needs the server's rate
     /// limits off (FLASHSALE_RATE_LIMIT_PER_IP=0).
@@ -168,6 +193,20 @@ async fn main() -> ExitCode {
         }
         Scenario::BaselineNaive { buyers, stock, connections, database_url } => {
             naive::run(&database_url, buyers, stock, connections).await
+        }
+        Scenario::Chaos { scenario, ci, server_bin, redis_server, database_url, seed } => {
+            let opts = chaos::ChaosOptions {
+                only: scenario,
+                ci,
+                server_bin: server_bin.unwrap_or_else(chaos::default_server_bin),
+                redis_bin: redis_server,
+                database_url,
+                admin_token: cli.admin_token.clone(),
+                jwt_secret: cli.jwt_secret.clone(),
+                payment_secret: cli.payment_secret.clone(),
+                seed,
+            };
+            chaos::run(&opts).await
         }
         Scenario::OrderBench { orders, concurrency, database_url, skip_naive } => {
             let naive = (!skip_naive).then_some(database_url.as_str());
@@ -298,6 +337,7 @@ impl SaleArgs {
             report_path: self.report,
             html_path: self.html,
             scenario: base.scenario,
+            outages: base.outages,
         }
     }
 }

@@ -17,6 +17,8 @@ pub struct Progress {
     pub sold: AtomicU64,
     pub errors: AtomicU64,
     pub requests: AtomicU64,
+    /// Requests the server did not answer, tried again (only when outages are expected).
+    pub unanswered: AtomicU64,
 }
 
 impl Progress {

@@ -279,6 +279,11 @@ impl Engine {
             Stage::Done => return,
         };
         let next = next.unwrap_or_else(|e| {
+            if self.opts.outages {
+                // Every step is safe to repeat (tickets, idempotency keys, payment references).
+                Progress::add(&self.progress.unanswered);
+                return Next::At(stage, self.now_ms() + 1_000);
+            }
             if self.errors_shown.fetch_add(1, Ordering::Relaxed) < 10 {
                 eprintln!("buyer {i}: {e:#}");
             }

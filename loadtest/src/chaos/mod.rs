@@ -1,0 +1,307 @@
+//! `chaos`: a sale played while a fault is injected into processes the harness starts itself,
+//! then every invariant checked, and what buyers saw reported.
+//!
+//! Each scenario is a line of data ([`SCENARIOS`]): the fault, when it strikes (seconds after the
+//! sale starts; the sale opens at 3 s), and whether CI runs it. For each, the harness starts a
+//! `redis-server` and a `flashsale` server of its own on free ports (a database of its own on
+//! the PostgreSQL of `--database-url`), plays the `smoke` sale at a smaller size against it with
+//! `outages` on (a buyer whose request gets no answer tries again a second later), strikes at the
+//! set moment, and lets the sale finish. The checks are the sale's own (no oversell, no
+//! undersell, ledger balanced, Redis = PostgreSQL, per-user limit, one order per key, every buyer
+//! reached an outcome, the pre-queue's draw, admission order) plus the server's recovery. The
+//! processes are stopped by their own ids and the database dropped, whatever the outcome.
+//!
+//! - [`procs`]: the `redis-server` and `flashsale` processes.
+
+pub mod procs;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::checks::Report;
+use crate::client::Client;
+use crate::sale::{self, SaleOptions};
+use procs::{RedisProc, ServerProc};
+
+/// A fault a scenario injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The server is killed (SIGKILL) and started again a second later.
+    KillServer,
+    /// `FLUSHALL`: Redis loses everything, without restarting.
+    FlushAll,
+    /// Redis shut down without saving and started again empty.
+    RedisRestartEmpty,
+    /// Redis killed and started again from an append-only file missing its last second of
+    /// writes: a stale Redis (as after a failover to a lagging replica).
+    RedisStaleAof,
+    /// `CLIENT PAUSE … ALL` for three seconds: Redis accepts connections and answers nothing.
+    RedisPause,
+    /// `SCRIPT FLUSH`: every loaded Lua script forgotten.
+    ScriptFlush,
+}
+
+/// One scenario: a fault at a moment.
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub fault: Fault,
+    /// Seconds after the sale starts (it opens at 3 s and sells out within seconds).
+    pub at_secs: f64,
+    /// Part of the short subset `.ci/run` plays.
+    pub in_ci: bool,
+}
+
+/// The matrix.
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario { name: "server-kill", fault: Fault::KillServer, at_secs: 4.5, in_ci: true },
+    Scenario { name: "redis-flushall", fault: Fault::FlushAll, at_secs: 4.5, in_ci: false },
+    Scenario { name: "redis-restart-empty", fault: Fault::RedisRestartEmpty, at_secs: 4.5, in_ci: true },
+    Scenario { name: "redis-stale-aof", fault: Fault::RedisStaleAof, at_secs: 5.0, in_ci: true },
+    Scenario { name: "redis-pause", fault: Fault::RedisPause, at_secs: 4.5, in_ci: false },
+    Scenario { name: "script-flush", fault: Fault::ScriptFlush, at_secs: 4.5, in_ci: false },
+];
+
+/// How a chaos run is set up.
+#[derive(Debug, Clone)]
+pub struct ChaosOptions {
+    /// The scenarios to play (by name); empty: all, or the CI subset with `ci`.
+    pub only: Vec<String>,
+    pub ci: bool,
+    /// The `flashsale` binary (default: beside this harness's own).
+    pub server_bin: PathBuf,
+    /// The `redis-server` binary.
+    pub redis_bin: String,
+    /// A PostgreSQL database URL; each scenario creates (and drops) a database of its own on
+    /// that server.
+    pub database_url: String,
+    pub admin_token: String,
+    pub jwt_secret: String,
+    pub payment_secret: String,
+    pub seed: u64,
+}
+
+/// The sale each scenario plays: `smoke`'s, smaller.
+fn sale_options(opts: &ChaosOptions, database_url: &str) -> SaleOptions {
+    SaleOptions {
+        scenario: "chaos",
+        buyers: 600,
+        stock: 60,
+        admission_rate: 100,
+        opens_in_secs: 3,
+        early_window_secs: 3,
+        duration_secs: 180,
+        seed: opts.seed,
+        payment_secret: opts.payment_secret.clone(),
+        database_url: database_url.to_owned(),
+        outages: true,
+        ..SaleOptions::smoke()
+    }
+}
+
+/// Plays the chosen scenarios one after another; one report for all.
+pub async fn run(opts: &ChaosOptions) -> anyhow::Result<Report> {
+    let chosen: Vec<&Scenario> = SCENARIOS
+        .iter()
+        .filter(|s| if opts.only.is_empty() { !opts.ci || s.in_ci } else { opts.only.iter().any(|n| n == s.name) })
+        .collect();
+    anyhow::ensure!(!chosen.is_empty(), "no scenario is called {:?}", opts.only);
+    let mut report = Report::new("chaos");
+    for scenario in chosen {
+        let started = Instant::now();
+        let outcome = play(opts, scenario).await;
+        let played = match outcome {
+            Ok(played) => played,
+            Err(e) => {
+                report.check(scenario.name, false, format!("the scenario could not be played: {e:#}"));
+                continue;
+            }
+        };
+        for (name, value) in played.notes.into_iter().filter(|(name, _)| SHOWN.contains(name)) {
+            report.notes.push((name, format!("{}: {value}", scenario.name)));
+        }
+        let failed: Vec<String> =
+            played.checks.iter().filter(|c| !c.passed).map(|c| format!("{} ({})", c.name, c.detail)).collect();
+        let detail = if failed.is_empty() {
+            format!(
+                "{} checks hold after {:?} at {} s ({:.0} s)",
+                played.checks.len(),
+                scenario.fault,
+                scenario.at_secs,
+                started.elapsed().as_secs_f64()
+            )
+        } else {
+            format!("failed: {}", failed.join("; "))
+        };
+        report.check(scenario.name, failed.is_empty(), detail);
+    }
+    Ok(report)
+}
+
+/// The sale's measurements a chaos report shows: what buyers saw, and the recovery.
+const SHOWN: &[&str] = &[
+    "outcomes",
+    "sold_out_at",
+    "everyone_told_within",
+    "requests_unanswered",
+    "fault_injected_in",
+    "ready_again_after",
+    "server_saw",
+    "order",
+];
+
+/// The server's own counts of what it detected and repaired (its `/metrics`, since it last
+/// started).
+async fn server_saw(base: &str) -> String {
+    const COUNTED: &[&str] = &[
+        "redis_restarts_detected_total",
+        "inventory_fences_total",
+        "inventory_rebuilds_total",
+        "orders_refused_by_database_total",
+        "reservations_orphaned_total",
+    ];
+    let Ok(text) = async { reqwest::get(format!("{base}/metrics")).await?.text().await }.await else {
+        return "metrics unavailable".to_owned();
+    };
+    let total = |name: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    COUNTED
+        .iter()
+        .map(|name| format!("{} {}", name.trim_end_matches("_total"), total(name)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What one scenario measured, beside the sale's checks.
+struct Struck {
+    /// How long the fault itself took to inject.
+    injected_in: Duration,
+    /// From the fault until the server answered `/readyz` 200 again.
+    ready_again_after: Duration,
+}
+
+/// One scenario, start to cleanup.
+async fn play(opts: &ChaosOptions, scenario: &Scenario) -> anyhow::Result<Report> {
+    let work = std::env::temp_dir().join(format!("flashsale-chaos-{}-{}", std::process::id(), scenario.name));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let database = format!("flashsale_chaos_{}_{}", std::process::id(), scenario.name.replace('-', "_"));
+    let database_url = with_database(&opts.database_url, &database)?;
+    let result = async {
+        let appendonly = scenario.fault == Fault::RedisStaleAof;
+        let mut redis = RedisProc::start(&opts.redis_bin, &work.join("redis"), appendonly).await?;
+        // The secrets come from the environment the server inherits, as the harness's own do
+        // (unset: both in dev mode, with the same well-known values).
+        let env = vec![
+            ("DATABASE_URL".to_owned(), database_url.clone()),
+            ("REDIS_URL".to_owned(), redis.url()),
+            ("FLASHSALE_REDIS_PREFIX".to_owned(), "chaos".to_owned()),
+            ("FLASHSALE_RATE_LIMIT_PER_IP".to_owned(), "0".to_owned()),
+            ("RUST_LOG".to_owned(), "warn".to_owned()),
+        ];
+        let mut server = ServerProc::start(&opts.server_bin, env, &work.join("flashsale.log")).await?;
+        let client = Client::new(&server.url(), &opts.admin_token, &opts.jwt_secret);
+        let sale_opts = sale_options(opts, &database_url);
+        let sale_started = Instant::now();
+        let (sale, struck) = tokio::join!(sale::run(&client, &sale_opts), async {
+            let at = sale_started + Duration::from_secs_f64(scenario.at_secs);
+            strike(scenario.fault, at, &mut redis, &mut server).await
+        });
+        let mut report = sale?;
+        let struck = struck?;
+        report.note("server_saw", server_saw(&server.url()).await);
+        report.note("fault_injected_in", format!("{} ms", struck.injected_in.as_millis()));
+        report.note("ready_again_after", format!("{} ms after the fault", struck.ready_again_after.as_millis()));
+        server.kill().await?;
+        redis.kill().await?;
+        Ok(report)
+    }
+    .await;
+    drop_database(&opts.database_url, &database).await;
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+/// Waits until `at`, injects `fault`, and measures how long the server takes to be ready again.
+async fn strike(fault: Fault, at: Instant, redis: &mut RedisProc, server: &mut ServerProc) -> anyhow::Result<Struck> {
+    // For a stale restart: the append-only file's size a second before the fault.
+    let mut sizes: Vec<(Instant, u64)> = Vec::new();
+    while Instant::now() < at {
+        if fault == Fault::RedisStaleAof {
+            if let Some(size) = redis.aof_tail().and_then(|p| std::fs::metadata(p).ok()).map(|m| m.len()) {
+                sizes.push((Instant::now(), size));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100).min(at.saturating_duration_since(Instant::now()))).await;
+    }
+    let struck_at = Instant::now();
+    match fault {
+        Fault::KillServer => {
+            server.kill().await?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            server.restart().await?;
+        }
+        Fault::FlushAll => {
+            let () = redis::cmd("FLUSHALL").query_async(&mut redis.connection().await?).await?;
+        }
+        Fault::RedisRestartEmpty => {
+            let _: Result<(), _> =
+                redis::cmd("SHUTDOWN").arg("NOSAVE").query_async(&mut redis.connection().await?).await;
+            redis.restart().await?;
+        }
+        Fault::RedisStaleAof => {
+            let tail = redis.aof_tail().context("Redis has no append-only file")?;
+            let second_ago = struck_at - Duration::from_secs(1);
+            let size = sizes.iter().rev().find(|(t, _)| *t <= second_ago).map_or(0, |(_, size)| *size);
+            redis.kill().await?;
+            let file = std::fs::OpenOptions::new().write(true).open(&tail)?;
+            file.set_len(size.min(file.metadata()?.len()))?;
+            redis.restart().await?;
+        }
+        Fault::RedisPause => {
+            let () = redis::cmd("CLIENT")
+                .arg("PAUSE")
+                .arg(3_000)
+                .arg("ALL")
+                .query_async(&mut redis.connection().await?)
+                .await?;
+        }
+        Fault::ScriptFlush => {
+            let () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut redis.connection().await?).await?;
+        }
+    }
+    let injected_in = struck_at.elapsed();
+    let ready = server.ready_within(Duration::from_secs(60)).await?;
+    Ok(Struck { injected_in, ready_again_after: injected_in + ready })
+}
+
+/// `base` (a PostgreSQL URL) naming `database` instead.
+fn with_database(base: &str, database: &str) -> anyhow::Result<String> {
+    let mut url = reqwest::Url::parse(base).context("--database-url is not a URL")?;
+    url.set_path(database);
+    Ok(url.to_string())
+}
+
+/// Drops the scenario's database (the server created it); errors are only reported.
+async fn drop_database(base: &str, database: &str) {
+    use sqlx::Connection;
+    let dropped = async {
+        let mut conn = sqlx::PgConnection::connect(&with_database(base, "postgres")?).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)")).execute(&mut conn).await?;
+        anyhow::Ok(())
+    };
+    if let Err(e) = dropped.await {
+        eprintln!("chaos: could not drop database {database}: {e:#}");
+    }
+}
+
+/// The `flashsale` binary next to this one (both are built into the same target directory).
+pub fn default_server_bin() -> PathBuf {
+    std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_default().join("flashsale")
+}
