@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 source scripts/services.sh
 ensure_services
 command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+# `clock-skew` runs the server under faketime (libfaketime): only the full matrix needs it.
+if [[ " $* " != *" --ci "* ]]; then command -v faketime >/dev/null 2>&1 || apt_install faketime; fi
 
 cargo build --locked -p flashsale-server -p flashsale-loadtest
 target="${CARGO_TARGET_DIR:-target}/debug"

@@ -136,7 +136,8 @@ enum Scenario {
     /// set moment, lets the sale finish and checks every invariant. `--url` is not used.
     Chaos {
         /// Play only these scenarios (server-kill, redis-flushall, redis-restart-empty,
-        /// redis-stale-aof, redis-pause, script-flush); default: all.
+        /// redis-stale-aof, redis-pause, script-flush, server-freeze, postgres-down, slow-clients,
+        /// clock-skew); default: all.
         #[arg(long)]
         scenario: Vec<String>,
         /// Play the short subset CI runs.

@@ -41,6 +41,17 @@ pub enum Fault {
     RedisPause,
     /// `SCRIPT FLUSH`: every loaded Lua script forgotten.
     ScriptFlush,
+    /// The server frozen (SIGSTOP) for ten seconds, then let go (SIGCONT).
+    FreezeServer,
+    /// PostgreSQL unreachable for ten seconds: a proxy between the server and PostgreSQL drops
+    /// every connection and refuses new ones (what the server sees of a stopped database).
+    PostgresDown,
+    /// Two hundred connections held open by clients that send nothing or trickle their headers
+    /// a byte a second, for fifteen seconds, beside the buyers.
+    SlowClients,
+    /// The server's machine clock 30 s fast for the whole sale (libfaketime preloaded): every
+    /// decision must still be made by Redis's clock.
+    ClockSkew,
 }
 
 /// One scenario: a fault at a moment.
@@ -62,6 +73,10 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario { name: "redis-stale-aof", fault: Fault::RedisStaleAof, at_secs: 5.0, in_ci: true },
     Scenario { name: "redis-pause", fault: Fault::RedisPause, at_secs: 4.5, in_ci: false },
     Scenario { name: "script-flush", fault: Fault::ScriptFlush, at_secs: 4.5, in_ci: false },
+    Scenario { name: "server-freeze", fault: Fault::FreezeServer, at_secs: 4.5, in_ci: false },
+    Scenario { name: "postgres-down", fault: Fault::PostgresDown, at_secs: 4.5, in_ci: false },
+    Scenario { name: "slow-clients", fault: Fault::SlowClients, at_secs: 2.0, in_ci: false },
+    Scenario { name: "clock-skew", fault: Fault::ClockSkew, at_secs: 0.0, in_ci: false },
 ];
 
 /// How a chaos run is set up.
@@ -146,7 +161,7 @@ const SHOWN: &[&str] = &[
     "sold_out_at",
     "everyone_told_within",
     "requests_unanswered",
-    "fault_injected_in",
+    "fault_lasted",
     "ready_again_after",
     "server_saw",
     "order",
@@ -171,18 +186,21 @@ async fn server_saw(base: &str) -> String {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
     };
-    COUNTED
-        .iter()
-        .map(|name| format!("{} {}", name.trim_end_matches("_total"), total(name)))
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut saw: Vec<String> =
+        COUNTED.iter().map(|name| format!("{} {}", name.trim_end_matches("_total"), total(name))).collect();
+    // The clock offset is a gauge that may be negative.
+    if let Some(offset) = text.lines().find_map(|l| l.strip_prefix("clock_offset_ms ")) {
+        saw.push(format!("clock offset {offset} ms"));
+    }
+    saw.join(", ")
 }
 
 /// What one scenario measured, beside the sale's checks.
 struct Struck {
-    /// How long the fault itself took to inject.
-    injected_in: Duration,
-    /// From the fault until the server answered `/readyz` 200 again.
+    /// How long the fault lasted (a kill: until the restarted server was up; a freeze or an
+    /// outage: its set length; a flush: the command).
+    lasted: Duration,
+    /// From the fault's end until the server answered `/readyz` 200 again.
     ready_again_after: Duration,
 }
 
@@ -196,28 +214,39 @@ async fn play(opts: &ChaosOptions, scenario: &Scenario) -> anyhow::Result<Report
     let result = async {
         let appendonly = scenario.fault == Fault::RedisStaleAof;
         let mut redis = RedisProc::start(&opts.redis_bin, &work.join("redis"), appendonly).await?;
+        // The server reaches PostgreSQL through a proxy the scenario can cut; the checks do not.
+        let postgres = postgres_addr(&database_url).await?;
+        let proxy = flashsale_testkit::TcpProxy::start(postgres).await;
+        let server_database_url = through(&database_url, proxy.addr())?;
         // The secrets come from the environment the server inherits, as the harness's own do
         // (unset: both in dev mode, with the same well-known values).
         let env = vec![
-            ("DATABASE_URL".to_owned(), database_url.clone()),
+            ("DATABASE_URL".to_owned(), server_database_url),
             ("REDIS_URL".to_owned(), redis.url()),
             ("FLASHSALE_REDIS_PREFIX".to_owned(), "chaos".to_owned()),
             ("FLASHSALE_RATE_LIMIT_PER_IP".to_owned(), "0".to_owned()),
             ("RUST_LOG".to_owned(), "warn".to_owned()),
         ];
+        let mut env = env;
+        if scenario.fault == Fault::ClockSkew {
+            // libfaketime preloaded into the server itself (not the `faketime` wrapper, which
+            // would leave the server a grandchild no kill by process id reaches).
+            env.push(("LD_PRELOAD".to_owned(), libfaketime()?));
+            env.push(("FAKETIME".to_owned(), "+30s".to_owned()));
+        }
         let mut server = ServerProc::start(&opts.server_bin, env, &work.join("flashsale.log")).await?;
         let client = Client::new(&server.url(), &opts.admin_token, &opts.jwt_secret);
         let sale_opts = sale_options(opts, &database_url);
         let sale_started = Instant::now();
         let (sale, struck) = tokio::join!(sale::run(&client, &sale_opts), async {
             let at = sale_started + Duration::from_secs_f64(scenario.at_secs);
-            strike(scenario.fault, at, &mut redis, &mut server).await
+            strike(scenario.fault, at, &mut redis, &mut server, &proxy).await
         });
         let mut report = sale?;
         let struck = struck?;
         report.note("server_saw", server_saw(&server.url()).await);
-        report.note("fault_injected_in", format!("{} ms", struck.injected_in.as_millis()));
-        report.note("ready_again_after", format!("{} ms after the fault", struck.ready_again_after.as_millis()));
+        report.note("fault_lasted", format!("{} ms", struck.lasted.as_millis()));
+        report.note("ready_again_after", format!("{} ms after the fault ended", struck.ready_again_after.as_millis()));
         server.kill().await?;
         redis.kill().await?;
         Ok(report)
@@ -229,7 +258,13 @@ async fn play(opts: &ChaosOptions, scenario: &Scenario) -> anyhow::Result<Report
 }
 
 /// Waits until `at`, injects `fault`, and measures how long the server takes to be ready again.
-async fn strike(fault: Fault, at: Instant, redis: &mut RedisProc, server: &mut ServerProc) -> anyhow::Result<Struck> {
+async fn strike(
+    fault: Fault,
+    at: Instant,
+    redis: &mut RedisProc,
+    server: &mut ServerProc,
+    proxy: &flashsale_testkit::TcpProxy,
+) -> anyhow::Result<Struck> {
     // For a stale restart: the append-only file's size a second before the fault.
     let mut sizes: Vec<(Instant, u64)> = Vec::new();
     while Instant::now() < at {
@@ -275,10 +310,81 @@ async fn strike(fault: Fault, at: Instant, redis: &mut RedisProc, server: &mut S
         Fault::ScriptFlush => {
             let () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut redis.connection().await?).await?;
         }
+        Fault::FreezeServer => {
+            server.signal("STOP").await?;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            server.signal("CONT").await?;
+        }
+        Fault::PostgresDown => {
+            proxy.cut();
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            proxy.restore();
+        }
+        Fault::SlowClients => slow_clients(server.port, 200, Duration::from_secs(15)).await,
+        // Struck at the start, by the wrapper the server runs under.
+        Fault::ClockSkew => {}
     }
-    let injected_in = struck_at.elapsed();
-    let ready = server.ready_within(Duration::from_secs(60)).await?;
-    Ok(Struck { injected_in, ready_again_after: injected_in + ready })
+    let lasted = struck_at.elapsed();
+    let ready_again_after = server.ready_within(Duration::from_secs(60)).await?;
+    Ok(Struck { lasted, ready_again_after })
+}
+
+/// `clients` connections to the server on `port` held for `hold`: half send nothing, half send
+/// a request head a byte a second; each one the server closes is opened again.
+async fn slow_clients(port: u16, clients: usize, hold: Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let until = Instant::now() + hold;
+    let one = |trickle: bool| async move {
+        while Instant::now() < until {
+            let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            let head =
+                b"GET /healthz HTTP/1.1\r\nHost: chaos\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+            for byte in head.iter().cycle() {
+                if Instant::now() >= until {
+                    return;
+                }
+                if trickle && stream.write_all(&[*byte]).await.is_err() {
+                    break;
+                }
+                // A second's wait, watching for the server closing the connection.
+                let mut buf = [0u8; 512];
+                if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await {
+                    break;
+                }
+            }
+        }
+    };
+    futures::future::join_all((0..clients).map(|i| one(i % 2 == 0))).await;
+}
+
+/// Debian's libfaketime (package `faketime`).
+fn libfaketime() -> anyhow::Result<String> {
+    let candidates =
+        ["/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1"];
+    candidates
+        .iter()
+        .find(|p| Path::new(p).exists())
+        .map(|p| (*p).to_owned())
+        .context("libfaketime is not installed (apt-get install faketime)")
+}
+
+/// The address PostgreSQL listens on, from a database URL.
+async fn postgres_addr(database_url: &str) -> anyhow::Result<std::net::SocketAddr> {
+    let url = reqwest::Url::parse(database_url)?;
+    let host = url.host_str().context("the database URL names no host")?.to_owned();
+    let port = url.port().unwrap_or(5432);
+    tokio::net::lookup_host((host, port)).await?.next().context("the database host does not resolve")
+}
+
+/// `database_url` reaching PostgreSQL through `proxy` instead.
+fn through(database_url: &str, proxy: std::net::SocketAddr) -> anyhow::Result<String> {
+    let mut url = reqwest::Url::parse(database_url)?;
+    url.set_host(Some(&proxy.ip().to_string()))?;
+    url.set_port(Some(proxy.port())).map_err(|()| anyhow::anyhow!("cannot set the proxy's port"))?;
+    Ok(url.to_string())
 }
 
 /// `base` (a PostgreSQL URL) naming `database` instead.

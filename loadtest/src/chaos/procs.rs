@@ -159,6 +159,14 @@ impl ServerProc {
         Ok(())
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the server, by its process id.
+    pub async fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self.child.as_ref().and_then(Child::id).context("the server is not running")?;
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().await?;
+        anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+        Ok(())
+    }
+
     /// Starts it again on the same port, as a supervisor would after a crash.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill().await?;
