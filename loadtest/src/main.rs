@@ -154,6 +154,9 @@ enum Scenario {
         database_url: String,
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// Write the results (every check and note of every scenario) as JSON here.
+        #[arg(long)]
+        report: Option<String>,
     },
     /// Orders per second end to end at saturation, next to a naive PostgreSQL-only purchase
     /// (row-lock decrement + insert per transaction) run right after. Needs the server's rate
@@ -195,7 +198,7 @@ async fn main() -> ExitCode {
         Scenario::BaselineNaive { buyers, stock, connections, database_url } => {
             naive::run(&database_url, buyers, stock, connections).await
         }
-        Scenario::Chaos { scenario, ci, server_bin, redis_server, database_url, seed } => {
+        Scenario::Chaos { scenario, ci, server_bin, redis_server, database_url, seed, report } => {
             let opts = chaos::ChaosOptions {
                 only: scenario,
                 ci,
@@ -206,6 +209,7 @@ async fn main() -> ExitCode {
                 jwt_secret: cli.jwt_secret.clone(),
                 payment_secret: cli.payment_secret.clone(),
                 seed,
+                report_path: report,
             };
             chaos::run(&opts).await
         }

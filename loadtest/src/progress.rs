@@ -19,6 +19,25 @@ pub struct Progress {
     pub requests: AtomicU64,
     /// Requests the server did not answer, tried again (only when outages are expected).
     pub unanswered: AtomicU64,
+    /// Answers by HTTP status (the `Answers` of the buyers' requests, for the chaos report).
+    pub statuses: std::sync::Mutex<std::collections::BTreeMap<u16, u64>>,
+    /// When (ms since the start) a buyer last got a 5xx or no answer at all; 0: never.
+    pub last_failure_ms: AtomicU64,
+}
+
+impl Progress {
+    /// Counts an answer with `status`, received `at_ms` after the start.
+    pub fn answered(&self, status: u16, at_ms: u64) {
+        *self.statuses.lock().expect("never poisoned").entry(status).or_default() += 1;
+        if status >= 500 {
+            self.failed(at_ms);
+        }
+    }
+
+    /// A request failed (5xx or no answer) `at_ms` after the start.
+    pub fn failed(&self, at_ms: u64) {
+        self.last_failure_ms.fetch_max(at_ms, Ordering::Relaxed);
+    }
 }
 
 impl Progress {

@@ -96,6 +96,8 @@ pub struct ChaosOptions {
     pub jwt_secret: String,
     pub payment_secret: String,
     pub seed: u64,
+    /// Write the results as JSON here.
+    pub report_path: Option<String>,
 }
 
 /// The sale each scenario plays: `smoke`'s, smaller.
@@ -124,16 +126,27 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<Report> {
         .collect();
     anyhow::ensure!(!chosen.is_empty(), "no scenario is called {:?}", opts.only);
     let mut report = Report::new("chaos");
+    let mut results = Vec::new();
     for scenario in chosen {
         let started = Instant::now();
         let outcome = play(opts, scenario).await;
         let played = match outcome {
             Ok(played) => played,
             Err(e) => {
-                report.check(scenario.name, false, format!("the scenario could not be played: {e:#}"));
+                let detail = format!("the scenario could not be played: {e:#}");
+                results.push(serde_json::json!({ "scenario": scenario.name, "passed": false, "detail": detail }));
+                report.check(scenario.name, false, detail);
                 continue;
             }
         };
+        results.push(serde_json::json!({
+            "scenario": scenario.name,
+            "fault": format!("{:?}", scenario.fault),
+            "at_secs": scenario.at_secs,
+            "passed": played.passed(),
+            "checks": played.checks.iter().map(|c| serde_json::json!({ "name": c.name, "passed": c.passed, "detail": c.detail })).collect::<Vec<_>>(),
+            "notes": played.notes.iter().map(|(name, value)| (name.to_string(), serde_json::Value::String(value.clone()))).collect::<serde_json::Map<_, _>>(),
+        }));
         for (name, value) in played.notes.into_iter().filter(|(name, _)| SHOWN.contains(name)) {
             report.notes.push((name, format!("{}: {value}", scenario.name)));
         }
@@ -152,6 +165,10 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<Report> {
         };
         report.check(scenario.name, failed.is_empty(), detail);
     }
+    if let Some(path) = &opts.report_path {
+        let document = serde_json::json!({ "scenarios": results, "machine": crate::progress::machine() });
+        std::fs::write(path, serde_json::to_vec_pretty(&document)?).with_context(|| format!("writing {path}"))?;
+    }
     Ok(report)
 }
 
@@ -161,6 +178,8 @@ const SHOWN: &[&str] = &[
     "sold_out_at",
     "everyone_told_within",
     "requests_unanswered",
+    "answers",
+    "last_failure_at",
     "fault_lasted",
     "ready_again_after",
     "server_saw",

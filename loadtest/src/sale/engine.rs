@@ -282,6 +282,7 @@ impl Engine {
             if self.opts.outages {
                 // Every step is safe to repeat (tickets, idempotency keys, payment references).
                 Progress::add(&self.progress.unanswered);
+                self.progress.failed(u64::from(self.now_ms()));
                 return Next::At(stage, self.now_ms() + 1_000);
             }
             if self.errors_shown.fetch_add(1, Ordering::Relaxed) < 10 {
@@ -315,6 +316,7 @@ impl Engine {
         Progress::add(&self.progress.requests);
         let answer = self.wire.send(&request).await.map_err(|e| anyhow::anyhow!("{step}: {e}"))?;
         self.record(step, due);
+        self.progress.answered(answer.status, u64::from(self.now_ms()));
         Ok(answer)
     }
 

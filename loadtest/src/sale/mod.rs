@@ -247,6 +247,14 @@ pub async fn run(client: &Client, opts: &SaleOptions) -> anyhow::Result<Report> 
     if opts.outages {
         let unanswered = engine.progress.unanswered.load(Ordering::Relaxed);
         report.note("requests_unanswered", format!("{unanswered} (tried again a second later)"));
+        let statuses = engine.progress.statuses.lock().expect("never poisoned");
+        let answers: Vec<String> = statuses.iter().map(|(status, n)| format!("{status}: {n}")).collect();
+        report.note("answers", answers.join(", "));
+        let last = engine.progress.last_failure_ms.load(Ordering::Relaxed);
+        report.note(
+            "last_failure_at",
+            if last == 0 { "none".to_owned() } else { format!("{:.1}s", last as f64 / 1000.0) },
+        );
     }
     Ok(report)
 }
