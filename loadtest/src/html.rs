@@ -28,11 +28,14 @@ fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// An SVG line chart of `series` over time.
-pub fn chart(title: &str, unit: &str, series: &[Series<'_>]) -> String {
+/// A moment marked on every chart (a fault striking, a fault ending): seconds, label.
+pub type Mark = (f64, String);
+
+/// An SVG line chart of `series` over time, with `marks` drawn as dashed vertical lines.
+pub fn chart(title: &str, unit: &str, series: &[Series<'_>], marks: &[Mark]) -> String {
     let (w, h, left, bottom) = (640.0, 220.0, 56.0, 28.0);
     let points = series.iter().flat_map(|(_, p)| p.iter());
-    let x_max = points.clone().map(|p| p.0).fold(1e-9, f64::max);
+    let x_max = points.clone().map(|p| p.0).chain(marks.iter().map(|m| m.0)).fold(1e-9, f64::max);
     let y_max = points.map(|p| p.1).fold(1e-9, f64::max) * 1.05;
     let x = |v: f64| left + v / x_max * (w - left - 10.0);
     let y = |v: f64| h - bottom - v / y_max * (h - bottom - 24.0);
@@ -58,6 +61,17 @@ pub fn chart(title: &str, unit: &str, series: &[Series<'_>]) -> String {
             write!(svg, r##"<text x="{}" y="{}" font-size="10" text-anchor="middle">{t:.0}s</text>"##, x(t), h - 10.0);
     }
     let _ = write!(svg, r##"<text x="4" y="14" font-size="10">{}</text>"##, escape(unit));
+    for (at, label) in marks {
+        let _ = write!(
+            svg,
+            r##"<line x1="{0:.1}" y1="20" x2="{0:.1}" y2="{1}" stroke="#e377c2" stroke-dasharray="4 3"/><text x="{2:.1}" y="{3}" font-size="10" fill="#e377c2">{4}</text>"##,
+            x(*at),
+            h - bottom,
+            x(*at) + 3.0,
+            h - bottom - 4.0,
+            escape(label)
+        );
+    }
     for (i, (name, points)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let path: Vec<String> = points.iter().map(|(px, py)| format!("{:.1},{:.1}", x(*px), y(*py))).collect();

@@ -157,6 +157,10 @@ enum Scenario {
         /// Write the results (every check and note of every scenario) as JSON here.
         #[arg(long)]
         report: Option<String>,
+        /// Write each scenario's HTML report (charts over time, the fault marked) into this
+        /// directory.
+        #[arg(long)]
+        html_dir: Option<std::path::PathBuf>,
     },
     /// Orders per second end to end at saturation, next to a naive PostgreSQL-only purchase
     /// (row-lock decrement + insert per transaction) run right after. Needs the server's rate
@@ -198,7 +202,7 @@ async fn main() -> ExitCode {
         Scenario::BaselineNaive { buyers, stock, connections, database_url } => {
             naive::run(&database_url, buyers, stock, connections).await
         }
-        Scenario::Chaos { scenario, ci, server_bin, redis_server, database_url, seed, report } => {
+        Scenario::Chaos { scenario, ci, server_bin, redis_server, database_url, seed, report, html_dir } => {
             let opts = chaos::ChaosOptions {
                 only: scenario,
                 ci,
@@ -210,6 +214,7 @@ async fn main() -> ExitCode {
                 payment_secret: cli.payment_secret.clone(),
                 seed,
                 report_path: report,
+                html_dir,
             };
             chaos::run(&opts).await
         }
@@ -343,6 +348,7 @@ impl SaleArgs {
             html_path: self.html,
             scenario: base.scenario,
             outages: base.outages,
+            marks: base.marks,
         }
     }
 }

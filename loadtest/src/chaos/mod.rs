@@ -54,6 +54,23 @@ pub enum Fault {
     ClockSkew,
 }
 
+impl Fault {
+    /// How long the fault is held, for the ones that last (the end is marked on the charts).
+    fn lasts_secs(self) -> Option<f64> {
+        match self {
+            Fault::KillServer => Some(1.0),
+            Fault::RedisPause => Some(3.0),
+            Fault::FreezeServer | Fault::PostgresDown => Some(10.0),
+            Fault::SlowClients => Some(15.0),
+            Fault::FlushAll
+            | Fault::RedisRestartEmpty
+            | Fault::RedisStaleAof
+            | Fault::ScriptFlush
+            | Fault::ClockSkew => None,
+        }
+    }
+}
+
 /// One scenario: a fault at a moment.
 #[derive(Debug, Clone, Copy)]
 pub struct Scenario {
@@ -98,6 +115,9 @@ pub struct ChaosOptions {
     pub seed: u64,
     /// Write the results as JSON here.
     pub report_path: Option<String>,
+    /// Write each scenario's HTML report (charts over time, the fault marked) into this
+    /// directory, as `<scenario>.html`.
+    pub html_dir: Option<PathBuf>,
 }
 
 /// The sale each scenario plays: `smoke`'s, smaller.
@@ -255,7 +275,15 @@ async fn play(opts: &ChaosOptions, scenario: &Scenario) -> anyhow::Result<Report
         }
         let mut server = ServerProc::start(&opts.server_bin, env, &work.join("flashsale.log")).await?;
         let client = Client::new(&server.url(), &opts.admin_token, &opts.jwt_secret);
-        let sale_opts = sale_options(opts, &database_url);
+        let mut sale_opts = sale_options(opts, &database_url);
+        sale_opts.marks.push((scenario.at_secs, format!("{} strikes", scenario.name)));
+        if let Some(lasts) = scenario.fault.lasts_secs() {
+            sale_opts.marks.push((scenario.at_secs + lasts, "ends".to_owned()));
+        }
+        if let Some(dir) = &opts.html_dir {
+            std::fs::create_dir_all(dir)?;
+            sale_opts.html_path = Some(dir.join(format!("{}.html", scenario.name)).display().to_string());
+        }
         let sale_started = Instant::now();
         let (sale, struck) = tokio::join!(sale::run(&client, &sale_opts), async {
             let at = sale_started + Duration::from_secs_f64(scenario.at_secs);

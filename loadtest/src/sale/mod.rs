@@ -77,6 +77,8 @@ pub struct SaleOptions {
     pub database_url: String,
     pub report_path: Option<String>,
     pub html_path: Option<String>,
+    /// Moments marked on the HTML report's charts (seconds since the start, label).
+    pub marks: Vec<crate::html::Mark>,
     /// The server may be unreachable for a while (the chaos scenarios break it on purpose): a
     /// request that gets no answer is sent again a second later, as a real client would, and
     /// counted, instead of ending the buyer's journey as an error.
@@ -114,6 +116,7 @@ impl SaleOptions {
             database_url: String::new(),
             report_path: None,
             html_path: None,
+            marks: Vec::new(),
             outages: false,
         }
     }

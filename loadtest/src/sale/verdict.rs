@@ -307,7 +307,7 @@ pub async fn judge(run: Run<'_>) -> anyhow::Result<Report> {
     };
 
     if let Some(path) = &opts.html_path {
-        let html = html_report(&report, &run.latencies, &run.samples);
+        let html = html_report(&report, &run.latencies, &run.samples, &opts.marks);
         std::fs::write(path, html).with_context(|| format!("writing {path}"))?;
     }
     if let Some(path) = &opts.report_path {
@@ -355,15 +355,16 @@ pub async fn judge(run: Run<'_>) -> anyhow::Result<Report> {
 }
 
 /// The HTML report: checks, notes and charts over time.
-fn html_report(report: &Report, latencies: &Latencies, samples: &[Sample]) -> String {
+fn html_report(report: &Report, latencies: &Latencies, samples: &[Sample], marks: &[crate::html::Mark]) -> String {
     let over = |f: fn(&Sample) -> f64| samples.iter().map(|s| (s.t, f(s))).collect::<Vec<_>>();
     let latency = |step: &str, quantile: f64| latencies.over_time(step, quantile);
     let charts = vec![
-        chart("Requests per second (the harness's)", "req/s", &[("requests/s", over(|s| s.requests_per_sec))]),
+        chart("Requests per second (the harness's)", "req/s", &[("requests/s", over(|s| s.requests_per_sec))], marks),
         chart(
             "Queue",
             "buyers",
             &[("waiting in the queue", over(|s| s.queue_length)), ("admitted so far", over(|s| s.admitted))],
+            marks,
         ),
         chart(
             "Units",
@@ -373,10 +374,26 @@ fn html_report(report: &Report, latencies: &Latencies, samples: &[Sample]) -> St
                 ("reserved", over(|s| s.units_reserved)),
                 ("sold", over(|s| s.units_sold)),
             ],
+            marks,
         ),
-        chart("Join latency by second sent", "ms", &[("p50", latency("join", 0.5)), ("p99", latency("join", 0.99))]),
-        chart("Order latency by second sent", "ms", &[("p50", latency("order", 0.5)), ("p99", latency("order", 0.99))]),
-        chart("Poll latency by second sent", "ms", &[("p50", latency("poll", 0.5)), ("p99", latency("poll", 0.99))]),
+        chart(
+            "Join latency by second sent",
+            "ms",
+            &[("p50", latency("join", 0.5)), ("p99", latency("join", 0.99))],
+            marks,
+        ),
+        chart(
+            "Order latency by second sent",
+            "ms",
+            &[("p50", latency("order", 0.5)), ("p99", latency("order", 0.99))],
+            marks,
+        ),
+        chart(
+            "Poll latency by second sent",
+            "ms",
+            &[("p50", latency("poll", 0.5)), ("p99", latency("poll", 0.99))],
+            marks,
+        ),
     ];
     let checks: Vec<(String, bool, String)> =
         report.checks.iter().map(|c| (c.name.to_owned(), c.passed, c.detail.clone())).collect();
