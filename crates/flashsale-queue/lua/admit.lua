@@ -113,7 +113,7 @@ end
 if inflight < 0 then inflight = 0 end
 
 -- Refill the token bucket: `rate` per second, at most one second's worth banked.
-local last = tonumber(redis.call('HGET', ticker, 'last_ms') or tostring(now))
+local last = last_step or now
 local allowance = tonumber(redis.call('HGET', ticker, 'allowance') or '0')
 allowance = math.min(rate, allowance + (now - last) * rate / 1000)
 

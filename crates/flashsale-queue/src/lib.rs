@@ -155,6 +155,12 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Whether a freeze holds a turn that ends at `expires_at_ms`: the batch is frozen and the
+    /// turn was still running when the freeze began, so it is not over, whatever its end says.
+    pub fn freeze_holds(&self, expires_at_ms: i64) -> bool {
+        self.frozen_since_ms.is_some_and(|since| expires_at_ms > since)
+    }
+
     /// Buyers who joined, pre-queue included.
     pub fn queued(&self) -> u64 {
         self.tail.max(self.prequeue)

@@ -171,12 +171,7 @@ impl std::fmt::Debug for Conn {
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Conn::Pooled(c, limit) => {
-                let limit = *limit;
-                Box::pin(async move {
-                    tokio::time::timeout(limit, c.req_packed_command(cmd)).await.unwrap_or_else(timed_out)
-                })
-            }
+            Conn::Pooled(c, limit) => within(*limit, c.req_packed_command(cmd)),
             Conn::Shared(c) => c.req_packed_command(cmd),
         }
     }
@@ -188,14 +183,7 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Conn::Pooled(c, limit) => {
-                let limit = *limit;
-                Box::pin(async move {
-                    tokio::time::timeout(limit, c.req_packed_commands(cmd, offset, count))
-                        .await
-                        .unwrap_or_else(timed_out)
-                })
-            }
+            Conn::Pooled(c, limit) => within(*limit, c.req_packed_commands(cmd, offset, count)),
             Conn::Shared(c) => c.req_packed_commands(cmd, offset, count),
         }
     }
@@ -208,10 +196,15 @@ impl ConnectionLike for Conn {
     }
 }
 
-/// The error of a command that got no answer in time: an I/O timeout, which callers treat as
-/// Redis being unavailable (503, safe to retry).
-fn timed_out<T>(_: tokio::time::error::Elapsed) -> redis::RedisResult<T> {
-    Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "Redis did not answer within the command timeout").into())
+/// `command` bounded by `limit`: past it, an I/O timeout error, which callers treat as Redis being
+/// unavailable (503, safe to retry).
+fn within<'a, T: Send + 'a>(limit: Duration, command: RedisFuture<'a, T>) -> RedisFuture<'a, T> {
+    Box::pin(async move {
+        tokio::time::timeout(limit, command).await.unwrap_or_else(|_| {
+            Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "Redis did not answer within the command timeout")
+                .into())
+        })
+    })
 }
 
 #[cfg(test)]

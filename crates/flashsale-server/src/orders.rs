@@ -215,7 +215,7 @@ async fn turn_extended(state: &AppState, claims: &AdmissionClaims, now_ms: i64) 
     }
     // Frozen and not thawed yet: the turn runs if it was running when the freeze began.
     let counters = state.queue.counters(&[(claims.sale, claims.batch)]).await?;
-    Ok(counters.first().and_then(|c| c.frozen_since_ms).is_some_and(|since| window.expires_at_ms > since))
+    Ok(counters.first().is_some_and(|c| c.freeze_holds(window.expires_at_ms)))
 }
 
 /// Answers a refusal and stores it as the key's answer, replayed to every retry.

@@ -351,8 +351,9 @@ async fn view(
                 };
                 let paused = ledger.is_some_and(|l| l.paused);
                 // Frozen: the turn counts as running if it was running when the freeze began.
+                // (A pause admission has not stepped on yet is frozen from now.)
                 let frozen = |w: &flashsale_queue::AdmissionWindow| {
-                    live.queue.frozen_since_ms.map_or(paused, |since| w.expires_at_ms > since)
+                    if live.queue.frozen_since_ms.is_some() { live.queue.freeze_holds(w.expires_at_ms) } else { paused }
                 };
                 match turn.filter(|w| frozen(w) || now_ms < w.expires_at_ms) {
                     // Paused: the turn is frozen, not running out; ordering waits for the resume.
@@ -476,13 +477,16 @@ pub async fn admit_all(state: &AppState, now: DateTime<Utc>) -> Result<u64, ApiE
     // The sales come from PostgreSQL. While it cannot be read, the ticker goes on with the list
     // it last read, holding admission: skipping the step instead would let the turns of buyers
     // already admitted lapse at the first step after the outage.
-    let (snapshot, stale) = match live_snapshot(state, None).await {
+    let snapshot = match live_snapshot(state, None).await {
         Ok(snapshot) => {
             state.ticker.remember(&snapshot);
-            (snapshot, false)
+            snapshot
         }
         Err(e) => match state.ticker.last_sales() {
-            Some(snapshot) if matches!(e, ApiError::Unavailable(_)) => (snapshot, true),
+            Some(snapshot) if matches!(e, ApiError::Unavailable(_)) => {
+                tracing::debug!(error = %e, "the sales could not be read; stepping with the last list");
+                snapshot
+            }
             _ => return Err(e),
         },
     };
@@ -490,9 +494,6 @@ pub async fn admit_all(state: &AppState, now: DateTime<Utc>) -> Result<u64, ApiE
     // the probe decides that: a busy pool or a Redis hiccup behind a stale list is no outage,
     // and a hold freezes the batch for every instance (a lease in `admit.lua`).
     let hold = state.database.is_down();
-    if stale {
-        tracing::debug!(hold, "the sales could not be read; stepping with the last list");
-    }
     let (mut admitted, mut stepped, mut failed) = (0, 0, 0);
     for (sale, live) in snapshot.iter() {
         if now < live.batch.opens_at || live.batch.is_finished(now) {
