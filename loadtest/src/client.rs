@@ -4,11 +4,13 @@ use anyhow::Context;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-/// The server under test. Cheap to clone (the HTTP pool is shared).
+/// The server under test: one instance, or several behind one imagined load balancer. Cheap
+/// to clone (the HTTP pool is shared).
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
-    base: String,
+    /// The instances' base URLs; admin requests go to the first one that accepts a connection.
+    bases: Vec<String>,
     admin_token: String,
     jwt_secret: String,
 }
@@ -26,13 +28,20 @@ impl Client {
     pub fn new(base: &str, admin_token: &str, jwt_secret: &str) -> Client {
         Client {
             http: reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("a plain HTTP client builds"),
-            base: base.trim_end_matches('/').to_owned(),
+            bases: vec![base.trim_end_matches('/').to_owned()],
             admin_token: admin_token.to_owned(),
             jwt_secret: jwt_secret.to_owned(),
         }
     }
 
-    /// Sends a request; `admin` adds the admin token, `if_match` the header.
+    /// The same deployment with one more instance, at `base`.
+    pub fn and_instance(mut self, base: &str) -> Client {
+        self.bases.push(base.trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// Sends a request; `admin` adds the admin token, `if_match` the header. An instance that
+    /// refuses the connection (it is down) is passed over for the next one.
     pub async fn send(
         &self,
         method: Method,
@@ -41,17 +50,26 @@ impl Client {
         admin: bool,
         if_match: Option<&str>,
     ) -> anyhow::Result<Reply> {
-        let mut request = self.http.request(method.clone(), format!("{}{path}", self.base));
-        if admin {
-            request = request.bearer_auth(&self.admin_token);
+        let mut sent = None;
+        for base in &self.bases {
+            let mut request = self.http.request(method.clone(), format!("{base}{path}"));
+            if admin {
+                request = request.bearer_auth(&self.admin_token);
+            }
+            if let Some(tag) = if_match {
+                request = request.header("if-match", tag);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let result = request.send().await;
+            let down = result.as_ref().is_err_and(reqwest::Error::is_connect);
+            sent = Some(result);
+            if !down {
+                break;
+            }
         }
-        if let Some(tag) = if_match {
-            request = request.header("if-match", tag);
-        }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().await.with_context(|| format!("{method} {path}"))?;
+        let response = sent.context("no instance to send to")?.with_context(|| format!("{method} {path}"))?;
         let status = response.status();
         let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let bytes = response.bytes().await.with_context(|| format!("{method} {path}: reading the body"))?;
@@ -102,16 +120,21 @@ impl Client {
         Ok(status)
     }
 
-    /// The server's base URL.
+    /// The first instance's base URL.
     pub fn base(&self) -> &str {
-        &self.base
+        &self.bases[0]
+    }
+
+    /// Every instance's base URL.
+    pub fn bases(&self) -> &[String] {
+        &self.bases
     }
 
     /// A shopper's request: a JWT for `user` (see [`Client::buyer_jwt`]) and their last queue
     /// ticket if any.
     pub async fn buyer(&self, method: Method, path: &str, user: &str, ticket: Option<&str>) -> anyhow::Result<Reply> {
         let jwt = self.buyer_jwt(user)?;
-        let mut request = self.http.request(method.clone(), format!("{}{path}", self.base)).bearer_auth(jwt);
+        let mut request = self.http.request(method.clone(), format!("{}{path}", self.base())).bearer_auth(jwt);
         if let Some(ticket) = ticket {
             request = request.header("x-queue-ticket", ticket);
         }

@@ -47,9 +47,10 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "flashsale-loadtest", version)]
 struct Cli {
-    /// The server's base URL.
+    /// The server's base URL; given several times, instances of one deployment: buyers'
+    /// requests go to each in turn, as a load balancer spreads them (not sticky).
     #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
-    url: String,
+    url: Vec<String>,
     /// Admin bearer token (the server's dev-mode token when unset).
     #[arg(
         long,
@@ -185,7 +186,9 @@ enum Scenario {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let client = client::Client::new(&cli.url, &cli.admin_token, &cli.jwt_secret);
+    let client = cli.url[1..]
+        .iter()
+        .fold(client::Client::new(&cli.url[0], &cli.admin_token, &cli.jwt_secret), |c, url| c.and_instance(url));
     let report = match cli.scenario {
         Scenario::AdminRace { operators } => admin_race::run(&client, operators).await,
         Scenario::QueueSmoke { buyers, stock, oversubscription } => {
@@ -277,6 +280,10 @@ struct SaleArgs {
     /// Share of buyers with an order who pay.
     #[arg(long)]
     pay: Option<f64>,
+    /// The opening wave's payers pay at their order's deadline, up to this many ms either
+    /// side of it (the payment races the expiry); a late one is answered `refund_due`.
+    #[arg(long)]
+    pay_at_deadline: Option<u32>,
     /// Share who cancel (the rest let the payment window lapse).
     #[arg(long)]
     cancel: Option<f64>,
@@ -333,6 +340,7 @@ impl SaleArgs {
             early_window_secs: self.early_window.unwrap_or(base.early_window_secs),
             late_window_secs: self.late_window.unwrap_or(base.late_window_secs),
             pay: self.pay.unwrap_or(base.pay),
+            pay_at_deadline_ms: self.pay_at_deadline.or(base.pay_at_deadline_ms),
             cancel: self.cancel.unwrap_or(base.cancel),
             retry: self.retry.unwrap_or(base.retry),
             give_up: self.give_up.unwrap_or(base.give_up),

@@ -9,6 +9,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -27,13 +28,26 @@ struct Conn {
     buf: Vec<u8>,
 }
 
-/// Keep-alive connections to one server.
+/// Keep-alive connections to the servers of one deployment: each request goes to the next
+/// server in turn, as a load balancer spreads requests (not sticky: a buyer's next request may
+/// reach another instance, which every instance must answer the same).
 pub struct Wire {
-    addr: SocketAddr,
-    /// `Host` header value.
+    servers: Vec<Server>,
+    next: AtomicUsize,
+    /// `Host` header value (the first server's authority: the instances are one service).
     host: String,
-    idle: Mutex<Vec<Conn>>,
 }
+
+/// One server's address and its idle connections.
+struct Server {
+    addr: SocketAddr,
+    idle: Mutex<Vec<Conn>>,
+    /// Refused a connection: passed over until then (a load balancer's passive health check).
+    down_until: Mutex<Option<std::time::Instant>>,
+}
+
+/// How long a server that refused a connection is passed over before it is tried again.
+const DOWN_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A request being written: method, path and headers, then [`Request::body`].
 pub struct Request {
@@ -61,15 +75,22 @@ impl Request {
 }
 
 impl Wire {
-    /// Connections to the server at `base` (`http://host:port`, no TLS).
-    pub async fn new(base: &str) -> anyhow::Result<Wire> {
-        let authority = base.strip_prefix("http://").ok_or_else(|| anyhow::anyhow!("{base}: only http:// URLs"))?;
-        let authority = authority.trim_end_matches('/');
-        let addr = tokio::net::lookup_host(authority)
-            .await?
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("{authority}: no address"))?;
-        Ok(Wire { addr, host: authority.to_owned(), idle: Mutex::new(Vec::new()) })
+    /// Connections to the servers at `bases` (`http://host:port`, no TLS; at least one).
+    pub async fn new(bases: &[String]) -> anyhow::Result<Wire> {
+        let mut servers = Vec::with_capacity(bases.len());
+        let mut host = None;
+        for base in bases {
+            let authority = base.strip_prefix("http://").ok_or_else(|| anyhow::anyhow!("{base}: only http:// URLs"))?;
+            let authority = authority.trim_end_matches('/');
+            let addr = tokio::net::lookup_host(authority)
+                .await?
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("{authority}: no address"))?;
+            host.get_or_insert_with(|| authority.to_owned());
+            servers.push(Server { addr, idle: Mutex::new(Vec::new()), down_until: Mutex::new(None) });
+        }
+        let host = host.ok_or_else(|| anyhow::anyhow!("no server to send requests to"))?;
+        Ok(Wire { servers, next: AtomicUsize::new(0), host })
     }
 
     /// A request line for `method` and `path`, with `Host`.
@@ -84,28 +105,45 @@ impl Wire {
         Request { bytes }
     }
 
-    /// A new connection (Nagle off: requests are small and answered one at a time).
-    async fn connect(&self) -> io::Result<Conn> {
-        let stream = TcpStream::connect(self.addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(Conn { stream, buf: Vec::with_capacity(4096) })
+    /// The server the next request goes to: the next in turn that has not refused a connection
+    /// lately (when all have, the next in turn).
+    fn pick(&self) -> &Server {
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = std::time::Instant::now();
+        (0..self.servers.len())
+            .map(|k| &self.servers[(first + k) % self.servers.len()])
+            .find(|server| server.down_until.lock().expect("never poisoned").is_none_or(|until| until <= now))
+            .unwrap_or(&self.servers[first % self.servers.len()])
     }
 
-    /// Sends `request` (from [`Request::body`]) and reads the answer. A kept-alive connection
-    /// the server closed meanwhile is replaced and the request sent once more on a fresh one
-    /// (every buyer request is safe to repeat: idempotency keys, payment references, tickets).
+    /// Sends `request` (from [`Request::body`]) to the next server and reads the answer. A
+    /// kept-alive connection the server closed meanwhile is replaced and the request sent once
+    /// more on a fresh one (every buyer request is safe to repeat: idempotency keys, payment
+    /// references, tickets).
     pub async fn send(&self, request: &[u8]) -> io::Result<Answer> {
-        let reused = self.idle.lock().expect("never poisoned").pop();
+        let server = self.pick();
+        let reused = server.idle.lock().expect("never poisoned").pop();
         if let Some(mut conn) = reused {
             if let Ok(answer) = exchange(&mut conn, request).await {
-                self.idle.lock().expect("never poisoned").push(conn);
+                server.idle.lock().expect("never poisoned").push(conn);
                 return Ok(answer);
             }
         }
-        let mut conn = self.connect().await?;
+        let mut conn = server.connect().await?;
         let answer = exchange(&mut conn, request).await?;
-        self.idle.lock().expect("never poisoned").push(conn);
+        server.idle.lock().expect("never poisoned").push(conn);
         Ok(answer)
+    }
+}
+
+impl Server {
+    /// A new connection (Nagle off: requests are small and answered one at a time).
+    async fn connect(&self) -> io::Result<Conn> {
+        let stream = TcpStream::connect(self.addr).await.inspect_err(|_| {
+            *self.down_until.lock().expect("never poisoned") = Some(std::time::Instant::now() + DOWN_FOR);
+        })?;
+        stream.set_nodelay(true)?;
+        Ok(Conn { stream, buf: Vec::with_capacity(4096) })
     }
 }
 
@@ -245,7 +283,7 @@ impl Wire {
     /// Sends `request` on a new connection and, when the answer is 200, returns the event
     /// stream; otherwise the answer.
     pub async fn open_stream(&self, request: &[u8]) -> io::Result<Result<EventStream, Answer>> {
-        let mut conn = self.connect().await?;
+        let mut conn = self.pick().connect().await?;
         conn.stream.write_all(request).await?;
         let head = answered_in_time(read_head(&mut conn)).await?;
         if head.status != 200 {
@@ -326,14 +364,14 @@ mod tests {
             b"HTTP/1.1 204 No Content\r\n\r\n",
         ])
         .await;
-        let wire = Wire::new(&base).await.unwrap();
+        let wire = Wire::new(&[base]).await.unwrap();
         let first = wire.send(&wire.request("GET", "/a").body(b"")).await.unwrap();
         assert_eq!((first.status, first.body.as_slice()), (200, &b"hello"[..]));
         let second = wire.send(&wire.request("POST", "/b").header("x", "y").body(b"{}")).await.unwrap();
         assert_eq!((second.status, second.retry_after, second.body.as_slice()), (429, Some(3), &b"abcde"[..]));
         let third = wire.send(&wire.request("GET", "/c").body(b"")).await.unwrap();
         assert_eq!((third.status, third.body.len()), (204, 0));
-        assert_eq!(wire.idle.lock().unwrap().len(), 1, "one connection, kept alive throughout");
+        assert_eq!(wire.servers[0].idle.lock().unwrap().len(), 1, "one connection, kept alive throughout");
     }
 
     #[tokio::test]
@@ -344,7 +382,7 @@ mod tests {
               18\r\nevent: queue\ndata: two\n\n\r\n0\r\n\r\n",
         ])
         .await;
-        let wire = Wire::new(&base).await.unwrap();
+        let wire = Wire::new(&[base]).await.unwrap();
         let mut events = wire.open_stream(&wire.request("GET", "/events").body(b"")).await.unwrap().unwrap();
         let first = events.next().await.unwrap().unwrap();
         assert_eq!((first.name.as_str(), first.data.as_str()), ("queue", "{\"a\":1}"));

@@ -97,6 +97,11 @@ pub struct LedgerSnapshot {
     pub per_user_limit: Units,
     pub paused: bool,
     pub closed: bool,
+    /// The generation of this Redis state: the batch's epoch in PostgreSQL when the ledger was
+    /// created or last rebuilt. A ledger whose epoch is not PostgreSQL's was written by a
+    /// rebuild that never committed (its instance froze or lost the database between its Redis
+    /// write and its commit), or is an old copy: it is rebuilt (see the server's upkeep).
+    pub epoch: i64,
 }
 
 impl LedgerSnapshot {
@@ -128,7 +133,8 @@ impl std::fmt::Debug for Inventory {
     }
 }
 
-const LEDGER_FIELDS: [&str; 7] = ["total", "available", "reserved", "sold", "per_user_limit", "paused", "closed"];
+const LEDGER_FIELDS: [&str; 8] =
+    ["total", "available", "reserved", "sold", "per_user_limit", "paused", "closed", "epoch"];
 
 impl Inventory {
     /// Ledgers under `keys`, reached through `redis`.
@@ -283,6 +289,7 @@ fn decode_snapshot(key: &str, fields: &[Option<i64>]) -> Option<LedgerSnapshot> 
         per_user_limit: unit(4),
         paused: flag(5),
         closed: flag(6),
+        epoch: fields.get(7).copied().flatten().unwrap_or(0),
     })
 }
 

@@ -267,6 +267,7 @@ fn in_progress() -> ApiError {
 async fn place(state: &AppState, order: NewOrder, step: u64, limit: Units) -> Result<Response, ApiError> {
     let (sale, batch, reservation) = (order.sale_id, order.batch_no, ReservationId(order.reservation_id));
     let (user, key, fingerprint) = (order.user.clone(), order.idempotency_key.clone(), order.fingerprint.clone());
+    let epoch = order.epoch;
     let failure = match state.orders.place(order).await {
         Ok(Placed::Created(order)) => {
             metrics::counter!("order_requests_total", "outcome" => "created").increment(1);
@@ -278,6 +279,7 @@ async fn place(state: &AppState, order: NewOrder, step: u64, limit: Units) -> Re
             // The Redis state this reservation lived in was lost and rebuilt without it: there is
             // nothing to give back.
             metrics::counter!("order_requests_total", "outcome" => "fenced").increment(1);
+            crate::upkeep::repair_if_fenced_epoch(state, sale, batch, epoch).await;
             return Err(give_up(state, (sale, batch), &user, &key, ApiError::Rebuilding).await);
         }
         Ok(Placed::Orphaned) => {

@@ -155,7 +155,9 @@ pub async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<Pass, ApiError
             if roll_over(state, sale.id, now).await? {
                 done.rolled_over += 1;
             }
-        } else if ledger.is_none() && rebuild(state, &sale, batch.batch_no).await? {
+        } else if ledger.is_none_or(|l| l.epoch != batch.epoch) && rebuild(state, &sale, batch.batch_no).await? {
+            // A ledger of another epoch than the record's is checked again under the batch's
+            // lock (a rebuild committing between the two reads is not a mismatch).
             done.ledgers_rebuilt += 1;
         }
     }
@@ -236,16 +238,30 @@ fn audit_ledger(
     drift
 }
 
-/// Rebuilds a batch's Redis state from PostgreSQL, unless its ledger exists (checked again under
-/// the batch row's lock, so two instances never rebuild the same loss twice). Returns whether
-/// this call rebuilt it.
+/// Rebuilds a batch's Redis state from PostgreSQL, unless its ledger exists with the batch's
+/// committed epoch (checked again under the batch row's lock, so two instances never rebuild the
+/// same loss twice). Returns whether this call rebuilt it.
+///
+/// A ledger of another epoch was written by a rebuild that never committed: its instance froze,
+/// or lost PostgreSQL, between its Redis write and its commit, so the epoch it wrote is not the
+/// record's. Left alone, a ledger behind the record makes every order `Fenced` forever, and one
+/// ahead of it lets orders of the lost state through; it is fenced and rebuilt here.
 pub async fn rebuild(state: &AppState, sale: &Sale, batch_no: BatchNo) -> Result<bool, ApiError> {
     let mut tx = state.db.begin().await?;
     let Some(batch) = store::lock_batch(&mut tx, sale.id, batch_no).await? else {
         return Ok(false);
     };
-    if state.inventory.snapshot(sale.id, batch_no).await?.is_some() {
-        return Ok(false);
+    if let Some(ledger) = state.inventory.snapshot(sale.id, batch_no).await? {
+        if ledger.epoch == batch.epoch {
+            return Ok(false);
+        }
+        metrics::counter!("inventory_fences_total", "reason" => "epoch_mismatch").increment(1);
+        tracing::error!(
+            sale.id = %sale.id, batch.no = %batch_no, redis_epoch = ledger.epoch, epoch = batch.epoch,
+            "Redis's state of the batch is of another epoch than the record's (a rebuild that never committed); rebuilding it"
+        );
+        state.inventory.fence(sale.id, batch_no).await?;
+        state.counters.remove(&(sale.id, batch_no));
     }
     // Order writes committed before this lock are read below; later ones wait for it and then
     // find the epoch moved on.
@@ -405,12 +421,30 @@ pub async fn fence(state: &AppState, sale: SaleId, batch: BatchNo, reason: &'sta
     if !fence_only(state, sale, batch, reason).await {
         return;
     }
+    rebuild_in_background(state, sale, batch);
+}
+
+/// [`rebuild`] spawned; if it fails, upkeep's next pass retries it.
+fn rebuild_in_background(state: &AppState, sale: SaleId, batch: BatchNo) {
     let state = state.clone();
     tokio::spawn(async move {
         if let Err(e) = rebuild_by_id(&state, sale, batch).await {
-            tracing::warn!(sale.id = %sale, batch.no = %batch, error = %e, "rebuild after a fence failed; upkeep retries it");
+            tracing::warn!(sale.id = %sale, batch.no = %batch, error = %e, "background rebuild failed; upkeep retries it");
         }
     });
+}
+
+/// After PostgreSQL fenced an order made at `epoch`: if Redis's state of the batch is still of
+/// that epoch, it is behind the record (a rebuild wrote it and never committed) and every order
+/// it reserves will be fenced too, so it is rebuilt at once, in the background, rather than at
+/// upkeep's next pass. A reservation of a state already rebuilt (the usual fenced order) costs
+/// one read.
+pub async fn repair_if_fenced_epoch(state: &AppState, sale: SaleId, batch: BatchNo, epoch: i64) {
+    match state.inventory.snapshot(sale, batch).await {
+        Ok(Some(ledger)) if ledger.epoch == epoch => rebuild_in_background(state, sale, batch),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(sale.id = %sale, batch.no = %batch, error = %e, "could not read the ledger's epoch"),
+    }
 }
 
 /// [`fence`] without the rebuild, for upkeep, whose pass rebuilds every batch without a ledger

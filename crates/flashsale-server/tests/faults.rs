@@ -270,6 +270,59 @@ async fn a_redis_restart_that_lost_its_last_writes_is_rebuilt_from_postgres(db: 
     assert_eq!(committed_units(&app, id).await, 10);
 }
 
+/// (Redis's ledger epoch, PostgreSQL's batch epoch).
+async fn epochs(app: &TestApp, sale: i64) -> (i64, i64) {
+    let id = SaleId::try_from(sale).unwrap();
+    let redis = app.state.inventory.snapshot(id, BatchNo::FIRST).await.unwrap().map_or(0, |l| l.epoch);
+    let record: i64 = sqlx::query_scalar("SELECT epoch FROM sale_batches WHERE sale_id = $1")
+        .bind(sale)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    (redis, record)
+}
+
+/// Moves the record's epoch on without touching Redis: what PostgreSQL holds after an instance
+/// froze between its rebuild's Redis write and its commit while another instance's rebuild
+/// committed (the frozen one's Redis state is then of an epoch the record never kept).
+async fn record_moves_on(app: &TestApp, sale: i64) {
+    sqlx::query("UPDATE sale_batches SET epoch = nextval('batch_epochs') WHERE sale_id = $1")
+        .bind(sale)
+        .execute(&app.db)
+        .await
+        .unwrap();
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn redis_state_of_a_rebuild_that_never_committed_is_rebuilt_not_fenced_forever(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = open_sale(&app, 10, 2, 600).await;
+    assert_eq!(buyers_order(&app, id, "before", 2, 1).await, 2);
+    record_moves_on(&app, id).await;
+    // The record fences the order Redis reserved at the old epoch; Redis being still at that
+    // epoch, the batch is rebuilt at once, and the buyer's retry works.
+    let fenced = order(&app, id, "next", "k", &token(&app, id, "next", 100), 1).await;
+    fenced.assert_problem(503, "rebuilding");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while epochs(&app, id).await.0 != epochs(&app, id).await.1 {
+        assert!(std::time::Instant::now() < deadline, "Redis stayed at a fenced epoch: {:?}", epochs(&app, id).await);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(ledger(&app, id).await, (8, 2, 0));
+    assert_eq!(order(&app, id, "next", "k", &token(&app, id, "next", 100), 1).await.status, 201);
+
+    // Caught by upkeep before any order is fenced.
+    record_moves_on(&app, id).await;
+    flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
+    let (redis, record) = epochs(&app, id).await;
+    assert_eq!(redis, record, "upkeep rebuilt the batch at the record's epoch");
+    assert_redis_agrees_with_postgres(&app, id).await;
+    // Demand beyond the stock sells exactly the stock.
+    assert_eq!(buyers_order(&app, id, "crowd", 10, 200).await, 7);
+    assert_eq!(committed_units(&app, id).await, 10);
+    app.redis.cleanup().await;
+}
+
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
 async fn an_instance_whose_clock_is_30_s_off_decides_like_the_others(db: sqlx::PgPool) {
     let app = uncached(db).await;

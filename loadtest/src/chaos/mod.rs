@@ -3,8 +3,8 @@
 //!
 //! Each scenario is a line of data ([`SCENARIOS`]): the fault, when it strikes (seconds after the
 //! sale starts; the sale opens at 3 s), and whether CI runs it. For each, the harness starts a
-//! `redis-server` and a `flashsale` server of its own on free ports (a database of its own on
-//! the PostgreSQL of `--database-url`), plays the `smoke` sale at a smaller size against it with
+//! `redis-server` and one or two `flashsale` servers of its own on free ports (a database of its
+//! own on the PostgreSQL of `--database-url`), plays the `smoke` sale at a smaller size against it with
 //! `outages` on (a buyer whose request gets no answer tries again a second later), strikes at the
 //! set moment, and lets the sale finish. The checks are the sale's own (no oversell, no
 //! undersell, ledger balanced, Redis = PostgreSQL, per-user limit, one order per key, every buyer
@@ -23,7 +23,7 @@ use anyhow::Context;
 use crate::checks::Report;
 use crate::client::Client;
 use crate::sale::{self, SaleOptions};
-use procs::{RedisProc, ServerProc};
+use procs::{PostgresProc, RedisProc, ServerProc};
 
 /// A fault a scenario injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +52,21 @@ pub enum Fault {
     /// The server's machine clock 30 s fast for the whole sale (libfaketime preloaded): every
     /// decision must still be made by Redis's clock.
     ClockSkew,
+    /// Two instances behind the buyers; one is killed (SIGKILL) and stays down: the other
+    /// finishes the sale, releasing what the dead one left half done.
+    KillInstance,
+    /// Two instances; Redis is flushed while the harness holds the orders table, so the first
+    /// instance to rebuild the batch stops inside its rebuild, holding the batch's row lock; it
+    /// is frozen (SIGSTOP) there for ten seconds. PostgreSQL ends the frozen transaction (the
+    /// idle-in-transaction bound), the other instance rebuilds, and the frozen one wakes to a
+    /// rebuild that is no longer its own.
+    FreezeDuringRebuild,
+    /// PostgreSQL itself stopped (`-m immediate`: SIGQUIT to the postmaster) for ten seconds and
+    /// started again, on a cluster of the scenario's own: every session cut, crash recovery.
+    PostgresStopped,
+    /// No process breaks: the opening wave's payments land at their orders' deadlines, up to
+    /// 400 ms either side, racing the expiry (in PostgreSQL and in Redis).
+    PaymentsAtDeadline,
 }
 
 impl Fault {
@@ -60,13 +75,25 @@ impl Fault {
         match self {
             Fault::KillServer => Some(1.0),
             Fault::RedisPause => Some(3.0),
-            Fault::FreezeServer | Fault::PostgresDown => Some(10.0),
+            Fault::FreezeServer | Fault::PostgresDown | Fault::FreezeDuringRebuild | Fault::PostgresStopped => {
+                Some(10.0)
+            }
             Fault::SlowClients => Some(15.0),
             Fault::FlushAll
             | Fault::RedisRestartEmpty
             | Fault::RedisStaleAof
             | Fault::ScriptFlush
-            | Fault::ClockSkew => None,
+            | Fault::ClockSkew
+            | Fault::KillInstance
+            | Fault::PaymentsAtDeadline => None,
+        }
+    }
+
+    /// How many `flashsale` instances the scenario runs (buyers' requests go to each in turn).
+    fn instances(self) -> usize {
+        match self {
+            Fault::KillInstance | Fault::FreezeDuringRebuild => 2,
+            _ => 1,
         }
     }
 }
@@ -94,6 +121,11 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario { name: "postgres-down", fault: Fault::PostgresDown, at_secs: 4.5, in_ci: false },
     Scenario { name: "slow-clients", fault: Fault::SlowClients, at_secs: 2.0, in_ci: false },
     Scenario { name: "clock-skew", fault: Fault::ClockSkew, at_secs: 0.0, in_ci: false },
+    Scenario { name: "instance-kill", fault: Fault::KillInstance, at_secs: 4.5, in_ci: false },
+    Scenario { name: "rebuild-freeze", fault: Fault::FreezeDuringRebuild, at_secs: 4.5, in_ci: false },
+    Scenario { name: "postgres-stopped", fault: Fault::PostgresStopped, at_secs: 4.5, in_ci: false },
+    // The opening wave orders at about 3–4 s; its 30 s payment windows end about then.
+    Scenario { name: "payments-at-deadline", fault: Fault::PaymentsAtDeadline, at_secs: 33.5, in_ci: false },
 ];
 
 /// How a chaos run is set up.
@@ -194,6 +226,7 @@ pub async fn run(opts: &ChaosOptions) -> anyhow::Result<Report> {
 
 /// The sale's measurements a chaos report shows: what buyers saw, and the recovery.
 const SHOWN: &[&str] = &[
+    "fault",
     "outcomes",
     "sold_out_at",
     "everyone_told_within",
@@ -234,8 +267,22 @@ async fn server_saw(base: &str) -> String {
     saw.join(", ")
 }
 
+/// What a scenario strikes at.
+struct Deployment<'a> {
+    redis: &'a mut RedisProc,
+    servers: &'a mut Vec<ServerProc>,
+    /// Between the servers and PostgreSQL.
+    proxy: &'a flashsale_testkit::TcpProxy,
+    /// The scenario's own PostgreSQL cluster, when it stops PostgreSQL itself.
+    postgres: Option<&'a mut PostgresProc>,
+    /// The scenario's database, reached directly (not through the proxy).
+    database_url: &'a str,
+}
+
 /// What one scenario measured, beside the sale's checks.
 struct Struck {
+    /// What the strike found or did, where it had to look (which instance was frozen).
+    detail: Option<String>,
     /// How long the fault lasted (a kill: until the restarted server was up; a freeze or an
     /// outage: its set length; a flush: the command).
     lasted: Duration,
@@ -249,7 +296,13 @@ async fn play(opts: &ChaosOptions, scenario: &Scenario) -> anyhow::Result<Report
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
     let database = format!("flashsale_chaos_{}_{}", std::process::id(), scenario.name.replace('-', "_"));
-    let database_url = with_database(&opts.database_url, &database)?;
+    // A scenario that stops PostgreSQL itself gets a cluster of its own.
+    let mut own_postgres = match scenario.fault {
+        Fault::PostgresStopped => Some(PostgresProc::start(&work.join("postgres")).await?),
+        _ => None,
+    };
+    let postgres_base = own_postgres.as_ref().map_or_else(|| opts.database_url.clone(), |p| p.url("postgres"));
+    let database_url = with_database(&postgres_base, &database)?;
     let result = async {
         let appendonly = scenario.fault == Fault::RedisStaleAof;
         let mut redis = RedisProc::start(&opts.redis_bin, &work.join("redis"), appendonly).await?;
@@ -260,7 +313,6 @@ async fn play(opts: &ChaosOptions, scenario: &Scenario) -> anyhow::Result<Report
         // The secrets come from the environment the server inherits, as the harness's own do
         // (unset: both in dev mode, with the same well-known values).
         let env = vec![
-            ("DATABASE_URL".to_owned(), server_database_url),
             ("REDIS_URL".to_owned(), redis.url()),
             ("FLASHSALE_REDIS_PREFIX".to_owned(), "chaos".to_owned()),
             ("FLASHSALE_RATE_LIMIT_PER_IP".to_owned(), "0".to_owned()),
@@ -273,9 +325,23 @@ async fn play(opts: &ChaosOptions, scenario: &Scenario) -> anyhow::Result<Report
             env.push(("LD_PRELOAD".to_owned(), libfaketime()?));
             env.push(("FAKETIME".to_owned(), "+30s".to_owned()));
         }
-        let mut server = ServerProc::start(&opts.server_bin, env, &work.join("flashsale.log")).await?;
-        let client = Client::new(&server.url(), &opts.admin_token, &opts.jwt_secret);
+        // One after another: the first creates the database and migrates it.
+        let mut servers = Vec::new();
+        for n in 0..scenario.fault.instances() {
+            let mut env = env.clone();
+            // Named, so the scenario can tell the instances' sessions apart in PostgreSQL.
+            env.push(("DATABASE_URL".to_owned(), named(&server_database_url, &format!("chaos-{n}"))?));
+            servers.push(ServerProc::start(&opts.server_bin, env, &work.join(format!("flashsale-{n}.log"))).await?);
+        }
+        let client = servers[1..]
+            .iter()
+            .fold(Client::new(&servers[0].url(), &opts.admin_token, &opts.jwt_secret), |client, server| {
+                client.and_instance(&server.url())
+            });
         let mut sale_opts = sale_options(opts, &database_url);
+        if scenario.fault == Fault::PaymentsAtDeadline {
+            sale_opts.pay_at_deadline_ms = Some(400);
+        }
         sale_opts.marks.push((scenario.at_secs, format!("{} strikes", scenario.name)));
         if let Some(lasts) = scenario.fault.lasts_secs() {
             sale_opts.marks.push((scenario.at_secs + lasts, "ends".to_owned()));
@@ -287,31 +353,47 @@ async fn play(opts: &ChaosOptions, scenario: &Scenario) -> anyhow::Result<Report
         let sale_started = Instant::now();
         let (sale, struck) = tokio::join!(sale::run(&client, &sale_opts), async {
             let at = sale_started + Duration::from_secs_f64(scenario.at_secs);
-            strike(scenario.fault, at, &mut redis, &mut server, &proxy).await
+            let mut deployment = Deployment {
+                redis: &mut redis,
+                servers: &mut servers,
+                proxy: &proxy,
+                postgres: own_postgres.as_mut(),
+                database_url: &database_url,
+            };
+            strike(scenario.fault, at, &mut deployment).await
         });
         let mut report = sale?;
         let struck = struck?;
-        report.note("server_saw", server_saw(&server.url()).await);
+        let mut saw = Vec::new();
+        for (n, server) in servers.iter().enumerate().filter(|(_, s)| s.is_running()) {
+            let seen = server_saw(&server.url()).await;
+            saw.push(if servers.len() > 1 { format!("instance {n}: {seen}") } else { seen });
+        }
+        report.note("server_saw", saw.join("; "));
         report.note("fault_lasted", format!("{} ms", struck.lasted.as_millis()));
         report.note("ready_again_after", format!("{} ms after the fault ended", struck.ready_again_after.as_millis()));
-        server.kill().await?;
+        if let Some(what) = struck.detail {
+            report.note("fault", what);
+        }
+        for server in &mut servers {
+            server.kill().await?;
+        }
         redis.kill().await?;
         Ok(report)
     }
     .await;
-    drop_database(&opts.database_url, &database).await;
+    match own_postgres.as_mut() {
+        Some(postgres) => postgres.stop_immediate().await?,
+        None => drop_database(&opts.database_url, &database).await,
+    }
     let _ = std::fs::remove_dir_all(&work);
     result
 }
 
 /// Waits until `at`, injects `fault`, and measures how long the server takes to be ready again.
-async fn strike(
-    fault: Fault,
-    at: Instant,
-    redis: &mut RedisProc,
-    server: &mut ServerProc,
-    proxy: &flashsale_testkit::TcpProxy,
-) -> anyhow::Result<Struck> {
+async fn strike(fault: Fault, at: Instant, deployment: &mut Deployment<'_>) -> anyhow::Result<Struck> {
+    let Deployment { redis, servers, proxy, postgres, database_url } = deployment;
+    let mut detail = None;
     // For a stale restart: the append-only file's size a second before the fault.
     let mut sizes: Vec<(Instant, u64)> = Vec::new();
     while Instant::now() < at {
@@ -325,10 +407,12 @@ async fn strike(
     let struck_at = Instant::now();
     match fault {
         Fault::KillServer => {
-            server.kill().await?;
+            servers[0].kill().await?;
             tokio::time::sleep(Duration::from_secs(1)).await;
-            server.restart().await?;
+            servers[0].restart().await?;
         }
+        Fault::KillInstance => servers[1].kill().await?,
+        Fault::FreezeDuringRebuild => detail = Some(freeze_during_rebuild(redis, servers, database_url).await?),
         Fault::FlushAll => {
             let () = redis::cmd("FLUSHALL").query_async(&mut redis.connection().await?).await?;
         }
@@ -358,22 +442,76 @@ async fn strike(
             let () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut redis.connection().await?).await?;
         }
         Fault::FreezeServer => {
-            server.signal("STOP").await?;
+            servers[0].signal("STOP").await?;
             tokio::time::sleep(Duration::from_secs(10)).await;
-            server.signal("CONT").await?;
+            servers[0].signal("CONT").await?;
         }
         Fault::PostgresDown => {
             proxy.cut();
             tokio::time::sleep(Duration::from_secs(10)).await;
             proxy.restore();
         }
-        Fault::SlowClients => slow_clients(server.port, 200, Duration::from_secs(15)).await,
+        Fault::PostgresStopped => {
+            let postgres = postgres.as_mut().context("the scenario has no PostgreSQL of its own")?;
+            postgres.stop_immediate().await?;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            postgres.restart().await?;
+        }
+        // The sale's buyers are the fault: nothing to do but mark the moment.
+        Fault::PaymentsAtDeadline => {}
+        Fault::SlowClients => slow_clients(servers[0].port, 200, Duration::from_secs(15)).await,
         // Struck at the start, by the wrapper the server runs under.
         Fault::ClockSkew => {}
     }
     let lasted = struck_at.elapsed();
-    let ready_again_after = server.ready_within(Duration::from_secs(60)).await?;
-    Ok(Struck { lasted, ready_again_after })
+    // The instances still running (a killed instance that stays down is not waited for).
+    let mut ready_again_after = Duration::ZERO;
+    for server in servers.iter_mut().filter(|s| s.is_running()) {
+        ready_again_after = ready_again_after.max(server.ready_within(Duration::from_secs(60)).await?);
+    }
+    Ok(Struck { detail, lasted, ready_again_after })
+}
+
+/// [`Fault::FreezeDuringRebuild`]: holds the orders table, flushes Redis, waits for an instance's
+/// rebuild to stop on the table (it holds the batch's row lock by then), freezes that instance,
+/// lets the table go, and lets the instance go ten seconds later. Returns which instance froze.
+async fn freeze_during_rebuild(
+    redis: &RedisProc,
+    servers: &[ServerProc],
+    database_url: &str,
+) -> anyhow::Result<String> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(database_url).await?;
+    // Watched from a connection of its own: inside a transaction, pg_stat_activity is a
+    // snapshot taken at its first read.
+    let mut watch = sqlx::PgConnection::connect(database_url).await?;
+    let mut tx = conn.begin().await?;
+    sqlx::query("SET LOCAL lock_timeout = '10s'").execute(&mut *tx).await?;
+    sqlx::query("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE").execute(&mut *tx).await?;
+    let () = redis::cmd("FLUSHALL").query_async(&mut redis.connection().await?).await?;
+    // The rebuild's read of the batch's orders (flashsale_order::OrderBook::batch_orders), waiting
+    // on the table: the instance holds the batch's row lock and has bumped its epoch.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let instance = loop {
+        let waiting: Option<String> = sqlx::query_scalar(
+            "SELECT application_name FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND application_name LIKE 'chaos-%' \
+             AND query LIKE 'SELECT reservation_id, user_id, quantity, status, expires_at, ticket FROM orders%' LIMIT 1",
+        )
+        .fetch_optional(&mut watch)
+        .await?;
+        if let Some(name) = waiting {
+            break name.trim_start_matches("chaos-").parse::<usize>()?;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no instance started rebuilding within 20 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let frozen = servers.get(instance).context("a session of an instance the scenario did not start")?;
+    frozen.signal("STOP").await?;
+    tx.commit().await?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    frozen.signal("CONT").await?;
+    Ok(format!("instance {instance} frozen inside its rebuild, holding the batch's row lock"))
 }
 
 /// `clients` connections to the server on `port` held for `hold`: half send nothing, half send
@@ -431,6 +569,13 @@ fn through(database_url: &str, proxy: std::net::SocketAddr) -> anyhow::Result<St
     let mut url = reqwest::Url::parse(database_url)?;
     url.set_host(Some(&proxy.ip().to_string()))?;
     url.set_port(Some(proxy.port())).map_err(|()| anyhow::anyhow!("cannot set the proxy's port"))?;
+    Ok(url.to_string())
+}
+
+/// `database_url` with the sessions it opens named `name` (PostgreSQL's `application_name`).
+fn named(database_url: &str, name: &str) -> anyhow::Result<String> {
+    let mut url = reqwest::Url::parse(database_url)?;
+    url.query_pairs_mut().append_pair("application_name", name);
     Ok(url.to_string())
 }
 

@@ -159,6 +159,11 @@ impl ServerProc {
         Ok(())
     }
 
+    /// Started and not killed since.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Sends `signal` (`STOP`, `CONT`) to the server, by its process id.
     pub async fn signal(&self, signal: &str) -> anyhow::Result<()> {
         let pid = self.child.as_ref().and_then(Child::id).context("the server is not running")?;
@@ -172,4 +177,131 @@ impl ServerProc {
         self.kill().await?;
         self.spawn().await
     }
+}
+
+/// A PostgreSQL cluster of the scenario's own (`initdb` into a directory of its own), on a free
+/// port, so that stopping the database server itself breaks nothing else.
+pub struct PostgresProc {
+    bin_dir: PathBuf,
+    dir: PathBuf,
+    pub port: u16,
+    /// PostgreSQL refuses to run as root: run as root, the cluster runs as the `postgres` user.
+    owner: Option<(u32, u32)>,
+    child: Option<Child>,
+}
+
+impl PostgresProc {
+    /// `initdb` (trust authentication, superuser `postgres`) into `dir` and start it.
+    pub async fn start(dir: &Path) -> anyhow::Result<PostgresProc> {
+        let bin_dir = postgres_bin_dir()?;
+        std::fs::create_dir_all(dir)?;
+        let owner = if std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self")?) == 0 {
+            let owner = system_user("postgres").context("running as root, the cluster needs a postgres user")?;
+            std::os::unix::fs::chown(dir, Some(owner.0), Some(owner.1))?;
+            Some(owner)
+        } else {
+            None
+        };
+        let mut postgres = PostgresProc { bin_dir, dir: dir.to_owned(), port: free_port()?, owner, child: None };
+        let mut initdb = postgres.command("initdb");
+        initdb.arg("-D").arg(postgres.data()).args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"]);
+        let out = initdb.stdout(Stdio::null()).stderr(Stdio::piped()).output().await?;
+        anyhow::ensure!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        postgres.spawn().await?;
+        Ok(postgres)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// One of PostgreSQL's programs, as the cluster's owner.
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(self.bin_dir.join(program));
+        if let Some((uid, gid)) = self.owner {
+            command.uid(uid).gid(gid);
+        }
+        command
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("postgres.log"))?;
+        let child = self
+            .command("postgres")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-p", &self.port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .arg("-k")
+            .arg(&self.dir)
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting postgres")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if <sqlx::PgConnection as sqlx::Connection>::connect(&self.url("postgres")).await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("postgres on port {} did not accept connections within 30 s", self.port)
+    }
+
+    /// The URL of `database` on this cluster.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// An immediate shutdown (what `pg_ctl stop -m immediate` does: SIGQUIT to the postmaster,
+    /// by its process id): every session cut, nothing flushed, crash recovery at the next start.
+    pub async fn stop_immediate(&mut self) -> anyhow::Result<()> {
+        let Some(mut child) = self.child.take() else { return Ok(()) };
+        let pid = child.id().context("postgres already exited")?;
+        let status = Command::new("kill").arg("-QUIT").arg(pid.to_string()).status().await?;
+        anyhow::ensure!(status.success(), "kill -QUIT {pid} failed");
+        if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts it again on the same port and data.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop_immediate().await?;
+        self.spawn().await
+    }
+}
+
+impl Drop for PostgresProc {
+    /// An immediate shutdown rather than `kill_on_drop`'s SIGKILL, which would leave the
+    /// postmaster's children to notice it gone on their own.
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.as_ref().and_then(Child::id) {
+            let _ = std::process::Command::new("kill").arg("-QUIT").arg(pid.to_string()).status();
+        }
+    }
+}
+
+/// The newest installed PostgreSQL's programs (Debian keeps them under /usr/lib/postgresql).
+fn postgres_bin_dir() -> anyhow::Result<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .context("PostgreSQL's server programs are not installed (apt-get install postgresql)")?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .filter(|(_, bin)| bin.join("initdb").exists())
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin).context("no initdb under /usr/lib/postgresql")
+}
+
+/// A system user's (uid, gid), from /etc/passwd.
+fn system_user(name: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.first() == Some(&name) && fields.len() > 3)
+            .then(|| Some((fields[2].parse().ok()?, fields[3].parse().ok()?)))?
+    })
 }

@@ -38,6 +38,8 @@ const LAPSE_WAVE_MS: u32 = 10_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Outcome {
     Bought,
+    /// Paid after the deadline: the order expired and the money is owed back (`refund_due`).
+    PaidLate,
     Cancelled,
     Lapsed,
     SoldOut,
@@ -189,7 +191,7 @@ impl Engine {
             started_wall: chrono::Utc::now() - chrono::TimeDelta::from_std(started.elapsed()).unwrap_or_default(),
             opens_ms,
             jwt_exp: chrono::Utc::now().timestamp() + 6 * 3600,
-            wire: Wire::new(client.base()).await?,
+            wire: Wire::new(client.bases()).await?,
             queue_path: format!("/sales/{sale}/queue"),
             orders_path: format!("/sales/{sale}/orders"),
             book: Mutex::new(Book { buyers: plans.into_iter().map(Buyer::new).collect(), due, in_flight: 0 }),
@@ -524,6 +526,8 @@ impl Engine {
         });
         let in_opening_wave = admitted_ms.is_some_and(|at| at < self.opens_ms.saturating_add(LAPSE_WAVE_MS));
         Ok(match plan.act {
+            // Deadline payments in the opening wave only, as lapses: later waves pay at once.
+            Act::Pay if in_opening_wave => Next::At(Stage::Pay, pay_at(now, &order, plan.pay_offset_ms)),
             Act::Pay => Next::At(Stage::Pay, now),
             Act::Cancel => Next::At(Stage::Cancel, now),
             Act::Lapse if in_opening_wave => Next::Done(Outcome::Lapsed),
@@ -544,6 +548,9 @@ impl Engine {
             return Ok(self.later(Stage::Pay, retry_after));
         }
         let receipt: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if status == 200 && receipt["outcome"] == "refund_due" && self.with(i, |b| b.plan.pay_offset_ms).is_some() {
+            return Ok(Next::Done(Outcome::PaidLate));
+        }
         anyhow::ensure!(status == 200 && receipt["outcome"] == "paid", "pay: {status} {receipt}");
         let now = self.now_ms();
         self.with(i, |b| b.paid_ms = Some(now));
@@ -561,6 +568,17 @@ impl Engine {
             _ => anyhow::bail!("cancel: {status} {}", String::from_utf8_lossy(&body)),
         }
     }
+}
+
+/// When a buyer who just ordered (at `now`, ms since the start) pays: at once, or `offset` ms
+/// from the order's `expires_at` (measured on this machine's clock, which the server's
+/// PostgreSQL shares here).
+fn pay_at(now: u32, order: &Value, offset: Option<i32>) -> u32 {
+    let Some(offset) = offset else { return now };
+    let deadline = order["expires_at"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    let Some(deadline) = deadline else { return now };
+    let until = (deadline.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_milliseconds() + i64::from(offset);
+    u32::try_from(i64::from(now) + until.max(0)).unwrap_or(u32::MAX)
 }
 
 fn index(i: usize) -> u32 {

@@ -56,6 +56,10 @@ pub struct SaleOptions {
     pub late_window_secs: u64,
     /// Of buyers who get an order: share who pay, share who cancel (the rest let it lapse).
     pub pay: f64,
+    /// Buyers who pay do so at their order's payment deadline, up to this many ms before or
+    /// after it (drawn per buyer from the seed), instead of at once: the payment races the
+    /// expiry. A payment that lands late is answered `refund_due`.
+    pub pay_at_deadline_ms: Option<u32>,
     pub cancel: f64,
     /// Share of orders sent twice with the same key.
     pub retry: f64,
@@ -103,6 +107,7 @@ impl SaleOptions {
             early_window_secs: 5,
             late_window_secs: 2,
             pay: 0.85,
+            pay_at_deadline_ms: None,
             cancel: 0.1,
             retry: 0.05,
             give_up: 0.0,

@@ -40,6 +40,9 @@ pub struct Plan {
     pub patience_ms: Option<u32>,
     /// Follows the queue's event stream instead of polling.
     pub stream: bool,
+    /// Pays this many ms after the order's deadline (negative: before it), with
+    /// `pay_at_deadline_ms`; otherwise pays at once.
+    pub pay_offset_ms: Option<i32>,
 }
 
 /// Every buyer's plan, from `opts.seed`.
@@ -50,6 +53,9 @@ pub fn draw(opts: &SaleOptions) -> Vec<Plan> {
     let early_ms = (opts.early_window_secs as f64 * 1000.0).min(opens_ms - 300.0).max(0.0);
     let late_ms = opts.late_window_secs as f64 * 1000.0;
     let max_quantity = opts.max_quantity.clamp(1, opts.per_user_limit.max(1)).min(u32::from(u8::MAX));
+    // A stream of its own, so the other draws are the same with or without deadline payments.
+    let mut deadline_rng = rand::rngs::StdRng::seed_from_u64(opts.seed.rotate_left(17) ^ 0x5eed_dead);
+    let spread = opts.pay_at_deadline_ms.map(|ms| i32::try_from(ms).unwrap_or(i32::MAX));
     (0..opts.buyers)
         .map(|_| {
             let early = rng.random_bool(opts.early.clamp(0.0, 1.0));
@@ -86,7 +92,8 @@ pub fn draw(opts: &SaleOptions) -> Vec<Plan> {
                 whole_ms(secs * 1000.0)
             });
             let stream = rng.random_bool(opts.events.clamp(0.0, 1.0));
-            Plan { arrive_ms: whole_ms(at), early, act, retry, quantity, patience_ms, stream }
+            let pay_offset_ms = spread.map(|ms| deadline_rng.random_range(-ms..=ms));
+            Plan { arrive_ms: whole_ms(at), early, act, retry, quantity, patience_ms, stream, pay_offset_ms }
         })
         .collect()
 }

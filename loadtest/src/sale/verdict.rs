@@ -44,6 +44,9 @@ struct Stored {
     max_per_user: i64,
     orders: i64,
     keys: i64,
+    /// Orders (not units) paid, and owed back after a late payment.
+    paid_orders: i64,
+    refund_due_orders: i64,
 }
 
 async fn stored(database_url: &str, sale: i64) -> anyhow::Result<Stored> {
@@ -69,7 +72,14 @@ async fn stored(database_url: &str, sale: i64) -> anyhow::Result<Stored> {
             .bind(sale)
             .fetch_one(&mut db)
             .await?;
-    Ok(Stored { pending, paid, max_per_user, orders, keys })
+    let (paid_orders, refund_due_orders): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'paid'), count(*) FILTER (WHERE status = 'refund_due') \
+         FROM orders WHERE sale_id = $1",
+    )
+    .bind(sale)
+    .fetch_one(&mut db)
+    .await?;
+    Ok(Stored { pending, paid, max_per_user, orders, keys, paid_orders, refund_due_orders })
 }
 
 /// The naive purchase's numbers for the same buyers and stock.
@@ -94,9 +104,10 @@ pub async fn judge(run: Run<'_>) -> anyhow::Result<Report> {
     report.note(
         "outcomes",
         format!(
-            "bought {}, cancelled {}, lapsed {}, sold out {}, gave up {}, turn expired {}, closed {}, errors {}, \
-             unfinished {}",
+            "bought {}, paid late {}, cancelled {}, lapsed {}, sold out {}, gave up {}, turn expired {}, closed {}, \
+             errors {}, unfinished {}",
             count(Outcome::Bought),
+            count(Outcome::PaidLate),
             count(Outcome::Cancelled),
             count(Outcome::Lapsed),
             count(Outcome::SoldOut),
@@ -155,6 +166,18 @@ pub async fn judge(run: Run<'_>) -> anyhow::Result<Report> {
             db.orders,
             db.keys,
             retries.len()
+        ),
+    );
+    // Every payment answered `paid` is a paid order, every one answered `refund_due` an order
+    // owed back: never both, never neither (what a payment racing its expiry must not break).
+    let (bought, late) = (count(Outcome::Bought), count(Outcome::PaidLate));
+    report.check(
+        "payments_answered_as_recorded",
+        usize::try_from(db.paid_orders).ok() == Some(bought)
+            && usize::try_from(db.refund_due_orders).ok() == Some(late),
+        format!(
+            "buyers told paid {bought}, paid orders {}; told refund due {late}, orders owed back {}",
+            db.paid_orders, db.refund_due_orders
         ),
     );
     let failed = count(Outcome::Error) + count(Outcome::Unfinished);
