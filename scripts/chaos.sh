@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The chaos matrix: `flashsale-loadtest chaos` starts a redis-server and a flashsale server of its
-# own for each scenario (a database of its own on the local PostgreSQL), plays a sale while a fault
-# strikes, and checks every invariant; it stops what it started by process id. `--ci` plays the
+# The chaos matrix: `flashsale-loadtest chaos` starts a redis-server and one or two flashsale
+# servers of its own for each scenario (a database of its own on the local PostgreSQL, or a
+# PostgreSQL cluster of its own, initdb on a free port, for `postgres-stopped`), plays a sale while
+# a fault strikes, and checks every invariant; it stops what it started by process id. `--ci` plays the
 # short subset CI runs; other arguments go to `flashsale-loadtest chaos` (e.g. --scenario NAME).
 set -euo pipefail
 cd "$(dirname "$0")/.."
