@@ -4,6 +4,9 @@ use anyhow::Context;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
+/// With several instances, how long an admin request waits for one before trying the next.
+const FAILOVER_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The server under test: one instance, or several behind one imagined load balancer. Cheap
 /// to clone (the HTTP pool is shared).
 #[derive(Clone)]
@@ -41,7 +44,8 @@ impl Client {
     }
 
     /// Sends a request; `admin` adds the admin token, `if_match` the header. An instance that
-    /// refuses the connection (it is down) is passed over for the next one.
+    /// refuses the connection (it is down), or of several one that does not answer within
+    /// [`FAILOVER_AFTER`] (it is frozen), is passed over for the next one.
     pub async fn send(
         &self,
         method: Method,
@@ -62,8 +66,12 @@ impl Client {
             if let Some(body) = body {
                 request = request.json(body);
             }
+            if self.bases.len() > 1 {
+                // Another instance can answer: a frozen one is not waited for.
+                request = request.timeout(FAILOVER_AFTER);
+            }
             let result = request.send().await;
-            let down = result.as_ref().is_err_and(reqwest::Error::is_connect);
+            let down = result.as_ref().is_err_and(|e| e.is_connect() || e.is_timeout());
             sent = Some(result);
             if !down {
                 break;

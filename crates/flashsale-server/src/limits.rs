@@ -186,28 +186,9 @@ impl RateLimits {
 
     /// Forgets keys whose buckets are full again, so memory follows current traffic only.
     pub fn housekeeping(&self) {
-        for len in [
-            self.per_user.as_ref().map(|l| {
-                l.retain_recent();
-                l.shrink_to_fit();
-                l.len()
-            }),
-            self.orders_per_user.as_ref().map(|l| {
-                l.retain_recent();
-                l.shrink_to_fit();
-                l.len()
-            }),
-            self.per_ip.as_ref().map(|l| {
-                l.retain_recent();
-                l.shrink_to_fit();
-                l.len()
-            }),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            metrics::gauge!("rate_limiter_keys").set(len as f64);
-        }
+        tidy("user", self.per_user.as_ref());
+        tidy("orders_per_user", self.orders_per_user.as_ref());
+        tidy("ip", self.per_ip.as_ref());
     }
 
     /// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
@@ -231,6 +212,16 @@ impl RateLimits {
 
     fn trusted(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|net| net.contains(ip))
+    }
+}
+
+/// Forgets the limiter's full buckets and reports how many keys it still holds, under its own
+/// `scope` (one gauge per limiter: written under one name, the limiters would overwrite each other).
+fn tidy<K: std::hash::Hash + Eq + Clone>(scope: &'static str, limiter: Option<&DefaultKeyedRateLimiter<K>>) {
+    if let Some(limiter) = limiter {
+        limiter.retain_recent();
+        limiter.shrink_to_fit();
+        metrics::gauge!("rate_limiter_keys", "scope" => scope).set(limiter.len() as f64);
     }
 }
 
