@@ -7,7 +7,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::problem::{ApiError, CODES};
+use crate::problem::{ApiError, codes_table};
 use crate::routes;
 use crate::state::AppState;
 
@@ -61,10 +61,8 @@ struct ErrorCodes;
 impl Modify for ErrorCodes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let mut text = openapi.info.description.clone().unwrap_or_default();
-        text.push_str("\n\n| code | status | meaning |\n|---|---|---|\n");
-        for (code, status, meaning) in CODES {
-            text.push_str(&format!("| `{code}` | {status} | {meaning} |\n"));
-        }
+        text.push_str("\n\n");
+        text.push_str(&codes_table());
         openapi.info.description = Some(text);
     }
 }

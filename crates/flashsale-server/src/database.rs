@@ -114,6 +114,7 @@ impl Probe {
 /// Probes PostgreSQL every [`PROBE_EVERY`] until `shutdown`, recording what it finds in
 /// `state.database`.
 pub async fn run_probe(state: AppState, shutdown: CancellationToken) {
+    use tracing::Instrument;
     let mut probe = Probe::new((*state.db.connect_options()).clone());
     let mut ticker = tokio::time::interval(PROBE_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -122,7 +123,9 @@ pub async fn run_probe(state: AppState, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let Some(answered) = probe.check().await else { continue };
+        let Some(answered) = probe.check().instrument(tracing::info_span!("job", job = "database_probe")).await else {
+            continue;
+        };
         if state.database.record(answered, state.clock.now_ms()) {
             if answered {
                 tracing::info!("PostgreSQL answers again: orders and admission resume");

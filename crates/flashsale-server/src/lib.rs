@@ -5,7 +5,7 @@
 //! - [`startup`]: reaching PostgreSQL and Redis, creating the database, migrations, refusing a
 //!   Redis that evicts keys.
 //! - [`listener`]: accepting connections, with header and idle timeouts and a connection cap.
-//! - [`app`]: the router and the OpenAPI document generated from it; [`routes`] holds the handlers
+//! - [`app`](mod@app): the router and the OpenAPI document generated from it; [`routes`] holds the handlers
 //!   by audience (shoppers, admin, ops).
 //! - [`sales`]: sale operations spanning PostgreSQL and Redis, and the views the API returns.
 //! - [`queue`]: the buyer's side of the queue and the admission ticker.

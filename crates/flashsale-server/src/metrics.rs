@@ -138,22 +138,44 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// Middleware: counts and times every routed request, labelled by the route *template*
-/// (`/admin/sales/{id}`, never the raw URL, whose ids would explode the label set), and logs
-/// the cause of internal errors once, here, with the route.
+/// Middleware: runs every routed request in a `request` span (method, route template, request
+/// id), echoes the request id in `X-Request-Id` (the client's own when it sent a sane one, so a
+/// load balancer's id follows the request through; a new one otherwise), counts and times the
+/// request labelled by the route *template* (`/admin/sales/{id}`, never the raw URL, whose ids
+/// would explode the label set), and logs the cause of internal errors once, here.
 pub async fn track(request: Request, next: Next) -> Response {
+    use tracing::Instrument;
     let started = Instant::now();
     let method = method_label(request.method());
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |path| intern(path.as_str()));
-    let response = next.run(request).await;
+    let id = request_id(request.headers().get(REQUEST_ID));
+    let span = tracing::info_span!("request", http.method = %method, http.route = %route, request_id = id.to_str().unwrap_or("-"));
+    let mut response = next.run(request).instrument(span.clone()).await;
     if let Some(InternalCause(cause)) = response.extensions().get::<InternalCause>() {
-        tracing::error!(http.method = %method, http.route = %route, error = %cause, "request failed");
+        span.in_scope(|| tracing::error!(error = %cause, "request failed"));
     }
+    response.headers_mut().insert(REQUEST_ID, id);
     let status = intern(response.status().as_str());
     metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
     metrics::counter!("http_requests_total", "method" => method, "route" => route, "status" => status).increment(1);
     response
+}
+
+const REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
+
+/// The request's id: the client's `X-Request-Id` when it is 1–64 characters of letters, digits,
+/// `-`, `_` and `.` (anything else could forge log lines or bloat them), a new random one
+/// otherwise.
+fn request_id(sent: Option<&axum::http::HeaderValue>) -> axum::http::HeaderValue {
+    let sane = |v: &&axum::http::HeaderValue| {
+        (1..=64).contains(&v.len()) && v.as_bytes().iter().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
+    };
+    match sent.filter(sane) {
+        Some(value) => value.clone(),
+        None => axum::http::HeaderValue::from_str(&format!("{:016x}", rand::random::<u64>()))
+            .expect("hex digits are a valid header value"),
+    }
 }
 
 #[cfg(test)]

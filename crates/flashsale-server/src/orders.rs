@@ -37,7 +37,7 @@ use flashsale_queue::{Admission, AdmissionClaims};
 use flashsale_sales::FieldError;
 use serde::Deserialize;
 
-use crate::problem::{ApiError, PROBLEM_JSON};
+use crate::problem::{ApiError, PROBLEM_JSON, ProblemCode};
 use crate::queue::{millis_to_time, sale_snapshot};
 use crate::state::AppState;
 
@@ -102,8 +102,10 @@ pub async fn create(
         &units.get().to_be_bytes(),
     ]);
     let now_ms = state.clock.now_ms();
-    let refused =
-        |e: TokenError| ApiError::Forbidden { code: "token_invalid", detail: format!("admission token refused: {e}") };
+    let refused = |e: TokenError| ApiError::Forbidden {
+        code: ProblemCode::TokenInvalid,
+        detail: format!("admission token refused: {e}"),
+    };
     let claims =
         state.tokens.open_admission(&request.admission_token, user, sale.id, batch.batch_no).map_err(refused)?;
     if now_ms >= claims.expires_at_ms {
@@ -188,13 +190,15 @@ pub async fn create(
                 return Ok(stored_response(stored, true));
             }
             ApiError::Conflict {
-                code: "token_used",
+                code: ProblemCode::TokenUsed,
                 detail: "this admission token was already used to reserve".to_owned(),
             }
         }
         Reserved::NotOpen => ApiError::NotOpen { opens_at: batch.opens_at },
-        Reserved::Paused => ApiError::Conflict { code: "paused", detail: "operations paused the sale".to_owned() },
-        Reserved::Closed => ApiError::Conflict { code: "closed", detail: "the batch is closed".to_owned() },
+        Reserved::Paused => {
+            ApiError::Conflict { code: ProblemCode::Paused, detail: "operations paused the sale".to_owned() }
+        }
+        Reserved::Closed => ApiError::Conflict { code: ProblemCode::Closed, detail: "the batch is closed".to_owned() },
         Reserved::Missing => return Err(give_up(state, (sale_id, batch_no), user, &key, ApiError::Rebuilding).await),
         // Only after a take-over, when another retry took the claim over first.
         Reserved::Claimed { .. } => return Err(in_progress()),
@@ -238,26 +242,26 @@ async fn refuse(
 }
 
 fn sold_out() -> ApiError {
-    ApiError::Conflict { code: "sold_out", detail: "every unit of this batch is taken".to_owned() }
+    ApiError::Conflict { code: ProblemCode::SoldOut, detail: "every unit of this batch is taken".to_owned() }
 }
 
 fn limit_reached(held: impl std::fmt::Display, limit: Units) -> ApiError {
     ApiError::Conflict {
-        code: "limit_reached",
+        code: ProblemCode::LimitReached,
         detail: format!("you already hold or bought {held} of at most {limit} units"),
     }
 }
 
 fn key_reused() -> ApiError {
     ApiError::Unprocessable {
-        code: "idempotency_key_reused",
+        code: ProblemCode::IdempotencyKeyReused,
         detail: "this Idempotency-Key was used for a different request; use a new key".to_owned(),
     }
 }
 
 fn in_progress() -> ApiError {
     ApiError::Conflict {
-        code: "in_progress",
+        code: ProblemCode::InProgress,
         detail: "a request with this Idempotency-Key is still running; retry shortly".to_owned(),
     }
 }
@@ -305,7 +309,7 @@ async fn place(state: &AppState, order: NewOrder, step: u64, limit: Units) -> Re
             let answer = match refusal {
                 Refusal::SoldOut => sold_out(),
                 Refusal::LimitReached => ApiError::Conflict {
-                    code: "limit_reached",
+                    code: ProblemCode::LimitReached,
                     detail: format!("this order would take you above the limit of {limit} units"),
                 },
                 // The reservation was never this buyer's to keep: their ticket is free again
@@ -353,7 +357,7 @@ pub async fn cancel(state: &AppState, user: &UserId, id: flashsale_order::OrderI
         }
         Ok(Cancelled::Before(order)) => Ok(order),
         Err(flashsale_order::OrderError::InvalidTransition { from, .. }) => Err(ApiError::Conflict {
-            code: "invalid_transition",
+            code: ProblemCode::InvalidTransition,
             detail: format!("the order is {}; only a pending order can be cancelled", from.as_str()),
         }),
         Err(e) => Err(e.into()),
@@ -387,7 +391,7 @@ pub async fn apply_payment(state: &AppState, notice: PaymentNotice) -> Result<Re
             Ok(response)
         }
         PaymentApplied::RefReused => Err(ApiError::Unprocessable {
-            code: "payment_ref_reused",
+            code: ProblemCode::PaymentRefReused,
             detail: "this payment_ref was sent before with a different order, amount or status".to_owned(),
         }),
     }
@@ -398,7 +402,7 @@ fn payment_response(status: u16, receipt: PaymentReceipt) -> Response {
     match status {
         404 => ApiError::NotFound(format!("no order {}; the notice is recorded", receipt.order_id)).into_response(),
         422 => ApiError::Unprocessable {
-            code: "amount_mismatch",
+            code: ProblemCode::AmountMismatch,
             detail: format!("the amount is not order {}'s; the notice is recorded, nothing changed", receipt.order_id),
         }
         .into_response(),

@@ -68,7 +68,7 @@ pub enum ApiError {
     /// 403 with a specific code (`token_invalid`): authenticated, but the credential presented
     /// for this step does not entitle the buyer to it.
     #[error("{detail}")]
-    Forbidden { code: &'static str, detail: String },
+    Forbidden { code: ProblemCode, detail: String },
     /// 404 `not_found`.
     #[error("{0}")]
     NotFound(String),
@@ -78,7 +78,7 @@ pub enum ApiError {
     /// 409 with a specific code: the request is valid but conflicts with the resource's state
     /// (`stock_below_committed`, `sale_ended`, `batch_finished`).
     #[error("{detail}")]
-    Conflict { code: &'static str, detail: String },
+    Conflict { code: ProblemCode, detail: String },
     /// 409 `not_open`: the batch's queue does not accept buyers yet; `opens_at` says when.
     #[error("the queue opens at {opens_at}")]
     NotOpen { opens_at: chrono::DateTime<chrono::Utc> },
@@ -104,7 +104,7 @@ pub enum ApiError {
     /// 422 with a specific code (`idempotency_key_reused`, `amount_mismatch`,
     /// `payment_ref_reused`): understood, but it contradicts what was sent before.
     #[error("{detail}")]
-    Unprocessable { code: &'static str, detail: String },
+    Unprocessable { code: ProblemCode, detail: String },
     /// 429 `too_many_streams`: the buyer already holds `max` event streams open on this instance.
     #[error("you already have {max} event streams open; close one or poll GET /sales/{{id}}/queue instead")]
     TooManyStreams { max: u32 },
@@ -131,31 +131,36 @@ fn retry_after_secs(wait: &std::time::Duration) -> u64 {
 pub struct InternalCause(pub Arc<String>);
 
 impl ApiError {
+    /// The code of this error (its status is the code's).
+    pub fn code(&self) -> ProblemCode {
+        use ProblemCode as C;
+        match self {
+            ApiError::MalformedJson(_) => C::MalformedJson,
+            ApiError::BadRequest(_) => C::BadRequest,
+            ApiError::InvalidIdempotencyKey => C::IdempotencyKeyInvalid,
+            ApiError::Unauthorized => C::Unauthorized,
+            ApiError::Forbidden { code, .. }
+            | ApiError::Conflict { code, .. }
+            | ApiError::Unprocessable { code, .. } => *code,
+            ApiError::NotFound(_) => C::NotFound,
+            ApiError::MethodNotAllowed => C::MethodNotAllowed,
+            ApiError::NotOpen { .. } => C::NotOpen,
+            ApiError::RateLimited { .. } => C::RateLimited,
+            ApiError::TooManyStreams { .. } => C::TooManyStreams,
+            ApiError::VersionMismatch { .. } => C::PreconditionFailed,
+            ApiError::PayloadTooLarge(_) => C::PayloadTooLarge,
+            ApiError::UnsupportedMediaType(_) => C::UnsupportedMediaType,
+            ApiError::Validation(_) | ApiError::InvalidBody(_) => C::ValidationFailed,
+            ApiError::Rebuilding => C::Rebuilding,
+            ApiError::Unavailable(_) => C::Unavailable,
+            ApiError::Internal(_) => C::Internal,
+        }
+    }
+
     /// The status and code of this error.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
-        match self {
-            ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::InvalidIdempotencyKey => (StatusCode::BAD_REQUEST, "idempotency_key_invalid"),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
-            ApiError::NotOpen { .. } => (StatusCode::CONFLICT, "not_open"),
-            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-            ApiError::TooManyStreams { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_streams"),
-            ApiError::VersionMismatch { .. } => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
-            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-            ApiError::Validation(_) | ApiError::InvalidBody(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
-            }
-            ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
-            ApiError::Rebuilding => (StatusCode::SERVICE_UNAVAILABLE, "rebuilding"),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        }
+        let code = self.code();
+        (code.status(), code.as_str())
     }
 
     /// A 404 for a sale that does not exist.
@@ -245,7 +250,7 @@ impl From<SalesError> for ApiError {
             SalesError::Database(e) => ApiError::from(e),
             corrupt @ SalesError::CorruptRow { .. } => ApiError::Internal(corrupt.into()),
             SalesError::StockBelowCommitted { stock } => ApiError::Conflict {
-                code: "stock_below_committed",
+                code: ProblemCode::StockBelowCommitted,
                 detail: format!("buyers hold more units of the batch (pending + paid) than a stock of {stock}"),
             },
         }
@@ -296,7 +301,7 @@ impl From<flashsale_order::OrderError> for ApiError {
         match error {
             E::NotFound => ApiError::NotFound("no such order".to_owned()),
             E::InvalidTransition { from, to } => ApiError::Conflict {
-                code: "invalid_transition",
+                code: ProblemCode::InvalidTransition,
                 detail: format!("an order that is {} cannot become {}", from.as_str(), to.as_str()),
             },
             e if e.is_unavailable() => ApiError::Unavailable("PostgreSQL is unavailable; retry shortly".to_owned()),
@@ -390,37 +395,106 @@ pub struct Path<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct Query<T>(pub T);
 
-/// The error-code table of the API, for the OpenAPI description's `Problem` responses.
-pub const CODES: &[(&str, u16, &str)] = &[
-    ("malformed_json", 400, "The body is not valid JSON."),
-    ("bad_request", 400, "A query parameter or header cannot be read."),
-    ("idempotency_key_invalid", 400, "Idempotency-Key is missing or not 1-255 visible ASCII characters."),
-    ("unauthorized", 401, "Missing or invalid bearer token (or payment signature)."),
-    ("token_invalid", 403, "The admission token is forged, expired, or not this buyer's, sale's or batch's."),
-    ("not_found", 404, "No such resource (also: another buyer's resource)."),
-    ("method_not_allowed", 405, "The resource does not support this method."),
-    ("stock_below_committed", 409, "New stock would be below the units buyers hold (reserved + sold)."),
-    ("sale_ended", 409, "The sale was closed by operations; it can no longer change."),
-    ("batch_finished", 409, "The current batch's window is over."),
-    ("sold_out", 409, "No units left to reserve."),
-    ("limit_reached", 409, "The buyer already holds or bought the per-user limit."),
-    ("token_used", 409, "The admission token was already used to reserve."),
-    ("not_open", 409, "The batch has not opened yet (opens_at says when)."),
-    ("paused", 409, "Operations paused the batch."),
-    ("closed", 409, "The batch is closed."),
-    ("not_closed", 409, "The batch is still running: its draw is published once it closes."),
-    ("in_progress", 409, "A request with this Idempotency-Key is still running; retry shortly."),
-    ("invalid_transition", 409, "The order's status does not allow this (cancelling a paid order)."),
-    ("precondition_failed", 412, "If-Match names another version; the body carries current_version."),
-    ("payload_too_large", 413, "The body exceeds the configured limit."),
-    ("unsupported_media_type", 415, "The body must be application/json."),
-    ("validation_failed", 422, "The body is well-formed but breaks a rule; errors lists each field."),
-    ("idempotency_key_reused", 422, "This Idempotency-Key was used for a different request."),
-    ("amount_mismatch", 422, "The payment's amount is not the order's; recorded, nothing changed."),
-    ("payment_ref_reused", 422, "This payment_ref was sent before with different contents."),
-    ("rate_limited", 429, "Too many requests from this buyer or address; Retry-After says when to try again."),
-    ("too_many_streams", 429, "The buyer holds as many event streams open as allowed; close one or poll."),
-    ("unavailable", 503, "Redis or PostgreSQL cannot be reached; safe to retry."),
-    ("rebuilding", 503, "The batch's stock is being rebuilt after Redis lost it; retry after Retry-After."),
-    ("internal", 500, "Unexpected failure; logged on the server."),
-];
+/// Declares [`ProblemCode`] from one table: variant, `code`, status, meaning.
+macro_rules! problem_codes {
+    ($($variant:ident = $code:literal, $status:literal, $meaning:literal;)*) => {
+        /// Every `code` a problem document can carry: stable across releases, what clients switch
+        /// on. The README's table and the OpenAPI description's are generated from this one
+        /// ([`codes_table`]; a test fails when the README's differs).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ProblemCode {
+            $(#[doc = $meaning] $variant,)*
+        }
+
+        impl ProblemCode {
+            /// Every code, in the table's order.
+            pub const ALL: &[ProblemCode] = &[$(ProblemCode::$variant),*];
+
+            /// The code as sent (`sold_out`).
+            pub fn as_str(self) -> &'static str {
+                match self { $(ProblemCode::$variant => $code,)* }
+            }
+
+            /// The HTTP status a problem with this code is sent with.
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(ProblemCode::$variant => StatusCode::from_u16($status).expect("a valid status"),)*
+                }
+            }
+
+            /// What the code means, for the table.
+            pub fn meaning(self) -> &'static str {
+                match self { $(ProblemCode::$variant => $meaning,)* }
+            }
+        }
+    };
+}
+
+problem_codes! {
+    MalformedJson = "malformed_json", 400, "The body is not valid JSON.";
+    BadRequest = "bad_request", 400, "A query parameter or header cannot be read.";
+    IdempotencyKeyInvalid = "idempotency_key_invalid", 400, "Idempotency-Key is missing or not 1-255 visible ASCII characters.";
+    Unauthorized = "unauthorized", 401, "Missing or invalid bearer token (or payment signature).";
+    TokenInvalid = "token_invalid", 403, "The admission token is forged, expired, or not this buyer's, sale's or batch's.";
+    NotFound = "not_found", 404, "No such resource (also: another buyer's resource).";
+    MethodNotAllowed = "method_not_allowed", 405, "The resource does not support this method.";
+    StockBelowCommitted = "stock_below_committed", 409, "New stock would be below the units buyers hold (reserved + sold).";
+    SaleEnded = "sale_ended", 409, "The sale was closed by operations; it can no longer change.";
+    BatchFinished = "batch_finished", 409, "The current batch's window is over.";
+    SoldOut = "sold_out", 409, "No units left to reserve.";
+    LimitReached = "limit_reached", 409, "The buyer already holds or bought the per-user limit.";
+    TokenUsed = "token_used", 409, "The admission token was already used to reserve.";
+    NotOpen = "not_open", 409, "The batch has not opened yet (opens_at says when).";
+    Paused = "paused", 409, "Operations paused the batch.";
+    Closed = "closed", 409, "The batch is closed.";
+    NotClosed = "not_closed", 409, "The batch is still running: its draw is published once it closes.";
+    InProgress = "in_progress", 409, "A request with this Idempotency-Key is still running; retry shortly.";
+    InvalidTransition = "invalid_transition", 409, "The order's status does not allow this (cancelling a paid order).";
+    PreconditionFailed = "precondition_failed", 412, "If-Match names another version; the body carries current_version.";
+    PayloadTooLarge = "payload_too_large", 413, "The body exceeds the configured limit.";
+    UnsupportedMediaType = "unsupported_media_type", 415, "The body must be application/json.";
+    ValidationFailed = "validation_failed", 422, "The body is well-formed but breaks a rule; errors lists each field.";
+    IdempotencyKeyReused = "idempotency_key_reused", 422, "This Idempotency-Key was used for a different request.";
+    AmountMismatch = "amount_mismatch", 422, "The payment's amount is not the order's; recorded, nothing changed.";
+    PaymentRefReused = "payment_ref_reused", 422, "This payment_ref was sent before with different contents.";
+    RateLimited = "rate_limited", 429, "Too many requests from this buyer or address; Retry-After says when to try again.";
+    TooManyStreams = "too_many_streams", 429, "The buyer holds as many event streams open as allowed; close one or poll.";
+    Unavailable = "unavailable", 503, "Redis or PostgreSQL cannot be reached; safe to retry.";
+    Rebuilding = "rebuilding", 503, "The batch's stock is being rebuilt after Redis lost it; retry after Retry-After.";
+    Internal = "internal", 500, "Unexpected failure; logged on the server.";
+}
+
+/// The codes as a Markdown table (`code`, status, meaning): the OpenAPI description's and the
+/// README's.
+pub fn codes_table() -> String {
+    let mut table = String::from("| code | status | meaning |\n|---|---|---|\n");
+    for code in ProblemCode::ALL {
+        table.push_str(&format!("| `{}` | {} | {} |\n", code.as_str(), code.status().as_u16(), code.meaning()));
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readme_lists_every_problem_code_as_the_code_does() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+        let start = readme.find("<!-- problem-codes:").expect("the README marks its codes table");
+        let table = &readme[readme[start..].find('\n').unwrap() + start + 1..];
+        let table = &table[..table.find("<!-- /problem-codes -->").expect("the table's end is marked")];
+        assert_eq!(table, codes_table(), "regenerate the README's table from ProblemCode (codes_table)");
+    }
+
+    #[test]
+    fn every_code_is_unique_and_sent_with_its_own_status() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ProblemCode::ALL {
+            assert!(seen.insert(code.as_str()), "{} twice", code.as_str());
+        }
+        let conflict = ApiError::Conflict { code: ProblemCode::SoldOut, detail: String::new() };
+        assert_eq!(conflict.status_and_code(), (StatusCode::CONFLICT, "sold_out"));
+        assert_eq!(ApiError::Rebuilding.problem().code, "rebuilding");
+    }
+}

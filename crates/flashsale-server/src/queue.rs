@@ -20,7 +20,7 @@ use flashsale_sales::{Batch, Sale};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::problem::ApiError;
+use crate::problem::{ApiError, ProblemCode};
 use crate::sales::live_snapshot;
 use crate::state::AppState;
 
@@ -218,10 +218,13 @@ pub async fn join(state: &AppState, user: &UserId, id: SaleId) -> Result<(bool, 
             return Err(ApiError::NotOpen { opens_at: ctx.sale.config.prequeue_opens_at(ctx.batch.opens_at) });
         }
         Joined::Closed => {
-            return Err(ApiError::Conflict { code: "closed", detail: "the batch is closed".to_owned() });
+            return Err(ApiError::Conflict { code: ProblemCode::Closed, detail: "the batch is closed".to_owned() });
         }
         Joined::SoldOut => {
-            return Err(ApiError::Conflict { code: "sold_out", detail: "every unit of this batch is sold".to_owned() });
+            return Err(ApiError::Conflict {
+                code: ProblemCode::SoldOut,
+                detail: "every unit of this batch is sold".to_owned(),
+            });
         }
         // Redis lost the batch; upkeep rebuilds it within a second or two.
         Joined::Missing => return Err(ApiError::Rebuilding),
@@ -463,7 +466,7 @@ impl TickerHealth {
 /// `shutdown`. Every instance runs it; the token bucket in Redis keeps the global rate.
 pub async fn run_admission(state: AppState, shutdown: CancellationToken) {
     state.ticker.started(state.clock.now_ms());
-    crate::upkeep::every(ADMISSION_TICK, shutdown, || async {
+    crate::upkeep::every("admission", ADMISSION_TICK, shutdown, || async {
         if let Err(e) = admit_all(&state, state.clock.now()).await {
             tracing::warn!(error = %e, "admission tick failed; retrying");
         }

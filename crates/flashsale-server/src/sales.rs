@@ -22,7 +22,7 @@ use sqlx::PgConnection;
 
 use crate::auth::Admin;
 use crate::cache::TtlCache;
-use crate::problem::ApiError;
+use crate::problem::{ApiError, ProblemCode};
 use crate::state::AppState;
 
 /// When a sale opens, as the API shows it.
@@ -396,7 +396,10 @@ async fn lock_sale(conn: &mut PgConnection, id: SaleId, if_match: &IfMatch) -> R
 }
 
 fn sale_ended() -> ApiError {
-    ApiError::Conflict { code: "sale_ended", detail: "the sale was closed and can no longer change".to_owned() }
+    ApiError::Conflict {
+        code: ProblemCode::SaleEnded,
+        detail: "the sale was closed and can no longer change".to_owned(),
+    }
 }
 
 fn batch_finished(batch: Option<&Batch>) -> ApiError {
@@ -404,7 +407,7 @@ fn batch_finished(batch: Option<&Batch>) -> ApiError {
         Some(b) => format!("batch {} is over; the next one has not been scheduled yet", b.batch_no),
         None => "the sale has no batch".to_owned(),
     };
-    ApiError::Conflict { code: "batch_finished", detail }
+    ApiError::Conflict { code: ProblemCode::BatchFinished, detail }
 }
 
 /// Changes a sale's configuration; a new stock applies to the live batch at once and is refused
@@ -438,7 +441,7 @@ pub async fn update(
             Configured::Applied { .. } => reconfigured = Some((batch.batch_no, ledger_spec(&sale.config, &before))),
             Configured::BelowCommitted { held } => {
                 return Err(ApiError::Conflict {
-                    code: "stock_below_committed",
+                    code: ProblemCode::StockBelowCommitted,
                     detail: format!(
                         "buyers hold {held} units of batch {} (reserved + sold); stock cannot drop below that",
                         batch.batch_no

@@ -67,26 +67,29 @@ pub const RETIRE_GRACE: Duration = Duration::from_secs(3600);
 /// units whose order was never written (the process died between reserve and insert).
 pub const RESERVATION_GRACE_MS: i64 = 30_000;
 
-/// Runs `work` every `period` until `shutdown` is cancelled. A tick that finds the previous one
-/// still running is skipped, not queued: background work never piles up behind a slow store.
-pub async fn every<F, Fut>(period: Duration, shutdown: CancellationToken, mut work: F)
+/// Runs `work` every `period` until `shutdown` is cancelled, each pass in a `job` span named
+/// `job` (what a log line written during the pass is attributed to). A tick that finds the
+/// previous one still running is skipped, not queued: background work never piles up behind a
+/// slow store.
+pub async fn every<F, Fut>(job: &'static str, period: Duration, shutdown: CancellationToken, mut work: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    use tracing::Instrument;
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = ticker.tick() => work().await,
+            _ = ticker.tick() => work().instrument(tracing::info_span!("job", job)).await,
         }
     }
 }
 
 /// Runs upkeep every second until `shutdown` is cancelled.
 pub async fn run(state: AppState, shutdown: CancellationToken) {
-    every(Duration::from_secs(1), shutdown, || async {
+    every("upkeep", Duration::from_secs(1), shutdown, || async {
         sync_clock(&state).await;
         if let Err(e) = pass(&state, state.clock.now()).await {
             tracing::warn!(error = %e, "upkeep pass failed; retrying next second");
@@ -503,7 +506,7 @@ async fn redis_restarted(state: &AppState) -> Result<bool, ApiError> {
 /// Runs the order sweep (expiry of unpaid orders, settlements left behind) every second until
 /// `shutdown` is cancelled.
 pub async fn run_order_sweep(state: AppState, shutdown: CancellationToken) {
-    every(Duration::from_secs(1), shutdown, || async {
+    every("order_sweep", Duration::from_secs(1), shutdown, || async {
         if let Err(e) = crate::orders::sweep(&state).await {
             tracing::warn!(error = %e, "order sweep failed; retrying next second");
         }

@@ -415,3 +415,23 @@ mod slow_clients {
         app.redis.cleanup().await;
     }
 }
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn every_answer_carries_a_request_id_and_a_sane_one_sent_is_kept(db: sqlx::PgPool) {
+    let app = TestApp::new(db).await;
+    let fresh = app.get("/healthz").await;
+    let id = fresh.headers["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 16, "a new id: {id}");
+    assert_ne!(app.get("/healthz").await.headers["x-request-id"], id.as_str(), "one id per request");
+    // A load balancer's id follows the request through, on problems too.
+    let kept =
+        app.send(Method::GET, "/sales/999999", &[("x-request-id", "lb-7f3a.2")], axum::body::Body::empty()).await;
+    kept.assert_problem(404, "not_found");
+    assert_eq!(kept.headers["x-request-id"], "lb-7f3a.2");
+    // One that could forge a log line or bloat it is replaced.
+    for forged in ["a b", "x\"} level=ERROR", &"a".repeat(65)] {
+        let reply = app.send(Method::GET, "/healthz", &[("x-request-id", forged)], axum::body::Body::empty()).await;
+        assert_ne!(reply.headers["x-request-id"], forged);
+    }
+    app.redis.cleanup().await;
+}

@@ -8,7 +8,7 @@ use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::problem::{ApiError, Json, Path, Problem};
+use crate::problem::{ApiError, Json, Path, Problem, ProblemCode};
 use crate::sales::{self, PublicSale, PublicSaleList};
 use crate::state::AppState;
 
@@ -78,7 +78,7 @@ async fn batch_draw(
         .ok_or_else(|| ApiError::NotFound("no such batch".to_owned()))?;
     if !batch.is_finished(state.clock.now()) {
         return Err(ApiError::Conflict {
-            code: "not_closed",
+            code: ProblemCode::NotClosed,
             detail: "the seed is published once the batch is closed".to_owned(),
         });
     }
