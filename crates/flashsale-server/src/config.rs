@@ -65,6 +65,15 @@ pub const DEFAULT_EVENT_STREAMS_PER_BUYER: u32 = 2;
 /// since carrier NAT puts many real buyers behind one address.
 pub const DEFAULT_RATE_LIMIT_PER_IP: u32 = 200;
 
+/// How long a reservation may wait for its order before upkeep releases it as an orphan, unless
+/// configured otherwise (tests shorten it). A group commit takes milliseconds; an order not
+/// written after this long never will be (its instance died, or stalled past the point where the
+/// buyer has retried).
+pub const ORPHAN_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a retired batch's Redis keys stay readable, unless configured otherwise.
+pub const RETIRE_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The settings as given (flags or environment), before validation.
 #[derive(Debug, Clone, Args)]
 pub struct RawSettings {
@@ -214,7 +223,7 @@ pub struct Settings {
     pub keys: KeySpace,
     pub redis_pool_size: usize,
     pub db_max_connections: u32,
-    pub database_bounds: crate::startup::DatabaseBounds,
+    pub database_bounds: DatabaseBounds,
     pub startup_timeout: Duration,
     pub max_body_bytes: usize,
     pub redis_skip_policy_check: bool,
@@ -234,7 +243,7 @@ pub struct QueueSettings {
     pub oversubscription: f64,
     /// Reuse of a batch's counters by status polls.
     pub counter_cache_ttl: Duration,
-    /// Polls per second a batch's waiting crowd should make (see [`crate::queue::Pacing`]).
+    /// Polls per second a batch's waiting crowd should make (see [`crate::service::queue::Pacing`]).
     pub poll_budget: u32,
 }
 
@@ -357,7 +366,7 @@ impl RawSettings {
             keys: KeySpace::new(self.redis_prefix),
             redis_pool_size: self.redis_pool_size,
             db_max_connections: self.db_max_connections,
-            database_bounds: crate::startup::DatabaseBounds {
+            database_bounds: DatabaseBounds {
                 acquire_timeout: Duration::from_millis(self.db_acquire_timeout_ms),
                 lock_timeout: Duration::from_millis(self.db_lock_timeout_ms),
                 statement_timeout: Duration::from_millis(self.db_statement_timeout_ms),
@@ -402,6 +411,34 @@ impl Settings {
         match self.addr.ip() {
             IpAddr::V4(ip) => !ip.is_loopback(),
             IpAddr::V6(ip) => !ip.is_loopback(),
+        }
+    }
+}
+
+/// How long PostgreSQL may make this instance wait, so that neither an outage nor a frozen or
+/// dying instance can stall a sale for longer than a few seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatabaseBounds {
+    /// Longest wait for a pooled connection: during an outage a request answers 503 after this.
+    pub acquire_timeout: std::time::Duration,
+    /// Longest wait for a row lock (`lock_timeout`): an order waits at most this long behind a
+    /// rebuild or an admin change holding its batch row.
+    pub lock_timeout: std::time::Duration,
+    /// Longest statement (`statement_timeout`).
+    pub statement_timeout: std::time::Duration,
+    /// Longest a transaction may sit idle (`idle_in_transaction_session_timeout`): PostgreSQL
+    /// ends the session of an instance frozen (or dead) mid-transaction after this, releasing
+    /// the batch rows it locked.
+    pub idle_in_transaction_timeout: std::time::Duration,
+}
+
+impl Default for DatabaseBounds {
+    fn default() -> Self {
+        DatabaseBounds {
+            acquire_timeout: std::time::Duration::from_millis(1_000),
+            lock_timeout: std::time::Duration::from_millis(2_000),
+            statement_timeout: std::time::Duration::from_millis(10_000),
+            idle_in_transaction_timeout: std::time::Duration::from_millis(5_000),
         }
     }
 }

@@ -1,48 +1,45 @@
 //! The flashsale HTTP server.
 //!
-//! # Layout
-//! - [`config`]: settings from the environment, secrets that never print, dev mode.
-//! - [`startup`]: reaching PostgreSQL and Redis, creating the database, migrations, refusing a
-//!   Redis that evicts keys.
-//! - [`listener`]: accepting connections, with header and idle timeouts and a connection cap.
-//! - [`app`](mod@app): the router and the OpenAPI document generated from it; [`routes`] holds the handlers
-//!   by audience (shoppers, admin, ops).
-//! - [`sales`]: sale operations spanning PostgreSQL and Redis, and the views the API returns.
-//! - [`queue`]: the buyer's side of the queue and the admission ticker.
-//! - [`orders`]: order creation around the Redis reservation, payments, the expiry and
-//!   settlement sweep.
-//! - [`problem`]: RFC 9457 errors and the extractors that produce them.
-//! - [`database`]: PostgreSQL's reachability, probed; while it is down orders fail fast and
-//!   admission is held.
-//! - [`auth`], [`metrics`], [`state`]: the admin token, Prometheus metrics, shared state.
-//! - [`upkeep`]: the once-a-second background pass (weekly rollover, rebuilding lost Redis
-//!   state, the inventory audit).
+//! # Layers
+//! One rule: a layer calls only the layers below it, never one above or beside it.
+//!
+//! - [`http`]: handlers, extractors, request and response shapes, problem documents. Calls
+//!   `service`; the only layer that knows `axum`'s handlers.
+//! - [`jobs`]: background loops, one file per job, started by [`jobs::spawn_all`]. Calls
+//!   `service`; logs its own failures.
+//! - [`service`]: what the server does (sales, the queue, orders, putting Redis right), in the
+//!   domain's words: no `axum`, errors as [`service::Error`].
+//! - State and infrastructure: [`state`] (what every layer shares), [`config`], [`startup`]
+//!   (reaching PostgreSQL and Redis, migrations), [`listener`] (accepting connections),
+//!   [`snapshot`] and [`cache`] (what polls read instead of the stores), [`health`] (whether the
+//!   stores and the ticker work), [`limits`] (rate limits), [`jwt`] (shopper tokens),
+//!   [`metrics`] (the recorder), [`problem`] (the problem codes every layer speaks).
+//!
+//! A test (`layers_do_not_import_upwards`) reads the sources and fails on an import against
+//! this order, an import circle between modules, or `axum` in `service/`.
 //!
 //! The binary (`src/bin/flashsale.rs`) only parses the command line and calls [`serve`] or
 //! [`migrate`].
 
-pub mod app;
-pub mod auth;
-pub mod buyer;
 pub mod cache;
 pub mod config;
-pub mod database;
+pub mod health;
+pub mod http;
+pub mod jobs;
+pub mod jwt;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
-pub mod orders;
 pub mod problem;
-pub mod queue;
-pub mod routes;
-pub mod sales;
+pub mod service;
+pub mod snapshot;
 pub mod startup;
 pub mod state;
-pub mod upkeep;
 
 use tokio_util::sync::CancellationToken;
 
-pub use app::app;
 use config::Settings;
+pub use http::app;
 pub use state::AppState;
 
 /// Connects, migrates and serves until SIGINT or SIGTERM, then drains in-flight requests.
@@ -82,27 +79,24 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             queue: settings.queue,
             limits: settings.limits.clone(),
             orders: settings.orders,
-            orphan_after: upkeep::ORPHAN_AFTER,
-            retire_grace: upkeep::RETIRE_GRACE,
+            orphan_after: config::ORPHAN_AFTER,
+            retire_grace: config::RETIRE_GRACE,
             local_clock_skew_ms: 0,
         },
     );
-    upkeep::sync_clock(&state).await;
+    jobs::upkeep::sync_clock(&state).await;
     let shutdown = CancellationToken::new();
-    let upkeep = tokio::spawn(upkeep::run(state.clone(), shutdown.clone()));
-    let admission = tokio::spawn(queue::run_admission(state.clone(), shutdown.clone()));
-    let sweep = tokio::spawn(upkeep::run_order_sweep(state.clone(), shutdown.clone()));
-    let probe = tokio::spawn(database::run_probe(state.clone(), shutdown.clone()));
+    let jobs = jobs::spawn_all(&state, &shutdown);
     let router = app(state, settings.max_body_bytes);
 
     let listener = tokio::net::TcpListener::bind(settings.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "flashsale listening");
     listener::serve(listener, router, settings.connections, shutdown_signal()).await?;
     shutdown.cancel();
-    upkeep.await?;
-    admission.await?;
-    sweep.await?;
-    probe.await?;
+    let mut jobs = jobs;
+    while let Some(finished) = jobs.join_next().await {
+        finished?;
+    }
     db.close().await;
     tracing::info!("flashsale stopped");
     Ok(())
@@ -134,3 +128,6 @@ async fn shutdown_signal() {
     }
     tracing::info!("shutdown requested; draining in-flight requests");
 }
+
+#[cfg(test)]
+mod layering;

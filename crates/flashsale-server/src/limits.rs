@@ -11,20 +11,24 @@
 //! otherwise anyone could claim any address and escape the per-IP limit.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::request::Parts;
 use flashsale_core::UserId;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::problem::ApiError;
-use crate::state::AppState;
+/// Why a limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limited {
+    /// Over a rate: try again after `retry_after` (429 `rate_limited`).
+    Rate { retry_after: Duration },
+    /// The buyer already holds `max` event streams (429 `too_many_streams`).
+    Streams { max: u32 },
+}
 
 /// An IP network, `addr/prefix` (or a single address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,12 +145,12 @@ impl RateLimits {
     /// A place for one more event stream of `user`; 429 `too_many_streams` when they hold as many
     /// as allowed (each stream holds a connection for up to ten minutes: without a cap one buyer
     /// could hold hundreds).
-    pub fn open_stream(&self, user: &UserId) -> Result<StreamSlot, ApiError> {
+    pub fn open_stream(&self, user: &UserId) -> Result<StreamSlot, Limited> {
         let mut open = self.streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let count = open.entry(user.clone()).or_insert(0);
         if let Some(max) = self.streams_per_user {
             if *count >= max.get() {
-                return Err(ApiError::TooManyStreams { max: max.get() });
+                return Err(Limited::Streams { max: max.get() });
             }
         }
         *count += 1;
@@ -155,13 +159,13 @@ impl RateLimits {
 
     /// Counts one queue request of `user` from `ip`; 429 `rate_limited` when either is over its
     /// limit.
-    pub fn check(&self, user: &UserId, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    pub fn check(&self, user: &UserId, ip: Option<IpAddr>) -> Result<(), Limited> {
         self.check_against(self.per_user.as_ref(), user, ip)
     }
 
     /// Counts one order attempt of `user` from `ip`, against the buyer's order budget (not the one
     /// their polls spend) and the client IP's.
-    pub fn check_order(&self, user: &UserId, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    pub fn check_order(&self, user: &UserId, ip: Option<IpAddr>) -> Result<(), Limited> {
         self.check_against(self.orders_per_user.as_ref(), user, ip)
     }
 
@@ -170,10 +174,10 @@ impl RateLimits {
         per_user: Option<&DefaultKeyedRateLimiter<UserId>>,
         user: &UserId,
         ip: Option<IpAddr>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Limited> {
         let refused = |scope: &'static str, wait: Duration| {
             metrics::counter!("rate_limited_total", "scope" => scope).increment(1);
-            ApiError::RateLimited { retry_after: wait }
+            Limited::Rate { retry_after: wait }
         };
         if let (Some(limiter), Some(ip)) = (&self.per_ip, ip) {
             limiter.check_key(&ip).map_err(|n| refused("ip", n.wait_time_from(self.clock.now())))?;
@@ -225,20 +229,6 @@ fn tidy<K: std::hash::Hash + Eq + Clone>(scope: &'static str, limiter: Option<&D
     }
 }
 
-/// The client's IP as [`RateLimits::client_ip`] decides it; `None` when the server does not know
-/// the peer (tests driving the router without a socket).
-#[derive(Debug, Clone, Copy)]
-pub struct ClientIp(pub Option<IpAddr>);
-
-impl FromRequestParts<AppState> for ClientIp {
-    type Rejection = std::convert::Infallible;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<ClientIp, Self::Rejection> {
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        let forwarded = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        Ok(ClientIp(state.limits.client_ip(peer, forwarded)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,7 +249,7 @@ mod tests {
         let (alice, bob) = (UserId::try_from("alice".to_owned()).unwrap(), UserId::try_from("bob".to_owned()).unwrap());
         let first = limits.open_stream(&alice).unwrap();
         let _second = limits.open_stream(&alice).unwrap();
-        assert!(matches!(limits.open_stream(&alice), Err(ApiError::TooManyStreams { max: 2 })));
+        assert!(matches!(limits.open_stream(&alice), Err(Limited::Streams { max: 2 })));
         let _bobs = limits.open_stream(&bob).expect("another buyer's streams do not count");
         drop(first);
         let _third = limits.open_stream(&alice).expect("a stream that ended gives its place back");
@@ -276,7 +266,7 @@ mod tests {
             limits.check_order(&alice, None).unwrap();
         }
         // ...which is a limit of its own.
-        assert!(matches!(limits.check_order(&alice, None), Err(ApiError::RateLimited { .. })));
+        assert!(matches!(limits.check_order(&alice, None), Err(Limited::Rate { .. })));
     }
 
     #[test]
@@ -288,7 +278,7 @@ mod tests {
             limits.check(&alice, None).unwrap();
         }
         match limits.check(&alice, None) {
-            Err(ApiError::RateLimited { retry_after }) => {
+            Err(Limited::Rate { retry_after }) => {
                 assert!(retry_after <= Duration::from_secs(1))
             }
             other => panic!("{other:?}"),

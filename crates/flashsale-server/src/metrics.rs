@@ -1,16 +1,10 @@
-//! Prometheus metrics: request counts and latency per matched route.
+//! Prometheus metrics: the recorder, its buckets, and the description of every metric the
+//! workspace records (a test checks that each one recorded is described). Requests are counted
+//! and timed by `crate::http::track`.
 
-use std::collections::HashSet;
-use std::sync::{LazyLock, Mutex, OnceLock};
-use std::time::Instant;
+use std::sync::OnceLock;
 
-use axum::extract::{MatchedPath, Request};
-use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::problem::InternalCause;
 
 /// Latency buckets in seconds: fine-grained below 10 ms, where the hot path lives.
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -107,74 +101,6 @@ fn describe() {
             Kind::Gauge => metrics::describe_gauge!(name, help),
             Kind::Histogram => metrics::describe_histogram!(name, help),
         }
-    }
-}
-
-/// A `&'static str` for a label value drawn from a small, bounded set (route templates, status
-/// codes), so recording a metric does not allocate per request. Never called with client-chosen
-/// text: the set would grow without bound.
-fn intern(value: &str) -> &'static str {
-    static SEEN: LazyLock<Mutex<HashSet<&'static str>>> = LazyLock::new(Mutex::default);
-    let mut seen = SEEN.lock().expect("intern lock is never poisoned");
-    if let Some(interned) = seen.get(value) {
-        return interned;
-    }
-    let leaked: &'static str = Box::leak(value.to_owned().into_boxed_str());
-    seen.insert(leaked);
-    leaked
-}
-
-fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PATCH => "PATCH",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        // Clients may invent methods; they must not mint new label values.
-        _ => "other",
-    }
-}
-
-/// Middleware: runs every routed request in a `request` span (method, route template, request
-/// id), echoes the request id in `X-Request-Id` (the client's own when it sent a sane one, so a
-/// load balancer's id follows the request through; a new one otherwise), counts and times the
-/// request labelled by the route *template* (`/admin/sales/{id}`, never the raw URL, whose ids
-/// would explode the label set), and logs the cause of internal errors once, here.
-pub async fn track(request: Request, next: Next) -> Response {
-    use tracing::Instrument;
-    let started = Instant::now();
-    let method = method_label(request.method());
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |path| intern(path.as_str()));
-    let id = request_id(request.headers().get(REQUEST_ID));
-    let span = tracing::info_span!("request", http.method = %method, http.route = %route, request_id = id.to_str().unwrap_or("-"));
-    let mut response = next.run(request).instrument(span.clone()).await;
-    if let Some(InternalCause(cause)) = response.extensions().get::<InternalCause>() {
-        span.in_scope(|| tracing::error!(error = %cause, "request failed"));
-    }
-    response.headers_mut().insert(REQUEST_ID, id);
-    let status = intern(response.status().as_str());
-    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    metrics::counter!("http_requests_total", "method" => method, "route" => route, "status" => status).increment(1);
-    response
-}
-
-const REQUEST_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("x-request-id");
-
-/// The request's id: the client's `X-Request-Id` when it is 1–64 characters of letters, digits,
-/// `-`, `_` and `.` (anything else could forge log lines or bloat them), a new random one
-/// otherwise.
-fn request_id(sent: Option<&axum::http::HeaderValue>) -> axum::http::HeaderValue {
-    let sane = |v: &&axum::http::HeaderValue| {
-        (1..=64).contains(&v.len()) && v.as_bytes().iter().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
-    };
-    match sent.filter(sane) {
-        Some(value) => value.clone(),
-        None => axum::http::HeaderValue::from_str(&format!("{:016x}", rand::random::<u64>()))
-            .expect("hex digits are a valid header value"),
     }
 }
 

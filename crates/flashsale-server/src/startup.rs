@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 
+pub use crate::config::DatabaseBounds;
 use crate::config::Settings;
 
 /// Why the server refuses to start.
@@ -55,34 +56,6 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations"
 /// `host:port/database` of a PostgreSQL URL, for logs (never the password).
 pub fn describe_postgres(options: &PgConnectOptions) -> String {
     format!("{}:{}/{}", options.get_host(), options.get_port(), options.get_database().unwrap_or("postgres"))
-}
-
-/// How long PostgreSQL may make this instance wait, so that neither an outage nor a frozen or
-/// dying instance can stall a sale for longer than a few seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DatabaseBounds {
-    /// Longest wait for a pooled connection: during an outage a request answers 503 after this.
-    pub acquire_timeout: Duration,
-    /// Longest wait for a row lock (`lock_timeout`): an order waits at most this long behind a
-    /// rebuild or an admin change holding its batch row.
-    pub lock_timeout: Duration,
-    /// Longest statement (`statement_timeout`).
-    pub statement_timeout: Duration,
-    /// Longest a transaction may sit idle (`idle_in_transaction_session_timeout`): PostgreSQL
-    /// ends the session of an instance frozen (or dead) mid-transaction after this, releasing
-    /// the batch rows it locked.
-    pub idle_in_transaction_timeout: Duration,
-}
-
-impl Default for DatabaseBounds {
-    fn default() -> Self {
-        DatabaseBounds {
-            acquire_timeout: Duration::from_millis(1_000),
-            lock_timeout: Duration::from_millis(2_000),
-            statement_timeout: Duration::from_millis(10_000),
-            idle_in_transaction_timeout: Duration::from_millis(5_000),
-        }
-    }
 }
 
 impl DatabaseBounds {

@@ -13,12 +13,11 @@ use std::time::Duration;
 use flashsale_core::{BatchNo, SaleId};
 use flashsale_queue::Tokens;
 
-use crate::buyer::JwtVerifier;
 use crate::cache::TtlCache;
 use crate::config::{QueueSettings, Secrets};
+use crate::jwt::JwtVerifier;
 use crate::limits::{LimitSettings, RateLimits};
-use crate::queue::BatchCounters;
-use crate::sales::PublicCache;
+use crate::snapshot::{BatchCounters, PublicCache};
 
 /// How long public sale views are cached unless configured otherwise.
 pub const DEFAULT_PUBLIC_CACHE_TTL: Duration = Duration::from_millis(crate::config::DEFAULT_PUBLIC_CACHE_MS);
@@ -77,10 +76,10 @@ pub struct Shared {
     /// How long a retired batch's Redis keys stay readable.
     pub retire_grace: Duration,
     /// Whether this instance's admission ticker completes its passes (`/readyz`).
-    pub ticker: crate::queue::TickerHealth,
+    pub ticker: crate::health::TickerHealth,
     /// Whether PostgreSQL answers this instance's probe (orders fail fast and admission is held
     /// while it does not).
-    pub database: crate::database::DatabaseHealth,
+    pub database: crate::health::DatabaseHealth,
     /// Redis's clock, which every decision about time is made by (never this machine's own).
     pub clock: flashsale_redis::Clock,
     /// How long a reservation may wait for its order before upkeep releases it as an orphan.
@@ -131,8 +130,8 @@ impl Default for Tuning {
                 trusted_proxies: Vec::new(),
             },
             orders: WriterTuning::default(),
-            orphan_after: crate::upkeep::ORPHAN_AFTER,
-            retire_grace: crate::upkeep::RETIRE_GRACE,
+            orphan_after: crate::config::ORPHAN_AFTER,
+            retire_grace: crate::config::RETIRE_GRACE,
             local_clock_skew_ms: 0,
         }
     }

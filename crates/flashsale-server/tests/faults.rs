@@ -88,7 +88,7 @@ async fn an_order_aborted_and_retried_counts_once_and_admission_goes_on_for_ever
     assert_eq!(step_counts(&app, y).await, (0, 1, 1), "counted once");
     // Every view and the ticker still work, for both sales.
     assert_eq!(app.get("/sales").await.body["sales"].as_array().unwrap().len(), 2);
-    flashsale_server::queue::admit_all(&app.state, Utc::now()).await.unwrap();
+    flashsale_server::service::queue::admit_all(&app.state, Utc::now()).await.unwrap();
     admitted_token(&app, x, "bob").await;
     app.redis.cleanup().await;
 }
@@ -112,10 +112,10 @@ async fn one_sales_corrupt_counters_never_stop_the_others_and_are_repaired(db: s
     assert_eq!((listed.status.as_u16(), listed.body["sales"].as_array().unwrap().len()), (200, 2), "{listed:?}");
     assert_eq!(app.admin(Method::GET, "/admin/sales", None).await.status, 200);
     assert_eq!(app.get(&format!("/sales/{y}")).await.status, 200);
-    flashsale_server::queue::admit_all(&app.state, Utc::now()).await.unwrap();
+    flashsale_server::service::queue::admit_all(&app.state, Utc::now()).await.unwrap();
     admitted_token(&app, x, "bob").await;
     // The audit sees y's ledger does not balance: fenced, rebuilt from PostgreSQL in seconds.
-    let pass = flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
+    let pass = flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap();
     assert_eq!(pass.unbalanced, 1);
     assert_eq!(ledger_back_within(&app, y, 5).await, (8, 2, 0));
     app.redis.cleanup().await;
@@ -215,7 +215,7 @@ async fn redis_restored_from_an_older_copy_is_detected_and_rebuilt(db: sqlx::PgP
     let old_copy = dump_batch(&app, id).await;
     assert_eq!(buyers_order(&app, id, "lost-again", 2, 300).await, 2);
     restore_batch(&app, id, &old_copy).await;
-    flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
+    flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap();
     assert_eq!(ledger_back_within(&app, id, 5).await, (2, 8, 0));
 
     // Demand beyond the stock sells exactly the stock.
@@ -238,7 +238,7 @@ async fn an_admin_edit_while_redis_lost_the_batch_waits_for_the_rebuild(db: sqlx
     app.admin(Method::POST, &format!("{uri}/pause"), None).await.assert_problem(503, "rebuilding");
     // Joins during the rebuild are told to come back, not 500.
     app.buyer(Method::POST, &format!("/sales/{id}/queue"), "carol", None).await.assert_problem(503, "rebuilding");
-    flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
+    flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap();
     assert_eq!(app.admin(Method::PATCH, &uri, Some(json!({"name": "Phone X (renamed)"}))).await.status, 200);
     assert_eq!(ledger(&app, id).await, (1, 3, 0));
     assert_eq!(buyers_order(&app, id, "later", 5, 100).await, 1, "4 units, 4 sold: never 7");
@@ -252,7 +252,7 @@ async fn a_redis_restart_that_lost_its_last_writes_is_rebuilt_from_postgres(db: 
     let mut server = RedisServer::start(&["--appendonly", "no", "--dbfilename", "dump.rdb"]);
     let app = TestApp::on_redis(db, tuning(), TestRedis::at(&server.url())).await;
     let id = open_sale(&app, 10, 2, 600).await;
-    flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
+    flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap();
     assert_eq!(buyers_order(&app, id, "saved", 2, 1).await, 2);
     let mut conn = app.redis.pool.get().await.unwrap();
     let _: () = redis::cmd("SAVE").query_async(&mut conn).await.unwrap();
@@ -263,7 +263,7 @@ async fn a_redis_restart_that_lost_its_last_writes_is_rebuilt_from_postgres(db: 
     server.crash_and_restart();
     assert_eq!(ledger(&app, id).await, (8, 2, 0), "Redis came back with the older ledger");
     // The next pass sees a new Redis and rebuilds every live batch from PostgreSQL.
-    flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
+    flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap();
     assert_eq!(ledger_back_within(&app, id, 5).await, (5, 5, 0));
     assert_redis_agrees_with_postgres(&app, id).await;
     assert_eq!(buyers_order(&app, id, "crowd", 8, 200).await, 5);
@@ -313,7 +313,7 @@ async fn redis_state_of_a_rebuild_that_never_committed_is_rebuilt_not_fenced_for
 
     // Caught by upkeep before any order is fenced.
     record_moves_on(&app, id).await;
-    flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
+    flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap();
     let (redis, record) = epochs(&app, id).await;
     assert_eq!(redis, record, "upkeep rebuilt the batch at the record's epoch");
     assert_redis_agrees_with_postgres(&app, id).await;
@@ -332,7 +332,7 @@ async fn an_instance_whose_clock_is_30_s_off_decides_like_the_others(db: sqlx::P
     let mut skewed = tuning();
     skewed.local_clock_skew_ms = 30_000;
     let fast = TestApp::on_redis(app.db.clone(), skewed, app.redis.clone()).await;
-    flashsale_server::upkeep::sync_clock(&fast.state).await;
+    flashsale_server::jobs::upkeep::sync_clock(&fast.state).await;
     assert!((fast.state.clock.now_ms() - app.state.clock.now_ms()).abs() < 1_000, "it reads Redis's clock");
     // Admitted through the first instance (a 20 s turn), polled and ordered through the fast one.
     let token = admitted_token(&app, id, "alice").await;
@@ -364,9 +364,9 @@ async fn a_finished_batch_gives_every_key_an_end_of_life_and_keeps_its_numbers(d
     let pending = order(&app, id, "bob", "k", &token(&app, id, "bob", 50), 1).await.body["id"].as_i64().unwrap();
     app.admin(Method::POST, &format!("/admin/sales/{id}/close"), None).await;
     // Not while an order still holds units unpaid.
-    assert_eq!(flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap().retired, 0);
+    assert_eq!(flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap().retired, 0);
     app.buyer(Method::POST, &format!("/orders/{pending}/cancel"), "bob", None).await;
-    assert_eq!(flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap().retired, 1);
+    assert_eq!(flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap().retired, 1);
     let mut conn = app.redis.pool.get().await.unwrap();
     let keys = sale_keys(&app, id).await;
     assert!(keys.len() > 5, "{keys:?}");
@@ -383,7 +383,7 @@ async fn a_finished_batch_gives_every_key_an_end_of_life_and_keeps_its_numbers(d
         (stats["sold"].as_i64(), stats["queued"].as_i64(), stats["admitted"].as_i64()),
         (Some(2), Some(1), Some(1))
     );
-    assert_eq!(flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap().retired, 0);
+    assert_eq!(flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap().retired, 0);
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -405,7 +405,7 @@ async fn a_weekly_sale_leaves_redis_one_batch_worth_however_many_weeks_it_runs(d
         .execute(&app.db)
         .await
         .unwrap();
-        let pass = flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
+        let pass = flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap();
         assert_eq!((pass.rolled_over, pass.retired), (1, 1), "week {week}");
     }
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -437,17 +437,17 @@ async fn a_queue_redis_lost_keeps_every_place_and_numbers_newcomers_after_them(d
     }
     // Admission reaches a few buyers; the first orders, the next ones have not looked yet.
     while app.state.queue.counters(&[(SaleId::try_from(id).unwrap(), BatchNo::FIRST)]).await.unwrap()[0].serving < 3 {
-        flashsale_server::queue::admit_all(&app.state, Utc::now()).await.unwrap();
+        flashsale_server::service::queue::admit_all(&app.state, Utc::now()).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let first = poll(&app, id, "b1", &mut tickets[0]).await;
     let t1 = first["admission_token"].as_str().unwrap().to_owned();
     assert_eq!(order(&app, id, "b1", "k", &t1, 1).await.status, 201);
-    flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
+    flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap();
 
     // Redis loses everything; upkeep rebuilds the batch from PostgreSQL and the queue's marks.
     flush(&app).await;
-    flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
+    flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap();
     ledger_back_within(&app, id, 5).await;
 
     // Admitted just before the loss: still admitted, and the turn works.
@@ -467,7 +467,7 @@ async fn a_queue_redis_lost_keeps_every_place_and_numbers_newcomers_after_them(d
     // Admission goes on in queue order, and b10's turn comes and works.
     let mut tenth_token = None;
     for _ in 0..100 {
-        flashsale_server::queue::admit_all(&app.state, Utc::now()).await.unwrap();
+        flashsale_server::service::queue::admit_all(&app.state, Utc::now()).await.unwrap();
         let state = poll(&app, id, "b10", &mut tickets[9]).await;
         if let Some(t) = state["admission_token"].as_str() {
             tenth_token = Some(t.to_owned());
@@ -570,7 +570,7 @@ async fn whatever_redis_loses_or_goes_back_to_the_record_never_oversells(db: sql
                 }
                 Step::Flush => flush(&app).await,
                 Step::Upkeep => {
-                    flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
+                    flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap();
                     tokio::time::sleep(std::time::Duration::from_millis(30)).await;
                 }
             }
@@ -584,7 +584,7 @@ async fn whatever_redis_loses_or_goes_back_to_the_record_never_oversells(db: sql
 async fn tick_for(app: &TestApp, for_ms: u64) {
     let until = std::time::Instant::now() + std::time::Duration::from_millis(for_ms);
     while std::time::Instant::now() < until {
-        let _ = flashsale_server::queue::admit_all(&app.state, Utc::now()).await;
+        let _ = flashsale_server::service::queue::admit_all(&app.state, Utc::now()).await;
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
@@ -641,7 +641,7 @@ async fn a_refused_buyer_hands_the_turn_on_at_once(db: sqlx::PgPool) {
     let bob_order = bob.body["id"].as_i64().unwrap();
     let cancelled = app.buyer(Method::POST, &format!("/orders/{bob_order}/cancel"), "bob", None).await;
     assert!(cancelled.status.is_success(), "{cancelled:?}");
-    flashsale_server::queue::admit_all(&app.state, Utc::now()).await.unwrap();
+    flashsale_server::service::queue::admit_all(&app.state, Utc::now()).await.unwrap();
     assert_eq!(serving(&app, sale).await, 4, "dave is admitted for bob's unit at the next tick");
     app.redis.cleanup().await;
 }
@@ -665,7 +665,7 @@ async fn a_database_outage_fails_fast_holds_admission_and_costs_no_turn(db: sqlx
         .unwrap();
     let app = TestApp::on_redis(pool.clone(), tuning(), TestRedis::new()).await;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let probe = tokio::spawn(flashsale_server::database::run_probe(app.state.clone(), shutdown.clone()));
+    let probe = tokio::spawn(flashsale_server::jobs::database_probe::run(app.state.clone(), shutdown.clone()));
     let wait_for = |down: bool| {
         let state = app.state.clone();
         async move {

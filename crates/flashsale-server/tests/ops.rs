@@ -10,9 +10,10 @@ use axum::http::Method;
 use chrono::{TimeDelta, Utc};
 use clap::Parser;
 use common::{TestApp, weekly_sale};
+use flashsale_server::AppState;
 use flashsale_server::config::{RawSettings, Secrets, Settings};
+use flashsale_server::jobs::upkeep;
 use flashsale_server::startup::{self, StartupError};
-use flashsale_server::{AppState, upkeep};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -260,7 +261,7 @@ async fn readiness_fails_while_the_admission_ticker_makes_no_progress(db: sqlx::
     let id = app.create_sale(body).await["id"].as_i64().unwrap();
     common::open_now(&app, id).await;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let ticker = tokio::spawn(flashsale_server::queue::run_admission(app.state.clone(), shutdown.clone()));
+    let ticker = tokio::spawn(flashsale_server::jobs::admission::run(app.state.clone(), shutdown.clone()));
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(app.get("/readyz").await.status, 200);
     // The only open sale's state is broken in a way every admission step fails on, while Redis
@@ -268,7 +269,7 @@ async fn readiness_fails_while_the_admission_ticker_makes_no_progress(db: sqlx::
     let ledger = app.redis.keys.batch(id.try_into().unwrap(), flashsale_core::BatchNo::FIRST).ledger();
     let mut conn = app.redis.pool.get().await.unwrap();
     let _: () = redis::cmd("SET").arg(&ledger).arg("not a ledger").query_async(&mut conn).await.unwrap();
-    tokio::time::sleep(flashsale_server::queue::TICKER_STALE_AFTER + std::time::Duration::from_millis(700)).await;
+    tokio::time::sleep(flashsale_server::health::TICKER_STALE_AFTER + std::time::Duration::from_millis(700)).await;
     let reply = app.get("/readyz").await;
     reply.assert_problem(503, "unavailable");
     assert!(reply.body["detail"].as_str().unwrap().contains("admission ticker"), "{reply:?}");

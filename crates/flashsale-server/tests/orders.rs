@@ -25,7 +25,7 @@ async fn an_admitted_buyer_orders_and_pays_through_the_queue(db: sqlx::PgPool) {
     let joined = app.buyer(Method::POST, &format!("/sales/{id}/queue"), "alice", None).await;
     let ticket = joined.body["ticket"].as_str().unwrap().to_owned();
     for _ in 0..10 {
-        flashsale_server::queue::admit_all(&app.state, Utc::now()).await.unwrap();
+        flashsale_server::service::queue::admit_all(&app.state, Utc::now()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let status = app.buyer(Method::GET, &format!("/sales/{id}/queue"), "alice", Some(&ticket)).await;
@@ -252,16 +252,16 @@ async fn a_crash_between_reserve_and_insert_gives_the_units_and_the_turn_back_in
     order(&app, id, "alice", "k", &t, 2).await.assert_problem(409, "in_progress");
     // Upkeep finds no order for the reservation after the orphan age: units, ticket and claim
     // come back (not after the payment window).
-    flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
+    flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap();
     assert_eq!(ledger(&app, id).await, (3, 2, 0), "too young to be an orphan");
     tokio::time::sleep(Duration::from_millis(400)).await;
-    flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
+    flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap();
     assert_eq!(ledger(&app, id).await, (5, 0, 0));
     let retried = order(&app, id, "alice", "k", &t, 2).await;
     assert_eq!(retried.status, 201, "{retried:?}");
     // A confirmed order is never taken for an orphan.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
+    flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap();
     assert_eq!(ledger(&app, id).await, (3, 2, 0));
     assert_redis_agrees_with_postgres(&app, id).await;
     app.redis.cleanup().await;
@@ -289,7 +289,7 @@ async fn an_order_arriving_after_its_reservation_was_released_is_refused(db: sql
         panic!("not reserved")
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    flashsale_server::upkeep::pass(&app.state, Utc::now()).await.unwrap();
+    flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap();
     assert_eq!(ledger(&app, id).await, (1, 0, 0), "released as an orphan");
     assert_eq!(order(&app, id, "quick", "k", &token(&app, id, "quick", 8), 1).await.status, 201);
     // The stalled instance wakes up and writes its order: refused, the unit is quick's.
@@ -350,7 +350,7 @@ async fn payments_racing_the_deadline_and_the_sweep_get_one_outcome_each(db: sql
             let (state, stop) = (app.state.clone(), stop.clone());
             tokio::spawn(async move {
                 while !stop.is_cancelled() {
-                    flashsale_server::orders::sweep(&state).await.unwrap();
+                    flashsale_server::service::orders::sweep(&state).await.unwrap();
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             })
@@ -562,7 +562,7 @@ async fn redis_losing_a_batch_mid_sale_is_rebuilt_from_postgres(db: sqlx::PgPool
 
     // The upkeep notices and rebuilds (three instances at once: one does it).
     let passes =
-        futures::future::join_all((0..3).map(|_| flashsale_server::upkeep::pass(&app.state, Utc::now()))).await;
+        futures::future::join_all((0..3).map(|_| flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()))).await;
     assert_eq!(passes.into_iter().map(|p| p.unwrap().ledgers_rebuilt).sum::<usize>(), 1);
     assert_eq!(ledger(&app, id).await, (12, 10, 8), "stock minus pending and paid");
     assert_redis_agrees_with_postgres(&app, id).await;
@@ -620,7 +620,7 @@ async fn the_audit_compares_redis_with_the_orders_in_postgres(db: sqlx::PgPool) 
     let audit_at = now - chrono::TimeDelta::seconds(now.timestamp() % 5);
     let gauge = |kind: &str, value: i64| format!("inventory_pg_drift_units{{sale=\"{id}\",kind=\"{kind}\"}} {value}");
     let metrics = || async { app.send(Method::GET, "/metrics", &[], axum::body::Body::empty()).await.body };
-    flashsale_server::upkeep::pass(&app.state, audit_at).await.unwrap();
+    flashsale_server::jobs::upkeep::pass(&app.state, audit_at).await.unwrap();
     let text = metrics().await;
     assert!(text.as_str().unwrap().contains(&gauge("sold", 0)), "{text}");
     assert!(text.as_str().unwrap().contains(&gauge("reserved", 0)), "{text}");
@@ -629,7 +629,7 @@ async fn the_audit_compares_redis_with_the_orders_in_postgres(db: sqlx::PgPool) 
     let mut conn = app.redis.pool.get().await.unwrap();
     let _: () =
         redis::pipe().hincr(&ledger, "available", -1).hincr(&ledger, "sold", 1).query_async(&mut conn).await.unwrap();
-    let pass = flashsale_server::upkeep::pass(&app.state, audit_at).await.unwrap();
+    let pass = flashsale_server::jobs::upkeep::pass(&app.state, audit_at).await.unwrap();
     assert_eq!(pass.unbalanced, 0, "the ledger alone balances");
     let text = metrics().await;
     assert!(text.as_str().unwrap().contains(&gauge("sold", 1)), "{text}");

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 async fn tick_until_admitted(app: &TestApp, times: usize) {
     for _ in 0..times {
-        flashsale_server::queue::admit_all(&app.state, Utc::now()).await.unwrap();
+        flashsale_server::service::queue::admit_all(&app.state, Utc::now()).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

@@ -69,7 +69,7 @@ pub struct WriterTuning {
 
 impl Default for WriterTuning {
     fn default() -> Self {
-        WriterTuning { workers: 1, max_batch: 256, stale_claim: Duration::from_secs(60) }
+        WriterTuning { workers: 2, max_batch: 256, stale_claim: Duration::from_secs(60) }
     }
 }
 

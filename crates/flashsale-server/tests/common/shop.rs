@@ -105,7 +105,7 @@ pub async fn assert_redis_agrees_with_postgres(app: &TestApp, sale: i64) {
 }
 
 pub async fn sweep(app: &TestApp) {
-    flashsale_server::orders::sweep(&app.state).await.unwrap();
+    flashsale_server::service::orders::sweep(&app.state).await.unwrap();
 }
 
 /// Joins `user` to the sale's queue and runs admission ticks until they are admitted; returns
@@ -115,7 +115,7 @@ pub async fn admitted_token(app: &TestApp, sale: i64, user: &str) -> String {
     assert!(joined.status.is_success(), "{joined:?}");
     let mut ticket = joined.body["ticket"].as_str().map(str::to_owned);
     for _ in 0..100 {
-        flashsale_server::queue::admit_all(&app.state, Utc::now()).await.unwrap();
+        flashsale_server::service::queue::admit_all(&app.state, Utc::now()).await.unwrap();
         let state = app.buyer(Method::GET, &format!("/sales/{sale}/queue"), user, ticket.as_deref()).await;
         if let Some(token) = state.body["admission_token"].as_str() {
             return token.to_owned();

@@ -3,34 +3,29 @@
 //! - **Rollover**: when a weekly sale's batch window ends, its next batch is created (with its
 //!   ledger). Instances race harmlessly: each locks the sale's row and re-checks, and the batch
 //!   insert is idempotent.
-//! - **Rebuilds**: every live batch must have a ledger in Redis. A batch without one (Redis
-//!   restarted without persistence, failed over to a stale replica, was flushed; or a new sale
-//!   whose ledger write failed) is rebuilt from PostgreSQL: under the batch row's lock its epoch
-//!   is bumped, its orders are read, and the whole hot state (stock minus pending and paid units,
-//!   holdings, live reservations, used tickets) is written in one script, ledger last. Meanwhile
-//!   reservations answer 503 `rebuilding`; reservations from before the loss are fenced off by
-//!   the epoch (see `flashsale_order::book`).
+//! - **Rebuilds**: every live batch must have a ledger in Redis of the record's epoch. A batch
+//!   without one (Redis restarted without persistence, failed over to a stale replica, was
+//!   flushed; or a new sale whose ledger write failed), or whose Redis went back in time, is
+//!   rebuilt from PostgreSQL ([`crate::service::recovery`]). Meanwhile reservations answer 503
+//!   `rebuilding`.
 //! - **Audit**: `available + reserved + sold = total` in Redis every second
 //!   (`inventory_drift_units`), and every five seconds Redis against PostgreSQL's orders
 //!   (`inventory_pg_drift_units`, by `kind`: `sold` must be 0; `reserved` is 0 or briefly
 //!   positive while an order is being written). Drift is logged once, when it persists.
 //! - **Sweeps**: reservations past deadline + grace in Redis (units whose order was never
-//!   written); [`run_order_sweep`] expires unpaid orders in PostgreSQL.
+//!   written); the order sweep (`super::order_sweep`) expires unpaid orders in PostgreSQL.
 //! - **Metrics**: the Prometheus recorder's housekeeping.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use flashsale_core::{BatchNo, SaleId};
-use flashsale_inventory::{
-    BatchState, OpenReservation, QueueMarks, Rebuilt, ReservationId, SettledReservation, Settlement,
-};
-use flashsale_order::{OrderBook, OrderStatus};
-use flashsale_sales::{Sale, store};
+use flashsale_inventory::{ReservationId, Settlement};
+use flashsale_sales::store;
 use tokio_util::sync::CancellationToken;
 
-use crate::problem::ApiError;
-use crate::sales::ledger_spec;
+use crate::service::Error;
+use crate::service::recovery::{fence_only, ledger_spec, rebuild};
 use crate::state::AppState;
 
 /// What one pass did.
@@ -49,47 +44,14 @@ pub struct Pass {
     pub retired: usize,
 }
 
-/// How long a reservation may wait for its order before upkeep releases it as an orphan, unless
-/// configured otherwise (tests shorten it). A group commit takes milliseconds; an order not
-/// written after this long never will be (its instance died, or stalled past the point where the
-/// buyer has retried).
-pub const ORPHAN_AFTER: Duration = Duration::from_secs(10);
-
-/// Tickets left unused after the queue's last mark when Redis lost the queue, at the least (see
-/// [`rebuild`]): covers the joins of the second after the mark while a batch is quiet.
-pub const QUEUE_MARGIN_FLOOR: u64 = 100;
-
-/// How long a retired batch's Redis keys stay readable, unless configured otherwise.
-pub const RETIRE_GRACE: Duration = Duration::from_secs(3600);
-
 /// How long after a reservation's deadline the Redis sweep releases it. The order's own expiry
 /// (PostgreSQL, where a payment racing the deadline is decided) acts first; the sweep returns
 /// units whose order was never written (the process died between reserve and insert).
 pub const RESERVATION_GRACE_MS: i64 = 30_000;
 
-/// Runs `work` every `period` until `shutdown` is cancelled, each pass in a `job` span named
-/// `job` (what a log line written during the pass is attributed to). A tick that finds the
-/// previous one still running is skipped, not queued: background work never piles up behind a
-/// slow store.
-pub async fn every<F, Fut>(job: &'static str, period: Duration, shutdown: CancellationToken, mut work: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    use tracing::Instrument;
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticker.tick() => work().instrument(tracing::info_span!("job", job)).await,
-        }
-    }
-}
-
 /// Runs upkeep every second until `shutdown` is cancelled.
 pub async fn run(state: AppState, shutdown: CancellationToken) {
-    every("upkeep", Duration::from_secs(1), shutdown, || async {
+    super::every("upkeep", Duration::from_secs(1), shutdown, || async {
         sync_clock(&state).await;
         if let Err(e) = pass(&state, state.clock.now()).await {
             tracing::warn!(error = %e, "upkeep pass failed; retrying next second");
@@ -114,7 +76,7 @@ pub async fn sync_clock(state: &AppState) {
 }
 
 /// One upkeep pass as of `now`.
-pub async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<Pass, ApiError> {
+pub async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<Pass, Error> {
     let mut done = Pass::default();
     let mut conn = state.db.acquire().await?;
     let live = store::live_sales(&mut conn).await?;
@@ -170,7 +132,7 @@ pub async fn pass(state: &AppState, now: DateTime<Utc>) -> Result<Pass, ApiError
 
 /// Records how far the batch's queue has gone (PostgreSQL's `batch_queue_marks`), so that a
 /// queue Redis loses restarts past every ticket handed out (see [`rebuild`]).
-async fn mark_queue(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<(), ApiError> {
+async fn mark_queue(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<(), Error> {
     let counters = state.queue.counters(&[(sale, batch)]).await?.pop().unwrap_or_default();
     if counters.tail == 0 && counters.serving == 0 {
         // Lost (or nobody joined yet): a mark must never be taken from an empty queue.
@@ -186,7 +148,7 @@ async fn mark_queue(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<()
 /// nothing of it is pending (in PostgreSQL) or reserved (in Redis), its final numbers go to
 /// PostgreSQL and every one of its keys expires after the grace period. Until then its leftover
 /// reservations are swept here (upkeep's main loop only visits each sale's current batch).
-async fn retire_finished(state: &AppState, now: DateTime<Utc>, done: &mut Pass) -> Result<(), ApiError> {
+async fn retire_finished(state: &AppState, now: DateTime<Utc>, done: &mut Pass) -> Result<(), Error> {
     let mut conn = state.db.acquire().await?;
     let finished = store::batches_to_retire(&mut conn, now).await?;
     drop(conn);
@@ -212,7 +174,7 @@ async fn retire_finished(state: &AppState, now: DateTime<Utc>, done: &mut Pass) 
 
 /// Releases the batch's reservations past their deadline and the grace period (units whose order
 /// was never written); returns their units.
-async fn expire_reservations(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<u64, ApiError> {
+async fn expire_reservations(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<u64, Error> {
     let expired = state.inventory.expire_due(sale, batch, 1_000, RESERVATION_GRACE_MS).await?;
     if expired.units > 0 {
         tracing::info!(sale.id = %sale, batch.no = %batch, units = expired.units, "expired reservations released");
@@ -241,83 +203,6 @@ fn audit_ledger(
     drift
 }
 
-/// Rebuilds a batch's Redis state from PostgreSQL, unless its ledger exists with the batch's
-/// committed epoch (checked again under the batch row's lock, so two instances never rebuild the
-/// same loss twice). Returns whether this call rebuilt it.
-///
-/// A ledger of another epoch was written by a rebuild that never committed: its instance froze,
-/// or lost PostgreSQL, between its Redis write and its commit, so the epoch it wrote is not the
-/// record's. Left alone, a ledger behind the record makes every order `Fenced` forever, and one
-/// ahead of it lets orders of the lost state through; it is fenced and rebuilt here.
-pub async fn rebuild(state: &AppState, sale: &Sale, batch_no: BatchNo) -> Result<bool, ApiError> {
-    let mut tx = state.db.begin().await?;
-    let Some(batch) = store::lock_batch(&mut tx, sale.id, batch_no).await? else {
-        return Ok(false);
-    };
-    if let Some(ledger) = state.inventory.snapshot(sale.id, batch_no).await? {
-        if ledger.epoch == batch.epoch {
-            return Ok(false);
-        }
-        metrics::counter!("inventory_fences_total", "reason" => "epoch_mismatch").increment(1);
-        tracing::error!(
-            sale.id = %sale.id, batch.no = %batch_no, redis_epoch = ledger.epoch, epoch = batch.epoch,
-            "Redis's state of the batch is of another epoch than the record's (a rebuild that never committed); rebuilding it"
-        );
-        state.inventory.fence(sale.id, batch_no).await?;
-        state.counters.remove(&(sale.id, batch_no));
-    }
-    // Order writes committed before this lock are read below; later ones wait for it and then
-    // find the epoch moved on.
-    let epoch = store::new_epoch(&mut tx, sale.id, batch_no).await?;
-    let orders = OrderBook::batch_orders(&mut tx, sale.id, batch_no).await?;
-    let mark = store::queue_mark(&mut tx, sale.id, batch_no).await?;
-    let mut rebuilt = BatchState {
-        spec: flashsale_inventory::LedgerSpec { epoch, ..ledger_spec(&sale.config, &batch) },
-        queue: QueueMarks {
-            tail: mark.tail,
-            // Marks are written every second: two seconds of the fastest joining seen, and a
-            // floor for a batch that has barely started.
-            margin: mark.peak_join_rate.saturating_mul(2).saturating_add(QUEUE_MARGIN_FLOOR),
-            serving: mark.serving,
-            window_from: mark.window_from,
-            window_ms: i64::from(sale.config.admission_ttl_secs) * 1000,
-        },
-        last_reservation: orders.iter().map(|o| o.reservation_id).max().unwrap_or(0),
-        open: Vec::new(),
-        settled: Vec::new(),
-    };
-    for o in orders {
-        let id = ReservationId(o.reservation_id);
-        if o.status == OrderStatus::PendingPayment {
-            let deadline_ms = o.expires_at.timestamp_millis();
-            rebuilt.open.push(OpenReservation { id, user: o.user, units: o.quantity, deadline_ms, ticket: o.ticket });
-        } else {
-            let committed = o.status == OrderStatus::Paid;
-            rebuilt.settled.push(SettledReservation {
-                id,
-                user: o.user,
-                units: o.quantity,
-                committed,
-                ticket: o.ticket,
-            });
-        }
-    }
-    let outcome = state.inventory.rebuild(sale.id, batch_no, &rebuilt).await?;
-    tx.commit().await?;
-    state.public_cache.invalidate(sale.id);
-    match outcome {
-        Rebuilt::Rebuilt { available, reserved, sold } => {
-            metrics::counter!("inventory_rebuilds_total").increment(1);
-            tracing::warn!(
-                sale.id = %sale.id, batch.no = %batch_no, epoch, %available, %reserved, %sold,
-                "batch had no state in Redis; rebuilt it from PostgreSQL"
-            );
-            Ok(true)
-        }
-        Rebuilt::AlreadyPresent => Ok(false),
-    }
-}
-
 /// The PostgreSQL half of the audit: Redis's reserved and sold units against what the batch's
 /// orders hold. Exports `inventory_pg_drift_units{kind}` and logs a drift that is still there at
 /// the next audit (one audit may catch an order between its reservation and its write).
@@ -328,11 +213,7 @@ pub async fn rebuild(state: &AppState, sale: &Sale, batch_no: BatchNo) -> Result
 ///   read first, and Redis's `sold` only grows after a payment is applied);
 /// - fewer units reserved + sold than pending + paid (+ settlements owed) at two audits in a
 ///   row: one audit can catch a release applied between the two reads, two in a row cannot.
-async fn audit_against_orders(
-    state: &AppState,
-    sale: SaleId,
-    batch: BatchNo,
-) -> Result<Option<&'static str>, ApiError> {
+async fn audit_against_orders(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<Option<&'static str>, Error> {
     let expected = state.orders.batch_totals(sale, batch).await?;
     let Some(ledger) = state.inventory.snapshot(sale, batch).await? else { return Ok(None) };
     let drift = (ledger.reserved.to_i64() - expected.reserved, ledger.sold.to_i64() - expected.sold);
@@ -361,7 +242,7 @@ async fn audit_against_orders(
 /// to a lagging replica, restored) and would hand those ids, and the units behind them, out
 /// again. PostgreSQL is read first: an id is taken in Redis before its order is written, so a
 /// healthy Redis is always at or past it.
-async fn reservation_ids_went_back(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<bool, ApiError> {
+async fn reservation_ids_went_back(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<bool, Error> {
     let written = state.orders.last_reservation_id(sale, batch).await?;
     if written == 0 {
         return Ok(false);
@@ -370,14 +251,14 @@ async fn reservation_ids_went_back(state: &AppState, sale: SaleId, batch: BatchN
     Ok(handed_out.is_some_and(|seq| seq < written))
 }
 
-/// Releases the batch's orphan reservations: made more than [`ORPHAN_AFTER`] ago with no
+/// Releases the batch's orphan reservations: made more than [`ORPHAN_AFTER`](crate::config::ORPHAN_AFTER) ago with no
 /// order in PostgreSQL (the instance died between the reservation and the write). Their units go
 /// back to stock, the admission ticket and turn back to the buyer, and the idempotency claim is
 /// freed, so the buyer's retry with the same key runs at once (instead of 60 s of `in_progress`
 /// and then `token_used` for good). PostgreSQL records the release first, under the lock the
 /// order writer holds: an order that arrives later still is refused, never written for units
 /// given back.
-async fn release_orphans(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<(), ApiError> {
+async fn release_orphans(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<(), Error> {
     // Every reservation passes through here once; at a sale's peak that is thousands a second,
     // checked in chunks (each one PostgreSQL query by index and one Redis call).
     for _ in 0..ORPHAN_CHUNKS_PER_PASS {
@@ -393,7 +274,7 @@ const ORPHAN_CHUNK: u32 = 1_000;
 const ORPHAN_CHUNKS_PER_PASS: usize = 20;
 
 /// One chunk of [`release_orphans`]; returns how many reservations it looked at.
-async fn release_orphan_chunk(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<u32, ApiError> {
+async fn release_orphan_chunk(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<u32, Error> {
     let age_ms = i64::try_from(state.orphan_after.as_millis()).unwrap_or(i64::MAX);
     let candidates = state.inventory.unconfirmed(sale, batch, age_ms, ORPHAN_CHUNK).await?;
     if candidates.is_empty() {
@@ -414,76 +295,15 @@ async fn release_orphan_chunk(state: &AppState, sale: SaleId, batch: BatchNo) ->
     Ok(u32::try_from(candidates.len()).unwrap_or(u32::MAX))
 }
 
-/// Fences a batch whose Redis state is known to be wrong ([`Inventory::fence`]: every
-/// reservation answers 503 `rebuilding` from now on) and rebuilds it from PostgreSQL at once, in
-/// the background; if that rebuild fails, upkeep's next pass retries it. `reason` labels
-/// `inventory_fences_total`.
-///
-/// [`Inventory::fence`]: flashsale_inventory::Inventory::fence
-pub async fn fence(state: &AppState, sale: SaleId, batch: BatchNo, reason: &'static str) {
-    if !fence_only(state, sale, batch, reason).await {
-        return;
-    }
-    rebuild_in_background(state, sale, batch);
-}
-
-/// [`rebuild`] spawned; if it fails, upkeep's next pass retries it.
-fn rebuild_in_background(state: &AppState, sale: SaleId, batch: BatchNo) {
-    let state = state.clone();
-    tokio::spawn(async move {
-        if let Err(e) = rebuild_by_id(&state, sale, batch).await {
-            tracing::warn!(sale.id = %sale, batch.no = %batch, error = %e, "background rebuild failed; upkeep retries it");
-        }
-    });
-}
-
-/// After PostgreSQL fenced an order made at `epoch`: if Redis's state of the batch is still of
-/// that epoch, it is behind the record (a rebuild wrote it and never committed) and every order
-/// it reserves will be fenced too, so it is rebuilt at once, in the background, rather than at
-/// upkeep's next pass. A reservation of a state already rebuilt (the usual fenced order) costs
-/// one read.
-pub async fn repair_if_fenced_epoch(state: &AppState, sale: SaleId, batch: BatchNo, epoch: i64) {
-    match state.inventory.snapshot(sale, batch).await {
-        Ok(Some(ledger)) if ledger.epoch == epoch => rebuild_in_background(state, sale, batch),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(sale.id = %sale, batch.no = %batch, error = %e, "could not read the ledger's epoch"),
-    }
-}
-
-/// [`fence`] without the rebuild, for upkeep, whose pass rebuilds every batch without a ledger
-/// itself. Returns whether the batch was fenced.
-async fn fence_only(state: &AppState, sale: SaleId, batch: BatchNo, reason: &'static str) -> bool {
-    metrics::counter!("inventory_fences_total", "reason" => reason).increment(1);
-    tracing::error!(sale.id = %sale, batch.no = %batch, reason, "Redis's state of the batch is wrong; fencing it and rebuilding it from PostgreSQL");
-    if let Err(e) = state.inventory.fence(sale, batch).await {
-        // Redis is unreachable: nothing can be sold through it meanwhile, and the checks run
-        // again when it is back.
-        tracing::error!(sale.id = %sale, batch.no = %batch, error = %e, "could not fence the batch");
-        return false;
-    }
-    state.counters.remove(&(sale, batch));
-    state.public_cache.invalidate(sale);
-    true
-}
-
-/// [`rebuild`] for a batch known by its ids.
-async fn rebuild_by_id(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<bool, ApiError> {
-    let mut conn = state.db.acquire().await?;
-    let Some(found) = store::get_sale(&mut conn, sale, false).await? else { return Ok(false) };
-    drop(conn);
-    rebuild(state, &found, batch).await
-}
-
 /// Whether the Redis server changed since any instance last looked: its `run_id` is new after
 /// every restart and differs on a replica promoted by a failover. Either may have lost the last
 /// writes (an append-only file fsynced every second, a lagging replica) while keeping the ledgers,
 /// so no ledger is missing and nothing else would notice; every live batch is then fenced and
 /// rebuilt from PostgreSQL. The `run_id` last seen is kept in PostgreSQL (shared by every
 /// instance, surviving their restarts); the instance that moves it on does the fencing.
-async fn redis_restarted(state: &AppState) -> Result<bool, ApiError> {
+async fn redis_restarted(state: &AppState) -> Result<bool, Error> {
     let mut conn = state.redis.get().await?;
-    let info: String =
-        redis::cmd("INFO").arg("server").query_async(&mut conn).await.map_err(crate::problem::from_redis)?;
+    let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await.map_err(Error::from)?;
     drop(conn);
     let Some(run_id) = info.lines().find_map(|l| l.strip_prefix("run_id:")).map(str::trim) else {
         // A managed Redis may hide it: the other checks still run.
@@ -503,20 +323,9 @@ async fn redis_restarted(state: &AppState) -> Result<bool, ApiError> {
     Ok(true)
 }
 
-/// Runs the order sweep (expiry of unpaid orders, settlements left behind) every second until
-/// `shutdown` is cancelled.
-pub async fn run_order_sweep(state: AppState, shutdown: CancellationToken) {
-    every("order_sweep", Duration::from_secs(1), shutdown, || async {
-        if let Err(e) = crate::orders::sweep(&state).await {
-            tracing::warn!(error = %e, "order sweep failed; retrying next second");
-        }
-    })
-    .await;
-}
-
 /// Creates the next batch of a weekly sale whose current batch is finished. Returns whether this
 /// call created it.
-async fn roll_over(state: &AppState, id: SaleId, now: DateTime<Utc>) -> Result<bool, ApiError> {
+async fn roll_over(state: &AppState, id: SaleId, now: DateTime<Utc>) -> Result<bool, Error> {
     let mut tx = state.db.begin().await?;
     let Some(sale) = store::get_sale(&mut tx, id, true).await? else {
         return Ok(false);

@@ -8,8 +8,10 @@ use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::problem::{ApiError, Json, Path, Problem, ProblemCode};
-use crate::sales::{self, PublicSale, PublicSaleList};
+use super::problem::{ApiError, Json, Path};
+use crate::problem::{Problem, ProblemCode};
+use crate::service;
+use crate::service::sales::{self, PublicSale, PublicSaleList};
 use crate::state::AppState;
 
 /// The public routes.
@@ -41,7 +43,11 @@ async fn list_sales(State(state): State<AppState>) -> Result<Json<PublicSaleList
     )
 )]
 async fn get_sale(State(state): State<AppState>, Path(id): Path<SaleId>) -> Result<Json<PublicSale>, ApiError> {
-    sales::public_sales(&state, Some(id)).await?.pop().map(Json).ok_or_else(ApiError::sale_not_found)
+    sales::public_sales(&state, Some(id))
+        .await?
+        .pop()
+        .map(Json)
+        .ok_or_else(|| ApiError::from(service::Error::sale_not_found()))
 }
 
 /// `GET /sales/{id}/batches/{batch_no}/draw`.
@@ -77,10 +83,8 @@ async fn batch_draw(
         .await?
         .ok_or_else(|| ApiError::NotFound("no such batch".to_owned()))?;
     if !batch.is_finished(state.clock.now()) {
-        return Err(ApiError::Conflict {
-            code: ProblemCode::NotClosed,
-            detail: "the seed is published once the batch is closed".to_owned(),
-        });
+        let refused = service::Error::refused(ProblemCode::NotClosed, "the seed is published once the batch is closed");
+        return Err(refused.into());
     }
     let prequeue_seed = batch.prequeue_seed.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
     Ok(Json(Draw {

@@ -1,4 +1,21 @@
-//! The router: every route, the OpenAPI document generated from them, and the middleware.
+//! The HTTP layer: the router, the OpenAPI document generated from it, the middleware, and the
+//! handlers, one module per audience ([`public`], [`queue`] and [`orders`] for shoppers,
+//! [`admin`] for operations, [`ops`] for health and metrics). Each exposes
+//! `fn router() -> OpenApiRouter<AppState>`, registering handlers with `routes!` so the OpenAPI
+//! document and the router cannot disagree.
+//!
+//! A handler reads the request (extractors in [`auth`] and [`problem`]), owns its request and
+//! response shapes, calls `crate::service` for the work, and turns the answer into a response;
+//! errors go out through [`ApiError`] as problem documents.
+
+pub mod admin;
+pub mod auth;
+pub mod ops;
+pub mod orders;
+pub mod problem;
+pub mod public;
+pub mod queue;
+pub mod track;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -7,9 +24,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::problem::{ApiError, codes_table};
-use crate::routes;
+use crate::problem::codes_table;
 use crate::state::AppState;
+pub use problem::ApiError;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -162,17 +179,17 @@ fn percent_decoded(raw: &str) -> std::borrow::Cow<'_, str> {
 /// The whole API over `state`, without a socket: tests drive it with `tower::ServiceExt::oneshot`.
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(routes::public::router())
-        .merge(routes::queue::router())
-        .merge(routes::orders::router())
-        .merge(routes::admin::router())
-        .merge(routes::ops::router())
+        .merge(public::router())
+        .merge(queue::router())
+        .merge(orders::router())
+        .merge(admin::router())
+        .merge(ops::router())
         .split_for_parts();
     let mut document = serde_json::to_value(&openapi).expect("the OpenAPI document serialises");
     declare_rules(&mut document);
     let _ = state.openapi.set(document);
     router
-        .route_layer(axum::middleware::from_fn(crate::metrics::track))
+        .route_layer(axum::middleware::from_fn(track::track))
         .layer(axum::middleware::from_fn(canonical_ids))
         .fallback(|| async { ApiError::NotFound("no such endpoint".to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

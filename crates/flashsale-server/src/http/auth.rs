@@ -1,4 +1,6 @@
-//! Admin authentication: `Authorization: Bearer $FLASHSALE_ADMIN_TOKEN`.
+//! Who is asking: an operator ([`Admin`]: `Authorization: Bearer $FLASHSALE_ADMIN_TOKEN`), a
+//! shopper ([`Buyer`]: a JWT, verified by [`crate::jwt`]), and from which address ([`ClientIp`]).
+//! Taking one as a handler argument is what makes a route require it.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -7,18 +9,25 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use subtle::ConstantTimeEq;
 
-use crate::problem::ApiError;
+use flashsale_core::UserId;
+
+use super::problem::ApiError;
+use crate::service::Actor;
 use crate::state::AppState;
 
 /// An authenticated operator. Taking it as a handler argument is what makes a route admin-only.
 #[derive(Debug, Clone)]
 pub struct Admin {
     /// Who acted, for the audit trail: the `X-Actor` header (1–64 visible ASCII characters, e.g.
-    /// the operator's login, set by the admin console), or `admin`. The shared token proves the
-    /// caller is an operator; the header says which one.
-    pub actor: String,
-    /// The peer address, when the server knows it.
-    pub client_ip: Option<IpAddr>,
+    /// the operator's login, set by the admin console), or `admin`, and the peer address. The
+    /// shared token proves the caller is an operator; the header says which one.
+    pub actor: Actor,
+}
+
+/// An authenticated shopper.
+#[derive(Debug, Clone)]
+pub struct Buyer {
+    pub user: UserId,
 }
 
 /// The token of an `Authorization: Bearer <token>` header.
@@ -60,10 +69,32 @@ impl FromRequestParts<AppState> for Admin {
         if !bool::from(given.as_bytes().ct_eq(expected)) {
             return Err(ApiError::Unauthorized);
         }
-        Ok(Admin {
-            actor: actor(&parts.headers)?,
-            client_ip: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()),
-        })
+        let client_ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        Ok(Admin { actor: Actor { name: actor(&parts.headers)?, client_ip } })
+    }
+}
+
+impl FromRequestParts<AppState> for Buyer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Buyer, ApiError> {
+        let token = require_bearer(&parts.headers)?;
+        let user = state.jwt.verify(token, state.clock.now().timestamp()).ok_or(ApiError::Unauthorized)?;
+        Ok(Buyer { user })
+    }
+}
+
+/// The client's IP as [`crate::limits::RateLimits::client_ip`] decides it; `None` when the server does not know
+/// the peer (tests driving the router without a socket).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<ClientIp, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let forwarded = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        Ok(ClientIp(state.limits.client_ip(peer, forwarded)))
     }
 }
 

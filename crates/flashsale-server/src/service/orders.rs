@@ -14,7 +14,7 @@
 //! If the order cannot be written after the reservation, the reservation is aborted (units back,
 //! ticket usable again) and the key freed, so the retry can run. If the process dies in between,
 //! the reservation outlives its deadline and the Redis sweep returns the units
-//! ([`crate::upkeep::RESERVATION_GRACE_MS`] after it).
+//! (`RESERVATION_GRACE_MS` in `crate::jobs::upkeep` after it).
 //!
 //! # Settling in Redis
 //! A status change that moves units (paid, cancelled, failed, expired) is committed in PostgreSQL
@@ -24,8 +24,10 @@
 
 use std::time::Duration;
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use super::Error;
+use super::queue::{millis_to_time, sale_snapshot};
+use crate::problem::ProblemCode;
+use crate::state::AppState;
 use flashsale_core::{SaleId, Units, UserId};
 use flashsale_inventory::{RequestClaim, ReservationId, ReserveRequest, Reserved, Settled, Settlement};
 use flashsale_order::{
@@ -35,87 +37,85 @@ use flashsale_order::{
 use flashsale_queue::tokens::TokenError;
 use flashsale_queue::{Admission, AdmissionClaims};
 use flashsale_sales::FieldError;
-use serde::Deserialize;
 
-use crate::problem::{ApiError, PROBLEM_JSON, ProblemCode};
-use crate::queue::{millis_to_time, sale_snapshot};
-use crate::state::AppState;
-
-/// `POST /sales/{id}/orders`'s body.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OrderRequest {
-    /// The `admission_token` of the buyer's `admitted` queue answer.
-    pub admission_token: String,
-    /// Units to buy: 1 to the sale's per-user limit.
-    #[schema(example = 1, minimum = 1, maximum = 1_000)]
-    #[serde(deserialize_with = "flashsale_core::whole::i64")]
-    pub quantity: i64,
+/// The answer to an order request, as first given: a retry with the same key gets the same
+/// status and body bytes again (`replayed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderAnswer {
+    /// The status and body.
+    pub stored: StoredResponse,
+    /// Whether this is the answer stored for an earlier request.
+    pub replayed: bool,
 }
 
-/// The header marking a replayed answer.
-pub const REPLAYED_HEADER: &str = "idempotent-replayed";
-
-/// A stored answer as an HTTP response: the same status and body bytes as the first time.
-pub fn stored_response(stored: StoredResponse, replayed: bool) -> Response {
-    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let content_type = if status.is_success() { "application/json" } else { PROBLEM_JSON };
-    let mut response =
-        (status, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], stored.body).into_response();
-    if replayed {
-        response.headers_mut().insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+impl OrderAnswer {
+    fn first(stored: StoredResponse) -> OrderAnswer {
+        OrderAnswer { stored, replayed: false }
     }
-    response
+
+    fn replay(stored: StoredResponse) -> OrderAnswer {
+        metrics::counter!("order_requests_total", "outcome" => "replayed").increment(1);
+        OrderAnswer { stored, replayed: true }
+    }
 }
 
-fn quantity_error(limit: Units) -> ApiError {
-    ApiError::Validation(flashsale_sales::ValidationErrors(vec![FieldError {
+/// The answer to a payment notice, the same for the first delivery and every replay:
+/// `status` 200 (applied), 404 (no such order) or 422 (the amount is not the order's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentAnswer {
+    /// What the notice did.
+    pub receipt: PaymentReceipt,
+    /// 200, 404 or 422.
+    pub status: u16,
+    /// Whether this is the answer stored for an earlier delivery.
+    pub replayed: bool,
+}
+
+fn quantity_error(limit: Units) -> Error {
+    Error::Invalid(flashsale_sales::ValidationErrors(vec![FieldError {
         field: "quantity".to_owned(),
         message: format!("must be a whole number from 1 to the per-user limit, {limit}"),
     }]))
 }
 
-/// Creates an order (see the module docs for the steps).
+/// Creates an order of `quantity` units with the admission token `admission_token` (see the
+/// module docs for the steps).
 pub async fn create(
     state: &AppState,
     user: &UserId,
     sale_id: SaleId,
     key: IdempotencyKey,
-    request: OrderRequest,
-) -> Result<Response, ApiError> {
+    admission_token: &str,
+    quantity: i64,
+) -> Result<OrderAnswer, Error> {
     // Nothing is reserved for an order that cannot be written: fail at once, not after a wait
     // for a connection (admission is held meanwhile, so the buyer's turn is not running out).
     if state.database.is_down() {
-        return Err(ApiError::Unavailable("PostgreSQL is unavailable; orders resume when it answers again".to_owned()));
+        return Err(Error::Unavailable("PostgreSQL is unavailable; orders resume when it answers again".to_owned()));
     }
     let snapshot = sale_snapshot(state, sale_id).await?;
     let (sale, batch) = (&snapshot[0].0, &snapshot[0].1.batch);
     let config = &sale.config;
-    let units = u32::try_from(request.quantity)
+    let units = u32::try_from(quantity)
         .ok()
         .map(Units::new)
         .filter(|u| *u >= Units::new(1) && *u <= config.per_user_limit)
         .ok_or_else(|| quantity_error(config.per_user_limit))?;
-    let fingerprint = Fingerprint::of(&[
-        &sale_id.get().to_be_bytes(),
-        request.admission_token.as_bytes(),
-        &units.get().to_be_bytes(),
-    ]);
+    let fingerprint =
+        Fingerprint::of(&[&sale_id.get().to_be_bytes(), admission_token.as_bytes(), &units.get().to_be_bytes()]);
     let now_ms = state.clock.now_ms();
-    let refused = |e: TokenError| ApiError::Forbidden {
+    let refused = |e: TokenError| Error::Refused {
         code: ProblemCode::TokenInvalid,
         detail: format!("admission token refused: {e}"),
     };
-    let claims =
-        state.tokens.open_admission(&request.admission_token, user, sale.id, batch.batch_no).map_err(refused)?;
+    let claims = state.tokens.open_admission(admission_token, user, sale.id, batch.batch_no).map_err(refused)?;
     if now_ms >= claims.expires_at_ms {
         // A retry of a request that got its answer while the token was good must get that
         // answer again, even after the token's time is up (a client retrying after a timeout
         // near the end of its turn). Only an expired token can have one: it is the one refusal
         // of a token that once passed.
         if let Some(Claim::Replay(stored)) = state.orders.stored_answer(user, &key, &fingerprint).await? {
-            metrics::counter!("order_requests_total", "outcome" => "replayed").increment(1);
-            return Ok(stored_response(stored, true));
+            return Ok(OrderAnswer::replay(stored));
         }
         // A pause or an outage since the token was signed extends the turn: the queue knows
         // its end now.
@@ -150,8 +150,7 @@ pub async fn create(
                 };
             }
             Claim::Replay(stored) => {
-                metrics::counter!("order_requests_total", "outcome" => "replayed").increment(1);
-                return Ok(stored_response(stored, true));
+                return Ok(OrderAnswer::replay(stored));
             }
             Claim::InProgress => return Err(in_progress()),
             Claim::KeyReused => return Err(key_reused()),
@@ -162,7 +161,7 @@ pub async fn create(
             #[cfg(feature = "failpoints")]
             if state.failpoints.crash_after_reserve.load(std::sync::atomic::Ordering::SeqCst) {
                 // The process "dies" here: no order, no release, the claim left in progress.
-                return Err(ApiError::Internal(anyhow::anyhow!("failpoint: crashed after reserve")));
+                return Err(Error::Internal(anyhow::anyhow!("failpoint: crashed after reserve")));
             }
             let order = NewOrder {
                 sale_id: sale.id,
@@ -186,20 +185,19 @@ pub async fn create(
             // Usually a second use of the token. But if Redis lost this key's claim (and was
             // rebuilt), this may be a retry of the request that used it: its order answers.
             if let Some(Claim::Replay(stored)) = state.orders.stored_answer(user, &key, &fingerprint).await? {
-                metrics::counter!("order_requests_total", "outcome" => "replayed").increment(1);
-                return Ok(stored_response(stored, true));
+                return Ok(OrderAnswer::replay(stored));
             }
-            ApiError::Conflict {
+            Error::Refused {
                 code: ProblemCode::TokenUsed,
                 detail: "this admission token was already used to reserve".to_owned(),
             }
         }
-        Reserved::NotOpen => ApiError::NotOpen { opens_at: batch.opens_at },
+        Reserved::NotOpen => Error::NotOpen { opens_at: batch.opens_at },
         Reserved::Paused => {
-            ApiError::Conflict { code: ProblemCode::Paused, detail: "operations paused the sale".to_owned() }
+            Error::Refused { code: ProblemCode::Paused, detail: "operations paused the sale".to_owned() }
         }
-        Reserved::Closed => ApiError::Conflict { code: ProblemCode::Closed, detail: "the batch is closed".to_owned() },
-        Reserved::Missing => return Err(give_up(state, (sale_id, batch_no), user, &key, ApiError::Rebuilding).await),
+        Reserved::Closed => Error::Refused { code: ProblemCode::Closed, detail: "the batch is closed".to_owned() },
+        Reserved::Missing => return Err(give_up(state, (sale_id, batch_no), user, &key, Error::Rebuilding).await),
         // Only after a take-over, when another retry took the claim over first.
         Reserved::Claimed { .. } => return Err(in_progress()),
     };
@@ -208,7 +206,7 @@ pub async fn create(
 
 /// Whether the turn behind an expired token still runs: a pause or an outage froze it, and the
 /// queue moved its end past `now_ms` or has not thawed it yet (see `admit.lua`).
-async fn turn_extended(state: &AppState, claims: &AdmissionClaims, now_ms: i64) -> Result<bool, ApiError> {
+async fn turn_extended(state: &AppState, claims: &AdmissionClaims, now_ms: i64) -> Result<bool, Error> {
     let admission = state.queue.admission(claims.sale, claims.batch, claims.ticket).await?;
     let Admission::Admitted { window, .. } = admission else { return Ok(false) };
     if window.step != claims.step {
@@ -229,38 +227,38 @@ async fn refuse(
     user: &UserId,
     key: &IdempotencyKey,
     fingerprint: Fingerprint,
-    refusal: ApiError,
-) -> Result<Response, ApiError> {
-    let code = refusal.status_and_code().1;
-    metrics::counter!("order_requests_total", "outcome" => code).increment(1);
-    let body = serde_json::to_string(&refusal.problem()).map_err(|e| ApiError::Internal(e.into()))?;
-    let stored = StoredResponse { status: refusal.status_and_code().0.as_u16(), body };
+    refusal: Error,
+) -> Result<OrderAnswer, Error> {
+    let problem = refusal.problem();
+    metrics::counter!("order_requests_total", "outcome" => refusal.code().as_str()).increment(1);
+    let body = serde_json::to_string(&problem).map_err(|e| Error::Internal(e.into()))?;
+    let stored = StoredResponse { status: problem.status, body };
     if let Err(e) = state.orders.record_outcome(user, key, fingerprint, stored.clone()).await {
         return Err(give_up(state, batch, user, key, e.into()).await);
     }
-    Ok(stored_response(stored, false))
+    Ok(OrderAnswer::first(stored))
 }
 
-fn sold_out() -> ApiError {
-    ApiError::Conflict { code: ProblemCode::SoldOut, detail: "every unit of this batch is taken".to_owned() }
+fn sold_out() -> Error {
+    Error::Refused { code: ProblemCode::SoldOut, detail: "every unit of this batch is taken".to_owned() }
 }
 
-fn limit_reached(held: impl std::fmt::Display, limit: Units) -> ApiError {
-    ApiError::Conflict {
+fn limit_reached(held: impl std::fmt::Display, limit: Units) -> Error {
+    Error::Refused {
         code: ProblemCode::LimitReached,
         detail: format!("you already hold or bought {held} of at most {limit} units"),
     }
 }
 
-fn key_reused() -> ApiError {
-    ApiError::Unprocessable {
+fn key_reused() -> Error {
+    Error::Refused {
         code: ProblemCode::IdempotencyKeyReused,
         detail: "this Idempotency-Key was used for a different request; use a new key".to_owned(),
     }
 }
 
-fn in_progress() -> ApiError {
-    ApiError::Conflict {
+fn in_progress() -> Error {
+    Error::Refused {
         code: ProblemCode::InProgress,
         detail: "a request with this Idempotency-Key is still running; retry shortly".to_owned(),
     }
@@ -268,7 +266,7 @@ fn in_progress() -> ApiError {
 
 /// Writes the order for a reservation just made in admission step `step`; on failure gives the
 /// reservation back (and the buyer's turn in that step).
-async fn place(state: &AppState, order: NewOrder, step: u64, limit: Units) -> Result<Response, ApiError> {
+async fn place(state: &AppState, order: NewOrder, step: u64, limit: Units) -> Result<OrderAnswer, Error> {
     let (sale, batch, reservation) = (order.sale_id, order.batch_no, ReservationId(order.reservation_id));
     let (user, key, fingerprint) = (order.user.clone(), order.idempotency_key.clone(), order.fingerprint.clone());
     let epoch = order.epoch;
@@ -277,20 +275,20 @@ async fn place(state: &AppState, order: NewOrder, step: u64, limit: Units) -> Re
             metrics::counter!("order_requests_total", "outcome" => "created").increment(1);
             metrics::counter!("orders_created_units_total").increment(u64::from(order.quantity.get()));
             let body = flashsale_order::creation_body(&order);
-            return Ok(stored_response(StoredResponse { status: 201, body }, false));
+            return Ok(OrderAnswer::first(StoredResponse { status: 201, body }));
         }
         Ok(Placed::Fenced) => {
             // The Redis state this reservation lived in was lost and rebuilt without it: there is
             // nothing to give back.
             metrics::counter!("order_requests_total", "outcome" => "fenced").increment(1);
-            crate::upkeep::repair_if_fenced_epoch(state, sale, batch, epoch).await;
-            return Err(give_up(state, (sale, batch), &user, &key, ApiError::Rebuilding).await);
+            super::recovery::repair_if_fenced_epoch(state, sale, batch, epoch).await;
+            return Err(give_up(state, (sale, batch), &user, &key, Error::Rebuilding).await);
         }
         Ok(Placed::Orphaned) => {
             // Upkeep already gave the reservation back, the ticket and the claim too (which by
             // now may be a retry's: it is left alone): the retry reserves anew.
             metrics::counter!("order_requests_total", "outcome" => "orphaned").increment(1);
-            return Err(ApiError::Unavailable("the order took too long to write; retry with the same key".to_owned()));
+            return Err(Error::Unavailable("the order took too long to write; retry with the same key".to_owned()));
         }
         Ok(Placed::KeyReused) => key_reused(),
         Ok(Placed::Refused(refusal)) => {
@@ -305,17 +303,17 @@ async fn place(state: &AppState, order: NewOrder, step: u64, limit: Units) -> Re
             if let Err(e) = state.inventory.settle(sale, batch, reservation, Settlement::Abort { step }).await {
                 tracing::warn!(error = %e, "could not abort the refused reservation; the rebuild drops it");
             }
-            crate::upkeep::fence(state, sale, batch, refusal.as_str()).await;
+            super::recovery::fence(state, sale, batch, refusal.as_str()).await;
             let answer = match refusal {
                 Refusal::SoldOut => sold_out(),
-                Refusal::LimitReached => ApiError::Conflict {
+                Refusal::LimitReached => Error::Refused {
                     code: ProblemCode::LimitReached,
                     detail: format!("this order would take you above the limit of {limit} units"),
                 },
                 // The reservation was never this buyer's to keep: their ticket is free again
                 // after the rebuild, so the retry may work.
                 Refusal::ReservationReused => {
-                    return Err(give_up(state, (sale, batch), &user, &key, ApiError::Rebuilding).await);
+                    return Err(give_up(state, (sale, batch), &user, &key, Error::Rebuilding).await);
                 }
             };
             return refuse(state, (sale, batch), &user, &key, fingerprint, answer).await;
@@ -338,8 +336,8 @@ async fn give_up(
     (sale, batch): (SaleId, flashsale_core::BatchNo),
     user: &UserId,
     key: &IdempotencyKey,
-    error: ApiError,
-) -> ApiError {
+    error: Error,
+) -> Error {
     if let Err(e) = state.orders.abandon_claim(sale, batch, user, key).await {
         // The claim goes stale and a retry takes it over after a while.
         tracing::warn!(error = %e, "could not free an idempotency key");
@@ -348,7 +346,7 @@ async fn give_up(
 }
 
 /// Cancels the buyer's pending order and releases its units at once.
-pub async fn cancel(state: &AppState, user: &UserId, id: flashsale_order::OrderId) -> Result<Order, ApiError> {
+pub async fn cancel(state: &AppState, user: &UserId, id: flashsale_order::OrderId) -> Result<Order, Error> {
     match state.orders.cancel(user, id).await {
         Ok(Cancelled::Now(order, settle)) => {
             metrics::counter!("orders_cancelled_total").increment(1);
@@ -356,7 +354,7 @@ pub async fn cancel(state: &AppState, user: &UserId, id: flashsale_order::OrderI
             Ok(order)
         }
         Ok(Cancelled::Before(order)) => Ok(order),
-        Err(flashsale_order::OrderError::InvalidTransition { from, .. }) => Err(ApiError::Conflict {
+        Err(flashsale_order::OrderError::InvalidTransition { from, .. }) => Err(Error::Refused {
             code: ProblemCode::InvalidTransition,
             detail: format!("the order is {}; only a pending order can be cancelled", from.as_str()),
         }),
@@ -365,7 +363,7 @@ pub async fn cancel(state: &AppState, user: &UserId, id: flashsale_order::OrderI
 }
 
 /// Applies a verified payment notice.
-pub async fn apply_payment(state: &AppState, notice: PaymentNotice) -> Result<Response, ApiError> {
+pub async fn apply_payment(state: &AppState, notice: PaymentNotice) -> Result<PaymentAnswer, Error> {
     let fingerprint = Fingerprint::of(&[
         &notice.order_id.to_be_bytes(),
         &notice.amount_cents.to_be_bytes(),
@@ -380,33 +378,17 @@ pub async fn apply_payment(state: &AppState, notice: PaymentNotice) -> Result<Re
             if let Some(settle) = settle {
                 settle_now(state, settle).await;
             }
-            Ok(payment_response(status, receipt))
+            Ok(PaymentAnswer { receipt, status, replayed: false })
         }
         PaymentApplied::Replayed(stored) => {
             metrics::counter!("payments_total", "outcome" => "replayed").increment(1);
-            let receipt: PaymentReceipt =
-                serde_json::from_str(&stored.body).map_err(|e| ApiError::Internal(e.into()))?;
-            let mut response = payment_response(stored.status, receipt);
-            response.headers_mut().insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
-            Ok(response)
+            let receipt: PaymentReceipt = serde_json::from_str(&stored.body).map_err(|e| Error::Internal(e.into()))?;
+            Ok(PaymentAnswer { receipt, status: stored.status, replayed: true })
         }
-        PaymentApplied::RefReused => Err(ApiError::Unprocessable {
+        PaymentApplied::RefReused => Err(Error::Refused {
             code: ProblemCode::PaymentRefReused,
             detail: "this payment_ref was sent before with a different order, amount or status".to_owned(),
         }),
-    }
-}
-
-/// The answer to a notice, the same for the first delivery and every replay.
-fn payment_response(status: u16, receipt: PaymentReceipt) -> Response {
-    match status {
-        404 => ApiError::NotFound(format!("no order {}; the notice is recorded", receipt.order_id)).into_response(),
-        422 => ApiError::Unprocessable {
-            code: ProblemCode::AmountMismatch,
-            detail: format!("the amount is not order {}'s; the notice is recorded, nothing changed", receipt.order_id),
-        }
-        .into_response(),
-        _ => crate::problem::Json(receipt).into_response(),
     }
 }
 
@@ -420,7 +402,7 @@ async fn settle_now(state: &AppState, settle: PendingSettlement) {
 
 /// Applies settlements to Redis (concurrently, over the shared connection) and clears the notes
 /// of those applied.
-async fn apply_settlements(state: &AppState, owed: Vec<PendingSettlement>) -> Result<usize, ApiError> {
+async fn apply_settlements(state: &AppState, owed: Vec<PendingSettlement>) -> Result<usize, Error> {
     let results = futures::future::join_all(owed.iter().map(|s| {
         let how = match s.how {
             RedisSettle::Commit => Settlement::Commit,
@@ -435,7 +417,7 @@ async fn apply_settlements(state: &AppState, owed: Vec<PendingSettlement>) -> Re
         match result {
             Ok(settled) => {
                 if check_settled(s, settled) {
-                    crate::upkeep::fence(state, s.sale, s.batch, "settlement_conflict").await;
+                    super::recovery::fence(state, s.sale, s.batch, "settlement_conflict").await;
                 }
                 done.push(s.order);
             }
@@ -490,7 +472,7 @@ const SWEEP_BATCH: i64 = 500;
 
 /// Expires unpaid orders past their deadline (releasing their units) and applies settlements
 /// that requests left behind. Run every second by every instance: safe concurrently.
-pub async fn sweep(state: &AppState) -> Result<Sweep, ApiError> {
+pub async fn sweep(state: &AppState) -> Result<Sweep, Error> {
     let mut done = Sweep::default();
     loop {
         let due = state.orders.expire_due(SWEEP_BATCH).await?;

@@ -5,20 +5,21 @@
 use std::convert::Infallible;
 
 use axum::extract::{FromRequestParts, State};
-use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use flashsale_core::SaleId;
 use flashsale_order::payment::{SIGNATURE_HEADER, signature_is_valid};
-use flashsale_order::{IdempotencyKey, Order, OrderId, PaymentNotice, PaymentReceipt};
+use flashsale_order::{IdempotencyKey, Order, OrderId, PaymentNotice, PaymentReceipt, StoredResponse};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::buyer::Buyer;
-use crate::limits::ClientIp;
-use crate::orders::{self, OrderRequest};
-use crate::problem::{ApiError, Json, Path, Problem, Query, RawBody};
+use super::auth::{Buyer, ClientIp};
+use super::problem::{ApiError, Json, Path, Query, RawBody};
+use crate::problem::{PROBLEM_JSON, Problem, ProblemCode};
+use crate::service;
+use crate::service::orders::{self, OrderAnswer, PaymentAnswer};
 use crate::state::AppState;
 
 /// The order routes.
@@ -29,6 +30,33 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_order))
         .routes(routes!(cancel_order))
         .routes(routes!(payment_callback))
+}
+
+/// `POST /sales/{id}/orders`'s body.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderRequest {
+    /// The `admission_token` of the buyer's `admitted` queue answer.
+    pub admission_token: String,
+    /// Units to buy: 1 to the sale's per-user limit.
+    #[schema(example = 1, minimum = 1, maximum = 1_000)]
+    #[serde(deserialize_with = "flashsale_core::whole::i64")]
+    pub quantity: i64,
+}
+
+/// The header marking a replayed answer.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+/// A stored answer as an HTTP response: the same status and body bytes as the first time.
+fn stored_response(stored: StoredResponse, replayed: bool) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let content_type = if status.is_success() { "application/json" } else { PROBLEM_JSON };
+    let mut response =
+        (status, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], stored.body).into_response();
+    if replayed {
+        response.headers_mut().insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    response
 }
 
 /// The `Idempotency-Key` header, as sent (validated by the handler, so a missing key is a
@@ -79,7 +107,9 @@ async fn create_order(
 ) -> Result<Response, ApiError> {
     state.limits.check_order(&buyer.user, ip.0)?;
     let key = key.0.as_deref().and_then(|k| IdempotencyKey::try_from(k).ok()).ok_or(ApiError::InvalidIdempotencyKey)?;
-    orders::create(&state, &buyer.user, id, key, request).await
+    let OrderAnswer { stored, replayed } =
+        orders::create(&state, &buyer.user, id, key, &request.admission_token, request.quantity).await?;
+    Ok(stored_response(stored, replayed))
 }
 
 /// `GET /orders`'s query.
@@ -141,7 +171,7 @@ async fn list_orders(
 )]
 async fn get_order(State(state): State<AppState>, buyer: Buyer, Path(id): Path<i64>) -> Result<Json<Order>, ApiError> {
     let order = state.orders.get(&buyer.user, OrderId::new(id)).await?;
-    order.map(Json).ok_or_else(|| ApiError::NotFound("no such order".to_owned()))
+    order.map(Json).ok_or_else(|| service::Error::NotFound("no such order".to_owned()).into())
 }
 
 /// Cancel a pending order; its units go back to other buyers at once. Cancelling again answers
@@ -202,5 +232,21 @@ async fn payment_callback(
             "payment_ref must be 1-255 visible ASCII characters and amount_cents not negative".to_owned(),
         ));
     }
-    orders::apply_payment(&state, notice).await
+    let PaymentAnswer { receipt, status, replayed } = orders::apply_payment(&state, notice).await?;
+    let mut response = match status {
+        404 => {
+            ApiError::from(service::Error::NotFound(format!("no order {}; the notice is recorded", receipt.order_id)))
+                .into_response()
+        }
+        422 => ApiError::from(service::Error::refused(
+            ProblemCode::AmountMismatch,
+            format!("the amount is not order {}'s; the notice is recorded, nothing changed", receipt.order_id),
+        ))
+        .into_response(),
+        _ => Json(receipt).into_response(),
+    };
+    if replayed {
+        response.headers_mut().insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }

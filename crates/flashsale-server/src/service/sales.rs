@@ -11,18 +11,16 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use flashsale_core::{BatchNo, SaleId, Units};
-use flashsale_inventory::{Configured, LedgerSnapshot, LedgerSpec, StatusChange, StatusChanged};
-use flashsale_queue::QueueStats;
-use flashsale_sales::{
-    Batch, BatchStatus, NewSale, Sale, SaleConfig, SalePatch, Schedule, ValidationErrors, WeekdayName, store,
-};
+use flashsale_inventory::{Configured, LedgerSpec, StatusChange, StatusChanged};
+use flashsale_sales::{Batch, BatchStatus, NewSale, Sale, SalePatch, Schedule, ValidationErrors, WeekdayName, store};
 use serde::Serialize;
 use serde_json::json;
 use sqlx::PgConnection;
 
-use crate::auth::Admin;
-use crate::cache::TtlCache;
-use crate::problem::{ApiError, ProblemCode};
+use super::recovery::ledger_spec;
+use super::{Actor, Error};
+use crate::problem::ProblemCode;
+use crate::snapshot::{Live, PublicSnapshot};
 use crate::state::AppState;
 
 /// When a sale opens, as the API shows it.
@@ -128,19 +126,6 @@ pub struct PublicSaleList {
     pub server_time: DateTime<Utc>,
 }
 
-/// The ledger a batch should have, from its row and its sale's configuration.
-pub fn ledger_spec(config: &SaleConfig, batch: &Batch) -> LedgerSpec {
-    LedgerSpec {
-        total: batch.stock,
-        per_user_limit: config.per_user_limit,
-        opens_at_ms: batch.opens_at.timestamp_millis(),
-        closes_at_ms: batch.closes_at.map(|t| t.timestamp_millis()),
-        paused: batch.paused,
-        closed: batch.closed_at.is_some(),
-        epoch: batch.epoch,
-    }
-}
-
 fn schedule_view(schedule: &Schedule) -> ScheduleView {
     match schedule {
         Schedule::Once { opens_at } => ScheduleView::Once { opens_at: *opens_at },
@@ -152,29 +137,9 @@ fn schedule_view(schedule: &Schedule) -> ScheduleView {
     }
 }
 
-/// A sale's current batch with its live state.
-#[derive(Debug, Clone)]
-pub struct Live {
-    /// The batch as stored.
-    pub batch: Batch,
-    /// Its ledger, if Redis has one.
-    pub ledger: Option<LedgerSnapshot>,
-    /// Its queue counters.
-    pub queue: QueueStats,
-    /// Its final numbers, once it is retired (its Redis keys expire then).
-    pub final_stats: Option<store::FinalStats>,
-}
-
-impl Live {
-    fn status(&self, sale: &Sale, now: DateTime<Utc>) -> BatchStatus {
-        let sold_out = self.ledger.is_some_and(|l| l.is_sold_out());
-        self.batch.status(sale.config.prequeue_opens_at(self.batch.opens_at), now, sold_out)
-    }
-}
-
 /// Loads the current batch of each sale and its live state from Redis, in three round trips
 /// whatever the number of sales.
-async fn live_batches(state: &AppState, sales: &[Sale]) -> Result<Vec<Option<Live>>, ApiError> {
+async fn live_batches(state: &AppState, sales: &[Sale]) -> Result<Vec<Option<Live>>, Error> {
     let ids: Vec<SaleId> = sales.iter().map(|s| s.id).collect();
     let mut conn = state.db.acquire().await?;
     let batches = store::current_batches(&mut conn, &ids).await?;
@@ -278,30 +243,27 @@ fn public_view(sale: &Sale, live: &Live, now: DateTime<Utc>) -> PublicSale {
 }
 
 /// Admin views of `sales`.
-pub async fn admin_views(state: &AppState, sales: Vec<Sale>) -> Result<Vec<AdminSale>, ApiError> {
+pub async fn admin_views(state: &AppState, sales: Vec<Sale>) -> Result<Vec<AdminSale>, Error> {
     let live = live_batches(state, &sales).await?;
     let now = state.clock.now();
     Ok(sales.into_iter().zip(live).map(|(sale, live)| admin_view(sale, live, now)).collect())
 }
 
 /// One sale's admin view.
-pub async fn admin_sale(state: &AppState, id: SaleId) -> Result<AdminSale, ApiError> {
+pub async fn admin_sale(state: &AppState, id: SaleId) -> Result<AdminSale, Error> {
     let mut conn = state.db.acquire().await?;
-    let sale = store::get_sale(&mut conn, id, false).await?.ok_or_else(ApiError::sale_not_found)?;
+    let sale = store::get_sale(&mut conn, id, false).await?.ok_or_else(Error::sale_not_found)?;
     drop(conn);
     Ok(admin_views(state, vec![sale]).await?.remove(0))
 }
 
-/// What public views are built from: sales with their current batch and its live state.
-pub type PublicSnapshot = Vec<(Sale, Live)>;
-
 /// Public views of the sales that are upcoming or open (not ended, current batch not closed), or
 /// of the one sale `only` (whatever its status).
 ///
-/// The underlying data comes from [`PublicCache`]: countdown pages poll these endpoints, and on
+/// The underlying data comes from [`crate::snapshot::PublicCache`]: countdown pages poll these endpoints, and on
 /// sale day millions of them must not each cost PostgreSQL two queries. Status and `server_time`
 /// are still computed per request, so the countdown and the switch to `open` are exact.
-pub async fn public_sales(state: &AppState, only: Option<SaleId>) -> Result<Vec<PublicSale>, ApiError> {
+pub async fn public_sales(state: &AppState, only: Option<SaleId>) -> Result<Vec<PublicSale>, Error> {
     let snapshot = live_snapshot(state, only).await?;
     let now = state.clock.now();
     Ok(snapshot
@@ -318,11 +280,11 @@ const LIVE_SALES_CAP: i64 = 10_000;
 
 /// Sales (all live ones, or just `only`) with their current batch and its live state, from the
 /// per-instance cache.
-pub async fn live_snapshot(state: &AppState, only: Option<SaleId>) -> Result<Arc<PublicSnapshot>, ApiError> {
+pub async fn live_snapshot(state: &AppState, only: Option<SaleId>) -> Result<Arc<PublicSnapshot>, Error> {
     state.public_cache.get_or_load(only, || load_public(state, only)).await
 }
 
-async fn load_public(state: &AppState, only: Option<SaleId>) -> Result<Arc<PublicSnapshot>, ApiError> {
+async fn load_public(state: &AppState, only: Option<SaleId>) -> Result<Arc<PublicSnapshot>, Error> {
     let mut conn = state.db.acquire().await?;
     let sales = match only {
         Some(id) => store::get_sale(&mut conn, id, false).await?.into_iter().collect(),
@@ -333,29 +295,17 @@ async fn load_public(state: &AppState, only: Option<SaleId>) -> Result<Arc<Publi
     Ok(Arc::new(sales.into_iter().zip(live).filter_map(|(sale, live)| Some((sale, live?))).collect()))
 }
 
-/// Public views, keyed by sale (`None`: the list). Admin changes on this instance invalidate the
-/// sale's entries at once; other instances see them within the TTL (by default 500 ms).
-pub type PublicCache = TtlCache<Option<SaleId>, PublicSnapshot>;
-
-impl PublicCache {
-    /// Forgets what is cached about `sale` (and the list, which includes it).
-    pub fn invalidate(&self, sale: SaleId) {
-        self.remove(&Some(sale));
-        self.remove(&None);
-    }
-}
-
 /// `If-Match` as sent: `None` when absent.
 #[derive(Debug, Clone, Default)]
 pub struct IfMatch(pub Option<String>);
 
 impl IfMatch {
     /// Refuses the change unless `If-Match` is absent, `*`, or lists the sale's current ETag.
-    fn check(&self, sale: &Sale) -> Result<(), ApiError> {
+    fn check(&self, sale: &Sale) -> Result<(), Error> {
         let Some(header) = &self.0 else { return Ok(()) };
         let current = etag(sale.version);
         let matches = header.split(',').map(str::trim).any(|tag| tag == "*" || tag == current);
-        if matches { Ok(()) } else { Err(ApiError::VersionMismatch { current: sale.version }) }
+        if matches { Ok(()) } else { Err(Error::VersionMismatch { current: sale.version }) }
     }
 }
 
@@ -364,61 +314,58 @@ pub fn etag(version: i64) -> String {
     format!("\"{version}\"")
 }
 
-fn audit_details(admin: &Admin, details: serde_json::Value) -> serde_json::Value {
-    json!({ "client_ip": admin.client_ip.map(|ip| ip.to_string()), "request": details })
+fn audit_details(actor: &Actor, details: serde_json::Value) -> serde_json::Value {
+    json!({ "client_ip": actor.client_ip.map(|ip| ip.to_string()), "request": details })
 }
 
 /// Creates a sale and its first batch, with the batch's ledger in Redis.
-pub async fn create(state: &AppState, admin: &Admin, body: NewSale) -> Result<AdminSale, ApiError> {
+pub async fn create(state: &AppState, actor: &Actor, body: NewSale) -> Result<AdminSale, Error> {
     let now = state.clock.now();
     let config = body.validate(now)?;
     let mut tx = state.db.begin().await?;
     let sale = store::insert_sale(&mut tx, &config).await?;
     let batch = Batch::first(sale.id, &config, now);
     store::insert_batch(&mut tx, &batch).await?;
-    let details = audit_details(admin, serde_json::to_value(&body).unwrap_or_default());
-    store::record_audit(&mut tx, &admin.actor, "sale.create", Some(sale.id), &details).await?;
+    let details = audit_details(actor, serde_json::to_value(&body).unwrap_or_default());
+    store::record_audit(&mut tx, &actor.name, "sale.create", Some(sale.id), &details).await?;
     // Before the commit: if Redis is down the sale is not created at all (503) rather than
     // created without a ledger. A ledger left by a failed commit names a sale id that is never
     // reused (sequences do not roll back), so it is inert.
     state.inventory.open_batch(sale.id, batch.batch_no, ledger_spec(&config, &batch)).await?;
     tx.commit().await?;
     state.public_cache.invalidate(sale.id);
-    tracing::info!(sale.id = %sale.id, admin.actor = %admin.actor, batch.opens_at = %batch.opens_at, "sale created");
+    tracing::info!(sale.id = %sale.id, actor.name = %actor.name, batch.opens_at = %batch.opens_at, "sale created");
     Ok(admin_views(state, vec![sale]).await?.remove(0))
 }
 
 /// Locks a sale for a change: 404 if absent, 412 if `If-Match` names another version.
-async fn lock_sale(conn: &mut PgConnection, id: SaleId, if_match: &IfMatch) -> Result<Sale, ApiError> {
-    let sale = store::get_sale(conn, id, true).await?.ok_or_else(ApiError::sale_not_found)?;
+async fn lock_sale(conn: &mut PgConnection, id: SaleId, if_match: &IfMatch) -> Result<Sale, Error> {
+    let sale = store::get_sale(conn, id, true).await?.ok_or_else(Error::sale_not_found)?;
     if_match.check(&sale)?;
     Ok(sale)
 }
 
-fn sale_ended() -> ApiError {
-    ApiError::Conflict {
-        code: ProblemCode::SaleEnded,
-        detail: "the sale was closed and can no longer change".to_owned(),
-    }
+fn sale_ended() -> Error {
+    Error::Refused { code: ProblemCode::SaleEnded, detail: "the sale was closed and can no longer change".to_owned() }
 }
 
-fn batch_finished(batch: Option<&Batch>) -> ApiError {
+fn batch_finished(batch: Option<&Batch>) -> Error {
     let detail = match batch {
         Some(b) => format!("batch {} is over; the next one has not been scheduled yet", b.batch_no),
         None => "the sale has no batch".to_owned(),
     };
-    ApiError::Conflict { code: ProblemCode::BatchFinished, detail }
+    Error::Refused { code: ProblemCode::BatchFinished, detail }
 }
 
 /// Changes a sale's configuration; a new stock applies to the live batch at once and is refused
 /// (409) when buyers already hold more units than it.
 pub async fn update(
     state: &AppState,
-    admin: &Admin,
+    actor: &Actor,
     id: SaleId,
     if_match: IfMatch,
     patch: SalePatch,
-) -> Result<AdminSale, ApiError> {
+) -> Result<AdminSale, Error> {
     if patch.is_empty() {
         return Err(ValidationErrors::single("body", "give at least one field to change").into());
     }
@@ -440,7 +387,7 @@ pub async fn update(
         match state.inventory.configure(id, batch.batch_no, ledger_spec(&config, &batch)).await? {
             Configured::Applied { .. } => reconfigured = Some((batch.batch_no, ledger_spec(&sale.config, &before))),
             Configured::BelowCommitted { held } => {
-                return Err(ApiError::Conflict {
+                return Err(Error::Refused {
                     code: ProblemCode::StockBelowCommitted,
                     detail: format!(
                         "buyers hold {held} units of batch {} (reserved + sold); stock cannot drop below that",
@@ -452,22 +399,22 @@ pub async fn update(
             // No ledger in Redis: it was lost and upkeep is rebuilding it from PostgreSQL. Writing
             // one here would create a full-stock ledger behind the rebuild's back (it would then
             // find a ledger and skip, and units already sold would be sold again): wait for it.
-            Configured::Missing => return Err(ApiError::Rebuilding),
+            Configured::Missing => return Err(Error::Rebuilding),
         }
         if let Err(e) = store::update_batch(&mut tx, &batch).await {
             if let flashsale_sales::SalesError::StockBelowCommitted { .. } = e {
                 // Redis accepted a stock the record refuses: Redis undercounts what buyers hold.
-                crate::upkeep::fence(state, id, batch.batch_no, "stock_below_record").await;
+                super::recovery::fence(state, id, batch.batch_no, "stock_below_record").await;
                 return Err(e.into());
             }
             revert_ledger(state, id, reconfigured).await;
             return Err(e.into());
         }
     }
-    let written: Result<Sale, ApiError> = async {
+    let written: Result<Sale, Error> = async {
         let updated = store::update_sale_config(&mut tx, id, &config).await?;
-        let details = audit_details(admin, json!({ "patch": patch, "version": updated.version }));
-        store::record_audit(&mut tx, &admin.actor, "sale.update", Some(id), &details).await?;
+        let details = audit_details(actor, json!({ "patch": patch, "version": updated.version }));
+        store::record_audit(&mut tx, &actor.name, "sale.update", Some(id), &details).await?;
         tx.commit().await?;
         Ok(updated)
     }
@@ -480,7 +427,7 @@ pub async fn update(
         }
     };
     state.public_cache.invalidate(id);
-    tracing::info!(sale.id = %id, admin.actor = %admin.actor, sale.version = updated.version, "sale updated");
+    tracing::info!(sale.id = %id, actor.name = %actor.name, sale.version = updated.version, "sale updated");
     Ok(admin_views(state, vec![updated]).await?.remove(0))
 }
 
@@ -498,11 +445,11 @@ async fn revert_ledger(state: &AppState, id: SaleId, reconfigured: Option<(Batch
 /// further batch opens; closing an ended sale again changes nothing.
 pub async fn change_status(
     state: &AppState,
-    admin: &Admin,
+    actor: &Actor,
     id: SaleId,
     if_match: IfMatch,
     change: StatusChange,
-) -> Result<AdminSale, ApiError> {
+) -> Result<AdminSale, Error> {
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     let sale = lock_sale(&mut tx, id, &if_match).await?;
@@ -534,7 +481,7 @@ pub async fn change_status(
                 StatusChanged::Closed => return Err(batch_finished(Some(&batch))),
                 // Being rebuilt (see `update`): the rebuild reads the batch row, so the change
                 // would be safe for a close, but a pause or resume racing it could be lost.
-                StatusChanged::Missing => return Err(ApiError::Rebuilding),
+                StatusChanged::Missing => return Err(Error::Rebuilding),
             }
             store::update_batch(&mut tx, &batch).await?;
         }
@@ -542,10 +489,10 @@ pub async fn change_status(
     }
     let ended_at = (change == StatusChange::Close).then_some(now);
     let updated = store::touch_sale(&mut tx, id, ended_at).await?;
-    let details = audit_details(admin, json!({ "version": updated.version }));
-    store::record_audit(&mut tx, &admin.actor, action, Some(id), &details).await?;
+    let details = audit_details(actor, json!({ "version": updated.version }));
+    store::record_audit(&mut tx, &actor.name, action, Some(id), &details).await?;
     tx.commit().await?;
     state.public_cache.invalidate(id);
-    tracing::info!(sale.id = %id, admin.actor = %admin.actor, action, "sale status changed");
+    tracing::info!(sale.id = %id, actor.name = %actor.name, action, "sale status changed");
     Ok(admin_views(state, vec![updated]).await?.remove(0))
 }

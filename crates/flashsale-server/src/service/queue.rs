@@ -8,20 +8,19 @@
 //! pre-queue's draw becomes known, and once when the buyer is first admitted (to learn the
 //! admission window, which the new ticket then carries).
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use flashsale_core::{BatchNo, SaleId, UserId};
-use flashsale_inventory::LedgerSnapshot;
 use flashsale_queue::tokens::prequeue_rank;
-use flashsale_queue::{Admission, AdmissionClaims, AdmissionPolicy, Counters, Joined, Place, QueueWindow, Ticket};
+use flashsale_queue::{Admission, AdmissionClaims, AdmissionPolicy, Joined, Place, QueueWindow, Ticket};
 use flashsale_sales::{Batch, Sale};
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
-use crate::problem::{ApiError, ProblemCode};
-use crate::sales::live_snapshot;
+use super::Error;
+use super::sales::live_snapshot;
+use crate::problem::ProblemCode;
+use crate::snapshot::BatchCounters;
 use crate::state::AppState;
 
 /// How often each instance runs the admission ticker step for every open batch.
@@ -29,13 +28,6 @@ pub const ADMISSION_TICK: Duration = Duration::from_millis(100);
 
 /// How often a buyer of a paused batch is told to ask again.
 const PAUSED_POLL_MS: u64 = 5_000;
-
-/// A batch's serving counter and stock, as reused by status polls.
-#[derive(Debug, Clone, Copy)]
-pub struct BatchCounters {
-    pub queue: Counters,
-    pub ledger: Option<LedgerSnapshot>,
-}
 
 /// Where a buyer stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -122,22 +114,22 @@ fn context_of<'a>(state: &AppState, sale: &'a Sale, batch: &'a Batch) -> Context
 pub(crate) async fn sale_snapshot(
     state: &AppState,
     id: SaleId,
-) -> Result<std::sync::Arc<crate::sales::PublicSnapshot>, ApiError> {
+) -> Result<std::sync::Arc<crate::snapshot::PublicSnapshot>, Error> {
     let snapshot = live_snapshot(state, Some(id)).await?;
     if snapshot.is_empty() {
-        return Err(ApiError::sale_not_found());
+        return Err(Error::sale_not_found());
     }
     Ok(snapshot)
 }
 
-async fn counters(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<std::sync::Arc<BatchCounters>, ApiError> {
+async fn counters(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<std::sync::Arc<BatchCounters>, Error> {
     state
         .counters
         .get_or_load((sale, batch), || async {
             let key = [(sale, batch)];
             let (queue, ledger) = tokio::join!(state.queue.counters(&key), state.inventory.snapshot(sale, batch));
             let queue = queue?.pop().unwrap_or_default();
-            Ok::<_, ApiError>(std::sync::Arc::new(BatchCounters { queue, ledger: ledger? }))
+            Ok::<_, Error>(std::sync::Arc::new(BatchCounters { queue, ledger: ledger? }))
         })
         .await
 }
@@ -197,7 +189,7 @@ impl Pacing {
 }
 
 /// Joins the buyer to the sale's current batch. Returns whether this call created the place.
-pub async fn join(state: &AppState, user: &UserId, id: SaleId) -> Result<(bool, QueueState), ApiError> {
+pub async fn join(state: &AppState, user: &UserId, id: SaleId) -> Result<(bool, QueueState), Error> {
     let snapshot = sale_snapshot(state, id).await?;
     let ctx = context_of(state, &snapshot[0].0, &snapshot[0].1.batch);
     let rank = prequeue_rank(&ctx.batch.prequeue_seed, user);
@@ -215,19 +207,19 @@ pub async fn join(state: &AppState, user: &UserId, id: SaleId) -> Result<(bool, 
         Joined::Prequeue { new } => (None, new),
         Joined::Ticket { number, new } => (Some(number), new),
         Joined::NotOpen => {
-            return Err(ApiError::NotOpen { opens_at: ctx.sale.config.prequeue_opens_at(ctx.batch.opens_at) });
+            return Err(Error::NotOpen { opens_at: ctx.sale.config.prequeue_opens_at(ctx.batch.opens_at) });
         }
         Joined::Closed => {
-            return Err(ApiError::Conflict { code: ProblemCode::Closed, detail: "the batch is closed".to_owned() });
+            return Err(Error::Refused { code: ProblemCode::Closed, detail: "the batch is closed".to_owned() });
         }
         Joined::SoldOut => {
-            return Err(ApiError::Conflict {
+            return Err(Error::Refused {
                 code: ProblemCode::SoldOut,
                 detail: "every unit of this batch is sold".to_owned(),
             });
         }
         // Redis lost the batch; upkeep rebuilds it within a second or two.
-        Joined::Missing => return Err(ApiError::Rebuilding),
+        Joined::Missing => return Err(Error::Rebuilding),
     };
     let ticket = Ticket { user: user.clone(), sale: id, batch: ctx.batch.batch_no, number, admission: None };
     Ok((new, view(state, &ctx, ticket, None).await?))
@@ -235,12 +227,7 @@ pub async fn join(state: &AppState, user: &UserId, id: SaleId) -> Result<(bool, 
 
 /// The buyer's state in the sale's current batch; `presented` is the ticket from their last
 /// answer, if the client kept it.
-pub async fn status(
-    state: &AppState,
-    user: &UserId,
-    id: SaleId,
-    presented: Option<&str>,
-) -> Result<QueueState, ApiError> {
+pub async fn status(state: &AppState, user: &UserId, id: SaleId, presented: Option<&str>) -> Result<QueueState, Error> {
     let snapshot = sale_snapshot(state, id).await?;
     let ctx = context_of(state, &snapshot[0].0, &snapshot[0].1.batch);
     let verified = presented.and_then(|t| state.tokens.verify_ticket(t, user, id, ctx.batch.batch_no));
@@ -251,7 +238,7 @@ pub async fn status(
             let place = Box::pin(state.queue.place(id, ctx.batch.batch_no, user)).await?;
             let number = match place {
                 None => {
-                    return Err(ApiError::NotFound(
+                    return Err(Error::NotFound(
                         "you have not joined this batch's queue; POST /sales/{id}/queue to join".to_owned(),
                     ));
                 }
@@ -282,7 +269,7 @@ async fn view(
     ctx: &Context<'_>,
     mut ticket: Ticket,
     presented: Option<&str>,
-) -> Result<QueueState, ApiError> {
+) -> Result<QueueState, Error> {
     let mut dirty = presented.is_none();
     let now = state.clock.now();
     let now_ms = now.timestamp_millis();
@@ -412,71 +399,9 @@ async fn view(
     Ok(out)
 }
 
-/// How long the admission ticker may go without a complete pass before `/readyz` says this
-/// instance is not ready.
-pub const TICKER_STALE_AFTER: Duration = Duration::from_secs(5);
-
-/// Whether this instance's admission ticker is alive, for `/readyz`. A pass counts when the list
-/// of sales was read and no open sale's step failed, or at least one succeeded (one broken sale
-/// does not make the instance unready; every sale failing does). Once gave an outage away: every
-/// tick failed for minutes while `/readyz` answered 200.
-#[derive(Debug, Default)]
-pub struct TickerHealth {
-    /// Set when the ticker task starts (instances driven without it, as in tests of the router,
-    /// are not judged by it).
-    running: AtomicBool,
-    /// Redis's clock at the last complete pass, Unix ms (0: none yet).
-    last_pass_ms: AtomicI64,
-    /// The live sales as last read, for the steps that run while PostgreSQL cannot be read.
-    last_sales: std::sync::Mutex<Option<std::sync::Arc<crate::sales::PublicSnapshot>>>,
-}
-
-impl TickerHealth {
-    /// The ticker task has started, at `now_ms` (so it gets a full period before it is judged).
-    pub fn started(&self, now_ms: i64) {
-        self.last_pass_ms.store(now_ms, Ordering::Relaxed);
-        self.running.store(true, Ordering::Relaxed);
-    }
-
-    fn remember(&self, sales: &std::sync::Arc<crate::sales::PublicSnapshot>) {
-        *self.last_sales.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sales.clone());
-    }
-
-    fn last_sales(&self) -> Option<std::sync::Arc<crate::sales::PublicSnapshot>> {
-        self.last_sales.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
-    }
-
-    fn passed(&self, now_ms: i64) {
-        self.last_pass_ms.store(now_ms, Ordering::Relaxed);
-    }
-
-    /// How long the running ticker has gone without a complete pass, when that is longer than
-    /// [`TICKER_STALE_AFTER`].
-    pub fn stale_for(&self, now_ms: i64) -> Option<Duration> {
-        if !self.running.load(Ordering::Relaxed) {
-            return None;
-        }
-        let since = now_ms - self.last_pass_ms.load(Ordering::Relaxed);
-        let since = Duration::from_millis(u64::try_from(since).unwrap_or_default());
-        (since > TICKER_STALE_AFTER).then_some(since)
-    }
-}
-
-/// Runs the admission ticker step for every open batch every [`ADMISSION_TICK`], until
-/// `shutdown`. Every instance runs it; the token bucket in Redis keeps the global rate.
-pub async fn run_admission(state: AppState, shutdown: CancellationToken) {
-    state.ticker.started(state.clock.now_ms());
-    crate::upkeep::every("admission", ADMISSION_TICK, shutdown, || async {
-        if let Err(e) = admit_all(&state, state.clock.now()).await {
-            tracing::warn!(error = %e, "admission tick failed; retrying");
-        }
-    })
-    .await;
-}
-
 /// One admission step for every open batch; returns how many buyers were admitted. Fails only
 /// when the list of sales cannot be read; a failure of one sale's step is logged and skipped.
-pub async fn admit_all(state: &AppState, now: DateTime<Utc>) -> Result<u64, ApiError> {
+pub async fn admit_all(state: &AppState, now: DateTime<Utc>) -> Result<u64, Error> {
     // The sales come from PostgreSQL. While it cannot be read, the ticker goes on with the list
     // it last read, holding admission: skipping the step instead would let the turns of buyers
     // already admitted lapse at the first step after the outage.
@@ -486,7 +411,7 @@ pub async fn admit_all(state: &AppState, now: DateTime<Utc>) -> Result<u64, ApiE
             snapshot
         }
         Err(e) => match state.ticker.last_sales() {
-            Some(snapshot) if matches!(e, ApiError::Unavailable(_)) => {
+            Some(snapshot) if matches!(e, Error::Unavailable(_)) => {
                 tracing::debug!(error = %e, "the sales could not be read; stepping with the last list");
                 snapshot
             }

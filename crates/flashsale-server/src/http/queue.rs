@@ -14,10 +14,10 @@ use futures::stream::{self, Stream};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::buyer::Buyer;
-use crate::limits::ClientIp;
-use crate::problem::{ApiError, Json, Path, Problem};
-use crate::queue::{self, QueueState, QueueStatus};
+use super::auth::{Buyer, ClientIp};
+use super::problem::{ApiError, Json, Path};
+use crate::problem::Problem;
+use crate::service::queue::{self, QueueState, QueueStatus};
 use crate::state::AppState;
 
 /// The header a client sends its last ticket back in.

@@ -9,7 +9,8 @@ use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::problem::{ApiError, Json, Problem};
+use super::problem::{ApiError, Json};
+use crate::problem::Problem;
 use crate::state::AppState;
 
 /// The operational routes.
@@ -68,7 +69,11 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError>
     if let Some(stale) = state.ticker.stale_for(state.clock.now_ms()) {
         reasons.push(format!("the admission ticker has not completed a pass for {} s", stale.as_secs()));
     }
-    if reasons.is_empty() { Ok(Json(Health { status: "ok" })) } else { Err(ApiError::Unavailable(reasons.join("; "))) }
+    if reasons.is_empty() {
+        Ok(Json(Health { status: "ok" }))
+    } else {
+        Err(crate::service::Error::Unavailable(reasons.join("; ")).into())
+    }
 }
 
 /// Prometheus metrics in the text exposition format.
@@ -84,6 +89,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
 /// This API's OpenAPI 3 description.
 #[utoipa::path(get, path = "/openapi.json", tag = "ops", responses((status = 200, content_type = "application/json", body = Object)))]
 async fn openapi(State(state): State<AppState>) -> Response {
-    let body = state.openapi.get().map(|doc| crate::app::served_document(doc, state.clock.now())).unwrap_or_default();
+    let body = state.openapi.get().map(|doc| super::served_document(doc, state.clock.now())).unwrap_or_default();
     ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }

@@ -1,4 +1,7 @@
-//! Whether this instance can write to PostgreSQL right now, and what it does while it cannot.
+//! Whether this instance's stores and its admission ticker work right now, and what it does
+//! while they do not ([`DatabaseHealth`], [`TickerHealth`]; both read by `/readyz`).
+//!
+//! # PostgreSQL
 //!
 //! A database outage must cost buyers time, never their turn. Once found, it
 //! - makes order requests fail fast (503 `unavailable` with `Retry-After`) *before* anything is
@@ -9,14 +12,11 @@
 //! The probe uses a connection of its own, not the pool's: a pool busy with a sale's load is not
 //! an outage, and a probe stuck behind that load would report one.
 
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::time::Duration;
 
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use tokio_util::sync::CancellationToken;
-
-use crate::state::AppState;
 
 /// How often the probe asks PostgreSQL.
 pub const PROBE_EVERY: Duration = Duration::from_millis(250);
@@ -111,35 +111,62 @@ impl Probe {
     }
 }
 
-/// Probes PostgreSQL every [`PROBE_EVERY`] until `shutdown`, recording what it finds in
-/// `state.database`.
-pub async fn run_probe(state: AppState, shutdown: CancellationToken) {
-    use tracing::Instrument;
-    let mut probe = Probe::new((*state.db.connect_options()).clone());
-    let mut ticker = tokio::time::interval(PROBE_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let Some(answered) = probe.check().instrument(tracing::info_span!("job", job = "database_probe")).await else {
-            continue;
-        };
-        if state.database.record(answered, state.clock.now_ms()) {
-            if answered {
-                tracing::info!("PostgreSQL answers again: orders and admission resume");
-            } else {
-                tracing::error!("PostgreSQL does not answer: orders fail fast and admission is held");
-            }
-        }
-        metrics::gauge!("database_up").set(if answered { 1.0 } else { 0.0 });
-    }
-}
-
 /// 53300: PostgreSQL has no connection slot left (`max_connections`).
 fn too_many_connections(error: &sqlx::Error) -> bool {
     error.as_database_error().and_then(|e| e.code()).is_some_and(|code| code == "53300")
+}
+
+/// How long the admission ticker may go without a complete pass before `/readyz` says this
+/// instance is not ready.
+pub const TICKER_STALE_AFTER: Duration = Duration::from_secs(5);
+
+/// Whether this instance's admission ticker is alive, for `/readyz`. A pass counts when the list
+/// of sales was read and no open sale's step failed, or at least one succeeded (one broken sale
+/// does not make the instance unready; every sale failing does). Once gave an outage away: every
+/// tick failed for minutes while `/readyz` answered 200.
+#[derive(Debug, Default)]
+pub struct TickerHealth {
+    /// Set when the ticker task starts (instances driven without it, as in tests of the router,
+    /// are not judged by it).
+    running: AtomicBool,
+    /// Redis's clock at the last complete pass, Unix ms (0: none yet).
+    last_pass_ms: AtomicI64,
+    /// The live sales as last read, for the steps that run while PostgreSQL cannot be read.
+    last_sales: std::sync::Mutex<Option<std::sync::Arc<crate::snapshot::PublicSnapshot>>>,
+}
+
+impl TickerHealth {
+    /// The ticker task has started, at `now_ms` (so it gets a full period before it is judged).
+    pub fn started(&self, now_ms: i64) {
+        self.last_pass_ms.store(now_ms, Ordering::Relaxed);
+        self.running.store(true, Ordering::Relaxed);
+    }
+
+    /// Remembers the live sales the pass read.
+    pub fn remember(&self, sales: &std::sync::Arc<crate::snapshot::PublicSnapshot>) {
+        *self.last_sales.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sales.clone());
+    }
+
+    /// The live sales the last pass read.
+    pub fn last_sales(&self) -> Option<std::sync::Arc<crate::snapshot::PublicSnapshot>> {
+        self.last_sales.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// A complete pass at `now_ms`.
+    pub fn passed(&self, now_ms: i64) {
+        self.last_pass_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// How long the running ticker has gone without a complete pass, when that is longer than
+    /// [`TICKER_STALE_AFTER`].
+    pub fn stale_for(&self, now_ms: i64) -> Option<Duration> {
+        if !self.running.load(Ordering::Relaxed) {
+            return None;
+        }
+        let since = now_ms - self.last_pass_ms.load(Ordering::Relaxed);
+        let since = Duration::from_millis(u64::try_from(since).unwrap_or_default());
+        (since > TICKER_STALE_AFTER).then_some(since)
+    }
 }
 
 #[cfg(test)]

@@ -1,25 +1,13 @@
-//! Shopper authentication: `Authorization: Bearer <JWT>`, HS256 signed with
+//! Verifying shopper JWTs (the `Authorization: Bearer <JWT>` of shopper routes), HS256 signed with
 //! `FLASHSALE_JWT_SECRET`, `sub` = user id (1–64 characters), `exp` required, `nbf` honoured.
 //!
 //! Deployments put their identity provider's tokens here; the load harness mints its own. Only
 //! HS256 is accepted: a token claiming `none` or another algorithm is refused, never "verified"
 //! with the wrong primitive.
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use flashsale_core::UserId;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-
-use crate::auth::require_bearer;
-use crate::problem::ApiError;
-use crate::state::AppState;
-
-/// An authenticated shopper.
-#[derive(Debug, Clone)]
-pub struct Buyer {
-    pub user: UserId,
-}
 
 #[derive(Debug, Deserialize)]
 struct Claims {
@@ -90,16 +78,6 @@ impl JwtVerifier {
         }
         known.insert(token.into(), verified);
         Some(user)
-    }
-}
-
-impl FromRequestParts<AppState> for Buyer {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Buyer, ApiError> {
-        let token = require_bearer(&parts.headers)?;
-        let user = state.jwt.verify(token, state.clock.now().timestamp()).ok_or(ApiError::Unauthorized)?;
-        Ok(Buyer { user })
     }
 }
 

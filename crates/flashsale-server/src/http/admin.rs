@@ -14,9 +14,11 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::Admin;
-use crate::problem::{ApiError, Json, Path, Problem, Query};
-use crate::sales::{self, AdminSale, IfMatch, etag};
+use super::auth::Admin;
+use super::problem::{ApiError, Json, Path, Query};
+use crate::problem::Problem;
+use crate::service;
+use crate::service::sales::{self, AdminSale, IfMatch, etag};
 use crate::state::AppState;
 
 /// The admin routes.
@@ -67,7 +69,7 @@ async fn create_sale(
     admin: Admin,
     Json(body): Json<NewSale>,
 ) -> Result<Response, ApiError> {
-    Ok(with_etag(StatusCode::CREATED, sales::create(&state, &admin, body).await?))
+    Ok(with_etag(StatusCode::CREATED, sales::create(&state, &admin.actor, body).await?))
 }
 
 /// Paging of `GET /admin/sales`.
@@ -164,7 +166,7 @@ async fn patch_sale(
     if_match: IfMatch,
     Json(patch): Json<SalePatch>,
 ) -> Result<Response, ApiError> {
-    Ok(with_etag(StatusCode::OK, sales::update(&state, &admin, id, if_match, patch).await?))
+    Ok(with_etag(StatusCode::OK, sales::update(&state, &admin.actor, id, if_match, patch).await?))
 }
 
 /// What pause, resume and close answer.
@@ -198,7 +200,7 @@ async fn status_change(
     if_match: IfMatch,
     change: StatusChange,
 ) -> Result<Response, ApiError> {
-    Ok(with_etag(StatusCode::OK, sales::change_status(&state, &admin, id, if_match, change).await?))
+    Ok(with_etag(StatusCode::OK, sales::change_status(&state, &admin.actor, id, if_match, change).await?))
 }
 
 /// Pause admission to the current batch; buyers keep their places.
@@ -271,6 +273,6 @@ async fn sale_audit(
     Path(id): Path<SaleId>,
 ) -> Result<Json<AuditTrail>, ApiError> {
     let mut conn = state.db.acquire().await?;
-    store::get_sale(&mut conn, id, false).await?.ok_or_else(ApiError::sale_not_found)?;
+    store::get_sale(&mut conn, id, false).await?.ok_or_else(|| ApiError::from(service::Error::sale_not_found()))?;
     Ok(Json(AuditTrail { entries: store::audit_trail(&mut conn, id).await? }))
 }

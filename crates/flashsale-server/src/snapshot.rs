@@ -1,0 +1,56 @@
+//! What status polls, the public views and the admission ticker read instead of asking
+//! PostgreSQL and Redis each time: each sale's current batch with its live state, cached per
+//! instance for a few hundred milliseconds, and each batch's queue counters and ledger, cached
+//! for a few milliseconds. The service layer fills these caches (`crate::service::sales`,
+//! `crate::service::queue`); the state holds them.
+
+use chrono::{DateTime, Utc};
+use flashsale_core::SaleId;
+use flashsale_inventory::LedgerSnapshot;
+use flashsale_queue::{Counters, QueueStats};
+use flashsale_sales::{Batch, BatchStatus, Sale, store};
+
+use crate::cache::TtlCache;
+
+/// A sale's current batch with its live state.
+#[derive(Debug, Clone)]
+pub struct Live {
+    /// The batch as stored.
+    pub batch: Batch,
+    /// Its ledger, if Redis has one.
+    pub ledger: Option<LedgerSnapshot>,
+    /// Its queue counters.
+    pub queue: QueueStats,
+    /// Its final numbers, once it is retired (its Redis keys expire then).
+    pub final_stats: Option<store::FinalStats>,
+}
+
+impl Live {
+    /// The batch's status at `now`.
+    pub fn status(&self, sale: &Sale, now: DateTime<Utc>) -> BatchStatus {
+        let sold_out = self.ledger.is_some_and(|l| l.is_sold_out());
+        self.batch.status(sale.config.prequeue_opens_at(self.batch.opens_at), now, sold_out)
+    }
+}
+
+/// What public views are built from: sales with their current batch and its live state.
+pub type PublicSnapshot = Vec<(Sale, Live)>;
+
+/// Public views, keyed by sale (`None`: the list). Admin changes on this instance invalidate the
+/// sale's entries at once; other instances see them within the TTL (by default 500 ms).
+pub type PublicCache = TtlCache<Option<SaleId>, PublicSnapshot>;
+
+impl PublicCache {
+    /// Forgets what is cached about `sale` (and the list, which includes it).
+    pub fn invalidate(&self, sale: SaleId) {
+        self.remove(&Some(sale));
+        self.remove(&None);
+    }
+}
+
+/// A batch's serving counter and stock, as reused by status polls.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchCounters {
+    pub queue: Counters,
+    pub ledger: Option<LedgerSnapshot>,
+}
