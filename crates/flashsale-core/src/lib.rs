@@ -14,6 +14,6 @@ pub mod keys;
 pub mod units;
 pub mod whole;
 
-pub use ids::{BatchNo, PrequeueSeed, SaleId, UserId};
+pub use ids::{BatchNo, PrequeueSeed, ReservationId, SaleId, UserId};
 pub use keys::{BatchKeys, KeySpace};
 pub use units::Units;

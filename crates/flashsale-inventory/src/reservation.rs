@@ -16,9 +16,7 @@ use flashsale_redis::reply_text;
 use crate::ledger::malformed;
 use crate::{Inventory, InventoryError, scripts};
 
-/// A reservation's id, unique within its batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ReservationId(pub u64);
+pub use flashsale_core::ReservationId;
 
 /// What a buyer asks to reserve, with the admission that entitles them.
 #[derive(Debug, Clone, Copy)]

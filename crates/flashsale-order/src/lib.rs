@@ -26,5 +26,5 @@ pub use book::{
 };
 pub use error::{OrderError, database_unavailable};
 pub use order::{Fingerprint, IdempotencyKey, InvalidIdempotencyKey, NewOrder, Order};
-pub use payment::{PaymentNotice, PaymentOutcome, PaymentReceipt, PaymentStatus};
+pub use payment::{InvalidPaymentRef, PaymentNotice, PaymentOutcome, PaymentReceipt, PaymentRef, PaymentStatus};
 pub use status::{OrderId, OrderStatus};

@@ -1,11 +1,11 @@
 //! The order record, what creating one needs, and the idempotency key that makes it exactly once.
 
 use chrono::{DateTime, Utc};
-use flashsale_core::{BatchNo, SaleId, Units, UserId};
+use flashsale_core::{BatchNo, ReservationId, SaleId, Units, UserId};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::{OrderId, OrderStatus};
+use crate::{OrderId, OrderStatus, PaymentRef};
 
 /// An order, as stored and as the buyer sees it (the internal links to Redis are not sent).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -25,13 +25,14 @@ pub struct Order {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paid_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub payment_ref: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub payment_ref: Option<PaymentRef>,
     /// The buyer (never sent: the buyer knows who they are, and nobody else sees the order).
     #[serde(skip)]
     pub user: UserId,
     /// The Redis reservation holding the units.
     #[serde(skip)]
-    pub reservation_id: u64,
+    pub reservation_id: ReservationId,
 }
 
 /// What the order writer stores for a reservation just made.
@@ -43,7 +44,7 @@ pub struct NewOrder {
     pub quantity: Units,
     pub amount_cents: i64,
     pub currency: String,
-    pub reservation_id: u64,
+    pub reservation_id: ReservationId,
     /// The admission ticket the reservation consumed.
     pub ticket: u64,
     /// The batch epoch the reservation was made in (see [`crate::book`]'s fence).

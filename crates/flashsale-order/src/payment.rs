@@ -57,13 +57,57 @@ impl PaymentStatus {
     }
 }
 
+/// The payment provider's reference of a payment: 1–255 visible ASCII characters. Notices are
+/// idempotent per reference, so it is the key of the `payments` table; anything else is refused
+/// as the body is read (422 `validation_failed`), before a row is looked up.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PaymentRef(String);
+
+/// Why a text is not a payment reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("payment_ref must be 1-255 visible ASCII characters")]
+pub struct InvalidPaymentRef;
+
+impl PaymentRef {
+    /// The reference as sent.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for PaymentRef {
+    type Error = InvalidPaymentRef;
+    fn try_from(text: String) -> Result<PaymentRef, InvalidPaymentRef> {
+        if (1..=255).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_graphic()) {
+            Ok(PaymentRef(text))
+        } else {
+            Err(InvalidPaymentRef)
+        }
+    }
+}
+
+impl From<PaymentRef> for String {
+    fn from(reference: PaymentRef) -> String {
+        reference.0
+    }
+}
+
+impl std::fmt::Display for PaymentRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// `POST /payments/callback`'s body.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 pub struct PaymentNotice {
     #[serde(deserialize_with = "flashsale_core::whole::i64")]
     pub order_id: i64,
-    /// The provider's id of the payment; notices are idempotent per reference.
-    pub payment_ref: String,
+    /// The provider's id of the payment (1-255 visible ASCII characters); notices are idempotent
+    /// per reference.
+    #[schema(value_type = String, min_length = 1, max_length = 255)]
+    pub payment_ref: PaymentRef,
     #[serde(deserialize_with = "flashsale_core::whole::i64")]
     pub amount_cents: i64,
     pub status: PaymentStatus,
@@ -105,7 +149,8 @@ impl PaymentOutcome {
 /// The answer to a notice (stored, so a replayed notice gets it again).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PaymentReceipt {
-    pub payment_ref: String,
+    #[schema(value_type = String)]
+    pub payment_ref: PaymentRef,
     pub order_id: i64,
     pub outcome: PaymentOutcome,
     /// The order's status after the notice (absent for an unknown order).

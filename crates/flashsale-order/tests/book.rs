@@ -3,10 +3,10 @@
 //! orphans, payments in time and late, cancellation, stored refusals, and a race of writers.
 
 use chrono::{SubsecRound, TimeDelta, Utc};
-use flashsale_core::{BatchNo, SaleId, Units, UserId};
+use flashsale_core::{BatchNo, ReservationId, SaleId, Units, UserId};
 use flashsale_order::{
     Cancelled, Claim, Fingerprint, IdempotencyKey, NewOrder, Order, OrderBook, OrderStatus, PaymentApplied,
-    PaymentNotice, PaymentOutcome, PaymentStatus, Placed, Refusal, StoredResponse, WriterTuning,
+    PaymentNotice, PaymentOutcome, PaymentRef, PaymentStatus, Placed, Refusal, StoredResponse, WriterTuning,
 };
 use flashsale_testkit::TestRedis;
 use sqlx::PgPool;
@@ -53,7 +53,7 @@ fn order(sale: SaleId, name: &str, key: &str, reservation: u64, window: TimeDelt
         quantity: Units::try_from(1).unwrap(),
         amount_cents: 100,
         currency: "CNY".to_owned(),
-        reservation_id: reservation,
+        reservation_id: ReservationId(reservation),
         ticket: reservation,
         epoch: 1,
         idempotency_key: IdempotencyKey::try_from(key).unwrap(),
@@ -84,8 +84,7 @@ async fn an_order_is_written_once_per_key_and_read_back(db: PgPool) {
     assert_eq!(book.get(&user("bob"), first.id).await.unwrap(), None, "another buyer's order is not found");
     let totals = book.batch_totals(sale, BatchNo::FIRST).await.unwrap();
     assert_eq!((totals.reserved, totals.sold), (1, 0));
-    assert_eq!(book.last_reservation_id(sale, BatchNo::FIRST).await.unwrap(), 1);
-    redis.cleanup().await;
+    assert_eq!(book.last_reservation_id(sale, BatchNo::FIRST).await.unwrap(), Some(ReservationId(1)));
 }
 
 #[sqlx::test(migrations = "../../migrations")]
@@ -98,14 +97,13 @@ async fn the_record_refuses_what_the_stock_and_the_limit_do_not_allow(db: PgPool
     created(book.place(order(sale, "bob", "k", 3, TimeDelta::minutes(1))).await.unwrap());
     let third = book.place(order(sale, "carol", "k", 4, TimeDelta::minutes(1))).await.unwrap();
     assert_eq!(third, Placed::Refused(Refusal::SoldOut));
-    redis.cleanup().await;
 }
 
 #[sqlx::test(migrations = "../../migrations")]
 async fn an_order_of_a_lost_state_is_fenced_and_one_of_a_released_reservation_orphaned(db: PgPool) {
     let redis = TestRedis::new();
     let (sale, book) = (batch(&db, 5, 5).await, book(&db, &redis));
-    assert_eq!(book.release_orphans(sale, BatchNo::FIRST, &[7]).await.unwrap(), vec![7]);
+    assert_eq!(book.release_orphans(sale, BatchNo::FIRST, &[ReservationId(7)]).await.unwrap(), vec![ReservationId(7)]);
     assert_eq!(book.place(order(sale, "alice", "k", 7, TimeDelta::minutes(1))).await.unwrap(), Placed::Orphaned);
     // A rebuild moved the epoch on: a reservation of the state before is never an order.
     sqlx::query("UPDATE sale_batches SET epoch = nextval('batch_epochs') WHERE sale_id = $1")
@@ -115,13 +113,12 @@ async fn an_order_of_a_lost_state_is_fenced_and_one_of_a_released_reservation_or
         .unwrap();
     assert_eq!(book.place(order(sale, "bob", "k", 8, TimeDelta::minutes(1))).await.unwrap(), Placed::Fenced);
     assert_eq!(book.batch_totals(sale, BatchNo::FIRST).await.unwrap().reserved, 0);
-    redis.cleanup().await;
 }
 
 fn notice(order: &Order, reference: &str) -> (PaymentNotice, Fingerprint) {
     let notice = PaymentNotice {
         order_id: order.id.get(),
-        payment_ref: reference.to_owned(),
+        payment_ref: PaymentRef::try_from(reference.to_owned()).unwrap(),
         amount_cents: order.amount_cents,
         status: PaymentStatus::Succeeded,
     };
@@ -155,7 +152,6 @@ async fn a_payment_in_time_pays_a_late_one_is_owed_back_and_a_cancel_releases(db
         "a retried cancel is answered, not applied twice"
     );
     assert!(book.cancel(&user("alice"), in_time.id).await.is_err(), "a paid order cannot be cancelled");
-    redis.cleanup().await;
 }
 
 #[sqlx::test(migrations = "../../migrations")]
@@ -169,7 +165,6 @@ async fn a_refusal_is_stored_and_replayed_to_the_retry(db: PgPool) {
     assert_eq!(book.stored_answer(&user("alice"), &key, &fingerprint).await.unwrap(), Some(Claim::Replay(refusal)));
     let other = Fingerprint::of(&[b"another request"]);
     assert_eq!(book.stored_answer(&user("alice"), &key, &other).await.unwrap(), Some(Claim::KeyReused));
-    redis.cleanup().await;
 }
 
 #[sqlx::test(migrations = "../../migrations")]
@@ -191,5 +186,4 @@ async fn fifty_writers_at_once_sell_exactly_the_stock(db: PgPool) {
     let sold_out = answers.iter().filter(|a| **a == Placed::Refused(Refusal::SoldOut)).count();
     assert_eq!((made, sold_out), (20, 30));
     assert_eq!(book.batch_totals(sale, BatchNo::FIRST).await.unwrap().reserved, 20);
-    redis.cleanup().await;
 }

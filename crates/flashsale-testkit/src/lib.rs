@@ -1,16 +1,24 @@
-//! Helpers for integration tests: an isolated Redis key space per test.
+//! Helpers for integration tests: an isolated Redis key space per test, sales described by a
+//! builder ([`SaleBuilder`]), a `redis-server` of a test's own ([`RedisServer`]) and a proxy
+//! that can drop connections ([`TcpProxy`]).
 //!
 //! Tests run concurrently against one real Redis. Each takes a [`TestRedis`], whose [`KeySpace`]
-//! has a random prefix, so no two tests ever see each other's keys, and which deletes its keys
-//! when asked ([`TestRedis::cleanup`]) so a long-lived developer Redis does not fill up.
+//! has a random prefix, so no two tests ever see each other's keys, and whose keys are deleted
+//! when its last handle is dropped, at the end of the test whether it passed or panicked, so a
+//! long-lived developer Redis does not fill up.
 //! PostgreSQL isolation comes from `#[sqlx::test]`, which gives each test its own database.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use flashsale_core::KeySpace;
 
 pub mod proxy;
+pub mod sale;
 pub mod server;
 
 pub use proxy::TcpProxy;
+pub use sale::SaleBuilder;
 pub use server::RedisServer;
 
 /// The Redis the tests use: `REDIS_URL`, or the local default.
@@ -25,6 +33,41 @@ pub struct TestRedis {
     pub pool: deadpool_redis::Pool,
     /// `test-<uuid>`: this test's keys.
     pub keys: KeySpace,
+    /// Deletes the keys once every clone of this handle is gone.
+    _guard: Arc<KeyGuard>,
+}
+
+/// Deletes a key space's keys when dropped. Synchronously, on a connection of its own: `Drop`
+/// cannot await, and it runs while the test's runtime winds down (or unwinds from a panic).
+#[derive(Debug)]
+struct KeyGuard {
+    url: String,
+    prefix: String,
+}
+
+impl Drop for KeyGuard {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(self.url.as_str()) else { return };
+        // A Redis of the test's own may be stopped already: its keys went with it.
+        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(500)) else { return };
+        if conn.set_read_timeout(Some(Duration::from_secs(2))).is_err() {
+            return;
+        }
+        let pattern = format!("{}:*", self.prefix);
+        let mut cursor: u64 = 0;
+        loop {
+            let scanned: redis::RedisResult<(u64, Vec<String>)> =
+                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).query(&mut conn);
+            let Ok((next, keys)) = scanned else { return };
+            if !keys.is_empty() {
+                let _: redis::RedisResult<i64> = redis::cmd("UNLINK").arg(&keys).query(&mut conn);
+            }
+            if next == 0 {
+                return;
+            }
+            cursor = next;
+        }
+    }
 }
 
 impl TestRedis {
@@ -44,7 +87,9 @@ impl TestRedis {
         let pool = deadpool_redis::Config::from_url(url)
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .expect("a valid Redis URL");
-        TestRedis { pool, keys: KeySpace::new(format!("test-{}", uuid::Uuid::new_v4().simple())) }
+        let keys = KeySpace::new(format!("test-{}", uuid::Uuid::new_v4().simple()));
+        let guard = KeyGuard { url: url.to_owned(), prefix: keys.prefix().to_owned() };
+        TestRedis { pool, keys, _guard: Arc::new(guard) }
     }
 
     /// Every key under this test's prefix.
@@ -73,12 +118,15 @@ impl TestRedis {
             cursor = next;
         }
     }
+}
 
-    /// Deletes every key under this test's prefix.
+impl TestRedis {
+    /// Deletes every key of this key space now: a test playing Redis losing its state. (At the
+    /// end of a test nothing needs calling: the keys go when the last handle is dropped.)
     ///
     /// # Panics
     /// When Redis cannot be reached.
-    pub async fn cleanup(&self) {
+    pub async fn delete_all_keys(&self) {
         let keys = self.keys_in_use().await;
         if !keys.is_empty() {
             let mut conn = self.pool.get().await.expect("test Redis reachable");

@@ -45,7 +45,7 @@ mod writer;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use flashsale_core::{BatchNo, KeySpace, SaleId, Units, UserId};
+use flashsale_core::{BatchNo, KeySpace, ReservationId, SaleId, Units, UserId};
 use sqlx::PgPool;
 
 use crate::batcher::Batcher;
@@ -179,7 +179,7 @@ pub struct PendingSettlement {
     pub order: OrderId,
     pub sale: SaleId,
     pub batch: BatchNo,
-    pub reservation_id: u64,
+    pub reservation_id: ReservationId,
     pub how: RedisSettle,
 }
 
@@ -206,7 +206,7 @@ pub enum PaymentApplied {
 /// An order as a batch rebuild needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchOrder {
-    pub reservation_id: u64,
+    pub reservation_id: ReservationId,
     pub user: UserId,
     pub quantity: Units,
     pub status: OrderStatus,

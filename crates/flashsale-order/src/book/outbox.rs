@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use flashsale_core::{BatchNo, SaleId};
+use flashsale_core::{BatchNo, ReservationId, SaleId};
 
 use super::rows::{ORDER_COLUMNS, OrderRow};
 use super::writer::lock_epochs;
-use super::{OrderBook, PendingSettlement, RedisSettle, settlement_of, to_i64};
+use super::{OrderBook, PendingSettlement, RedisSettle, settlement_of};
 use crate::{Order, OrderError, OrderId};
 
 impl OrderBook {
@@ -48,7 +48,7 @@ impl OrderBook {
                     order: OrderId::new(id),
                     sale: SaleId::try_from(sale).map_err(|_| corrupt("sale id"))?,
                     batch: BatchNo::try_from(batch).map_err(|_| corrupt("batch no"))?,
-                    reservation_id: u64::try_from(reservation).map_err(|_| corrupt("reservation id"))?,
+                    reservation_id: ReservationId::try_from(reservation).map_err(|_| corrupt("reservation id"))?,
                     how: RedisSettle::parse(&how).ok_or_else(|| corrupt("redis_settle"))?,
                 })
             })
@@ -70,10 +70,15 @@ impl OrderBook {
     /// for one is refused, [`Placed::Orphaned`](super::Placed::Orphaned)) and returned, for Redis to give back. Under the
     /// batch row's lock, which the order writer holds while it inserts: an order is either
     /// committed before (and found here) or refused after.
-    pub async fn release_orphans(&self, sale: SaleId, batch: BatchNo, ids: &[u64]) -> Result<Vec<u64>, OrderError> {
+    pub async fn release_orphans(
+        &self,
+        sale: SaleId,
+        batch: BatchNo,
+        ids: &[ReservationId],
+    ) -> Result<Vec<ReservationId>, OrderError> {
         let mut tx = self.db.begin().await?;
         lock_epochs(&mut tx, std::iter::once((sale, batch))).await?;
-        let wanted: Vec<i64> = ids.iter().map(|id| to_i64(*id)).collect();
+        let wanted: Vec<i64> = ids.iter().map(|id| id.to_i64()).collect();
         let written: Vec<i64> = sqlx::query_scalar(
             "SELECT reservation_id FROM orders WHERE sale_id = $1 AND batch_no = $2 AND reservation_id = ANY($3)",
         )
@@ -93,7 +98,7 @@ impl OrderBook {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(orphans.into_iter().filter_map(|id| u64::try_from(id).ok()).collect())
+        Ok(orphans.into_iter().filter_map(|id| ReservationId::try_from(id).ok()).collect())
     }
 
     /// Whether an order of the batch still holds units unpaid, or has a settlement Redis owes:

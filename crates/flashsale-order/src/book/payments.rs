@@ -60,7 +60,7 @@ impl OrderBook {
         let mut tx = self.db.begin().await?;
         let seen: Option<(Vec<u8>, i16, String)> =
             sqlx::query_as("SELECT fingerprint, status_code, response FROM payments WHERE payment_ref = $1")
-                .bind(&notice.payment_ref)
+                .bind(notice.payment_ref.as_str())
                 .fetch_optional(&mut *tx)
                 .await?;
         if let Some((stored, status, body)) = seen {
@@ -102,7 +102,7 @@ impl OrderBook {
                     )
                     .bind(order.id.get())
                     .bind(next.as_str())
-                    .bind(&notice.payment_ref)
+                    .bind(notice.payment_ref.as_str())
                     .bind(settle.map(RedisSettle::as_str))
                     .execute(&mut *tx)
                     .await?;
@@ -121,7 +121,7 @@ impl OrderBook {
             "INSERT INTO payments (payment_ref, order_id, amount_cents, status, fingerprint, outcome, status_code, response) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
-        .bind(&notice.payment_ref)
+        .bind(notice.payment_ref.as_str())
         .bind(notice.order_id)
         .bind(notice.amount_cents)
         .bind(notice.status.as_str())

@@ -2,11 +2,11 @@
 //! (for the audit against Redis), and the row mapping every query shares.
 
 use chrono::{DateTime, Utc};
-use flashsale_core::{BatchNo, SaleId, Units, UserId};
+use flashsale_core::{BatchNo, ReservationId, SaleId, Units, UserId};
 use sqlx::FromRow;
 
 use super::{BatchOrder, BatchTotals, OrderBook};
-use crate::{Order, OrderError, OrderId, OrderStatus};
+use crate::{Order, OrderError, OrderId, OrderStatus, PaymentRef};
 
 pub(super) const ORDER_COLUMNS: &str = "id, sale_id, batch_no, user_id, status, quantity, amount_cents, currency, created_at, \
      expires_at, paid_at, payment_ref, reservation_id";
@@ -43,9 +43,9 @@ impl TryFrom<OrderRow> for Order {
             created_at: row.created_at,
             expires_at: row.expires_at,
             paid_at: row.paid_at,
-            payment_ref: row.payment_ref,
+            payment_ref: row.payment_ref.map(PaymentRef::try_from).transpose().map_err(|e| corrupt(e.to_string()))?,
             user: UserId::try_from(row.user_id).map_err(|_| corrupt("user id".to_owned()))?,
-            reservation_id: u64::try_from(row.reservation_id).map_err(|e| corrupt(e.to_string()))?,
+            reservation_id: ReservationId::try_from(row.reservation_id).map_err(|e| corrupt(e.to_string()))?,
         })
     }
 }
@@ -94,7 +94,7 @@ impl OrderBook {
             .map(|(reservation, user, quantity, status, expires_at, ticket)| {
                 let corrupt = |reason: &str| OrderError::CorruptRow { id: reservation, reason: reason.to_owned() };
                 Ok(BatchOrder {
-                    reservation_id: u64::try_from(reservation).map_err(|_| corrupt("reservation id"))?,
+                    reservation_id: ReservationId::try_from(reservation).map_err(|_| corrupt("reservation id"))?,
                     user: UserId::try_from(user).map_err(|_| corrupt("user id"))?,
                     quantity: Units::try_from(i64::from(quantity)).map_err(|_| corrupt("quantity"))?,
                     status: OrderStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
@@ -105,17 +105,17 @@ impl OrderBook {
             .collect()
     }
 
-    /// The largest reservation id the batch's orders use (0 when it has none). Redis hands ids
-    /// out before their orders are written, so its own counter is never below this unless it
+    /// The largest reservation id the batch's orders use (`None` when it has none). Redis hands
+    /// ids out before their orders are written, so its own counter is never below this unless it
     /// went back to an older state.
-    pub async fn last_reservation_id(&self, sale: SaleId, batch: BatchNo) -> Result<u64, OrderError> {
+    pub async fn last_reservation_id(&self, sale: SaleId, batch: BatchNo) -> Result<Option<ReservationId>, OrderError> {
         let last: Option<i64> =
             sqlx::query_scalar("SELECT max(reservation_id) FROM orders WHERE sale_id = $1 AND batch_no = $2")
                 .bind(sale.get())
                 .bind(batch.get())
                 .fetch_one(&self.db)
                 .await?;
-        Ok(last.and_then(|id| u64::try_from(id).ok()).unwrap_or(0))
+        Ok(last.and_then(|id| ReservationId::try_from(id).ok()))
     }
 
     /// What a batch's orders hold, as Redis should see it (see [`BatchTotals`]).

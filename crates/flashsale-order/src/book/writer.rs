@@ -92,7 +92,7 @@ async fn write_orders(db: &PgPool, orders: &[NewOrder]) -> Result<Vec<Placed>, O
     let refused = |o: &NewOrder| {
         if current.get(&(o.sale_id.get(), o.batch_no.get())).is_none_or(|e| o.epoch < *e) {
             Some(Placed::Fenced)
-        } else if released.contains(&(o.sale_id.get(), o.batch_no.get(), to_i64(o.reservation_id))) {
+        } else if released.contains(&(o.sale_id.get(), o.batch_no.get(), o.reservation_id.to_i64())) {
             Some(Placed::Orphaned)
         } else {
             None
@@ -102,7 +102,8 @@ async fn write_orders(db: &PgPool, orders: &[NewOrder]) -> Result<Vec<Placed>, O
     let valid: Vec<&NewOrder> = orders.iter().zip(&placed).filter(|(_, p)| p.is_none()).map(|(o, _)| o).collect();
     let created = insert_orders(&mut tx, valid.iter().copied()).await?;
     for (o, answer) in orders.iter().zip(placed.iter_mut()).filter(|(_, p)| p.is_none()) {
-        let Some((id, created_at)) = created.get(&(o.sale_id.get(), o.batch_no.get(), to_i64(o.reservation_id))) else {
+        let Some((id, created_at)) = created.get(&(o.sale_id.get(), o.batch_no.get(), o.reservation_id.to_i64()))
+        else {
             // Not inserted: the buyer's key already names another order.
             *answer = Some(Placed::KeyReused);
             continue;
@@ -177,7 +178,7 @@ async fn released_among(
     )
     .bind(orders.iter().map(|o| o.sale_id.get()).collect::<Vec<_>>())
     .bind(orders.iter().map(|o| o.batch_no.get()).collect::<Vec<_>>())
-    .bind(orders.iter().map(|o| to_i64(o.reservation_id)).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.reservation_id.to_i64()).collect::<Vec<_>>())
     .fetch_all(&mut **tx)
     .await?;
     Ok(rows.into_iter().collect())
@@ -207,7 +208,7 @@ async fn insert_orders(
     .bind(orders.iter().map(|o| quantity(o)).collect::<Vec<_>>())
     .bind(orders.iter().map(|o| o.amount_cents).collect::<Vec<_>>())
     .bind(orders.iter().map(|o| o.currency.as_str()).collect::<Vec<_>>())
-    .bind(orders.iter().map(|o| to_i64(o.reservation_id)).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.reservation_id.to_i64()).collect::<Vec<_>>())
     .bind(orders.iter().map(|o| to_i64(o.ticket)).collect::<Vec<_>>())
     .bind(orders.iter().map(|o| o.epoch).collect::<Vec<_>>())
     .bind(orders.iter().map(|o| o.idempotency_key.as_str()).collect::<Vec<_>>())

@@ -244,11 +244,9 @@ async fn audit_against_orders(state: &AppState, sale: SaleId, batch: BatchNo) ->
 /// healthy Redis is always at or past it.
 async fn reservation_ids_went_back(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<bool, Error> {
     let written = state.orders.last_reservation_id(sale, batch).await?;
-    if written == 0 {
-        return Ok(false);
-    }
+    let Some(written) = written else { return Ok(false) };
     let handed_out = state.inventory.last_reservation_id(sale, batch).await?;
-    Ok(handed_out.is_some_and(|seq| seq < written))
+    Ok(handed_out.is_some_and(|seq| seq < written.get()))
 }
 
 /// Releases the batch's orphan reservations: made more than [`ORPHAN_AFTER`](crate::config::ORPHAN_AFTER) ago with no
@@ -280,9 +278,9 @@ async fn release_orphan_chunk(state: &AppState, sale: SaleId, batch: BatchNo) ->
     if candidates.is_empty() {
         return Ok(0);
     }
-    let ids: Vec<u64> = candidates.iter().map(|c| c.id.0).collect();
+    let ids: Vec<ReservationId> = candidates.iter().map(|c| c.id).collect();
     let orphans = state.orders.release_orphans(sale, batch, &ids).await?;
-    for orphan in candidates.iter().filter(|c| orphans.contains(&c.id.0)) {
+    for orphan in candidates.iter().filter(|c| orphans.contains(&c.id)) {
         state.inventory.settle(sale, batch, orphan.id, Settlement::Abort { step: orphan.step }).await?;
         if let Some(claim) = &orphan.claim {
             state.orders.abandon_claim_key(claim).await?;

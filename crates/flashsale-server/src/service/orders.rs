@@ -29,7 +29,7 @@ use super::queue::{millis_to_time, sale_snapshot};
 use crate::problem::ProblemCode;
 use crate::state::AppState;
 use flashsale_core::{SaleId, Units, UserId};
-use flashsale_inventory::{RequestClaim, ReservationId, ReserveRequest, Reserved, Settled, Settlement};
+use flashsale_inventory::{RequestClaim, ReserveRequest, Reserved, Settled, Settlement};
 use flashsale_order::{
     CLAIM_TTL_MS, Cancelled, Claim, Fingerprint, IdempotencyKey, NewOrder, Order, PaymentApplied, PaymentNotice,
     PaymentOutcome, PaymentReceipt, PendingSettlement, Placed, RedisSettle, Refusal, StoredResponse,
@@ -170,7 +170,7 @@ pub async fn create(
                 quantity: units,
                 amount_cents: config.price_cents.saturating_mul(i64::from(units.get())),
                 currency: config.currency.clone(),
-                reservation_id: id.0,
+                reservation_id: id,
                 ticket: claims.ticket,
                 epoch,
                 idempotency_key: key.clone(),
@@ -267,7 +267,7 @@ fn in_progress() -> Error {
 /// Writes the order for a reservation just made in admission step `step`; on failure gives the
 /// reservation back (and the buyer's turn in that step).
 async fn place(state: &AppState, order: NewOrder, step: u64, limit: Units) -> Result<OrderAnswer, Error> {
-    let (sale, batch, reservation) = (order.sale_id, order.batch_no, ReservationId(order.reservation_id));
+    let (sale, batch, reservation) = (order.sale_id, order.batch_no, order.reservation_id);
     let (user, key, fingerprint) = (order.user.clone(), order.idempotency_key.clone(), order.fingerprint.clone());
     let epoch = order.epoch;
     let failure = match state.orders.place(order).await {
@@ -408,7 +408,7 @@ async fn apply_settlements(state: &AppState, owed: Vec<PendingSettlement>) -> Re
             RedisSettle::Commit => Settlement::Commit,
             RedisSettle::Release => Settlement::Release,
         };
-        state.inventory.settle(s.sale, s.batch, ReservationId(s.reservation_id), how)
+        state.inventory.settle(s.sale, s.batch, s.reservation_id, how)
     }))
     .await;
     let mut done = Vec::with_capacity(owed.len());

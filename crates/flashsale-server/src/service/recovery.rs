@@ -11,7 +11,7 @@
 
 use flashsale_core::{BatchNo, SaleId};
 use flashsale_inventory::LedgerSpec;
-use flashsale_inventory::{BatchState, OpenReservation, QueueMarks, Rebuilt, ReservationId, SettledReservation};
+use flashsale_inventory::{BatchState, OpenReservation, QueueMarks, Rebuilt, SettledReservation};
 use flashsale_order::{OrderBook, OrderStatus};
 use flashsale_sales::{Batch, Sale, SaleConfig, store};
 
@@ -76,12 +76,12 @@ pub async fn rebuild(state: &AppState, sale: &Sale, batch_no: BatchNo) -> Result
             window_from: mark.window_from,
             window_ms: i64::from(sale.config.admission_ttl_secs) * 1000,
         },
-        last_reservation: orders.iter().map(|o| o.reservation_id).max().unwrap_or(0),
+        last_reservation: orders.iter().map(|o| o.reservation_id.get()).max().unwrap_or(0),
         open: Vec::new(),
         settled: Vec::new(),
     };
     for o in orders {
-        let id = ReservationId(o.reservation_id);
+        let id = o.reservation_id;
         if o.status == OrderStatus::PendingPayment {
             let deadline_ms = o.expires_at.timestamp_millis();
             rebuilt.open.push(OpenReservation { id, user: o.user, units: o.quantity, deadline_ms, ticket: o.ticket });

@@ -4,19 +4,17 @@
 //! Whatever Redis does, PostgreSQL never holds more than the stock or a buyer's limit, and Redis
 //! is repaired from it within seconds.
 
-mod common;
-
+use crate::common::TestApp;
+use crate::common::shop::*;
 use axum::http::Method;
 use chrono::Utc;
-use common::TestApp;
-use common::shop::*;
 use flashsale_core::{BatchNo, SaleId};
 use flashsale_testkit::{RedisServer, TestRedis};
 use serde_json::json;
 
 /// Every key of the test's prefix deleted: what a `FLUSHALL` does to the test's sales.
 async fn flush(app: &TestApp) {
-    app.redis.cleanup().await;
+    app.redis.delete_all_keys().await;
 }
 
 /// The batch's keys as `DUMP`ed now, to be put back later (an older copy of Redis's state).
@@ -90,7 +88,6 @@ async fn an_order_aborted_and_retried_counts_once_and_admission_goes_on_for_ever
     assert_eq!(app.get("/sales").await.body["sales"].as_array().unwrap().len(), 2);
     flashsale_server::service::queue::admit_all(&app.state, Utc::now()).await.unwrap();
     admitted_token(&app, x, "bob").await;
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -118,7 +115,6 @@ async fn one_sales_corrupt_counters_never_stop_the_others_and_are_repaired(db: s
     let pass = flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap();
     assert_eq!(pass.unbalanced, 1);
     assert_eq!(ledger_back_within(&app, y, 5).await, (8, 2, 0));
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -164,7 +160,6 @@ async fn the_database_refuses_what_a_wrong_redis_reserves(db: sqlx::PgPool) {
         .await
         .unwrap();
     assert_eq!(held, 1);
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -190,7 +185,6 @@ async fn stock_below_what_the_record_holds_is_refused_even_when_redis_forgot(db:
         .await
         .unwrap();
     assert_eq!(stock, 5);
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -221,7 +215,6 @@ async fn redis_restored_from_an_older_copy_is_detected_and_rebuilt(db: sqlx::PgP
     // Demand beyond the stock sells exactly the stock.
     assert_eq!(buyers_order(&app, id, "crowd", 10, 400).await, 2);
     assert_eq!(committed_units(&app, id).await, 10);
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -243,7 +236,6 @@ async fn an_admin_edit_while_redis_lost_the_batch_waits_for_the_rebuild(db: sqlx
     assert_eq!(ledger(&app, id).await, (1, 3, 0));
     assert_eq!(buyers_order(&app, id, "later", 5, 100).await, 1, "4 units, 4 sold: never 7");
     assert_eq!(committed_units(&app, id).await, 4);
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -320,7 +312,6 @@ async fn redis_state_of_a_rebuild_that_never_committed_is_rebuilt_not_fenced_for
     // Demand beyond the stock sells exactly the stock.
     assert_eq!(buyers_order(&app, id, "crowd", 10, 200).await, 7);
     assert_eq!(committed_units(&app, id).await, 10);
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -343,7 +334,6 @@ async fn an_instance_whose_clock_is_30_s_off_decides_like_the_others(db: sqlx::P
     // Its claim is stamped by Redis's clock too: a retry through the first instance is neither
     // taken for a stale claim nor refused.
     assert_eq!(order(&app, id, "alice", "k", &token, 1).await.body, ordered.body);
-    app.redis.cleanup().await;
 }
 
 /// The keys of sale `sale` in Redis (any batch).
@@ -391,7 +381,7 @@ async fn a_weekly_sale_leaves_redis_one_batch_worth_however_many_weeks_it_runs(d
     let mut tuning = tuning();
     tuning.retire_grace = std::time::Duration::from_millis(1);
     let app = TestApp::with_tuning(db, tuning).await;
-    let mut body = common::weekly_sale();
+    let mut body = crate::common::weekly_sale();
     body["duration_secs"] = json!(3600);
     let id = app.create_sale(body).await["id"].as_i64().unwrap();
     for week in 1..=4 {
@@ -411,7 +401,6 @@ async fn a_weekly_sale_leaves_redis_one_batch_worth_however_many_weeks_it_runs(d
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let keys = sale_keys(&app, id).await;
     assert!(keys.iter().all(|k| k.contains(":b:5:")), "only the current batch's keys: {keys:?}");
-    app.redis.cleanup().await;
 }
 
 /// A buyer's queue state through the API, with the ticket they keep.
@@ -477,7 +466,6 @@ async fn a_queue_redis_lost_keeps_every_place_and_numbers_newcomers_after_them(d
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(order(&app, id, "b10", "k", &tenth_token.expect("b10 admitted"), 1).await.status, 201);
-    app.redis.cleanup().await;
 }
 
 /// One step of the state machine below.
@@ -577,7 +565,6 @@ async fn whatever_redis_loses_or_goes_back_to_the_record_never_oversells(db: sql
             assert_the_record_holds(&app, id, stock, limit, &history[..=i]).await;
         }
     }
-    app.redis.cleanup().await;
 }
 
 /// Runs admission ticks for `for_ms`, as the ticker would (a tick may fail during an outage).
@@ -615,7 +602,6 @@ async fn a_pause_freezes_an_admitted_buyers_turn(db: sqlx::PgPool) {
     assert_eq!(polled.body["status"], "admitted", "{polled:?}");
     let placed = order(&app, sale, "alice", "k-alice", &token, 1).await;
     assert_eq!(placed.status.as_u16(), 201, "{placed:?}");
-    app.redis.cleanup().await;
 }
 
 /// A buyer refused because nothing is left ends their turn at once: a unit cancelled a moment
@@ -643,7 +629,6 @@ async fn a_refused_buyer_hands_the_turn_on_at_once(db: sqlx::PgPool) {
     assert!(cancelled.status.is_success(), "{cancelled:?}");
     flashsale_server::service::queue::admit_all(&app.state, Utc::now()).await.unwrap();
     assert_eq!(serving(&app, sale).await, 4, "dave is admitted for bob's unit at the next tick");
-    app.redis.cleanup().await;
 }
 
 /// A PostgreSQL outage (every connection dropped, new ones refused, through a proxy of the
@@ -714,7 +699,6 @@ async fn a_database_outage_fails_fast_holds_admission_and_costs_no_turn(db: sqlx
 
     shutdown.cancel();
     probe.await.unwrap();
-    app.redis.cleanup().await;
     pool.close().await;
 }
 
@@ -749,7 +733,6 @@ async fn a_frozen_instance_holds_a_batch_for_seconds_not_forever(db: sqlx::PgPoo
         .expect("the order waited for the frozen instance's lock for good");
     assert_eq!(placed.status.as_u16(), 201, "{placed:?}");
     assert!(sqlx::query("SELECT 1").execute(&mut frozen).await.is_err(), "PostgreSQL ended the frozen session");
-    app.redis.cleanup().await;
 }
 
 /// Redis stops answering for longer than a buyer's turn (`CLIENT PAUSE` on a Redis of the

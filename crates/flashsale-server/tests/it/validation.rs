@@ -1,9 +1,7 @@
 //! Bad input gets a clear 4xx problem and changes nothing.
 
-mod common;
-
+use crate::common::{MAX_BODY_BYTES, TestApp, weekly_sale};
 use axum::http::Method;
-use common::{MAX_BODY_BYTES, TestApp, weekly_sale};
 use serde_json::{Value, json};
 
 fn with(field: &str, value: Value) -> Value {
@@ -158,7 +156,6 @@ async fn invalid_patches_change_nothing(db: sqlx::PgPool) {
     assert_eq!(after.body["stock"], 100);
     assert_eq!(after.body["current_batch"]["stats"]["stock"], 100);
     assert_eq!(app.count("admin_audit").await, 1);
-    app.redis.cleanup().await;
 }
 
 /// The edges of the contract an outside probe found: an oversized payment notice is a 413
@@ -181,7 +178,7 @@ async fn the_contracts_edges_are_problems_too(db: sqlx::PgPool) {
     let admin = format!("Bearer {}", flashsale_server::config::dev::ADMIN_TOKEN);
     let twice = [("authorization", admin.as_str()), ("authorization", "Bearer someone-else")];
     app.send(Method::GET, "/admin/sales", &twice, "").await.assert_problem(400, "bad_request");
-    let buyer = format!("Bearer {}", common::buyer_jwt("alice", 600));
+    let buyer = format!("Bearer {}", crate::common::buyer_jwt("alice", 600));
     let twice = [("authorization", buyer.as_str()), ("authorization", buyer.as_str())];
     app.send(Method::GET, "/orders", &twice, "").await.assert_problem(400, "bad_request");
 
@@ -203,7 +200,6 @@ async fn the_contracts_edges_are_problems_too(db: sqlx::PgPool) {
     fractional["stock"] = json!(100.5);
     let refused = app.admin(Method::POST, "/admin/sales", Some(fractional)).await;
     assert_eq!(refused.status.as_u16(), 422, "{refused:?}");
-    app.redis.cleanup().await;
 }
 
 /// The document served validates as far as a test can tell without a validator (CI runs
@@ -238,5 +234,4 @@ async fn the_openapi_document_declares_what_the_server_enforces(db: sqlx::PgPool
     }
     let created = app.admin(Method::POST, "/admin/sales", Some(Value::Object(example_sale))).await;
     assert_eq!(created.status.as_u16(), 201, "{created:?}");
-    app.redis.cleanup().await;
 }

@@ -1,11 +1,9 @@
 //! The token queue through the HTTP API: buyer auth, joining, the pre-queue draw, admission
 //! tokens, sold out and pause, against real Redis and PostgreSQL.
 
-mod common;
-
+use crate::common::{TestApp, buyer_jwt, open_now, sale_in_prequeue, sell_out, uncached};
 use axum::http::Method;
 use chrono::Utc;
-use common::{TestApp, buyer_jwt, open_now, sale_in_prequeue, sell_out, uncached};
 use flashsale_core::{BatchNo, PrequeueSeed, SaleId, UserId};
 use flashsale_queue::TokenError;
 use flashsale_queue::tokens::prequeue_rank;
@@ -32,7 +30,6 @@ async fn the_queue_needs_a_genuine_buyer_jwt(db: sqlx::PgPool) {
         let headers: Vec<(&str, &str)> = auth.map(|a| vec![("authorization", a)]).unwrap_or_default();
         app.send(Method::POST, &uri, &headers, axum::body::Body::empty()).await.assert_problem(401, "unauthorized");
     }
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -44,7 +41,6 @@ async fn joining_before_the_prequeue_is_refused_with_its_opening(db: sqlx::PgPoo
     let reply = app.buyer(Method::POST, &format!("/sales/{}/queue", sale["id"]), "alice", None).await;
     reply.assert_problem(409, "not_open");
     assert_eq!(reply.body["opens_at"], sale["current_batch"]["prequeue_opens_at"]);
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -84,7 +80,6 @@ async fn a_prequeue_place_is_idempotent_and_drawn_at_the_opening(db: sqlx::PgPoo
         let reply = app.buyer(Method::GET, &uri, user, None).await;
         assert_eq!(reply.body["position"], place + 1, "{user}: {reply:?}");
     }
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -123,7 +118,6 @@ async fn buyers_are_admitted_in_order_with_a_token_bound_to_them(db: sqlx::PgPoo
     // The admitted buyer's next poll carries its window in the ticket: same token, no Redis.
     let again = app.buyer(Method::GET, &uri, "u1", statuses[0]["ticket"].as_str()).await;
     assert_eq!(again.body["admission_token"].as_str(), Some(token));
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -139,7 +133,6 @@ async fn waiting_buyers_learn_sold_out_on_their_next_poll(db: sqlx::PgPool) {
     assert_eq!(reply.body["status"], "sold_out");
     assert_eq!(reply.body["poll_after_ms"], Value::Null);
     app.buyer(Method::POST, &uri, "newcomer", None).await.assert_problem(409, "sold_out");
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -156,7 +149,6 @@ async fn paused_batches_keep_places_and_say_so(db: sqlx::PgPool) {
     app.admin(Method::POST, &format!("/admin/sales/{id}/resume"), None).await;
     tick_until_admitted(&app, 3).await;
     assert_eq!(app.buyer(Method::GET, &uri, "a", None).await.body["status"], "admitted");
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -174,7 +166,6 @@ async fn polls_without_joining_or_with_someone_elses_ticket_are_handled(db: sqlx
     let forged = app.buyer(Method::GET, &uri, "b", Some("forged.ticket")).await;
     assert_eq!(forged.body["position"], 2);
     app.buyer(Method::POST, "/sales/999/queue", "a", None).await.assert_problem(404, "not_found");
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -195,7 +186,6 @@ async fn a_buyer_polling_too_fast_gets_429_with_retry_after(db: sqlx::PgPool) {
     assert!((1..=2).contains(&retry), "{retry}");
     // Another buyer is not affected.
     assert_eq!(app.buyer(Method::POST, &uri, "calm", None).await.status, 201);
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -238,5 +228,4 @@ async fn the_event_stream_pushes_sold_out_within_a_second_and_ends(db: sqlx::PgP
     assert_eq!(pushed["status"], "sold_out");
     assert!(sold_at.elapsed() < std::time::Duration::from_secs(2), "pushed after {:?}", sold_at.elapsed());
     assert!(next_event().await.is_none(), "the stream ends after a final state");
-    app.redis.cleanup().await;
 }

@@ -2,15 +2,13 @@
 //! key, the races (last units, one buyer's many tabs, one token many times), payments at the
 //! deadline, the crash between reservation and insert, and Redis losing a batch mid-sale.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::common::shop::*;
+use crate::common::{Reply, TestApp, buyer_jwt};
 use axum::http::Method;
 use chrono::Utc;
-use common::shop::*;
-use common::{Reply, TestApp, buyer_jwt};
 use flashsale_core::{BatchNo, SaleId, Units};
 use flashsale_order::payment::sign;
 use flashsale_order::{IdempotencyKey, NewOrder, Placed};
@@ -66,7 +64,6 @@ async fn an_admitted_buyer_orders_and_pays_through_the_queue(db: sqlx::PgPool) {
         .unwrap();
     assert_eq!(owed, 0, "the settlement was applied and its note cleared");
     assert_redis_agrees_with_postgres(&app, id).await;
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -105,7 +102,6 @@ async fn fifty_parallel_creates_with_one_key_make_one_order(db: sqlx::PgPool) {
     assert_eq!(pay(&app, order_id, "p", PRICE, "succeeded").await.body["outcome"], "paid");
     let late_replay = order(&app, id, "alice", "same-key", &admission, 1).await;
     assert_eq!((late_replay.status.as_u16(), &late_replay.body), (201, &created[0].body));
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -136,7 +132,6 @@ async fn a_retry_after_the_admission_ran_out_still_gets_the_first_answer(db: sql
     order(&app, id, "alice", "late-retry", &admission, 2).await.assert_problem(403, "token_invalid");
     assert_eq!(app.count("orders").await, 1);
     assert_eq!(ledger(&app, id).await, (9, 1, 0));
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -156,7 +151,6 @@ async fn three_hundred_buyers_race_for_twenty_units_over_http(db: sqlx::PgPool) 
     let again = order(&app, id, &buyers[loser].0, "k", &buyers[loser].1, 1).await;
     again.assert_problem(409, "sold_out");
     assert_eq!(again.body, replies[loser].body);
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -169,7 +163,6 @@ async fn one_buyer_in_twenty_tabs_gets_at_most_the_limit(db: sqlx::PgPool) {
     let limited = replies.iter().filter(|r| r.status == 409 && r.body["code"] == "limit_reached").count();
     assert_eq!((created, limited), (2, 18));
     assert_eq!(pg_units(&app, id).await, (2, 0));
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -198,7 +191,6 @@ async fn an_admission_token_is_single_use_and_only_its_buyers(db: sqlx::PgPool) 
     order(&app, other_sale, "alice", "k", &token(&app, id, "alice", 2), 1).await.assert_problem(403, "token_invalid");
     assert_eq!(app.count("orders").await, 1);
     assert_eq!(ledger(&app, id).await, (9, 1, 0));
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -233,7 +225,6 @@ async fn bad_order_requests_are_problems_and_write_nothing(db: sqlx::PgPool) {
     assert_eq!(ledger(&app, id).await, (10, 0, 0));
     // The token was not spent by any of it.
     assert_eq!(order(&app, id, "alice", "k", &t, 1).await.status, 201);
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -264,7 +255,6 @@ async fn a_crash_between_reserve_and_insert_gives_the_units_and_the_turn_back_in
     flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap();
     assert_eq!(ledger(&app, id).await, (3, 2, 0));
     assert_redis_agrees_with_postgres(&app, id).await;
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -300,7 +290,7 @@ async fn an_order_arriving_after_its_reservation_was_released_is_refused(db: sql
         quantity: Units::new(1),
         amount_cents: PRICE,
         currency: "CNY".to_owned(),
-        reservation_id: reservation.0,
+        reservation_id: reservation,
         ticket: 7,
         epoch,
         idempotency_key: IdempotencyKey::try_from("slow-key").unwrap(),
@@ -309,7 +299,6 @@ async fn an_order_arriving_after_its_reservation_was_released_is_refused(db: sql
     };
     assert_eq!(app.state.orders.place(late).await.unwrap(), Placed::Orphaned);
     assert_eq!(pg_units(&app, id).await, (1, 0));
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -328,7 +317,6 @@ async fn a_write_that_fails_gives_the_reservation_and_the_token_back(db: sqlx::P
     sqlx::query("ALTER TABLE orders DROP CONSTRAINT no_mallory").execute(&app.db).await.unwrap();
     let retry = order(&app, id, "mallory", "k", &t, 1).await;
     assert_eq!(retry.status, 201, "the same token and key work once the database does: {retry:?}");
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -388,7 +376,6 @@ async fn payments_racing_the_deadline_and_the_sweep_get_one_outcome_each(db: sql
     let refunds: i64 =
         sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'refund_due'").fetch_one(&app.db).await.unwrap();
     assert_eq!(refunds, 10);
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -474,7 +461,6 @@ async fn payment_callbacks_are_signed_idempotent_and_never_revive_an_order(db: s
         ["paid", "ignored", "refund_due", "amount_mismatch", "unknown_order", "payment_failed", "refund_due"]
     );
     assert_redis_agrees_with_postgres(&app, id).await;
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -503,7 +489,6 @@ async fn buyers_see_and_cancel_only_their_own_orders(db: sqlx::PgPool) {
     app.buyer(Method::POST, &format!("/orders/{paid}/cancel"), "carol", None)
         .await
         .assert_problem(409, "invalid_transition");
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -575,7 +560,7 @@ async fn redis_losing_a_batch_mid_sale_is_rebuilt_from_postgres(db: sqlx::PgPool
         quantity: Units::new(1),
         amount_cents: PRICE,
         currency: "CNY".to_owned(),
-        reservation_id: reservation.0,
+        reservation_id: reservation,
         ticket: 500,
         epoch,
         idempotency_key: IdempotencyKey::try_from("late-key").unwrap(),
@@ -603,7 +588,6 @@ async fn redis_losing_a_batch_mid_sale_is_rebuilt_from_postgres(db: sqlx::PgPool
         .await
         .unwrap();
     assert_eq!(sold, 10, "no unit sold twice");
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -633,7 +617,6 @@ async fn the_audit_compares_redis_with_the_orders_in_postgres(db: sqlx::PgPool) 
     assert_eq!(pass.unbalanced, 0, "the ledger alone balances");
     let text = metrics().await;
     assert!(text.as_str().unwrap().contains(&gauge("sold", 1)), "{text}");
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -660,5 +643,4 @@ async fn polling_never_costs_a_buyer_their_order(db: sqlx::PgPool) {
     assert_eq!(created.status, 201, "{created:?}");
     let retried = order(&app, id, "alice", "k", &t, 1).await;
     assert_eq!((retried.status, &retried.body), (created.status, &created.body));
-    app.redis.cleanup().await;
 }

@@ -75,7 +75,6 @@ async fn joining_twenty_times_at_once_yields_one_place() {
     let new = outcomes.iter().filter(|o| matches!(o, Joined::Ticket { new: true, .. })).count();
     assert_eq!(new, 1, "{outcomes:?}");
     assert!(outcomes.iter().all(|o| matches!(o, Joined::Ticket { number: 1, .. })), "{outcomes:?}");
-    s.redis.cleanup().await;
 }
 
 #[tokio::test]
@@ -87,7 +86,6 @@ async fn after_the_opening_places_are_first_come_first_served() {
     }
     assert_eq!(s.queue.place(sale(), BatchNo::FIRST, &user(17)).await.unwrap(), Some(Place::Ticket(17)));
     assert_eq!(s.queue.place(sale(), BatchNo::FIRST, &user(99)).await.unwrap(), None);
-    s.redis.cleanup().await;
 }
 
 /// Spearman's rank correlation of two permutations of 0..n.
@@ -134,7 +132,6 @@ async fn the_prequeue_order_is_the_seeded_permutation_and_ignores_arrival_time()
         let arrival: Vec<usize> = (0..BUYERS).collect();
         let rho = spearman(&arrival, &places);
         assert!(rho.abs() < 0.15, "seed {seed_byte}: arrival/place correlation {rho}");
-        s.redis.cleanup().await;
     }
 }
 
@@ -161,7 +158,6 @@ async fn joins_outside_the_window_are_refused_and_sold_out_stops_new_buyers_only
     assert_eq!(s.queue.join(&open, &user(1), 0).await.unwrap(), Joined::Ticket { number: 1, new: false });
     s.inventory.set_status(sale(), BatchNo::FIRST, StatusChange::Close).await.unwrap();
     assert_eq!(s.queue.join(&open, &user(3), 0).await.unwrap(), Joined::Closed);
-    s.redis.cleanup().await;
 }
 
 #[tokio::test]
@@ -188,7 +184,6 @@ async fn two_instances_ticking_together_never_exceed_the_admission_rate() {
         serving > 0 && serving as f64 <= bound,
         "admitted {serving} in {elapsed:.2}s at {rate}/s (bound {bound:.0})"
     );
-    s.redis.cleanup().await;
 }
 
 #[tokio::test]
@@ -216,7 +211,6 @@ async fn admission_stops_at_the_stock_and_resumes_when_turns_expire() {
     let next = tick_for(&s, &open, &p, 2_100).await;
     assert_eq!((next.serving, next.inflight, next.lapsed), (20, 10, 10), "{next:?}");
     assert_eq!(s.queue.admission(sale(), BatchNo::FIRST, 5).await.unwrap(), Admission::Expired);
-    s.redis.cleanup().await;
 }
 
 #[tokio::test]
@@ -233,7 +227,6 @@ async fn a_paused_batch_admits_nobody_and_keeps_places() {
     s.inventory.set_status(sale(), BatchNo::FIRST, StatusChange::Resume).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(s.queue.admit(&open, &policy(1000, 1000), false).await.unwrap().serving > 0);
-    s.redis.cleanup().await;
 }
 
 #[tokio::test]
@@ -271,7 +264,6 @@ async fn buyers_who_reserve_stop_counting_as_in_flight() {
     // The seven lapse; only they count as lapsed, and seven more are admitted for the 7 units.
     let later = tick_for(&s, &open, &p, 2_100).await;
     assert_eq!((later.serving, later.inflight, later.lapsed), (17, 7, 7), "{later:?}");
-    s.redis.cleanup().await;
 }
 
 /// Ticks every 100 ms for `ms`, as the instances' tickers do (a longer silence is an outage,
@@ -308,7 +300,6 @@ async fn a_gap_in_the_steps_is_given_back_to_running_turns() {
     // Then the ticks go on and the turns end at their new end.
     let wait = u64::try_from(after - now_ms() + 300).unwrap_or(0);
     assert_eq!(tick_for(&s, &open, &p, wait).await.lapsed, 5);
-    s.redis.cleanup().await;
 }
 
 /// A batch open since a second ago with `buyers` joined (tickets 1..=buyers).
@@ -381,7 +372,6 @@ async fn a_pause_or_a_hold_freezes_admitted_turns_and_gives_the_time_back() {
         tokio::time::sleep(Duration::from_millis(u64::try_from(after - now_ms() + 50).unwrap_or(0))).await;
         let lapsed = s.queue.admit(&open, &p, false).await.unwrap();
         assert_eq!(lapsed.lapsed, 5, "pause {by_pause}: {lapsed:?}");
-        s.redis.cleanup().await;
     }
 }
 
@@ -431,5 +421,4 @@ async fn a_refusal_that_leaves_nothing_to_buy_ends_the_turn() {
     // The whole limit held: the same.
     assert!(matches!(reserve_as(&s, &user(1), 1, 4, step).await, Reserved::LimitReached { .. }));
     assert_eq!(reserve_as(&s, &user(1), 1, 4, step).await, Reserved::TokenUsed);
-    s.redis.cleanup().await;
 }

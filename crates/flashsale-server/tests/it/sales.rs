@@ -1,11 +1,9 @@
 //! Sale batches through the HTTP API: schedules, concurrent edits, pause/resume/close, stock
 //! changes against units buyers hold, and what shoppers see.
 
-mod common;
-
+use crate::common::{TestApp, hold_units, one_off_sale, weekly_sale};
 use axum::http::Method;
 use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
-use common::{TestApp, hold_units, one_off_sale, weekly_sale};
 use serde_json::json;
 
 fn instant(value: &serde_json::Value) -> DateTime<Utc> {
@@ -43,7 +41,6 @@ async fn a_weekly_tuesday_noon_sale_opens_next_tuesday_at_noon_shanghai_time(db:
     assert_eq!(entry["opens_at"], batch["opens_at"]);
     assert_eq!(entry["units_left"], 100);
     assert!(instant(&listed.body["server_time"]) >= before);
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -62,7 +59,6 @@ async fn a_weekly_sale_in_a_daylight_saving_zone_opens_at_local_noon(db: sqlx::P
     } else {
         assert_eq!((local.hour(), local.minute()), (3, 30));
     }
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -89,7 +85,6 @@ async fn of_concurrent_patches_with_the_same_version_exactly_one_wins(db: sqlx::
     assert_eq!(after.body["stock"], winners[0].body["stock"]);
     assert_eq!(after.body["current_batch"]["stats"]["stock"], winners[0].body["stock"]);
     assert_eq!(app.count("admin_audit").await, 2);
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -107,7 +102,6 @@ async fn concurrent_patches_without_a_version_are_serialised_and_each_audited(db
     let after = app.admin(Method::GET, &uri, None).await;
     assert_eq!(after.body["version"], 21);
     assert_eq!(app.count("admin_audit").await, 21);
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -132,7 +126,6 @@ async fn stock_cannot_drop_below_what_buyers_hold(db: sqlx::PgPool) {
     assert_eq!(raised.body["current_batch"]["stats"]["available"], 440);
     assert_eq!(raised.body["per_user_limit"], 5);
     assert_eq!(app.get(&format!("/sales/{id}")).await.body["units_left"], 440);
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -174,7 +167,6 @@ async fn pause_resume_and_close_move_the_batch_and_closing_is_final(db: sqlx::Pg
     assert_eq!(listed.body["sales"], json!([]));
     let all = app.admin(Method::GET, "/admin/sales?include_ended=true", None).await;
     assert_eq!(all.body["sales"][0]["id"], id);
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -188,7 +180,6 @@ async fn a_stale_if_match_is_refused_for_status_changes_too(db: sqlx::PgPool) {
     let fresh =
         app.admin_with(Method::POST, &format!("/admin/sales/{id}/resume"), None, &[("if-match", "\"2\"")]).await;
     assert_eq!(fresh.status, 200);
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -199,7 +190,6 @@ async fn the_status_follows_the_clock_from_prequeue_to_open(db: sqlx::PgPool) {
     body["prequeue_secs"] = json!(600);
     let id = app.create_sale(body).await["id"].as_i64().unwrap();
     assert_eq!(app.get(&format!("/sales/{id}")).await.body["status"], "prequeue");
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -218,7 +208,6 @@ async fn public_views_are_cached_until_an_admin_change_on_this_instance(db: sqlx
     app.admin(Method::PATCH, &format!("/admin/sales/{id}"), Some(json!({"stock": 200}))).await;
     assert_eq!(app.get(&public).await.body["units_left"], 170);
     assert_eq!(app.get("/sales").await.body["sales"][0]["units_left"], 170);
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -228,5 +217,4 @@ async fn a_zero_ttl_serves_every_public_read_fresh(db: sqlx::PgPool) {
     assert_eq!(app.get(&format!("/sales/{id}")).await.body["units_left"], 100);
     hold_units(&app, id, 30).await;
     assert_eq!(app.get(&format!("/sales/{id}")).await.body["units_left"], 70);
-    app.redis.cleanup().await;
 }

@@ -266,7 +266,6 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
             step
         );
     }
-    redis.cleanup().await;
     Ok(())
 }
 

@@ -1,10 +1,8 @@
 //! Admin endpoints need the admin bearer token; public ones need none.
 
-mod common;
-
+use crate::common::{TestApp, weekly_sale};
 use axum::body::Body;
 use axum::http::Method;
-use common::{TestApp, weekly_sale};
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
 async fn admin_requests_without_the_right_token_are_refused_and_change_nothing(db: sqlx::PgPool) {
@@ -41,7 +39,6 @@ async fn the_right_token_creates_a_sale_and_the_public_sees_it_without_one(db: s
     assert_eq!(public.body["name"], "Phone X");
     // Operations-only fields stay private.
     assert!(public.body.get("sku").is_none() && public.body.get("version").is_none());
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -58,5 +55,4 @@ async fn the_audit_trail_records_who_did_what(db: sqlx::PgPool) {
     assert_eq!(entries[0]["details"]["request"]["stock"], 100);
     let bad_actor = app.admin_with(Method::POST, &format!("/admin/sales/{id}/resume"), None, &[("x-actor", "")]).await;
     bad_actor.assert_problem(400, "bad_request");
-    app.redis.cleanup().await;
 }

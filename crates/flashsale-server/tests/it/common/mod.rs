@@ -1,8 +1,6 @@
 //! Shared helpers for the server's integration tests: the real router over a per-test
 //! PostgreSQL database (`#[sqlx::test]`) and a per-test Redis key space.
 
-#![allow(dead_code)] // each test binary uses its own subset
-
 pub mod shop;
 
 use axum::Router;
@@ -11,7 +9,7 @@ use axum::http::{Method, Request, StatusCode};
 use flashsale_server::config::{Secrets, dev};
 use flashsale_server::state::Tuning;
 use flashsale_server::{AppState, app};
-use flashsale_testkit::TestRedis;
+use flashsale_testkit::{SaleBuilder, TestRedis};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -136,21 +134,12 @@ impl TestApp {
 
 /// A valid weekly Tuesday-noon sale.
 pub fn weekly_sale() -> Value {
-    json!({
-        "name": "Phone X", "sku": "PHONE-X-128", "price_cents": 499900, "currency": "CNY",
-        "stock": 100, "per_user_limit": 2,
-        "weekly": {"weekday": "tue", "time": "12:00", "timezone": "Asia/Shanghai"}
-    })
+    SaleBuilder::weekly().body()
 }
 
 /// A valid one-off sale opening in an hour.
 pub fn one_off_sale() -> Value {
-    let opens_at = (chrono::Utc::now() + chrono::TimeDelta::hours(1)).to_rfc3339();
-    json!({
-        "name": "Phone X launch", "sku": "PHONE-X-LAUNCH", "price_cents": 599900, "currency": "CNY",
-        "stock": 10, "per_user_limit": 1, "opens_at": opens_at,
-        "prequeue_secs": 300, "admission_rate": 50, "admission_ttl_secs": 60, "payment_window_secs": 600
-    })
+    SaleBuilder::one_off().body()
 }
 
 /// Moves `units` of a batch's ledger from available to reserved, the way reservations will, so
@@ -220,11 +209,7 @@ pub fn uncached_tuning() -> Tuning {
 
 /// A one-off sale opening in a minute, its pre-queue open now.
 pub fn sale_in_prequeue(stock: u32) -> Value {
-    let mut body = one_off_sale();
-    body["opens_at"] = json!((chrono::Utc::now() + chrono::TimeDelta::seconds(60)).to_rfc3339());
-    body["prequeue_secs"] = json!(600);
-    body["stock"] = json!(stock);
-    body
+    SaleBuilder::one_off().opening_in(60).prequeue_secs(600).stock(stock).body()
 }
 
 /// Records the batch's every unit as sold, the way paid orders will, so sold-out behaviour can be

@@ -52,7 +52,7 @@ async fn ledger(inventory: &Inventory) -> LedgerSnapshot {
 #[tokio::test]
 async fn five_hundred_buyers_racing_for_ten_units_get_exactly_ten() {
     for _round in 0..10 {
-        let (redis, inventory) = open(10, 1).await;
+        let (_redis, inventory) = open(10, 1).await;
         let users: Vec<UserId> = (0..500).map(user).collect();
         let attempts = users.iter().enumerate().map(|(i, u)| {
             let inventory = inventory.clone();
@@ -68,13 +68,12 @@ async fn five_hundred_buyers_racing_for_ten_units_get_exactly_ten() {
         let l = ledger(&inventory).await;
         assert_eq!((l.available, l.reserved, l.sold), (Units::ZERO, Units::new(10), Units::ZERO));
         assert!(l.balances());
-        redis.cleanup().await;
     }
 }
 
 #[tokio::test]
 async fn one_buyer_in_twenty_tabs_never_holds_more_than_the_limit() {
-    let (redis, inventory) = open(100, 2).await;
+    let (_redis, inventory) = open(100, 2).await;
     let alice = user(1);
     let attempts = (0..20).map(|i| inventory.reserve(sale(), BatchNo::FIRST, request(&alice, 1, i + 1, WINDOW_MS)));
     let outcomes: Vec<Reserved> = join_all(attempts).await.into_iter().map(Result::unwrap).collect();
@@ -82,24 +81,22 @@ async fn one_buyer_in_twenty_tabs_never_holds_more_than_the_limit() {
     assert_eq!(won, 2, "{outcomes:?}");
     assert!(outcomes.iter().all(|o| matches!(o, Reserved::Reserved { .. } | Reserved::LimitReached { .. })));
     assert_eq!(ledger(&inventory).await.reserved, Units::new(2));
-    redis.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_replayed_admission_token_reserves_once() {
-    let (redis, inventory) = open(100, 100).await;
+    let (_redis, inventory) = open(100, 100).await;
     let alice = user(1);
     let attempts = (0..50).map(|_| inventory.reserve(sale(), BatchNo::FIRST, request(&alice, 1, 7, WINDOW_MS)));
     let outcomes: Vec<Reserved> = join_all(attempts).await.into_iter().map(Result::unwrap).collect();
     let won = outcomes.iter().filter(|o| matches!(o, Reserved::Reserved { .. })).count();
     let replays = outcomes.iter().filter(|o| **o == Reserved::TokenUsed).count();
     assert_eq!((won, replays), (1, 49));
-    redis.cleanup().await;
 }
 
 #[tokio::test]
 async fn settling_twice_and_concurrently_counts_once() {
-    let (redis, inventory) = open(10, 5).await;
+    let (_redis, inventory) = open(10, 5).await;
     let alice = user(1);
     let Reserved::Reserved { id: paid, .. } =
         inventory.reserve(sale(), BatchNo::FIRST, request(&alice, 2, 1, WINDOW_MS)).await.unwrap()
@@ -139,12 +136,11 @@ async fn settling_twice_and_concurrently_counts_once() {
         inventory.reserve(sale(), BatchNo::FIRST, request(&alice, 3, 4, WINDOW_MS)).await.unwrap(),
         Reserved::Reserved { .. }
     ));
-    redis.cleanup().await;
 }
 
 #[tokio::test]
 async fn expired_reservations_come_back_exactly_once_with_several_sweepers() {
-    let (redis, inventory) = open(10, 10).await;
+    let (_redis, inventory) = open(10, 10).await;
     for i in 0..10 {
         let u = user(i);
         let reserved = inventory.reserve(sale(), BatchNo::FIRST, request(&u, 1, i as u64 + 1, 30)).await.unwrap();
@@ -161,12 +157,11 @@ async fn expired_reservations_come_back_exactly_once_with_several_sweepers() {
     let l = ledger(&inventory).await;
     assert_eq!((l.available, l.reserved), (Units::new(10), Units::ZERO));
     assert!(l.balances());
-    redis.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_paused_closed_or_unopened_batch_reserves_nothing() {
-    let (redis, inventory) = open(10, 1).await;
+    let (_redis, inventory) = open(10, 1).await;
     let alice = user(1);
     inventory.set_status(sale(), BatchNo::FIRST, StatusChange::Pause).await.unwrap();
     assert_eq!(
@@ -182,7 +177,6 @@ async fn a_paused_closed_or_unopened_batch_reserves_nothing() {
     assert_eq!(inventory.reserve(sale(), other, request(&alice, 1, 1, WINDOW_MS)).await.unwrap(), Reserved::Missing);
     assert!(inventory.reserve(sale(), BatchNo::FIRST, request(&alice, 0, 2, WINDOW_MS)).await.is_err());
     assert_eq!(ledger(&inventory).await.available, Units::new(10));
-    redis.cleanup().await;
 }
 
 #[tokio::test]
@@ -194,7 +188,6 @@ async fn a_flushed_script_cache_is_reloaded_transparently() {
     let alice = user(1);
     let reserved = inventory.reserve(sale(), BatchNo::FIRST, request(&alice, 1, 1, WINDOW_MS)).await.unwrap();
     assert!(matches!(reserved, Reserved::Reserved { .. }), "{reserved:?}");
-    redis.cleanup().await;
 }
 
 #[tokio::test]
@@ -243,5 +236,4 @@ async fn a_request_claim_is_made_in_the_same_step_and_stops_a_second_use() {
     assert_eq!(inventory.reserve(sale(), BatchNo::FIRST, missing).await.unwrap(), Reserved::Missing);
     let exists: bool = redis::cmd("EXISTS").arg(&lost_key).query_async(&mut conn).await.unwrap();
     assert!(!exists);
-    redis.cleanup().await;
 }

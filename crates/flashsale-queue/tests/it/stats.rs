@@ -30,5 +30,4 @@ async fn counters_read_as_zero_before_anyone_joins_and_out_of_range_ones_read_cl
     assert_eq!(stats, [QueueStats::default(), QueueStats { queued: 0, admitted: 0 }]);
     let counters = queue.counters(&[(b, BatchNo::FIRST)]).await.unwrap();
     assert_eq!((counters[0].tail, counters[0].serving, counters[0].inflight), (0, 9, 0));
-    redis.cleanup().await;
 }

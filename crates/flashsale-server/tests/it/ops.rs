@@ -1,15 +1,13 @@
 //! Health, readiness, metrics, the OpenAPI document, start-up refusals and background upkeep.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::common::{TestApp, weekly_sale};
 use axum::http::Method;
 use chrono::{TimeDelta, Utc};
 use clap::Parser;
-use common::{TestApp, weekly_sale};
 use flashsale_server::AppState;
 use flashsale_server::config::{RawSettings, Secrets, Settings};
 use flashsale_server::jobs::upkeep;
@@ -122,7 +120,6 @@ async fn readiness_reports_a_dead_redis_while_health_stays_up(db: sqlx::PgPool) 
     assert_eq!(broken.get("/healthz").await.status, 200);
     // Listing a sale needs its live ledger: a clear 503, not a 500 or a hang.
     broken.get("/sales").await.assert_problem(503, "unavailable");
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -140,7 +137,6 @@ async fn metrics_count_requests_by_route_template(db: sqlx::PgPool) {
         let name = line.split_whitespace().nth(2).unwrap();
         assert!(text.contains(&format!("# HELP {name} ")), "{name} has no # HELP line");
     }
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -222,7 +218,6 @@ async fn a_finished_weekly_batch_rolls_over_once_even_with_several_instances(db:
     let next = flashsale_core::BatchNo::FIRST.next();
     let ledger = app.state.inventory.snapshot(id.try_into().unwrap(), next).await.unwrap().unwrap();
     assert_eq!((ledger.total.get(), ledger.available.get()), (100, 100));
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -230,10 +225,9 @@ async fn upkeep_recreates_a_ledger_redis_lost(db: sqlx::PgPool) {
     let app = TestApp::new(db).await;
     app.create_sale(weekly_sale()).await;
     assert_eq!(upkeep::pass(&app.state, Utc::now()).await.unwrap().ledgers_rebuilt, 0);
-    app.redis.cleanup().await;
+    app.redis.delete_all_keys().await;
     assert_eq!(upkeep::pass(&app.state, Utc::now()).await.unwrap().ledgers_rebuilt, 1);
     assert_eq!(app.get("/sales").await.body["sales"][0]["units_left"], 100);
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
@@ -250,16 +244,15 @@ async fn the_audit_counts_a_ledger_that_does_not_balance(db: sqlx::PgPool) {
     assert_eq!(upkeep::pass(&app.state, Utc::now()).await.unwrap().unbalanced, 1);
     let metrics = app.send(Method::GET, "/metrics", &[], axum::body::Body::empty()).await;
     assert!(metrics.body.as_str().unwrap().contains(&format!("inventory_drift_units{{sale=\"{id}\"}} 1")));
-    app.redis.cleanup().await;
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
 async fn readiness_fails_while_the_admission_ticker_makes_no_progress(db: sqlx::PgPool) {
-    let app = common::uncached(db).await;
-    let mut body = common::one_off_sale();
+    let app = crate::common::uncached(db).await;
+    let mut body = crate::common::one_off_sale();
     body["opens_at"] = json!((chrono::Utc::now() + chrono::TimeDelta::seconds(30)).to_rfc3339());
     let id = app.create_sale(body).await["id"].as_i64().unwrap();
-    common::open_now(&app, id).await;
+    crate::common::open_now(&app, id).await;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let ticker = tokio::spawn(flashsale_server::jobs::admission::run(app.state.clone(), shutdown.clone()));
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -279,7 +272,6 @@ async fn readiness_fails_while_the_admission_ticker_makes_no_progress(db: sqlx::
     assert_eq!(app.get("/readyz").await.status, 200);
     shutdown.cancel();
     ticker.await.unwrap();
-    app.redis.cleanup().await;
 }
 
 mod slow_clients {
@@ -293,7 +285,7 @@ mod slow_clients {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
-    use super::common::TestApp;
+    use crate::common::TestApp;
 
     /// A whole HTTP exchange on a fresh connection: the raw response text.
     async fn exchange(addr: SocketAddr, request: &str) -> String {
@@ -385,7 +377,6 @@ mod slow_clients {
 
         shutdown.cancel();
         server.await.unwrap().unwrap();
-        app.redis.cleanup().await;
     }
 
     /// One buyer holds at most the allowed event streams at once; a stream that ends gives its
@@ -393,13 +384,13 @@ mod slow_clients {
     #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
     async fn one_buyer_cannot_hold_more_event_streams_than_allowed(db: sqlx::PgPool) {
         use axum::http::Method;
-        let app = TestApp::with_tuning(db, super::common::uncached_tuning()).await;
-        let sale = super::common::shop::open_sale(&app, 5, 1, 60).await;
+        let app = TestApp::with_tuning(db, crate::common::uncached_tuning()).await;
+        let sale = crate::common::shop::open_sale(&app, 5, 1, 60).await;
         let joined = app.buyer(Method::POST, &format!("/sales/{sale}/queue"), "alice", None).await;
         assert!(joined.status.is_success(), "{joined:?}");
         let stream = |app: &TestApp| {
             let request = axum::http::Request::get(format!("/sales/{sale}/queue/events"))
-                .header("authorization", format!("Bearer {}", super::common::buyer_jwt("alice", 600)))
+                .header("authorization", format!("Bearer {}", crate::common::buyer_jwt("alice", 600)))
                 .body(axum::body::Body::empty())
                 .unwrap();
             tower::ServiceExt::oneshot(app.router.clone(), request)
@@ -413,7 +404,6 @@ mod slow_clients {
         let again = stream(&app).await.unwrap();
         assert_eq!(again.status().as_u16(), 200, "the closed stream's place is free");
         drop((second, again));
-        app.redis.cleanup().await;
     }
 }
 
@@ -434,5 +424,4 @@ async fn every_answer_carries_a_request_id_and_a_sane_one_sent_is_kept(db: sqlx:
         let reply = app.send(Method::GET, "/healthz", &[("x-request-id", forged)], axum::body::Body::empty()).await;
         assert_ne!(reply.headers["x-request-id"], forged);
     }
-    app.redis.cleanup().await;
 }

@@ -50,12 +50,11 @@ async fn opening_twice_never_resets_a_ledger() {
     let snap = inventory.snapshot(sale(), BatchNo::FIRST).await.unwrap().unwrap();
     assert_eq!((snap.total, snap.available, snap.reserved), (Units::new(10), Units::new(7), Units::new(3)));
     assert!(snap.balances());
-    redis.cleanup().await;
 }
 
 #[tokio::test]
 async fn concurrent_openings_create_one_ledger() {
-    let (redis, inventory) = setup().await;
+    let (_redis, inventory) = setup().await;
     let calls = (0..50).map(|_| {
         let inventory = inventory.clone();
         tokio::spawn(async move { inventory.open_batch(sale(), BatchNo::FIRST, spec(10)).await.unwrap() })
@@ -67,7 +66,6 @@ async fn concurrent_openings_create_one_ledger() {
         }
     }
     assert_eq!(created, 1);
-    redis.cleanup().await;
 }
 
 #[tokio::test]
@@ -91,7 +89,6 @@ async fn stock_never_drops_below_what_buyers_hold() {
     );
     let snap = inventory.snapshot(sale(), BatchNo::FIRST).await.unwrap().unwrap();
     assert!(snap.balances(), "{snap:?}");
-    redis.cleanup().await;
 }
 
 #[tokio::test]
@@ -113,12 +110,11 @@ async fn racing_stock_changes_keep_the_ledger_balanced() {
     }
     let snap = inventory.snapshot(sale(), BatchNo::FIRST).await.unwrap().unwrap();
     assert!(snap.balances() && snap.total >= Units::new(40), "{snap:?}");
-    redis.cleanup().await;
 }
 
 #[tokio::test]
 async fn closing_is_final() {
-    let (redis, inventory) = setup().await;
+    let (_redis, inventory) = setup().await;
     let batch = BatchNo::FIRST;
     assert_eq!(inventory.set_status(sale(), batch, StatusChange::Pause).await.unwrap(), StatusChanged::Missing);
     inventory.open_batch(sale(), batch, spec(10)).await.unwrap();
@@ -130,7 +126,6 @@ async fn closing_is_final() {
     assert_eq!(inventory.set_status(sale(), batch, StatusChange::Resume).await.unwrap(), StatusChanged::Closed);
     assert_eq!(inventory.configure(sale(), batch, spec(20)).await.unwrap(), Configured::Closed);
     assert!(inventory.snapshot(sale(), batch).await.unwrap().unwrap().closed);
-    redis.cleanup().await;
 }
 
 #[tokio::test]
@@ -146,7 +141,6 @@ async fn a_missing_ledger_reads_as_none_and_a_corrupt_one_clamped_and_unbalanced
     let read = inventory.snapshot(sale(), BatchNo::FIRST).await.unwrap().unwrap();
     assert_eq!((read.total, read.available), (Units::ZERO, Units::new(3)));
     assert!(!read.balances());
-    redis.cleanup().await;
 }
 
 #[tokio::test]

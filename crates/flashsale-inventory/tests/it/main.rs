@@ -1,0 +1,6 @@
+//! The inventory's tests, one binary with a module per area, against a real Redis (a key space
+//! per test, cleaned when the test ends).
+
+mod ledger;
+mod model;
+mod reservations;

@@ -1,0 +1,11 @@
+//! The server's tests, one binary with a module per area, against real PostgreSQL (a database
+//! per test, `#[sqlx::test]`) and Redis (a key space per test, cleaned when the test ends).
+
+mod admin_auth;
+mod common;
+mod faults;
+mod ops;
+mod orders;
+mod queue;
+mod sales;
+mod validation;
