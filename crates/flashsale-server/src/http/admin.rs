@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use flashsale_core::SaleId;
 use flashsale_inventory::StatusChange;
-use flashsale_sales::store::{self, AuditEntry};
+use flashsale_sales::store::AuditEntry;
 use flashsale_sales::{NewSale, SalePatch};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
@@ -17,7 +17,6 @@ use utoipa_axum::routes;
 use super::auth::Admin;
 use super::problem::{ApiError, Json, Path, Query};
 use crate::problem::Problem;
-use crate::service;
 use crate::service::sales::{self, AdminSale, IfMatch, etag};
 use crate::state::AppState;
 
@@ -112,10 +111,8 @@ async fn admin_list_sales(
     if !(1..=200).contains(&limit) || offset < 0 {
         return Err(ApiError::BadRequest("limit must be 1–200 and offset ≥ 0".to_owned()));
     }
-    let mut conn = state.db.acquire().await?;
-    let found = store::list_sales(&mut conn, query.include_ended.unwrap_or(false), limit, offset).await?;
-    drop(conn);
-    Ok(Json(AdminSaleList { sales: sales::admin_views(&state, found).await? }))
+    let found = sales::admin_list(&state, query.include_ended.unwrap_or(false), limit, offset).await?;
+    Ok(Json(AdminSaleList { sales: found }))
 }
 
 /// A sale: configuration, version (also as `ETag`), current batch and live numbers.
@@ -272,7 +269,5 @@ async fn sale_audit(
     _admin: Admin,
     Path(id): Path<SaleId>,
 ) -> Result<Json<AuditTrail>, ApiError> {
-    let mut conn = state.db.acquire().await?;
-    store::get_sale(&mut conn, id, false).await?.ok_or_else(|| ApiError::from(service::Error::sale_not_found()))?;
-    Ok(Json(AuditTrail { entries: store::audit_trail(&mut conn, id).await? }))
+    Ok(Json(AuditTrail { entries: sales::audit_trail(&state, id).await? }))
 }

@@ -3,13 +3,12 @@
 use axum::extract::State;
 
 use flashsale_core::{BatchNo, SaleId};
-use flashsale_sales::store;
 use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::problem::{ApiError, Json, Path};
-use crate::problem::{Problem, ProblemCode};
+use crate::problem::Problem;
 use crate::service;
 use crate::service::sales::{self, PublicSale, PublicSaleList};
 use crate::state::AppState;
@@ -78,15 +77,8 @@ async fn batch_draw(
     State(state): State<AppState>,
     Path((id, batch_no)): Path<(SaleId, BatchNo)>,
 ) -> Result<Json<Draw>, ApiError> {
-    let mut conn = state.db.acquire().await?;
-    let batch = store::get_batch(&mut conn, id, batch_no)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("no such batch".to_owned()))?;
-    if !batch.is_finished(state.clock.now()) {
-        let refused = service::Error::refused(ProblemCode::NotClosed, "the seed is published once the batch is closed");
-        return Err(refused.into());
-    }
-    let prequeue_seed = batch.prequeue_seed.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let seed = sales::published_seed(&state, id, batch_no).await?;
+    let prequeue_seed = seed.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
     Ok(Json(Draw {
         sale_id: id,
         batch_no,

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use flashsale_core::{BatchNo, SaleId, Units};
+use flashsale_core::{BatchNo, PrequeueSeed, SaleId, Units};
 use flashsale_inventory::{Configured, LedgerSpec, StatusChange, StatusChanged};
 use flashsale_sales::{Batch, BatchStatus, NewSale, Sale, SalePatch, Schedule, ValidationErrors, WeekdayName, store};
 use serde::Serialize;
@@ -247,6 +247,38 @@ pub async fn admin_views(state: &AppState, sales: Vec<Sale>) -> Result<Vec<Admin
     let live = live_batches(state, &sales).await?;
     let now = state.clock.now();
     Ok(sales.into_iter().zip(live).map(|(sale, live)| admin_view(sale, live, now)).collect())
+}
+
+/// A page of the sales, newest first (`include_ended`: closed ones too), as operators see them.
+pub async fn admin_list(
+    state: &AppState,
+    include_ended: bool,
+    limit: i64,
+    offset: i64,
+) -> Result<Vec<AdminSale>, Error> {
+    let mut conn = state.db.acquire().await?;
+    let found = store::list_sales(&mut conn, include_ended, limit, offset).await?;
+    drop(conn);
+    admin_views(state, found).await
+}
+
+/// Every admin action on the sale, oldest first.
+pub async fn audit_trail(state: &AppState, id: SaleId) -> Result<Vec<store::AuditEntry>, Error> {
+    let mut conn = state.db.acquire().await?;
+    store::get_sale(&mut conn, id, false).await?.ok_or_else(Error::sale_not_found)?;
+    Ok(store::audit_trail(&mut conn, id).await?)
+}
+
+/// The seed of a batch's pre-queue draw, once the batch is over: refused (`not_closed`) while it
+/// runs, when knowing the seed would let buyers predict the draw.
+pub async fn published_seed(state: &AppState, id: SaleId, batch_no: BatchNo) -> Result<PrequeueSeed, Error> {
+    let mut conn = state.db.acquire().await?;
+    let batch =
+        store::get_batch(&mut conn, id, batch_no).await?.ok_or_else(|| Error::NotFound("no such batch".to_owned()))?;
+    if !batch.is_finished(state.clock.now()) {
+        return Err(Error::refused(ProblemCode::NotClosed, "the seed is published once the batch is closed"));
+    }
+    Ok(batch.prequeue_seed)
 }
 
 /// One sale's admin view.
