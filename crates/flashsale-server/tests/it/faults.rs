@@ -9,7 +9,7 @@ use crate::common::shop::*;
 use axum::http::Method;
 use chrono::Utc;
 use flashsale_core::{BatchNo, SaleId};
-use flashsale_testkit::{RedisServer, TestRedis};
+use flashsale_testkit::{RedisServer, SaleBuilder, TestRedis};
 use serde_json::json;
 
 /// Every key of the test's prefix deleted: what a `FLUSHALL` does to the test's sales.
@@ -381,9 +381,8 @@ async fn a_weekly_sale_leaves_redis_one_batch_worth_however_many_weeks_it_runs(d
     let mut tuning = tuning();
     tuning.retire_grace = std::time::Duration::from_millis(1);
     let app = TestApp::with_tuning(db, tuning).await;
-    let mut body = crate::common::weekly_sale();
-    body["duration_secs"] = json!(3600);
-    let id = app.create_sale(body).await["id"].as_i64().unwrap();
+    let id =
+        app.create_sale(SaleBuilder::weekly().set("duration_secs", json!(3600)).body()).await["id"].as_i64().unwrap();
     for week in 1..=4 {
         // This week's batch ends (its window passed); upkeep schedules the next and retires it.
         sqlx::query(

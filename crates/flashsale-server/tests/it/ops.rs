@@ -12,6 +12,7 @@ use flashsale_server::AppState;
 use flashsale_server::config::{RawSettings, Secrets, Settings};
 use flashsale_server::jobs::upkeep;
 use flashsale_server::startup::{self, StartupError};
+use flashsale_testkit::SaleBuilder;
 use serde_json::json;
 
 #[derive(Parser)]
@@ -249,9 +250,7 @@ async fn the_audit_counts_a_ledger_that_does_not_balance(db: sqlx::PgPool) {
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
 async fn readiness_fails_while_the_admission_ticker_makes_no_progress(db: sqlx::PgPool) {
     let app = crate::common::uncached(db).await;
-    let mut body = crate::common::one_off_sale();
-    body["opens_at"] = json!((chrono::Utc::now() + chrono::TimeDelta::seconds(30)).to_rfc3339());
-    let id = app.create_sale(body).await["id"].as_i64().unwrap();
+    let id = app.create_sale(SaleBuilder::one_off().opening_in(30).body()).await["id"].as_i64().unwrap();
     crate::common::open_now(&app, id).await;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let ticker = tokio::spawn(flashsale_server::jobs::admission::run(app.state.clone(), shutdown.clone()));

@@ -4,6 +4,7 @@
 use crate::common::{TestApp, hold_units, one_off_sale, weekly_sale};
 use axum::http::Method;
 use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
+use flashsale_testkit::SaleBuilder;
 use serde_json::json;
 
 fn instant(value: &serde_json::Value) -> DateTime<Utc> {
@@ -46,9 +47,8 @@ async fn a_weekly_tuesday_noon_sale_opens_next_tuesday_at_noon_shanghai_time(db:
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
 async fn a_weekly_sale_in_a_daylight_saving_zone_opens_at_local_noon(db: sqlx::PgPool) {
     let app = TestApp::new(db).await;
-    let mut body = weekly_sale();
-    body["weekly"] = json!({"weekday": "sun", "time": "02:30", "timezone": "America/New_York"});
-    let sale = app.create_sale(body).await;
+    let weekly = json!({"weekday": "sun", "time": "02:30", "timezone": "America/New_York"});
+    let sale = app.create_sale(SaleBuilder::weekly().set("weekly", weekly).body()).await;
     let opens_at = instant(&sale["current_batch"]["opens_at"]);
     let local = opens_at.with_timezone(&chrono_tz::America::New_York);
     assert_eq!(local.weekday(), chrono::Weekday::Sun);
@@ -185,10 +185,8 @@ async fn a_stale_if_match_is_refused_for_status_changes_too(db: sqlx::PgPool) {
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
 async fn the_status_follows_the_clock_from_prequeue_to_open(db: sqlx::PgPool) {
     let app = TestApp::new(db).await;
-    let mut body = one_off_sale();
-    body["opens_at"] = json!((Utc::now() + chrono::TimeDelta::seconds(120)).to_rfc3339());
-    body["prequeue_secs"] = json!(600);
-    let id = app.create_sale(body).await["id"].as_i64().unwrap();
+    let id =
+        app.create_sale(SaleBuilder::one_off().opening_in(120).prequeue_secs(600).body()).await["id"].as_i64().unwrap();
     assert_eq!(app.get(&format!("/sales/{id}")).await.body["status"], "prequeue");
 }
 

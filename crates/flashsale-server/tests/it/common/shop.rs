@@ -7,18 +7,17 @@ use flashsale_core::{BatchNo, SaleId, UserId};
 use flashsale_order::payment::sign;
 use flashsale_queue::AdmissionClaims;
 use flashsale_server::config::dev;
+use flashsale_testkit::SaleBuilder;
 use serde_json::json;
 
-use super::{Reply, TestApp, buyer_jwt, one_off_sale, open_now};
+use super::{Reply, TestApp, buyer_jwt, open_now};
 
 pub const PRICE: i64 = 599_900;
 
 /// A one-off sale, open now, with `stock` units, a per-user limit and a payment window (shorter
 /// windows than the API accepts are set in the database, so deadlines pass within a test).
 pub async fn open_sale(app: &TestApp, stock: u32, limit: u32, window_secs: i32) -> i64 {
-    let mut body = one_off_sale();
-    body["stock"] = json!(stock);
-    body["per_user_limit"] = json!(limit);
+    let body = SaleBuilder::one_off().stock(stock).limit(limit).body();
     let id = app.create_sale(body).await["id"].as_i64().unwrap();
     sqlx::query("UPDATE sales SET admission_ttl_secs = 1, payment_window_secs = $2 WHERE id = $1")
         .bind(id)
