@@ -69,10 +69,10 @@ pub const DEFAULT_RATE_LIMIT_PER_IP: u32 = 200;
 /// configured otherwise (tests shorten it). A group commit takes milliseconds; an order not
 /// written after this long never will be (its instance died, or stalled past the point where the
 /// buyer has retried).
-pub const ORPHAN_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+pub const ORPHAN_AFTER: Duration = Duration::from_secs(10);
 
 /// How long a retired batch's Redis keys stay readable, unless configured otherwise.
-pub const RETIRE_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+pub const RETIRE_GRACE: Duration = Duration::from_secs(3600);
 
 /// The settings as given (flags or environment), before validation.
 #[derive(Debug, Clone, Args)]
@@ -420,25 +420,25 @@ impl Settings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DatabaseBounds {
     /// Longest wait for a pooled connection: during an outage a request answers 503 after this.
-    pub acquire_timeout: std::time::Duration,
+    pub acquire_timeout: Duration,
     /// Longest wait for a row lock (`lock_timeout`): an order waits at most this long behind a
     /// rebuild or an admin change holding its batch row.
-    pub lock_timeout: std::time::Duration,
+    pub lock_timeout: Duration,
     /// Longest statement (`statement_timeout`).
-    pub statement_timeout: std::time::Duration,
+    pub statement_timeout: Duration,
     /// Longest a transaction may sit idle (`idle_in_transaction_session_timeout`): PostgreSQL
     /// ends the session of an instance frozen (or dead) mid-transaction after this, releasing
     /// the batch rows it locked.
-    pub idle_in_transaction_timeout: std::time::Duration,
+    pub idle_in_transaction_timeout: Duration,
 }
 
 impl Default for DatabaseBounds {
     fn default() -> Self {
         DatabaseBounds {
-            acquire_timeout: std::time::Duration::from_millis(1_000),
-            lock_timeout: std::time::Duration::from_millis(2_000),
-            statement_timeout: std::time::Duration::from_millis(10_000),
-            idle_in_transaction_timeout: std::time::Duration::from_millis(5_000),
+            acquire_timeout: Duration::from_millis(1_000),
+            lock_timeout: Duration::from_millis(2_000),
+            statement_timeout: Duration::from_millis(10_000),
+            idle_in_transaction_timeout: Duration::from_millis(5_000),
         }
     }
 }

@@ -86,14 +86,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     );
     jobs::upkeep::sync_clock(&state).await;
     let shutdown = CancellationToken::new();
-    let jobs = jobs::spawn_all(&state, &shutdown);
+    let mut jobs = jobs::spawn_all(&state, &shutdown);
     let router = app(state, settings.max_body_bytes);
 
     let listener = tokio::net::TcpListener::bind(settings.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "flashsale listening");
     listener::serve(listener, router, settings.connections, shutdown_signal()).await?;
     shutdown.cancel();
-    let mut jobs = jobs;
     while let Some(finished) = jobs.join_next().await {
         finished?;
     }

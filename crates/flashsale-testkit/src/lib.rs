@@ -45,28 +45,32 @@ struct KeyGuard {
     prefix: String,
 }
 
-impl Drop for KeyGuard {
-    fn drop(&mut self) {
-        let Ok(client) = redis::Client::open(self.url.as_str()) else { return };
-        // A Redis of the test's own may be stopped already: its keys went with it.
-        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(500)) else { return };
-        if conn.set_read_timeout(Some(Duration::from_secs(2))).is_err() {
-            return;
-        }
+impl KeyGuard {
+    /// Deletes every key under the prefix, a `SCAN` page at a time.
+    fn delete(&self) -> redis::RedisResult<()> {
+        let client = redis::Client::open(self.url.as_str())?;
+        let mut conn = client.get_connection_with_timeout(Duration::from_millis(500))?;
+        conn.set_read_timeout(Some(Duration::from_secs(2)))?;
         let pattern = format!("{}:*", self.prefix);
         let mut cursor: u64 = 0;
         loop {
-            let scanned: redis::RedisResult<(u64, Vec<String>)> =
-                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).query(&mut conn);
-            let Ok((next, keys)) = scanned else { return };
+            let (next, keys): (u64, Vec<String>) =
+                redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).query(&mut conn)?;
             if !keys.is_empty() {
-                let _: redis::RedisResult<i64> = redis::cmd("UNLINK").arg(&keys).query(&mut conn);
+                let _: i64 = redis::cmd("UNLINK").arg(&keys).query(&mut conn)?;
             }
             if next == 0 {
-                return;
+                return Ok(());
             }
             cursor = next;
         }
+    }
+}
+
+impl Drop for KeyGuard {
+    fn drop(&mut self) {
+        // A Redis of the test's own may be stopped already: its keys went with it.
+        let _ = self.delete();
     }
 }
 
@@ -118,20 +122,14 @@ impl TestRedis {
             cursor = next;
         }
     }
-}
 
-impl TestRedis {
     /// Deletes every key of this key space now: a test playing Redis losing its state. (At the
     /// end of a test nothing needs calling: the keys go when the last handle is dropped.)
     ///
     /// # Panics
     /// When Redis cannot be reached.
-    pub async fn delete_all_keys(&self) {
-        let keys = self.keys_in_use().await;
-        if !keys.is_empty() {
-            let mut conn = self.pool.get().await.expect("test Redis reachable");
-            let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.expect("DEL succeeds");
-        }
+    pub fn delete_all_keys(&self) {
+        self._guard.delete().expect("test Redis reachable");
     }
 }
 

@@ -59,6 +59,12 @@ fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::BadRequest("X-Actor must be 1–64 visible ASCII characters".to_owned()))
 }
 
+/// The address of the connection's other end, when the server knows it (tests driving the router
+/// without a socket have none).
+fn peer(parts: &Parts) -> Option<IpAddr> {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+}
+
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
@@ -69,8 +75,7 @@ impl FromRequestParts<AppState> for Admin {
         if !bool::from(given.as_bytes().ct_eq(expected)) {
             return Err(ApiError::Unauthorized);
         }
-        let client_ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        Ok(Admin { actor: Actor { name: actor(&parts.headers)?, client_ip } })
+        Ok(Admin { actor: Actor { name: actor(&parts.headers)?, client_ip: peer(parts) } })
     }
 }
 
@@ -92,9 +97,8 @@ pub struct ClientIp(pub Option<IpAddr>);
 impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<ClientIp, Self::Rejection> {
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
         let forwarded = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        Ok(ClientIp(state.limits.client_ip(peer, forwarded)))
+        Ok(ClientIp(state.limits.client_ip(peer(parts), forwarded)))
     }
 }
 

@@ -152,7 +152,7 @@ async fn list_orders(
     if !(1..=100).contains(&limit) {
         return Err(ApiError::BadRequest("limit must be from 1 to 100".to_owned()));
     }
-    let orders = state.orders.list(&buyer.user, query.before.map(OrderId::new), limit).await?;
+    let orders = orders::list(&state, &buyer.user, query.before.map(OrderId::new), limit).await?;
     let full = i64::try_from(orders.len()).unwrap_or(i64::MAX) == limit;
     let next_before = if full { orders.last().map(|o| o.id) } else { None };
     Ok(Json(OrderPage { orders, next_before }))
@@ -174,8 +174,7 @@ async fn get_order(
     buyer: Buyer,
     Path(id): Path<OrderId>,
 ) -> Result<Json<Order>, ApiError> {
-    let order = state.orders.get(&buyer.user, id).await?;
-    order.map(Json).ok_or_else(|| service::Error::NotFound("no such order".to_owned()).into())
+    Ok(Json(orders::get(&state, &buyer.user, id).await?))
 }
 
 /// Cancel a pending order; its units go back to other buyers at once. Cancelling again answers

@@ -60,32 +60,6 @@ pub enum ApiError {
     TooManyStreams { max: u32 },
 }
 
-/// Every error the service layer can convert converts here too, so a handler's `?` works on a
-/// store's error as on the service's.
-impl From<sqlx::Error> for ApiError {
-    fn from(error: sqlx::Error) -> ApiError {
-        ApiError::Service(error.into())
-    }
-}
-
-impl From<flashsale_sales::ValidationErrors> for ApiError {
-    fn from(errors: flashsale_sales::ValidationErrors) -> ApiError {
-        ApiError::Service(errors.into())
-    }
-}
-
-impl From<flashsale_sales::SalesError> for ApiError {
-    fn from(error: flashsale_sales::SalesError) -> ApiError {
-        ApiError::Service(error.into())
-    }
-}
-
-impl From<flashsale_order::OrderError> for ApiError {
-    fn from(error: flashsale_order::OrderError) -> ApiError {
-        ApiError::Service(error.into())
-    }
-}
-
 impl From<crate::limits::Limited> for ApiError {
     fn from(limited: crate::limits::Limited) -> ApiError {
         match limited {
@@ -135,9 +109,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let problem = self.problem();
-        let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = (status, Json(problem)).into_response();
+        let mut response = (self.code().status(), Json(self.problem())).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         match self {
             ApiError::Unauthorized => {

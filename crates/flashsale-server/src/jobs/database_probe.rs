@@ -3,6 +3,7 @@
 
 use tokio_util::sync::CancellationToken;
 
+use super::{Ticks, span};
 use crate::health::{PROBE_EVERY, Probe};
 use crate::state::AppState;
 
@@ -11,14 +12,9 @@ use crate::state::AppState;
 pub async fn run(state: AppState, shutdown: CancellationToken) {
     use tracing::Instrument;
     let mut probe = Probe::new((*state.db.connect_options()).clone());
-    let mut ticker = tokio::time::interval(PROBE_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let Some(answered) = probe.check().instrument(tracing::info_span!("job", job = "database_probe")).await else {
+    let mut ticks = Ticks::new(PROBE_EVERY, shutdown);
+    while ticks.next().await {
+        let Some(answered) = probe.check().instrument(span("database_probe")).await else {
             continue;
         };
         if state.database.record(answered, state.clock.now_ms()) {

@@ -34,22 +34,48 @@ pub fn spawn_all(state: &AppState, shutdown: &CancellationToken) -> JoinSet<()> 
     jobs
 }
 
-/// Runs `work` every `period` until `shutdown` is cancelled, each pass in a `job` span named
-/// `job` (what a log line written during the pass is attributed to). A tick that finds the
-/// previous one still running is skipped, not queued: background work never piles up behind a
-/// slow store.
+/// A job's clock: ticks every `period` until `shutdown` is cancelled. A tick that finds the
+/// previous pass still running is skipped, not queued: background work never piles up behind a
+/// slow store. [`every`] is the usual way to use it; a job that keeps state of its own between
+/// passes (the database probe's connection) loops on [`Ticks::next`] itself.
+#[derive(Debug)]
+pub struct Ticks {
+    ticker: tokio::time::Interval,
+    shutdown: CancellationToken,
+}
+
+impl Ticks {
+    /// Ticks every `period`, the first at once.
+    pub fn new(period: Duration, shutdown: CancellationToken) -> Ticks {
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        Ticks { ticker, shutdown }
+    }
+
+    /// Waits for the next tick; `false` once shutdown is requested.
+    pub async fn next(&mut self) -> bool {
+        tokio::select! {
+            () = self.shutdown.cancelled() => false,
+            _ = self.ticker.tick() => true,
+        }
+    }
+}
+
+/// The span a pass of `job` runs in: what a log line written during the pass is attributed to.
+pub fn span(job: &'static str) -> tracing::Span {
+    tracing::info_span!("job", job)
+}
+
+/// Runs `work` at every tick of [`Ticks`] until `shutdown` is cancelled, each pass in the
+/// job's [`span`].
 pub async fn every<F, Fut>(job: &'static str, period: Duration, shutdown: CancellationToken, mut work: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     use tracing::Instrument;
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticker.tick() => work().instrument(tracing::info_span!("job", job)).await,
-        }
+    let mut ticks = Ticks::new(period, shutdown);
+    while ticks.next().await {
+        work().instrument(span(job)).await;
     }
 }

@@ -243,8 +243,7 @@ async fn audit_against_orders(state: &AppState, sale: SaleId, batch: BatchNo) ->
 /// again. PostgreSQL is read first: an id is taken in Redis before its order is written, so a
 /// healthy Redis is always at or past it.
 async fn reservation_ids_went_back(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<bool, Error> {
-    let written = state.orders.last_reservation_id(sale, batch).await?;
-    let Some(written) = written else { return Ok(false) };
+    let Some(written) = state.orders.last_reservation_id(sale, batch).await? else { return Ok(false) };
     let handed_out = state.inventory.last_reservation_id(sale, batch).await?;
     Ok(handed_out.is_some_and(|seq| seq < written.get()))
 }
@@ -288,8 +287,8 @@ async fn release_orphan_chunk(state: &AppState, sale: SaleId, batch: BatchNo) ->
         metrics::counter!("reservations_orphaned_total").increment(1);
         tracing::warn!(sale.id = %sale, batch.no = %batch, reservation.id = orphan.id.0, "reservation without an order released");
     }
-    let settled: Vec<ReservationId> = candidates.iter().map(|c| c.id).collect();
-    state.inventory.confirm(sale, batch, &settled).await?;
+    // Every candidate is decided now: orphans released above, the rest have their order.
+    state.inventory.confirm(sale, batch, &ids).await?;
     Ok(u32::try_from(candidates.len()).unwrap_or(u32::MAX))
 }
 

@@ -24,10 +24,6 @@
 
 use std::time::Duration;
 
-use super::Error;
-use super::queue::{millis_to_time, sale_snapshot};
-use crate::problem::ProblemCode;
-use crate::state::AppState;
 use flashsale_core::{SaleId, Units, UserId};
 use flashsale_inventory::{RequestClaim, ReserveRequest, Reserved, Settled, Settlement};
 use flashsale_order::{
@@ -37,6 +33,11 @@ use flashsale_order::{
 use flashsale_queue::tokens::TokenError;
 use flashsale_queue::{Admission, AdmissionClaims};
 use flashsale_sales::FieldError;
+
+use super::Error;
+use super::queue::{millis_to_time, sale_snapshot};
+use crate::problem::ProblemCode;
+use crate::state::AppState;
 
 /// The answer to an order request, as first given: a retry with the same key gets the same
 /// status and body bytes again (`replayed`).
@@ -53,6 +54,7 @@ impl OrderAnswer {
         OrderAnswer { stored, replayed: false }
     }
 
+    /// The answer stored for an earlier request, counted as a replay (`order_requests_total`).
     fn replay(stored: StoredResponse) -> OrderAnswer {
         metrics::counter!("order_requests_total", "outcome" => "replayed").increment(1);
         OrderAnswer { stored, replayed: true }
@@ -343,6 +345,22 @@ async fn give_up(
         tracing::warn!(error = %e, "could not free an idempotency key");
     }
     error
+}
+
+/// The buyer's orders, newest first, older than `before` when given, at most `limit`.
+pub async fn list(
+    state: &AppState,
+    user: &UserId,
+    before: Option<flashsale_order::OrderId>,
+    limit: i64,
+) -> Result<Vec<Order>, Error> {
+    Ok(state.orders.list(user, before, limit).await?)
+}
+
+/// One of the buyer's orders; another buyer's is `not_found`, exactly like one that does not
+/// exist.
+pub async fn get(state: &AppState, user: &UserId, id: flashsale_order::OrderId) -> Result<Order, Error> {
+    state.orders.get(user, id).await?.ok_or_else(|| Error::NotFound("no such order".to_owned()))
 }
 
 /// Cancels the buyer's pending order and releases its units at once.

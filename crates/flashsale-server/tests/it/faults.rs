@@ -13,8 +13,8 @@ use flashsale_testkit::{RedisServer, SaleBuilder, TestRedis};
 use serde_json::json;
 
 /// Every key of the test's prefix deleted: what a `FLUSHALL` does to the test's sales.
-async fn flush(app: &TestApp) {
-    app.redis.delete_all_keys().await;
+fn flush(app: &TestApp) {
+    app.redis.delete_all_keys();
 }
 
 /// The batch's keys as `DUMP`ed now, to be put back later (an older copy of Redis's state).
@@ -223,7 +223,7 @@ async fn an_admin_edit_while_redis_lost_the_batch_waits_for_the_rebuild(db: sqlx
     let id = open_sale(&app, 4, 2, 600).await;
     sqlx::query("UPDATE sales SET admission_ttl_secs = 5").execute(&app.db).await.unwrap();
     assert_eq!(buyers_order(&app, id, "b", 3, 1).await, 3);
-    flush(&app).await;
+    flush(&app);
     let uri = format!("/admin/sales/{id}");
     let renamed = app.admin(Method::PATCH, &uri, Some(json!({"name": "Phone X (renamed)"}))).await;
     renamed.assert_problem(503, "rebuilding");
@@ -434,7 +434,7 @@ async fn a_queue_redis_lost_keeps_every_place_and_numbers_newcomers_after_them(d
     flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap();
 
     // Redis loses everything; upkeep rebuilds the batch from PostgreSQL and the queue's marks.
-    flush(&app).await;
+    flush(&app);
     flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap();
     ledger_back_within(&app, id, 5).await;
 
@@ -555,7 +555,7 @@ async fn whatever_redis_loses_or_goes_back_to_the_record_never_oversells(db: sql
                         restore_batch(&app, id, copy).await;
                     }
                 }
-                Step::Flush => flush(&app).await,
+                Step::Flush => flush(&app),
                 Step::Upkeep => {
                     flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap();
                     tokio::time::sleep(std::time::Duration::from_millis(30)).await;
