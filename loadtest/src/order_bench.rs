@@ -56,8 +56,8 @@ pub async fn run(
                 user: UserId::try_from(user.clone()).expect("a valid user id"),
                 sale: sale_id,
                 batch: BatchNo::FIRST,
-                ticket: i as u64 + 1,
-                step: 0,
+                ticket: flashsale_core::Ticket(i as u64 + 1),
+                step: flashsale_core::AdmissionStep(0),
                 expires_at_ms,
             };
             let authorization = format!("Bearer {}", client.buyer_jwt(&user)?);

@@ -92,39 +92,6 @@ impl BatchNo {
     }
 }
 
-/// A reservation's id, unique within its batch: handed out by Redis (`reserve.lua`), kept on
-/// the order (`orders.reservation_id`), named by every settlement and by the rebuild. Ids start
-/// at 1 and only grow; Redis handing out one PostgreSQL already holds means Redis went back in
-/// time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ReservationId(pub u64);
-
-impl ReservationId {
-    /// The id.
-    pub fn get(self) -> u64 {
-        self.0
-    }
-
-    /// The id as PostgreSQL's `bigint` keeps it (ids never come near `i64::MAX`; one that did
-    /// would be stored as the maximum, refused by the unique key rather than wrapped around).
-    pub fn to_i64(self) -> i64 {
-        i64::try_from(self.0).unwrap_or(i64::MAX)
-    }
-}
-
-impl TryFrom<i64> for ReservationId {
-    type Error = IdError;
-    fn try_from(stored: i64) -> Result<ReservationId, IdError> {
-        u64::try_from(stored).map(ReservationId).map_err(|_| IdError::NotPositive)
-    }
-}
-
-impl fmt::Display for ReservationId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,8 +2,11 @@
 //!
 //! # Layout
 //! - [`ids`]: newtypes for the identifiers that cross crate boundaries ([`SaleId`], [`BatchNo`]).
+//! - [`money`]: [`Cents`] and [`Currency`], an amount and the currency it is in.
+//! - [`sequence`]: the counters a batch hands out in order ([`Ticket`], [`AdmissionStep`],
+//!   [`ReservationId`], [`Epoch`]).
 //! - [`units`]: [`Units`], a count of stock, with lossless conversions to the integer types of
-//!   PostgreSQL (`BIGINT`) and Redis (signed 64-bit replies).
+//!   PostgreSQL (`BIGINT`) and Redis (signed 64-bit replies); [`Quantity`], the units of one order.
 //! - [`whole`]: whole numbers in JSON bodies (`5.0` read as `5`, as JSON Schema counts it).
 //! - [`keys`]: the Redis key layout. Every key of one sale carries the hash tag `{sale:ID}`, so all
 //!   keys a Lua script touches live in one Redis Cluster slot, and every key is built here, in Rust,
@@ -11,9 +14,13 @@
 
 pub mod ids;
 pub mod keys;
+pub mod money;
+pub mod sequence;
 pub mod units;
 pub mod whole;
 
-pub use ids::{BatchNo, PrequeueSeed, ReservationId, SaleId, UserId};
+pub use ids::{BatchNo, PrequeueSeed, SaleId, UserId};
 pub use keys::{BatchKeys, KeySpace};
-pub use units::Units;
+pub use money::{Cents, Currency, InvalidCurrency};
+pub use sequence::{AdmissionStep, Epoch, ReservationId, Ticket};
+pub use units::{Quantity, Units};

@@ -62,6 +62,30 @@ impl std::fmt::Display for Units {
     }
 }
 
+/// The units of one order: at least 1 and at most the sale's per-user limit. Only
+/// [`Quantity::within`] makes one, so an order of 0 units, or of more than one buyer may hold,
+/// cannot be written down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Quantity(Units);
+
+impl Quantity {
+    /// `requested` units if that is 1 to `limit`, else `None`.
+    pub fn within(requested: i64, limit: Units) -> Option<Quantity> {
+        Units::try_from(requested).ok().filter(|u| (Units::new(1)..=limit).contains(u)).map(Quantity)
+    }
+
+    /// The units.
+    pub const fn units(self) -> Units {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Quantity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +96,9 @@ mod tests {
         assert_eq!(Units::try_from(-1), Err(UnitsOutOfRange(-1)));
         assert!(Units::try_from(i64::from(u32::MAX) + 1).is_err());
         assert_eq!(Units::new(3).checked_sub(Units::new(4)), None);
+        assert_eq!(Quantity::within(2, Units::new(2)).map(Quantity::units), Some(Units::new(2)));
+        for refused in [0, -1, 3, i64::MAX] {
+            assert_eq!(Quantity::within(refused, Units::new(2)), None, "{refused}");
+        }
     }
 }

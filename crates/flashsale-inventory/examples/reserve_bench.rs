@@ -40,7 +40,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         closes_at_ms: None,
         paused: false,
         closed: false,
-        epoch: 1,
+        epoch: flashsale_core::Epoch::FIRST,
     };
     inventory.open_batch(sale, batch, spec).await?;
 
@@ -58,8 +58,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let request = ReserveRequest {
                         user: &user,
                         units: Units::new(1),
-                        ticket,
-                        step: 0,
+                        ticket: flashsale_core::Ticket(ticket),
+                        step: flashsale_core::AdmissionStep(0),
                         window_ms: 600_000,
                         claim: None,
                     };

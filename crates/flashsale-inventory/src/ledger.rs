@@ -1,6 +1,6 @@
 //! [`Inventory`]: typed calls to the ledger scripts.
 
-use flashsale_core::{BatchNo, KeySpace, SaleId, Units};
+use flashsale_core::{BatchNo, Epoch, KeySpace, SaleId, Units};
 use flashsale_redis::reply_text;
 use redis::Value;
 use serde::Serialize;
@@ -24,7 +24,7 @@ pub struct LedgerSpec {
     /// Closed by operations.
     pub closed: bool,
     /// The batch's epoch in PostgreSQL (see [`Inventory::rebuild`]).
-    pub epoch: i64,
+    pub epoch: Epoch,
 }
 
 impl LedgerSpec {
@@ -38,7 +38,7 @@ impl LedgerSpec {
             .arg(self.closes_at_ms.unwrap_or(0))
             .arg(u8::from(self.paused))
             .arg(u8::from(self.closed))
-            .arg(self.epoch);
+            .arg(self.epoch.get());
     }
 }
 
@@ -101,7 +101,8 @@ pub struct LedgerSnapshot {
     /// created or last rebuilt. A ledger whose epoch is not PostgreSQL's was written by a
     /// rebuild that never committed (its instance froze or lost the database between its Redis
     /// write and its commit), or is an old copy: it is rebuilt (see the server's upkeep).
-    pub epoch: i64,
+    #[schema(value_type = i64)]
+    pub epoch: Epoch,
 }
 
 impl LedgerSnapshot {
@@ -289,7 +290,7 @@ fn decode_snapshot(key: &str, fields: &[Option<i64>]) -> Option<LedgerSnapshot> 
         per_user_limit: unit(4),
         paused: flag(5),
         closed: flag(6),
-        epoch: fields.get(7).copied().flatten().unwrap_or(0),
+        epoch: Epoch::try_from(fields.get(7).copied().flatten().unwrap_or(0)).unwrap_or(Epoch(0)),
     })
 }
 

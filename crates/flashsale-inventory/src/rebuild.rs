@@ -5,7 +5,7 @@
 //! [`Inventory::rebuild`] writes the whole state in one script, ledger last; until then every
 //! reservation answers [`crate::Reserved::Missing`] (the API's 503 `rebuilding`).
 
-use flashsale_core::{BatchNo, SaleId, Units, UserId};
+use flashsale_core::{BatchNo, SaleId, Ticket, Units, UserId};
 use redis::Value;
 
 use crate::ledger::malformed;
@@ -21,7 +21,7 @@ pub struct OpenReservation {
     /// The order's payment deadline, Unix ms.
     pub deadline_ms: i64,
     /// The admission ticket it consumed.
-    pub ticket: u64,
+    pub ticket: Ticket,
 }
 
 /// A reservation whose order is paid (`committed`) or gave its units back.
@@ -31,7 +31,7 @@ pub struct SettledReservation {
     pub user: UserId,
     pub units: Units,
     pub committed: bool,
-    pub ticket: u64,
+    pub ticket: Ticket,
 }
 
 /// How far a batch's queue had gone by its last marks in PostgreSQL (written every second), for
@@ -148,11 +148,11 @@ impl Inventory {
             .arg(marks.window_ms.max(1))
             .arg(state.open.len());
         for r in &state.open {
-            invocation.arg(r.id.0).arg(r.units.get()).arg(r.deadline_ms).arg(r.ticket).arg(r.user.as_str());
+            invocation.arg(r.id.0).arg(r.units.get()).arg(r.deadline_ms).arg(r.ticket.get()).arg(r.user.as_str());
         }
         for r in &state.settled {
             let how = if r.committed { "committed" } else { "released" };
-            invocation.arg(r.id.0).arg(r.units.get()).arg(how).arg(r.ticket).arg(r.user.as_str());
+            invocation.arg(r.id.0).arg(r.units.get()).arg(how).arg(r.ticket.get()).arg(r.user.as_str());
         }
         // A rebuild grows with the batch: a pooled connection with the long bulk timeout.
         let mut conn = self.redis().bulk_conn().await?;

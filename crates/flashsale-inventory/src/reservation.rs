@@ -8,7 +8,7 @@
 //! - [`Inventory::expire_due`]: the sweeper's step, releasing reservations past their deadline;
 //!   safe on every instance at once.
 
-use flashsale_core::{BatchNo, SaleId, Units, UserId};
+use flashsale_core::{AdmissionStep, BatchNo, Epoch, SaleId, Ticket, Units, UserId};
 use redis::Value;
 
 use flashsale_redis::reply_text;
@@ -25,9 +25,9 @@ pub struct ReserveRequest<'a> {
     /// Units wanted (≥ 1).
     pub units: Units,
     /// The admission token's unique id (its ticket); consumed on success.
-    pub ticket: u64,
+    pub ticket: Ticket,
     /// The admission step the ticket belongs to.
-    pub step: u64,
+    pub step: AdmissionStep,
     /// How long the reservation holds the units: the payment window, in ms.
     pub window_ms: i64,
     /// The request's idempotency claim, made in the same step (see [`RequestClaim`]).
@@ -50,7 +50,7 @@ pub struct RequestClaim<'a> {
 pub enum Reserved {
     /// Held until `deadline_ms` (Unix ms, Redis's clock), made in the ledger's `epoch` (the order
     /// must be written with it: see the rebuild).
-    Reserved { id: ReservationId, deadline_ms: i64, epoch: i64 },
+    Reserved { id: ReservationId, deadline_ms: i64, epoch: Epoch },
     /// Not enough units left; `available` is what there is.
     SoldOut { available: Units },
     /// The buyer already holds or bought `held` units; more would exceed the limit.
@@ -79,7 +79,7 @@ pub enum Settlement {
     /// The order could not be written: the units go back to stock and the admission ticket
     /// becomes usable again, so the buyer can retry with the same token. `step` is the admission
     /// step the reservation was made in (the token's): the buyer counts as in flight again there.
-    Abort { step: u64 },
+    Abort { step: AdmissionStep },
 }
 
 /// Outcome of [`Inventory::settle`].
@@ -113,7 +113,7 @@ pub struct Expired {
 pub struct Unconfirmed {
     pub id: ReservationId,
     /// The admission step it was made in (0: none), given back if it is released.
-    pub step: u64,
+    pub step: AdmissionStep,
     /// The request's idempotency claim key, if it made one: freed when the reservation is
     /// released as an orphan, so the buyer's retry with the same key runs at once.
     pub claim: Option<String>,
@@ -152,8 +152,8 @@ impl Inventory {
             .key(keys.unconfirmed_info())
             .arg(request.user.as_str())
             .arg(request.units.get())
-            .arg(request.ticket)
-            .arg(request.step)
+            .arg(request.ticket.get())
+            .arg(request.step.get())
             .arg(request.window_ms);
         if let Some(claim) = request.claim {
             invocation.key(claim.key).arg(claim.value).arg(claim.ttl_ms);
@@ -166,7 +166,7 @@ impl Inventory {
             (Some("reserved"), [Value::Int(id), Value::Int(deadline), Value::Int(epoch)]) => Reserved::Reserved {
                 id: ReservationId(u64::try_from(*id).map_err(|_| bad())?),
                 deadline_ms: *deadline,
-                epoch: *epoch,
+                epoch: Epoch::try_from(*epoch).map_err(|_| bad())?,
             },
             (Some("sold_out"), [available]) => Reserved::SoldOut { available: units(available).ok_or_else(bad)? },
             (Some("limit_reached"), [held]) => Reserved::LimitReached { held: units(held).ok_or_else(bad)? },
@@ -206,7 +206,7 @@ impl Inventory {
                 Settlement::Abort { .. } => "abort",
             })
             .arg(match how {
-                Settlement::Abort { step } => step,
+                Settlement::Abort { step } => step.get(),
                 Settlement::Commit | Settlement::Release => 0,
             })
             .invoke_async(&mut conn)
@@ -252,7 +252,7 @@ impl Inventory {
                 let (step, claim) = info.split_once(' ').ok_or_else(bad)?;
                 Ok(Unconfirmed {
                     id: ReservationId(id.parse().map_err(|_| bad())?),
-                    step: step.parse().map_err(|_| bad())?,
+                    step: AdmissionStep(step.parse().map_err(|_| bad())?),
                     claim: (!claim.is_empty()).then(|| claim.to_owned()),
                 })
             })

@@ -1,7 +1,7 @@
 //! The order record, what creating one needs, and the idempotency key that makes it exactly once.
 
 use chrono::{DateTime, Utc};
-use flashsale_core::{BatchNo, ReservationId, SaleId, Units, UserId};
+use flashsale_core::{BatchNo, Cents, Currency, Epoch, Quantity, ReservationId, SaleId, Ticket, Units, UserId};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -17,8 +17,10 @@ pub struct Order {
     #[schema(value_type = u32, example = 1)]
     pub quantity: Units,
     /// Price × quantity, in the currency's minor unit.
-    pub amount_cents: i64,
-    pub currency: String,
+    #[schema(value_type = i64, example = 499_900)]
+    pub amount_cents: Cents,
+    #[schema(value_type = String, example = "CNY")]
+    pub currency: Currency,
     pub created_at: DateTime<Utc>,
     /// Pay before this or the units go back to other buyers.
     pub expires_at: DateTime<Utc>,
@@ -41,14 +43,15 @@ pub struct NewOrder {
     pub sale_id: SaleId,
     pub batch_no: BatchNo,
     pub user: UserId,
-    pub quantity: Units,
-    pub amount_cents: i64,
-    pub currency: String,
+    pub quantity: Quantity,
+    /// Price × quantity.
+    pub amount_cents: Cents,
+    pub currency: Currency,
     pub reservation_id: ReservationId,
     /// The admission ticket the reservation consumed.
-    pub ticket: u64,
+    pub ticket: Ticket,
     /// The batch epoch the reservation was made in (see [`crate::book`]'s fence).
-    pub epoch: i64,
+    pub epoch: Epoch,
     pub idempotency_key: IdempotencyKey,
     /// What the request asked, for refusing the key's reuse with another request.
     pub fingerprint: Fingerprint,

@@ -1,5 +1,6 @@
 //! The payment provider's notices: how they are authenticated and what they can do to an order.
 
+use flashsale_core::Cents;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -108,8 +109,10 @@ pub struct PaymentNotice {
     /// per reference.
     #[schema(value_type = String, min_length = 1, max_length = 255)]
     pub payment_ref: PaymentRef,
-    #[serde(deserialize_with = "flashsale_core::whole::i64")]
-    pub amount_cents: i64,
+    /// The amount paid, in the order's currency's minor unit.
+    #[serde(deserialize_with = "flashsale_core::Cents::whole")]
+    #[schema(value_type = i64)]
+    pub amount_cents: Cents,
     pub status: PaymentStatus,
 }
 

@@ -3,7 +3,7 @@
 //! orphans, payments in time and late, cancellation, stored refusals, and a race of writers.
 
 use chrono::{SubsecRound, TimeDelta, Utc};
-use flashsale_core::{BatchNo, ReservationId, SaleId, Units, UserId};
+use flashsale_core::{BatchNo, Cents, Currency, Epoch, Quantity, ReservationId, SaleId, Ticket, Units, UserId};
 use flashsale_order::{
     Cancelled, Claim, Fingerprint, IdempotencyKey, NewOrder, Order, OrderBook, OrderStatus, PaymentApplied,
     PaymentNotice, PaymentOutcome, PaymentRef, PaymentStatus, Placed, Refusal, StoredResponse, WriterTuning,
@@ -50,12 +50,12 @@ fn order(sale: SaleId, name: &str, key: &str, reservation: u64, window: TimeDelt
         sale_id: sale,
         batch_no: BatchNo::FIRST,
         user: user(name),
-        quantity: Units::try_from(1).unwrap(),
-        amount_cents: 100,
-        currency: "CNY".to_owned(),
+        quantity: Quantity::within(1, Units::new(1)).unwrap(),
+        amount_cents: Cents(100),
+        currency: Currency::try_from("CNY".to_owned()).unwrap(),
         reservation_id: ReservationId(reservation),
-        ticket: reservation,
-        epoch: 1,
+        ticket: Ticket(reservation),
+        epoch: Epoch::FIRST,
         idempotency_key: IdempotencyKey::try_from(key).unwrap(),
         fingerprint: Fingerprint::of(&[name.as_bytes(), key.as_bytes()]),
         // PostgreSQL keeps microseconds: an order read back must equal the one written.

@@ -24,7 +24,7 @@
 //! [`Queue::admit`] is the ticker step any instance may run: a token bucket in Redis caps the
 //! global rate, and the stock left caps how many admitted buyers may be in flight at once.
 
-use flashsale_core::{BatchNo, KeySpace, SaleId, UserId};
+use flashsale_core::{AdmissionStep, BatchNo, KeySpace, SaleId, Ticket, UserId};
 use flashsale_redis::reply_text;
 use redis::Value;
 use serde::Serialize;
@@ -33,7 +33,7 @@ pub mod scripts;
 pub mod signing;
 pub mod tokens;
 
-pub use tokens::{AdmissionClaims, AdmissionWindow, Ticket, TokenError, Tokens};
+pub use tokens::{AdmissionClaims, AdmissionWindow, TicketClaims, TokenError, Tokens};
 
 /// What can go wrong reading or changing a queue.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +90,7 @@ pub enum Joined {
     /// In the pre-queue; the place is drawn at the opening. `new`: this call added the buyer.
     Prequeue { new: bool },
     /// Holds ticket `number` (1-based). `new`: this call handed it out.
-    Ticket { number: u64, new: bool },
+    Ticket { number: Ticket, new: bool },
     /// The pre-queue has not opened yet.
     NotOpen,
     /// The batch is closed.
@@ -107,7 +107,7 @@ pub enum Place {
     /// Joined during the pre-queue: ticket `rank` once the batch has opened (the draw's order).
     Drawn { rank: u64 },
     /// Joined after the opening with this ticket.
-    Ticket(u64),
+    Ticket(Ticket),
 }
 
 /// Outcome of one [`Queue::admit`] call.
@@ -224,7 +224,7 @@ impl Queue {
         let (number, new) = (count(number).ok_or_else(bad)?, count(new).ok_or_else(bad)? == 1);
         match reply_text(outcome) {
             Some("pre") => Ok(Joined::Prequeue { new }),
-            Some("ticket") if number >= 1 => Ok(Joined::Ticket { number, new }),
+            Some("ticket") if number >= 1 => Ok(Joined::Ticket { number: Ticket(number), new }),
             Some("not_open") => Ok(Joined::NotOpen),
             Some("closed") => Ok(Joined::Closed),
             Some("sold_out") => Ok(Joined::SoldOut),
@@ -280,14 +280,14 @@ impl Queue {
     }
 
     /// Whether `ticket` is admitted, and its window if so.
-    pub async fn admission(&self, sale: SaleId, batch: BatchNo, ticket: u64) -> Result<Admission, QueueError> {
+    pub async fn admission(&self, sale: SaleId, batch: BatchNo, ticket: Ticket) -> Result<Admission, QueueError> {
         let keys = self.keys.batch(sale, batch);
         let mut conn = self.redis.conn().await?;
         let reply: Value = scripts::ADMISSION_WINDOW
             .key(keys.queue_serving())
             .key(keys.queue_steps_by_ticket())
             .key(keys.queue_step_info())
-            .arg(ticket)
+            .arg(ticket.get())
             .invoke_async(&mut conn)
             .await?;
         let bad = || malformed("admission_window", &reply);
@@ -298,7 +298,10 @@ impl Queue {
             (Some("waiting"), []) => Ok(Admission::Waiting),
             (Some("expired"), []) => Ok(Admission::Expired),
             (Some("admitted"), [Value::Int(step), Value::Int(at), Value::Int(exp)]) => Ok(Admission::Admitted {
-                window: AdmissionWindow { step: u64::try_from(*step).map_err(|_| bad())?, expires_at_ms: *exp },
+                window: AdmissionWindow {
+                    step: AdmissionStep::try_from(*step).map_err(|_| bad())?,
+                    expires_at_ms: *exp,
+                },
                 admitted_at_ms: *at,
             }),
             _ => Err(bad()),
@@ -334,7 +337,7 @@ impl Queue {
             .await?;
         Ok(match (rank, ticket) {
             (Some(rank), _) => Some(Place::Drawn { rank: rank + 1 }),
-            (None, Some(ticket)) => Some(Place::Ticket(ticket)),
+            (None, Some(ticket)) => Some(Place::Ticket(Ticket(ticket))),
             (None, None) => None,
         })
     }

@@ -1,6 +1,6 @@
 //! The two signed tokens of the queue: the buyer's ticket and the admission token.
 
-use flashsale_core::{BatchNo, PrequeueSeed, SaleId, UserId};
+use flashsale_core::{AdmissionStep, BatchNo, PrequeueSeed, SaleId, Ticket, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::signing::{Signer, hmac_sha256};
@@ -8,13 +8,13 @@ use crate::signing::{Signer, hmac_sha256};
 /// A buyer's place, signed and handed to the client after joining; sent back on every status
 /// poll so the server knows the place without asking Redis.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ticket {
+pub struct TicketClaims {
     /// The buyer.
     pub user: UserId,
     pub sale: SaleId,
     pub batch: BatchNo,
     /// Place in the queue (1-based); `None` while the pre-queue's order is not drawn yet.
-    pub number: Option<u64>,
+    pub number: Option<Ticket>,
     /// Set once admitted: the admission step and when the admission expires.
     pub admission: Option<AdmissionWindow>,
 }
@@ -23,7 +23,7 @@ pub struct Ticket {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdmissionWindow {
     /// The admission step (its last ticket), which the reservation reports back to.
-    pub step: u64,
+    pub step: AdmissionStep,
     /// Unix milliseconds (Redis's clock) after which the turn is lost.
     pub expires_at_ms: i64,
 }
@@ -38,9 +38,9 @@ pub struct AdmissionClaims {
     pub sale: SaleId,
     pub batch: BatchNo,
     /// The admitted ticket: the token's unique id within the batch.
-    pub ticket: u64,
+    pub ticket: Ticket,
     /// The admission step the ticket belongs to.
-    pub step: u64,
+    pub step: AdmissionStep,
     /// Unix milliseconds after which the token is refused.
     pub expires_at_ms: i64,
 }
@@ -77,13 +77,13 @@ impl Tokens {
     }
 
     /// The ticket as a string for the client.
-    pub fn sign_ticket(&self, ticket: &Ticket) -> String {
+    pub fn sign_ticket(&self, ticket: &TicketClaims) -> String {
         self.ticket.sign(ticket)
     }
 
     /// The ticket in `token` if it is genuine and belongs to this buyer and batch.
-    pub fn verify_ticket(&self, token: &str, user: &UserId, sale: SaleId, batch: BatchNo) -> Option<Ticket> {
-        self.ticket.verify::<Ticket>(token).filter(|t| &t.user == user && t.sale == sale && t.batch == batch)
+    pub fn verify_ticket(&self, token: &str, user: &UserId, sale: SaleId, batch: BatchNo) -> Option<TicketClaims> {
+        self.ticket.verify::<TicketClaims>(token).filter(|t| &t.user == user && t.sale == sale && t.batch == batch)
     }
 
     /// The admission token for `claims`.
@@ -154,7 +154,7 @@ mod tests {
 
     fn claims(expires_at_ms: i64) -> AdmissionClaims {
         let (sale, batch) = ids();
-        AdmissionClaims { user: user("alice"), sale, batch, ticket: 7, step: 10, expires_at_ms }
+        AdmissionClaims { user: user("alice"), sale, batch, ticket: Ticket(7), step: AdmissionStep(10), expires_at_ms }
     }
 
     #[test]
@@ -174,8 +174,13 @@ mod tests {
         let forged = Tokens::new(b"guess").sign_admission(&claims(2_000));
         let mut tampered = token.clone();
         tampered.insert(3, 'x');
-        let ticket_not_admission =
-            tokens.sign_ticket(&Ticket { user: user("alice"), sale, batch, number: Some(7), admission: None });
+        let ticket_not_admission = tokens.sign_ticket(&TicketClaims {
+            user: user("alice"),
+            sale,
+            batch,
+            number: Some(Ticket(7)),
+            admission: None,
+        });
         let alice = user("alice");
         assert_eq!(tokens.verify_admission(&forged, &alice, sale, batch, 1_000), Err(TokenError::Forged));
         assert_eq!(tokens.verify_admission(&tampered, &alice, sale, batch, 1_000), Err(TokenError::Forged));
@@ -190,7 +195,7 @@ mod tests {
     fn tickets_of_another_buyer_or_batch_are_ignored() {
         let tokens = Tokens::new(b"secret");
         let (sale, batch) = ids();
-        let ticket = Ticket { user: user("alice"), sale, batch, number: Some(3), admission: None };
+        let ticket = TicketClaims { user: user("alice"), sale, batch, number: Some(Ticket(3)), admission: None };
         let token = tokens.sign_ticket(&ticket);
         assert_eq!(tokens.verify_ticket(&token, &user("alice"), sale, batch), Some(ticket));
         assert_eq!(tokens.verify_ticket(&token, &user("bob"), sale, batch), None);

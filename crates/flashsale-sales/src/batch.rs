@@ -1,7 +1,7 @@
 //! Sales and batches as stored, and a batch's status at a given instant.
 
 use chrono::{DateTime, Utc};
-use flashsale_core::{BatchNo, PrequeueSeed, SaleId, Units};
+use flashsale_core::{BatchNo, Epoch, PrequeueSeed, SaleId, Units};
 use serde::Serialize;
 
 use crate::config::SaleConfig;
@@ -37,7 +37,7 @@ pub struct Batch {
     pub prequeue_seed: PrequeueSeed,
     /// Bumped each time the batch's Redis state is rebuilt from PostgreSQL; reservations report
     /// the epoch they were made in, and orders are written only with the current one.
-    pub epoch: i64,
+    pub epoch: Epoch,
 }
 
 /// 32 bytes from the thread's CSPRNG (ChaCha, seeded by the OS).
@@ -103,7 +103,7 @@ impl Batch {
             paused: false,
             closed_at: None,
             prequeue_seed: fresh_seed(),
-            epoch: 1,
+            epoch: Epoch::FIRST,
         }
     }
 
@@ -124,7 +124,7 @@ impl Batch {
             paused: false,
             closed_at: None,
             prequeue_seed: fresh_seed(),
-            epoch: 1,
+            epoch: Epoch::FIRST,
         })
     }
 }
@@ -145,7 +145,7 @@ mod tests {
             paused: false,
             closed_at: None,
             prequeue_seed: fresh_seed(),
-            epoch: 1,
+            epoch: Epoch::FIRST,
         };
         (b, now)
     }

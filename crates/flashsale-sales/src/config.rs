@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, NaiveTime, TimeDelta, Utc};
 use chrono_tz::Tz;
-use flashsale_core::Units;
+use flashsale_core::{Cents, Currency, Units};
 use serde::{Deserialize, Serialize};
 
 use crate::schedule::{WeekdayName, WeeklySchedule};
@@ -225,8 +225,9 @@ impl ValidationErrors {
 pub struct SaleConfig {
     pub name: String,
     pub sku: String,
-    pub price_cents: i64,
-    pub currency: String,
+    /// Price of one unit.
+    pub price_cents: Cents,
+    pub currency: Currency,
     /// Units released by each batch.
     pub stock: Units,
     pub per_user_limit: Units,
@@ -250,10 +251,6 @@ fn bounded<T: TryFrom<i64>>(errors: &mut ValidationErrors, field: &str, value: i
 
 fn is_sku(s: &str) -> bool {
     (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-}
-
-fn is_currency(s: &str) -> bool {
-    s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase())
 }
 
 fn check_name(errors: &mut ValidationErrors, name: &str) {
@@ -329,8 +326,8 @@ impl SaleConfig {
         let raw = RawConfig {
             name: patch.name.clone().unwrap_or_else(|| self.name.clone()),
             sku: self.sku.clone(),
-            price_cents: self.price_cents,
-            currency: self.currency.clone(),
+            price_cents: self.price_cents.get(),
+            currency: self.currency.to_string(),
             stock: patch.stock.unwrap_or(self.stock.to_i64()),
             per_user_limit: patch.per_user_limit.unwrap_or(self.per_user_limit.to_i64()),
             prequeue_secs: patch.prequeue_secs.unwrap_or(i64::from(self.prequeue_secs)),
@@ -395,9 +392,7 @@ impl RawConfig {
         errors.check((1..=MAX_PRICE_CENTS).contains(&self.price_cents), "price_cents", || {
             format!("must be between 1 and {MAX_PRICE_CENTS}, got {}", self.price_cents)
         });
-        errors.check(is_currency(&self.currency), "currency", || {
-            format!("must be an ISO 4217 code of three capital letters, got {:?}", self.currency)
-        });
+        let currency = Currency::try_from(self.currency).map_err(|e| errors.push("currency", e.to_string())).ok();
         let stock: Option<u32> = bounded(&mut errors, "stock", self.stock, 1, MAX_STOCK);
         let max_limit = self.stock.clamp(1, MAX_PER_USER_LIMIT);
         let per_user_limit: Option<u32> = if (1..=max_limit).contains(&self.per_user_limit) {
@@ -439,8 +434,8 @@ impl RawConfig {
             Some(SaleConfig {
                 name: self.name.trim().to_owned(),
                 sku: self.sku,
-                price_cents: self.price_cents,
-                currency: self.currency,
+                price_cents: Cents(self.price_cents),
+                currency: currency?,
                 stock: Units::new(stock?),
                 per_user_limit: Units::new(per_user_limit?),
                 schedule: schedule?,

@@ -5,7 +5,7 @@
 //! (`sqlx::query_as`, not the `query!` macros) so the workspace builds without a database.
 
 use chrono::{DateTime, NaiveTime, Utc};
-use flashsale_core::{BatchNo, PrequeueSeed, SaleId, Units};
+use flashsale_core::{BatchNo, Cents, Currency, Epoch, PrequeueSeed, SaleId, Units};
 use sqlx::PgConnection;
 
 use crate::batch::{Batch, Sale};
@@ -78,8 +78,8 @@ impl TryFrom<SaleRow> for Sale {
                 duration_secs: row.duration_secs.map(secs).transpose()?,
                 name: row.name,
                 sku: row.sku,
-                price_cents: row.price_cents,
-                currency: row.currency,
+                price_cents: Cents(row.price_cents),
+                currency: Currency::try_from(row.currency).map_err(|_| corrupt("currency"))?,
                 schedule,
             },
             ended_at: row.ended_at,
@@ -118,7 +118,7 @@ impl TryFrom<BatchRow> for Batch {
             paused: row.paused,
             closed_at: row.closed_at,
             prequeue_seed: PrequeueSeed::new(row.prequeue_seed),
-            epoch: row.epoch,
+            epoch: Epoch::try_from(row.epoch).map_err(|e| corrupt(e.to_string()))?,
         })
     }
 }
@@ -144,8 +144,8 @@ pub async fn insert_sale(conn: &mut PgConnection, config: &SaleConfig) -> Result
     ))
     .bind(&config.name)
     .bind(&config.sku)
-    .bind(config.price_cents)
-    .bind(&config.currency)
+    .bind(config.price_cents.get())
+    .bind(config.currency.as_str())
     .bind(config.stock.to_i64())
     .bind(config.per_user_limit.to_i64())
     .bind(kind)
@@ -311,7 +311,7 @@ pub async fn lock_batch(conn: &mut PgConnection, sale: SaleId, batch: BatchNo) -
 }
 
 /// Gives a batch a new epoch, from a sequence so no value is ever handed out twice, and returns it.
-pub async fn new_epoch(conn: &mut PgConnection, sale: SaleId, batch: BatchNo) -> Result<i64, SalesError> {
+pub async fn new_epoch(conn: &mut PgConnection, sale: SaleId, batch: BatchNo) -> Result<Epoch, SalesError> {
     let epoch: i64 = sqlx::query_scalar(
         "UPDATE sale_batches SET epoch = nextval('batch_epochs') WHERE sale_id = $1 AND batch_no = $2 RETURNING epoch",
     )
@@ -319,7 +319,7 @@ pub async fn new_epoch(conn: &mut PgConnection, sale: SaleId, batch: BatchNo) ->
     .bind(batch.get())
     .fetch_one(conn)
     .await?;
-    Ok(epoch)
+    Epoch::try_from(epoch).map_err(|e| SalesError::CorruptRow { sale_id: sale.get(), reason: e.to_string() })
 }
 
 /// The current batch of each of `sales`, in one query.

@@ -1,6 +1,6 @@
 //! The ledger scripts against a real Redis, each test in its own key space.
 
-use flashsale_core::{BatchNo, SaleId, Units};
+use flashsale_core::{BatchNo, Epoch, SaleId, Units};
 use flashsale_inventory::{Configured, Inventory, LedgerSpec, Opened, StatusChange, StatusChanged};
 use flashsale_testkit::TestRedis;
 
@@ -16,7 +16,7 @@ fn spec(total: u32) -> LedgerSpec {
         closes_at_ms: None,
         paused: false,
         closed: false,
-        epoch: 1,
+        epoch: Epoch::FIRST,
     }
 }
 

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use flashsale_core::{BatchNo, SaleId, Units, UserId};
+use flashsale_core::{AdmissionStep, BatchNo, Epoch, SaleId, Ticket, Units, UserId};
 use flashsale_inventory::{
     BatchState, Configured, Inventory, LedgerSpec, OpenReservation, Rebuilt, ReservationId, ReserveRequest, Reserved,
     Settled, SettledReservation, Settlement,
@@ -76,7 +76,7 @@ fn spec(total: u32) -> LedgerSpec {
         closes_at_ms: None,
         paused: false,
         closed: false,
-        epoch: 1,
+        epoch: Epoch::FIRST,
     }
 }
 
@@ -95,8 +95,14 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                 let ticket = step as u64 + 1;
                 let buyer = user(u);
                 let window_ms = if short { SHORT_MS } else { LONG_MS };
-                let request =
-                    ReserveRequest { user: &buyer, units: Units::new(units), ticket, step: 0, window_ms, claim: None };
+                let request = ReserveRequest {
+                    user: &buyer,
+                    units: Units::new(units),
+                    ticket: Ticket(ticket),
+                    step: AdmissionStep(0),
+                    window_ms,
+                    claim: None,
+                };
                 let got = inventory.reserve(sale, batch, request).await.unwrap();
                 let held = m.holdings.get(&u).copied().unwrap_or(0);
                 if held + units > LIMIT {
@@ -122,8 +128,8 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                     let request = ReserveRequest {
                         user: &buyer,
                         units: Units::new(1),
-                        ticket,
-                        step: 0,
+                        ticket: Ticket(ticket),
+                        step: AdmissionStep(0),
                         window_ms: LONG_MS,
                         claim: None,
                     };
@@ -135,7 +141,7 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                 let how = match op {
                     Op::Commit(_) => Settlement::Commit,
                     Op::Release(_) => Settlement::Release,
-                    _ => Settlement::Abort { step: 0 },
+                    _ => Settlement::Abort { step: AdmissionStep(0) },
                 };
                 let got = inventory.settle(sale, batch, ReservationId(id), how).await.unwrap();
                 match (m.open.remove(&id), m.settled.get(&id)) {
@@ -194,8 +200,8 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                 let request = ReserveRequest {
                     user: &user(0),
                     units: Units::new(1),
-                    ticket: 999_999,
-                    step: 0,
+                    ticket: Ticket(999_999),
+                    step: AdmissionStep(0),
                     window_ms: 1,
                     claim: None,
                 };
@@ -203,7 +209,7 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                 // What the orders know: aborted reservations never became orders.
                 let order = |id: &u64| {
                     let (u, units, ticket) = m.info[id];
-                    (ReservationId(*id), user(u), Units::new(units), ticket)
+                    (ReservationId(*id), user(u), Units::new(units), Ticket(ticket))
                 };
                 let open = m
                     .open
@@ -225,7 +231,7 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                     .collect();
                 let last_reservation = m.made.iter().copied().max().unwrap_or(0);
                 let state = BatchState {
-                    spec: LedgerSpec { epoch: 2, ..spec(m.total) },
+                    spec: LedgerSpec { epoch: Epoch(2), ..spec(m.total) },
                     queue: Default::default(),
                     last_reservation,
                     open,

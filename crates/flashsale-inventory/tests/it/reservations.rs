@@ -3,7 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use flashsale_core::{BatchNo, SaleId, Units, UserId};
+use flashsale_core::{AdmissionStep, BatchNo, Epoch, SaleId, Ticket, Units, UserId};
 use flashsale_inventory::{
     Inventory, LedgerSnapshot, LedgerSpec, ReservationId, ReserveRequest, Reserved, Settled, Settlement, StatusChange,
 };
@@ -35,14 +35,21 @@ async fn open(stock: u32, limit: u32) -> (TestRedis, Inventory) {
         closes_at_ms: None,
         paused: false,
         closed: false,
-        epoch: 1,
+        epoch: Epoch::FIRST,
     };
     inventory.open_batch(sale(), BatchNo::FIRST, spec).await.unwrap();
     (redis, inventory)
 }
 
 fn request(user: &UserId, units: u32, ticket: u64, window_ms: i64) -> ReserveRequest<'_> {
-    ReserveRequest { user, units: Units::new(units), ticket, step: 0, window_ms, claim: None }
+    ReserveRequest {
+        user,
+        units: Units::new(units),
+        ticket: Ticket(ticket),
+        step: AdmissionStep(0),
+        window_ms,
+        claim: None,
+    }
 }
 
 async fn ledger(inventory: &Inventory) -> LedgerSnapshot {

@@ -45,7 +45,7 @@ mod writer;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use flashsale_core::{BatchNo, KeySpace, ReservationId, SaleId, Units, UserId};
+use flashsale_core::{BatchNo, KeySpace, ReservationId, SaleId, Ticket, Units, UserId};
 use sqlx::PgPool;
 
 use crate::batcher::Batcher;
@@ -211,7 +211,7 @@ pub struct BatchOrder {
     pub quantity: Units,
     pub status: OrderStatus,
     pub expires_at: DateTime<Utc>,
-    pub ticket: u64,
+    pub ticket: Ticket,
 }
 
 /// Units a batch's orders hold, as Redis should see them once every owed settlement is applied.
@@ -246,11 +246,6 @@ pub struct OrderBook {
 pub fn creation_body(order: &Order) -> String {
     let created = Order { status: OrderStatus::PendingPayment, paid_at: None, payment_ref: None, ..order.clone() };
     serde_json::to_string(&created).expect("an order serialises")
-}
-
-fn to_i64(v: u64) -> i64 {
-    // Reservation ids and tickets are Redis counters: far below 2^63.
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 fn settlement_of(order: &Order, how: RedisSettle) -> PendingSettlement {

@@ -123,7 +123,7 @@ impl OrderBook {
         )
         .bind(notice.payment_ref.as_str())
         .bind(notice.order_id)
-        .bind(notice.amount_cents)
+        .bind(notice.amount_cents.get())
         .bind(notice.status.as_str())
         .bind(&fingerprint.0[..])
         .bind(outcome.as_str())

@@ -2,7 +2,7 @@
 //! (for the audit against Redis), and the row mapping every query shares.
 
 use chrono::{DateTime, Utc};
-use flashsale_core::{BatchNo, ReservationId, SaleId, Units, UserId};
+use flashsale_core::{BatchNo, Cents, Currency, ReservationId, SaleId, Ticket, Units, UserId};
 use sqlx::FromRow;
 
 use super::{BatchOrder, BatchTotals, OrderBook};
@@ -38,8 +38,8 @@ impl TryFrom<OrderRow> for Order {
             batch_no: BatchNo::try_from(row.batch_no).map_err(|e| corrupt(e.to_string()))?,
             status: OrderStatus::parse(&row.status).ok_or_else(|| corrupt(format!("status {}", row.status)))?,
             quantity: Units::try_from(i64::from(row.quantity)).map_err(|e| corrupt(e.to_string()))?,
-            amount_cents: row.amount_cents,
-            currency: row.currency,
+            amount_cents: Cents(row.amount_cents),
+            currency: Currency::try_from(row.currency).map_err(|e| corrupt(e.to_string()))?,
             created_at: row.created_at,
             expires_at: row.expires_at,
             paid_at: row.paid_at,
@@ -99,7 +99,7 @@ impl OrderBook {
                     quantity: Units::try_from(i64::from(quantity)).map_err(|_| corrupt("quantity"))?,
                     status: OrderStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
                     expires_at,
-                    ticket: u64::try_from(ticket).map_err(|_| corrupt("ticket"))?,
+                    ticket: Ticket::try_from(ticket).map_err(|_| corrupt("ticket"))?,
                 })
             })
             .collect()

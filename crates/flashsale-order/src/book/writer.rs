@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use flashsale_core::{BatchNo, SaleId, UserId};
 use sqlx::{PgPool, Postgres, Transaction};
 
-use super::{OrderBook, Placed, Refusal, StoredResponse, WriterTuning, to_i64};
+use super::{OrderBook, Placed, Refusal, StoredResponse, WriterTuning};
 use crate::batcher::Batcher;
 use crate::{Fingerprint, IdempotencyKey, NewOrder, Order, OrderError, OrderId, OrderStatus};
 
@@ -90,7 +90,7 @@ async fn write_orders(db: &PgPool, orders: &[NewOrder]) -> Result<Vec<Placed>, O
     let released = released_among(&mut tx, orders.iter()).await?;
     // Why an order cannot be written, if it cannot.
     let refused = |o: &NewOrder| {
-        if current.get(&(o.sale_id.get(), o.batch_no.get())).is_none_or(|e| o.epoch < *e) {
+        if current.get(&(o.sale_id.get(), o.batch_no.get())).is_none_or(|e| o.epoch.to_i64() < *e) {
             Some(Placed::Fenced)
         } else if released.contains(&(o.sale_id.get(), o.batch_no.get(), o.reservation_id.to_i64())) {
             Some(Placed::Orphaned)
@@ -113,7 +113,7 @@ async fn write_orders(db: &PgPool, orders: &[NewOrder]) -> Result<Vec<Placed>, O
             sale_id: o.sale_id,
             batch_no: o.batch_no,
             status: OrderStatus::PendingPayment,
-            quantity: o.quantity,
+            quantity: o.quantity.units(),
             amount_cents: o.amount_cents,
             currency: o.currency.clone(),
             created_at: *created_at,
@@ -193,7 +193,7 @@ async fn insert_orders(
     if orders.is_empty() {
         return Ok(HashMap::new());
     }
-    let quantity = |o: &NewOrder| i32::try_from(o.quantity.get()).unwrap_or(i32::MAX);
+    let quantity = |o: &NewOrder| i32::try_from(o.quantity.units().get()).unwrap_or(i32::MAX);
     let rows: Vec<(i64, i64, i64, i64, DateTime<Utc>)> = sqlx::query_as(
         "INSERT INTO orders (sale_id, batch_no, user_id, quantity, amount_cents, currency, reservation_id, ticket, \
                              epoch, idempotency_key, fingerprint, expires_at) \
@@ -206,11 +206,11 @@ async fn insert_orders(
     .bind(orders.iter().map(|o| o.batch_no.get()).collect::<Vec<_>>())
     .bind(orders.iter().map(|o| o.user.as_str()).collect::<Vec<_>>())
     .bind(orders.iter().map(|o| quantity(o)).collect::<Vec<_>>())
-    .bind(orders.iter().map(|o| o.amount_cents).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.amount_cents.get()).collect::<Vec<_>>())
     .bind(orders.iter().map(|o| o.currency.as_str()).collect::<Vec<_>>())
     .bind(orders.iter().map(|o| o.reservation_id.to_i64()).collect::<Vec<_>>())
-    .bind(orders.iter().map(|o| to_i64(o.ticket)).collect::<Vec<_>>())
-    .bind(orders.iter().map(|o| o.epoch).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.ticket.to_i64()).collect::<Vec<_>>())
+    .bind(orders.iter().map(|o| o.epoch.to_i64()).collect::<Vec<_>>())
     .bind(orders.iter().map(|o| o.idempotency_key.as_str()).collect::<Vec<_>>())
     .bind(orders.iter().map(|o| &o.fingerprint.0[..]).collect::<Vec<_>>())
     .bind(orders.iter().map(|o| o.expires_at).collect::<Vec<_>>())

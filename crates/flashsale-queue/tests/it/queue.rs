@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flashsale_core::{BatchNo, PrequeueSeed, SaleId, Units, UserId};
+use flashsale_core::{AdmissionStep, BatchNo, Epoch, PrequeueSeed, SaleId, Ticket, Units, UserId};
 use flashsale_inventory::{Inventory, LedgerSpec, StatusChange};
 use flashsale_queue::tokens::prequeue_rank;
 use flashsale_queue::{Admission, AdmissionPolicy, Joined, Place, Queue, QueueWindow};
@@ -54,7 +54,7 @@ async fn setup_with(stock: u32, per_user_limit: u32) -> Setup {
         closes_at_ms: None,
         paused: false,
         closed: false,
-        epoch: 1,
+        epoch: Epoch::FIRST,
     };
     inventory.open_batch(sale(), BatchNo::FIRST, spec).await.unwrap();
     let queue = Queue::new(redis.pool.clone(), redis.keys.clone());
@@ -74,7 +74,7 @@ async fn joining_twenty_times_at_once_yields_one_place() {
     let outcomes: Vec<Joined> = futures::future::join_all(joins).await.into_iter().map(Result::unwrap).collect();
     let new = outcomes.iter().filter(|o| matches!(o, Joined::Ticket { new: true, .. })).count();
     assert_eq!(new, 1, "{outcomes:?}");
-    assert!(outcomes.iter().all(|o| matches!(o, Joined::Ticket { number: 1, .. })), "{outcomes:?}");
+    assert!(outcomes.iter().all(|o| matches!(o, Joined::Ticket { number: Ticket(1), .. })), "{outcomes:?}");
 }
 
 #[tokio::test]
@@ -82,9 +82,12 @@ async fn after_the_opening_places_are_first_come_first_served() {
     let s = setup(10).await;
     let open = window(-1_000);
     for i in 1..=50 {
-        assert_eq!(s.queue.join(&open, &user(i), 0).await.unwrap(), Joined::Ticket { number: i as u64, new: true });
+        assert_eq!(
+            s.queue.join(&open, &user(i), 0).await.unwrap(),
+            Joined::Ticket { number: Ticket(i as u64), new: true }
+        );
     }
-    assert_eq!(s.queue.place(sale(), BatchNo::FIRST, &user(17)).await.unwrap(), Some(Place::Ticket(17)));
+    assert_eq!(s.queue.place(sale(), BatchNo::FIRST, &user(17)).await.unwrap(), Some(Place::Ticket(Ticket(17))));
     assert_eq!(s.queue.place(sale(), BatchNo::FIRST, &user(99)).await.unwrap(), None);
 }
 
@@ -109,7 +112,10 @@ async fn the_prequeue_order_is_the_seeded_permutation_and_ignores_arrival_time()
         }
         // The batch opens; a latecomer queues behind the whole cohort.
         let open = QueueWindow { opens_at_ms: now_ms() - 1, ..pre };
-        assert_eq!(s.queue.join(&open, &user(BUYERS), 0).await.unwrap(), Joined::Ticket { number: 1001, new: true });
+        assert_eq!(
+            s.queue.join(&open, &user(BUYERS), 0).await.unwrap(),
+            Joined::Ticket { number: Ticket(1001), new: true }
+        );
 
         let mut places = Vec::new();
         for i in 0..BUYERS {
@@ -141,7 +147,7 @@ async fn joins_outside_the_window_are_refused_and_sold_out_stops_new_buyers_only
     let early = QueueWindow { prequeue_opens_at_ms: now_ms() + 60_000, ..window(120_000) };
     assert_eq!(s.queue.join(&early, &user(1), 0).await.unwrap(), Joined::NotOpen);
     let open = window(-1_000);
-    assert_eq!(s.queue.join(&open, &user(1), 0).await.unwrap(), Joined::Ticket { number: 1, new: true });
+    assert_eq!(s.queue.join(&open, &user(1), 0).await.unwrap(), Joined::Ticket { number: Ticket(1), new: true });
     // Sell the one unit (as a paid order will).
     let mut conn = s.redis.pool.get().await.unwrap();
     let ledger = s.redis.keys.batch(sale(), BatchNo::FIRST).ledger();
@@ -155,7 +161,7 @@ async fn joins_outside_the_window_are_refused_and_sold_out_stops_new_buyers_only
         .await
         .unwrap();
     assert_eq!(s.queue.join(&open, &user(2), 0).await.unwrap(), Joined::SoldOut);
-    assert_eq!(s.queue.join(&open, &user(1), 0).await.unwrap(), Joined::Ticket { number: 1, new: false });
+    assert_eq!(s.queue.join(&open, &user(1), 0).await.unwrap(), Joined::Ticket { number: Ticket(1), new: false });
     s.inventory.set_status(sale(), BatchNo::FIRST, StatusChange::Close).await.unwrap();
     assert_eq!(s.queue.join(&open, &user(3), 0).await.unwrap(), Joined::Closed);
 }
@@ -202,15 +208,15 @@ async fn admission_stops_at_the_stock_and_resumes_when_turns_expire() {
         last = s.queue.admit(&open, &p, false).await.unwrap();
     }
     assert_eq!((last.serving, last.inflight), (10, 10), "{last:?}");
-    match s.queue.admission(sale(), BatchNo::FIRST, 10).await.unwrap() {
+    match s.queue.admission(sale(), BatchNo::FIRST, Ticket(10)).await.unwrap() {
         Admission::Admitted { window, admitted_at_ms } => assert_eq!(window.expires_at_ms - admitted_at_ms, 2_000),
         other => panic!("{other:?}"),
     }
-    assert_eq!(s.queue.admission(sale(), BatchNo::FIRST, 11).await.unwrap(), Admission::Waiting);
+    assert_eq!(s.queue.admission(sale(), BatchNo::FIRST, Ticket(11)).await.unwrap(), Admission::Waiting);
     // Nobody reserved: the turns lapse and the counter admits the next ten.
     let next = tick_for(&s, &open, &p, 2_100).await;
     assert_eq!((next.serving, next.inflight, next.lapsed), (20, 10, 10), "{next:?}");
-    assert_eq!(s.queue.admission(sale(), BatchNo::FIRST, 5).await.unwrap(), Admission::Expired);
+    assert_eq!(s.queue.admission(sale(), BatchNo::FIRST, Ticket(5)).await.unwrap(), Admission::Expired);
 }
 
 #[tokio::test]
@@ -223,7 +229,7 @@ async fn a_paused_batch_admits_nobody_and_keeps_places() {
     s.inventory.set_status(sale(), BatchNo::FIRST, StatusChange::Pause).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(s.queue.admit(&open, &policy(1000, 1000), false).await.unwrap().serving, 0);
-    assert_eq!(s.queue.place(sale(), BatchNo::FIRST, &user(3)).await.unwrap(), Some(Place::Ticket(3)));
+    assert_eq!(s.queue.place(sale(), BatchNo::FIRST, &user(3)).await.unwrap(), Some(Place::Ticket(Ticket(3))));
     s.inventory.set_status(sale(), BatchNo::FIRST, StatusChange::Resume).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(s.queue.admit(&open, &policy(1000, 1000), false).await.unwrap().serving > 0);
@@ -249,8 +255,8 @@ async fn buyers_who_reserve_stop_counting_as_in_flight() {
         let request = flashsale_inventory::ReserveRequest {
             user: &buyer,
             units: Units::new(1),
-            ticket,
-            step,
+            ticket: Ticket(ticket),
+            step: AdmissionStep(step),
             window_ms: 60_000,
             claim: None,
         };
@@ -320,7 +326,7 @@ async fn admit_now(s: &Setup, open: &QueueWindow, p: &AdmissionPolicy) -> flashs
 }
 
 async fn turn_ends_at(s: &Setup, ticket: u64) -> i64 {
-    match s.queue.admission(sale(), BatchNo::FIRST, ticket).await.unwrap() {
+    match s.queue.admission(sale(), BatchNo::FIRST, Ticket(ticket)).await.unwrap() {
         Admission::Admitted { window, .. } => window.expires_at_ms,
         other => panic!("ticket {ticket}: {other:?}"),
     }
@@ -379,8 +385,8 @@ async fn reserve_as(s: &Setup, buyer: &UserId, units: u32, ticket: u64, step: u6
     let request = flashsale_inventory::ReserveRequest {
         user: buyer,
         units: Units::new(units),
-        ticket,
-        step,
+        ticket: Ticket(ticket),
+        step: AdmissionStep(step),
         window_ms: 60_000,
         claim: None,
     };

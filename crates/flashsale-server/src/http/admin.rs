@@ -15,6 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::Admin;
+use super::page::{PageBounds, PageSize};
 use super::problem::{ApiError, Json, Path, Query};
 use crate::problem::Problem;
 use crate::service::sales::{self, AdminSale, IfMatch, etag};
@@ -106,12 +107,12 @@ async fn admin_list_sales(
     _admin: Admin,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<AdminSaleList>, ApiError> {
-    let limit = query.limit.unwrap_or(50);
+    let size = PageSize::read(query.limit, PageBounds { default: 50, max: 200 })?;
     let offset = query.offset.unwrap_or(0);
-    if !(1..=200).contains(&limit) || offset < 0 {
-        return Err(ApiError::BadRequest("limit must be 1–200 and offset ≥ 0".to_owned()));
+    if offset < 0 {
+        return Err(ApiError::BadRequest("offset must not be negative".to_owned()));
     }
-    let found = sales::admin_list(&state, query.include_ended.unwrap_or(false), limit, offset).await?;
+    let found = sales::admin_list(&state, query.include_ended.unwrap_or(false), size.get(), offset).await?;
     Ok(Json(AdminSaleList { sales: found }))
 }
 

@@ -4,7 +4,7 @@
 //! `fn router() -> OpenApiRouter<AppState>`, registering handlers with `routes!` so the OpenAPI
 //! document and the router cannot disagree.
 //!
-//! A handler reads the request (extractors in [`auth`] and [`problem`]), owns its request and
+//! A handler reads the request (extractors in [`auth`] and [`problem`], list paging in [`page`]), owns its request and
 //! response shapes, calls `crate::service` for the work, and turns the answer into a response;
 //! errors go out through [`ApiError`] as problem documents.
 
@@ -12,6 +12,7 @@ pub mod admin;
 pub mod auth;
 pub mod ops;
 pub mod orders;
+pub mod page;
 pub mod problem;
 pub mod public;
 pub mod queue;

@@ -2,13 +2,11 @@
 //! `POST /orders/{id}/cancel`, behind a buyer JWT) and the payment provider's callback
 //! (`POST /payments/callback`, signed with the payment secret).
 
-use std::convert::Infallible;
-
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use flashsale_core::SaleId;
+use flashsale_core::{Cents, SaleId};
 use flashsale_order::payment::{SIGNATURE_HEADER, signature_is_valid};
 use flashsale_order::{IdempotencyKey, Order, OrderId, PaymentNotice, PaymentReceipt, StoredResponse};
 use serde::{Deserialize, Serialize};
@@ -16,6 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::{Buyer, ClientIp};
+use super::page::{PageBounds, PageSize};
 use super::problem::{ApiError, Json, Path, Query, RawBody};
 use crate::problem::{PROBLEM_JSON, Problem, ProblemCode};
 use crate::service;
@@ -59,16 +58,20 @@ fn stored_response(stored: StoredResponse, replayed: bool) -> Response {
     response
 }
 
-/// The `Idempotency-Key` header, as sent (validated by the handler, so a missing key is a
-/// problem, not a rejection).
+/// The `Idempotency-Key` header, parsed: missing or not 1–255 visible ASCII characters is
+/// `idempotency_key_invalid`.
+///
+/// `create_order` takes it as `Result<Key, ApiError>` and looks at the result after the body
+/// and the rate limit: a request with a bad body and no key is told about its body, and a buyer
+/// over the rate limit is told that first, as before the key had an extractor of its own.
 #[derive(Debug)]
-struct KeyHeader(Option<String>);
+struct Key(IdempotencyKey);
 
-impl<S: Send + Sync> FromRequestParts<S> for KeyHeader {
-    type Rejection = Infallible;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<KeyHeader, Infallible> {
-        let value = parts.headers.get("idempotency-key").map(|v| v.to_str().map(str::to_owned).unwrap_or_default());
-        Ok(KeyHeader(value))
+impl<S: Send + Sync> FromRequestParts<S> for Key {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Key, ApiError> {
+        let header = parts.headers.get("idempotency-key").and_then(|v| v.to_str().ok());
+        header.and_then(|k| IdempotencyKey::try_from(k).ok()).map(Key).ok_or(ApiError::InvalidIdempotencyKey)
     }
 }
 
@@ -102,11 +105,11 @@ async fn create_order(
     buyer: Buyer,
     ip: ClientIp,
     Path(id): Path<SaleId>,
-    key: KeyHeader,
+    key: Result<Key, ApiError>,
     Json(request): Json<OrderRequest>,
 ) -> Result<Response, ApiError> {
     state.limits.check_order(&buyer.user, ip.0)?;
-    let key = key.0.as_deref().and_then(|k| IdempotencyKey::try_from(k).ok()).ok_or(ApiError::InvalidIdempotencyKey)?;
+    let Key(key) = key?;
     let OrderAnswer { stored, replayed } =
         orders::create(&state, &buyer.user, id, key, &request.admission_token, request.quantity).await?;
     Ok(stored_response(stored, replayed))
@@ -148,13 +151,9 @@ async fn list_orders(
     buyer: Buyer,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<OrderPage>, ApiError> {
-    let limit = query.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::BadRequest("limit must be from 1 to 100".to_owned()));
-    }
-    let orders = orders::list(&state, &buyer.user, query.before.map(OrderId::new), limit).await?;
-    let full = i64::try_from(orders.len()).unwrap_or(i64::MAX) == limit;
-    let next_before = if full { orders.last().map(|o| o.id) } else { None };
+    let size = PageSize::read(query.limit, PageBounds { default: 20, max: 100 })?;
+    let orders = orders::list(&state, &buyer.user, query.before.map(OrderId::new), size.get()).await?;
+    let next_before = if size.is_filled_by(orders.len()) { orders.last().map(|o| o.id) } else { None };
     Ok(Json(OrderPage { orders, next_before }))
 }
 
@@ -227,7 +226,7 @@ async fn payment_callback(
     let notice: PaymentNotice = serde_json::from_slice(&body).map_err(|e| {
         if e.is_data() { ApiError::InvalidBody(e.to_string()) } else { ApiError::MalformedJson(e.to_string()) }
     })?;
-    if notice.amount_cents < 0 {
+    if notice.amount_cents < Cents(0) {
         return Err(ApiError::InvalidBody("amount_cents must not be negative".to_owned()));
     }
     let PaymentAnswer { receipt, status, replayed } = orders::apply_payment(&state, notice).await?;

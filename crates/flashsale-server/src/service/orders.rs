@@ -24,7 +24,7 @@
 
 use std::time::Duration;
 
-use flashsale_core::{SaleId, Units, UserId};
+use flashsale_core::{AdmissionStep, Quantity, SaleId, Units, UserId};
 use flashsale_inventory::{RequestClaim, ReserveRequest, Reserved, Settled, Settlement};
 use flashsale_order::{
     CLAIM_TTL_MS, Cancelled, Claim, Fingerprint, IdempotencyKey, NewOrder, Order, PaymentApplied, PaymentNotice,
@@ -98,11 +98,9 @@ pub async fn create(
     let snapshot = sale_snapshot(state, sale_id).await?;
     let (sale, batch) = (&snapshot[0].0, &snapshot[0].1.batch);
     let config = &sale.config;
-    let units = u32::try_from(quantity)
-        .ok()
-        .map(Units::new)
-        .filter(|u| *u >= Units::new(1) && *u <= config.per_user_limit)
-        .ok_or_else(|| quantity_error(config.per_user_limit))?;
+    let quantity =
+        Quantity::within(quantity, config.per_user_limit).ok_or_else(|| quantity_error(config.per_user_limit))?;
+    let units = quantity.units();
     let fingerprint =
         Fingerprint::of(&[&sale_id.get().to_be_bytes(), admission_token.as_bytes(), &units.get().to_be_bytes()]);
     let now_ms = state.clock.now_ms();
@@ -169,8 +167,8 @@ pub async fn create(
                 sale_id: sale.id,
                 batch_no: batch.batch_no,
                 user: user.clone(),
-                quantity: units,
-                amount_cents: config.price_cents.saturating_mul(i64::from(units.get())),
+                quantity,
+                amount_cents: config.price_cents.times(quantity),
                 currency: config.currency.clone(),
                 reservation_id: id,
                 ticket: claims.ticket,
@@ -268,7 +266,7 @@ fn in_progress() -> Error {
 
 /// Writes the order for a reservation just made in admission step `step`; on failure gives the
 /// reservation back (and the buyer's turn in that step).
-async fn place(state: &AppState, order: NewOrder, step: u64, limit: Units) -> Result<OrderAnswer, Error> {
+async fn place(state: &AppState, order: NewOrder, step: AdmissionStep, limit: Units) -> Result<OrderAnswer, Error> {
     let (sale, batch, reservation) = (order.sale_id, order.batch_no, order.reservation_id);
     let (user, key, fingerprint) = (order.user.clone(), order.idempotency_key.clone(), order.fingerprint.clone());
     let epoch = order.epoch;
@@ -384,7 +382,7 @@ pub async fn cancel(state: &AppState, user: &UserId, id: flashsale_order::OrderI
 pub async fn apply_payment(state: &AppState, notice: PaymentNotice) -> Result<PaymentAnswer, Error> {
     let fingerprint = Fingerprint::of(&[
         &notice.order_id.to_be_bytes(),
-        &notice.amount_cents.to_be_bytes(),
+        &notice.amount_cents.get().to_be_bytes(),
         notice.status.as_str().as_bytes(),
     ]);
     match state.orders.apply_payment(&notice, &fingerprint).await? {

@@ -11,9 +11,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use flashsale_core::{BatchNo, SaleId, UserId};
+use flashsale_core::{BatchNo, SaleId, Ticket, UserId};
 use flashsale_queue::tokens::prequeue_rank;
-use flashsale_queue::{Admission, AdmissionClaims, AdmissionPolicy, Joined, Place, QueueWindow, Ticket};
+use flashsale_queue::{Admission, AdmissionClaims, AdmissionPolicy, Joined, Place, QueueWindow, TicketClaims};
 use flashsale_sales::{Batch, Sale};
 use serde::Serialize;
 
@@ -221,7 +221,7 @@ pub async fn join(state: &AppState, user: &UserId, id: SaleId) -> Result<(bool, 
         // Redis lost the batch; upkeep rebuilds it within a second or two.
         Joined::Missing => return Err(Error::Rebuilding),
     };
-    let ticket = Ticket { user: user.clone(), sale: id, batch: ctx.batch.batch_no, number, admission: None };
+    let ticket = TicketClaims { user: user.clone(), sale: id, batch: ctx.batch.batch_no, number, admission: None };
     Ok((new, view(state, &ctx, ticket, None).await?))
 }
 
@@ -242,10 +242,10 @@ pub async fn status(state: &AppState, user: &UserId, id: SaleId, presented: Opti
                         "you have not joined this batch's queue; POST /sales/{id}/queue to join".to_owned(),
                     ));
                 }
-                Some(Place::Drawn { rank }) => (state.clock.now() >= ctx.batch.opens_at).then_some(rank),
+                Some(Place::Drawn { rank }) => (state.clock.now() >= ctx.batch.opens_at).then_some(Ticket(rank)),
                 Some(Place::Ticket(number)) => Some(number),
             };
-            Ticket { user: user.clone(), sale: id, batch: ctx.batch.batch_no, number, admission: None }
+            TicketClaims { user: user.clone(), sale: id, batch: ctx.batch.batch_no, number, admission: None }
         }
     };
     let state_now = view(state, &ctx, ticket, reusable).await?;
@@ -267,7 +267,7 @@ pub async fn status(state: &AppState, user: &UserId, id: SaleId, presented: Opti
 async fn view(
     state: &AppState,
     ctx: &Context<'_>,
-    mut ticket: Ticket,
+    mut ticket: TicketClaims,
     presented: Option<&str>,
 ) -> Result<QueueState, Error> {
     let mut dirty = presented.is_none();
@@ -281,7 +281,7 @@ async fn view(
     // The pre-queue's draw is known from the opening on: learn this buyer's place once.
     if ticket.number.is_none() && now >= ctx.batch.opens_at {
         if let Some(Place::Drawn { rank }) = Box::pin(state.queue.place(sale, batch, &ticket.user)).await? {
-            ticket.number = Some(rank);
+            ticket.number = Some(Ticket(rank));
             dirty = true;
         }
     }
@@ -297,7 +297,7 @@ async fn view(
         status: QueueStatus::Waiting,
         sale_id: sale,
         batch_no: batch,
-        position: ticket.number,
+        position: ticket.number.map(Ticket::get),
         ahead: None,
         eta_secs: None,
         poll_after_ms: None,
@@ -320,7 +320,7 @@ async fn view(
                 let pacing = Pacing { waiting: live.queue.prequeue, ..pacing };
                 out.poll_after_ms = Some(pacing.prequeue_ms(until_open, rank));
             }
-            Some(number) if number <= serving => {
+            Some(number) if number.get() <= serving => {
                 // A window the ticket carries that has passed is asked about again: a pause or a
                 // database outage may have moved its end (see `admit.lua`).
                 let turn = match ticket.admission.filter(|w| now_ms < w.expires_at_ms) {
@@ -374,7 +374,7 @@ async fn view(
                 }
             }
             Some(number) => {
-                let ahead = number - serving - 1;
+                let ahead = number.get() - serving - 1;
                 out.ahead = Some(ahead);
                 if ledger.is_some_and(|l| l.paused) {
                     out.status = QueueStatus::Paused;

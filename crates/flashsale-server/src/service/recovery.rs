@@ -9,7 +9,7 @@
 //! ledger last; reservations from before the loss are fenced off by the epoch (see
 //! `flashsale_order::book`).
 
-use flashsale_core::{BatchNo, SaleId};
+use flashsale_core::{BatchNo, Epoch, SaleId};
 use flashsale_inventory::LedgerSpec;
 use flashsale_inventory::{BatchState, OpenReservation, QueueMarks, Rebuilt, SettledReservation};
 use flashsale_order::{OrderBook, OrderStatus};
@@ -54,7 +54,7 @@ pub async fn rebuild(state: &AppState, sale: &Sale, batch_no: BatchNo) -> Result
         }
         metrics::counter!("inventory_fences_total", "reason" => "epoch_mismatch").increment(1);
         tracing::error!(
-            sale.id = %sale.id, batch.no = %batch_no, redis_epoch = ledger.epoch, epoch = batch.epoch,
+            sale.id = %sale.id, batch.no = %batch_no, redis_epoch = ledger.epoch.get(), epoch = batch.epoch.get(),
             "Redis's state of the batch is of another epoch than the record's (a rebuild that never committed); rebuilding it"
         );
         state.inventory.fence(sale.id, batch_no).await?;
@@ -103,7 +103,7 @@ pub async fn rebuild(state: &AppState, sale: &Sale, batch_no: BatchNo) -> Result
         Rebuilt::Rebuilt { available, reserved, sold } => {
             metrics::counter!("inventory_rebuilds_total").increment(1);
             tracing::warn!(
-                sale.id = %sale.id, batch.no = %batch_no, epoch, %available, %reserved, %sold,
+                sale.id = %sale.id, batch.no = %batch_no, epoch = epoch.get(), %available, %reserved, %sold,
                 "batch had no state in Redis; rebuilt it from PostgreSQL"
             );
             Ok(true)
@@ -140,7 +140,7 @@ fn rebuild_in_background(state: &AppState, sale: SaleId, batch: BatchNo) {
 /// it reserves will be fenced too, so it is rebuilt at once, in the background, rather than at
 /// upkeep's next pass. A reservation of a state already rebuilt (the usual fenced order) costs
 /// one read.
-pub async fn repair_if_fenced_epoch(state: &AppState, sale: SaleId, batch: BatchNo, epoch: i64) {
+pub async fn repair_if_fenced_epoch(state: &AppState, sale: SaleId, batch: BatchNo, epoch: Epoch) {
     match state.inventory.snapshot(sale, batch).await {
         Ok(Some(ledger)) if ledger.epoch == epoch => rebuild_in_background(state, sale, batch),
         Ok(_) => {}

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use flashsale_core::{BatchNo, PrequeueSeed, SaleId, Units};
+use flashsale_core::{BatchNo, Cents, Currency, PrequeueSeed, SaleId, Units};
 use flashsale_inventory::{Configured, LedgerSpec, StatusChange, StatusChanged};
 use flashsale_sales::{Batch, BatchStatus, NewSale, Sale, SalePatch, Schedule, ValidationErrors, WeekdayName, store};
 use serde::Serialize;
@@ -79,8 +79,10 @@ pub struct AdminSale {
     pub id: SaleId,
     pub name: String,
     pub sku: String,
-    pub price_cents: i64,
-    pub currency: String,
+    #[schema(value_type = i64)]
+    pub price_cents: Cents,
+    #[schema(value_type = String)]
+    pub currency: Currency,
     /// Units released by each batch.
     pub stock: Units,
     pub per_user_limit: Units,
@@ -104,8 +106,10 @@ pub struct AdminSale {
 pub struct PublicSale {
     pub id: SaleId,
     pub name: String,
-    pub price_cents: i64,
-    pub currency: String,
+    #[schema(value_type = i64)]
+    pub price_cents: Cents,
+    #[schema(value_type = String)]
+    pub currency: Currency,
     pub per_user_limit: Units,
     pub batch_no: BatchNo,
     pub status: BatchStatus,

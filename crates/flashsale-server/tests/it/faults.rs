@@ -265,7 +265,7 @@ async fn a_redis_restart_that_lost_its_last_writes_is_rebuilt_from_postgres(db: 
 /// (Redis's ledger epoch, PostgreSQL's batch epoch).
 async fn epochs(app: &TestApp, sale: i64) -> (i64, i64) {
     let id = SaleId::try_from(sale).unwrap();
-    let redis = app.state.inventory.snapshot(id, BatchNo::FIRST).await.unwrap().map_or(0, |l| l.epoch);
+    let redis = app.state.inventory.snapshot(id, BatchNo::FIRST).await.unwrap().map_or(0, |l| l.epoch.to_i64());
     let record: i64 = sqlx::query_scalar("SELECT epoch FROM sale_batches WHERE sale_id = $1")
         .bind(sale)
         .fetch_one(&app.db)

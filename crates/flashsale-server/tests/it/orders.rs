@@ -9,7 +9,7 @@ use crate::common::shop::*;
 use crate::common::{Reply, TestApp, buyer_jwt};
 use axum::http::Method;
 use chrono::Utc;
-use flashsale_core::{BatchNo, SaleId, Units};
+use flashsale_core::{AdmissionStep, BatchNo, Cents, Currency, Quantity, SaleId, Ticket, Units};
 use flashsale_order::payment::sign;
 use flashsale_order::{IdempotencyKey, NewOrder, Placed};
 use flashsale_queue::AdmissionClaims;
@@ -113,8 +113,8 @@ async fn a_retry_after_the_admission_ran_out_still_gets_the_first_answer(db: sql
             user: uid("alice"),
             sale: SaleId::try_from(id).unwrap(),
             batch: BatchNo::FIRST,
-            ticket,
-            step: 0,
+            ticket: Ticket(ticket),
+            step: AdmissionStep(0),
             expires_at_ms: Utc::now().timestamp_millis() + 1_000,
         })
     };
@@ -182,8 +182,8 @@ async fn an_admission_token_is_single_use_and_only_its_buyers(db: sqlx::PgPool) 
         user: uid("bob"),
         sale: SaleId::try_from(id).unwrap(),
         batch: BatchNo::FIRST,
-        ticket: 10,
-        step: 0,
+        ticket: Ticket(10),
+        step: AdmissionStep(0),
         expires_at_ms: Utc::now().timestamp_millis() - 1,
     });
     order(&app, id, "bob", "k", &expired, 1).await.assert_problem(403, "token_invalid");
@@ -268,8 +268,8 @@ async fn an_order_arriving_after_its_reservation_was_released_is_refused(db: sql
     let request = flashsale_inventory::ReserveRequest {
         user: &uid("slow"),
         units: Units::new(1),
-        ticket: 7,
-        step: 0,
+        ticket: Ticket(7),
+        step: AdmissionStep(0),
         window_ms: 600_000,
         claim: None,
     };
@@ -287,11 +287,11 @@ async fn an_order_arriving_after_its_reservation_was_released_is_refused(db: sql
         sale_id: sale,
         batch_no: batch,
         user: uid("slow"),
-        quantity: Units::new(1),
-        amount_cents: PRICE,
-        currency: "CNY".to_owned(),
+        quantity: Quantity::within(1, Units::new(1)).unwrap(),
+        amount_cents: Cents(PRICE),
+        currency: Currency::try_from("CNY".to_owned()).unwrap(),
         reservation_id: reservation,
-        ticket: 7,
+        ticket: Ticket(7),
         epoch,
         idempotency_key: IdempotencyKey::try_from("slow-key").unwrap(),
         fingerprint: flashsale_order::Fingerprint::of(&[b"slow"]),
@@ -523,8 +523,8 @@ async fn redis_losing_a_batch_mid_sale_is_rebuilt_from_postgres(db: sqlx::PgPool
             flashsale_inventory::ReserveRequest {
                 user: &uid("late"),
                 units: Units::new(1),
-                ticket: 500,
-                step: 0,
+                ticket: Ticket(500),
+                step: AdmissionStep(0),
                 window_ms: 600_000,
                 claim: None,
             },
@@ -557,11 +557,11 @@ async fn redis_losing_a_batch_mid_sale_is_rebuilt_from_postgres(db: sqlx::PgPool
         sale_id: sale,
         batch_no: batch,
         user: uid("late"),
-        quantity: Units::new(1),
-        amount_cents: PRICE,
-        currency: "CNY".to_owned(),
+        quantity: Quantity::within(1, Units::new(1)).unwrap(),
+        amount_cents: Cents(PRICE),
+        currency: Currency::try_from("CNY".to_owned()).unwrap(),
         reservation_id: reservation,
-        ticket: 500,
+        ticket: Ticket(500),
         epoch,
         idempotency_key: IdempotencyKey::try_from("late-key").unwrap(),
         fingerprint: flashsale_order::Fingerprint::of(&[b"late"]),

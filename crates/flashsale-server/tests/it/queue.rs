@@ -4,7 +4,7 @@
 use crate::common::{TestApp, buyer_jwt, open_now, sale_in_prequeue, sell_out, uncached};
 use axum::http::Method;
 use chrono::Utc;
-use flashsale_core::{BatchNo, PrequeueSeed, SaleId, UserId};
+use flashsale_core::{BatchNo, PrequeueSeed, SaleId, Ticket, UserId};
 use flashsale_queue::TokenError;
 use flashsale_queue::tokens::prequeue_rank;
 use serde_json::Value;
@@ -111,7 +111,7 @@ async fn buyers_are_admitted_in_order_with_a_token_bound_to_them(db: sqlx::PgPoo
     let now_ms = Utc::now().timestamp_millis();
     let (sale, batch) = (SaleId::try_from(id).unwrap(), BatchNo::FIRST);
     let claims = app.state.tokens.verify_admission(token, &uid("u1"), sale, batch, now_ms).unwrap();
-    assert_eq!(claims.ticket, 1);
+    assert_eq!(claims.ticket, Ticket(1));
     assert_eq!(app.state.tokens.verify_admission(token, &uid("u2"), sale, batch, now_ms), Err(TokenError::WrongUser));
     let other = SaleId::try_from(id + 1).unwrap();
     assert_eq!(app.state.tokens.verify_admission(token, &uid("u1"), other, batch, now_ms), Err(TokenError::WrongSale));

@@ -3,7 +3,7 @@
 
 use axum::http::Method;
 use chrono::Utc;
-use flashsale_core::{BatchNo, SaleId, UserId};
+use flashsale_core::{AdmissionStep, BatchNo, SaleId, Ticket, UserId};
 use flashsale_order::payment::sign;
 use flashsale_queue::AdmissionClaims;
 use flashsale_server::config::dev;
@@ -53,8 +53,8 @@ pub fn token(app: &TestApp, sale: i64, user: &str, ticket: u64) -> String {
         user: uid(user),
         sale: SaleId::try_from(sale).unwrap(),
         batch: BatchNo::FIRST,
-        ticket,
-        step: 0,
+        ticket: Ticket(ticket),
+        step: AdmissionStep(0),
         expires_at_ms: Utc::now().timestamp_millis() + 60_000,
     })
 }
