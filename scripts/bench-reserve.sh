@@ -28,12 +28,13 @@ prefix="bench-raw-$$"
 k="$prefix:{sale:1}:b:1"
 redis-cli HSET "$k:ledger" total 100000000 available 100000000 reserved 0 sold 0 per_user_limit 5 \
   paused 0 closed 0 opens_at_ms 0 closes_at_ms 0 >/dev/null
-sha=$(redis-cli SCRIPT LOAD "$(cat crates/flashsale-inventory/lua/reserve.lua)")
+# Scripts run after the shared prelude (flashsale_redis::script), as the server loads them.
+sha=$(redis-cli SCRIPT LOAD "$(cat crates/flashsale-redis/lua/prelude.lua crates/flashsale-inventory/lua/reserve.lua)")
 requests=$((seconds * 60000))
 raw_rate() { # extra redis-benchmark options...
-  redis-benchmark -q -c "$concurrency" -n "$requests" -r 100000000 "$@" EVALSHA "$sha" 7 \
+  redis-benchmark -q -c "$concurrency" -n "$requests" -r 100000000 "$@" EVALSHA "$sha" 9 \
     "$k:ledger" "$k:inv:holdings" "$k:inv:res" "$k:inv:res:deadlines" "$k:inv:used-tickets" \
-    "$k:q:steps:info" "$k:q:ticker" "u__rand_int__" 1 __rand_int__ 0 600000 |
+    "$k:q:steps:info" "$k:q:ticker" "$k:inv:unconfirmed" "$k:inv:unconfirmed:info" "u__rand_int__" 1 __rand_int__ 0 600000 |
     tr '\r' '\n' | grep -o '[0-9.]* requests per second' | tail -1 | cut -d' ' -f1
 }
 echo "| redis-benchmark EVALSHA reserve.lua, one call in flight per client | $(raw_rate -P 1) |"

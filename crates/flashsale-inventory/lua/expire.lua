@@ -8,7 +8,8 @@
 --         is decided) goes first; this sweep is the safety net for reservations whose order was
 --         never written
 --
--- Returns {released, units}: reservations released by this call and their units. Safe to run on
+-- Returns {'expired', released, units}: reservations released by this call and their units, or
+-- {'missing'} when the batch has no ledger (being rebuilt: nothing written). Safe to run on
 -- every instance at once: each reservation leaves the deadlines set in the same step that
 -- releases it, so it is released exactly once.
 
@@ -21,16 +22,14 @@ if not limit or limit < 1 or not grace or grace < 0 then
   return redis.error_reply('ERR expire: bad limit or grace')
 end
 -- No ledger: the batch is being rebuilt; writing would leave a partial ledger behind.
-if redis.call('EXISTS', ledger) == 0 then return {0, 0} end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('EXISTS', ledger) == 0 then return {'missing'} end
+local now = now_ms()
 local due = redis.call('ZRANGEBYSCORE', deadlines, '-inf', now - grace, 'LIMIT', 0, limit)
 local units = 0
 for _, id in ipairs(due) do
   local open = redis.call('HGET', reservations, id)
   if open then
-    local qty, user = string.match(open, '^(%d+) %d+ %d+ (.*)$')
-    qty = tonumber(qty)
+    local qty, _, _, user = read_reservation(open)
     redis.call('HINCRBY', ledger, 'reserved', -qty)
     redis.call('HINCRBY', ledger, 'available', qty)
     redis.call('HINCRBY', holdings, user, -qty)
@@ -40,4 +39,4 @@ for _, id in ipairs(due) do
   end
   redis.call('ZREM', deadlines, id)
 end
-return {#due, units}
+return {'expired', #due, units}

@@ -10,8 +10,8 @@
 -- ARGV[7]  epoch: the batch's epoch in PostgreSQL (reported by every reservation, see
 --          rebuild_batch.lua)
 --
--- Returns 1 when the ledger was created (available = total, nothing reserved or sold), 0 when it
--- already existed; an existing ledger is left exactly as it was, so calling this again (another
+-- Returns {'opened'} when the ledger was created (available = total, nothing reserved or sold),
+-- {'exists'} when it already existed; an existing ledger is left exactly as it was, so calling this again (another
 -- instance, a retry after a timeout) can never reset stock that buyers already hold.
 -- All or nothing: argument errors are raised before any write.
 
@@ -24,10 +24,10 @@ if not total or total < 1 or total % 1 ~= 0 or not limit or limit < 1 or limit %
   return redis.error_reply('ERR open_batch: total and limit must be positive integers')
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  return 0
+  return {'exists'}
 end
 redis.call('HSET', KEYS[1],
   'total', total, 'available', total, 'reserved', 0, 'sold', 0,
   'per_user_limit', limit, 'opens_at_ms', ARGV[3], 'closes_at_ms', ARGV[4],
   'paused', ARGV[5], 'closed', ARGV[6], 'epoch', ARGV[7])
-return 1
+return {'opened'}

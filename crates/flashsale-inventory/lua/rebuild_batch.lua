@@ -30,7 +30,7 @@
 -- window may have been running (those that already reserved count as done), so a buyer admitted
 -- just before the loss keeps the turn. A queue at or past the mark is left as it is.
 --
--- Returns {1, available, reserved, sold} when rebuilt; {0} when the ledger exists (another
+-- Returns {'rebuilt', available, reserved, sold} when rebuilt; {'exists'} when the ledger exists (another
 -- instance rebuilt it first, or it was never lost): nothing is written then. Before writing,
 -- whatever is left of the old state under these keys is deleted; the ledger is written last, so
 -- reservations keep answering 'missing' (503 rebuilding) until the whole state is back.
@@ -52,7 +52,7 @@ end
 if not tail_hwm or not margin or not serving_hwm or not window_from or not window_ms or window_ms < 1 then
   return redis.error_reply('ERR rebuild_batch: bad queue marks')
 end
-if redis.call('EXISTS', ledger) == 1 then return {0} end
+if redis.call('EXISTS', ledger) == 1 then return {'exists'} end
 
 local reserved, sold, max_ticket = 0, 0, 0
 local held = {}
@@ -84,12 +84,12 @@ local used_from_window = 0
 for i = FIRST, #ARGV, 5 do
   local id, qty, third, ticket, user = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   if i < FIRST + 5 * n then
-    redis.call('HSET', reservations, id, qty .. ' ' .. third .. ' ' .. ticket .. ' ' .. user)
+    redis.call('HSET', reservations, id, reservation_record(qty, third, ticket, user))
     redis.call('ZADD', deadlines, third, id)
   else
     redis.call('HSET', settled, id, third)
   end
-  if redis.call('SADD', used, ticket .. ':' .. user) == 1 and window_from > 0 and tonumber(ticket) >= window_from then
+  if redis.call('SADD', used, spent_ticket(ticket, user)) == 1 and window_from > 0 and tonumber(ticket) >= window_from then
     used_from_window = used_from_window + 1
   end
 end
@@ -97,8 +97,7 @@ for user, units in pairs(held) do
   redis.call('HSET', holdings, user, units)
 end
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local tail_now = tonumber(redis.call('GET', tail) or '0')
 if tail_now < tail_hwm then
   -- The queue is older than its last mark: lost, or gone back to an older copy.
@@ -106,9 +105,7 @@ if tail_now < tail_hwm then
   local s = math.max(tonumber(redis.call('GET', serving) or '0'), serving_hwm, max_ticket)
   redis.call('SET', serving, s)
   -- After the opening the cohort was sealed (its tickets are inside the mark): never seal again.
-  if now >= tonumber(ARGV[3]) and redis.call('EXISTS', sealed) == 0 then
-    redis.call('SET', sealed, redis.call('ZCARD', pre))
-  end
+  if now >= tonumber(ARGV[3]) then seal_prequeue(pre, sealed, nil) end
   if window_from > 0 and s >= window_from then
     local count = s - window_from + 1
     local step = tostring(s)
@@ -130,4 +127,4 @@ redis.call('HSET', ledger,
   'total', total, 'available', available, 'reserved', reserved, 'sold', sold,
   'per_user_limit', ARGV[2], 'opens_at_ms', ARGV[3], 'closes_at_ms', ARGV[4],
   'paused', ARGV[5], 'closed', ARGV[6], 'epoch', ARGV[7], 'seq', ARGV[8])
-return {1, available, reserved, sold}
+return {'rebuilt', available, reserved, sold}

@@ -34,8 +34,7 @@ local user, qty, ticket, step, window = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARG
 if not qty or qty < 1 or qty % 1 ~= 0 or not window or window < 1 then
   return redis.error_reply('ERR reserve: bad units or window')
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 
 local l = redis.call('HMGET', ledger, 'available', 'per_user_limit', 'paused', 'closed', 'opens_at_ms', 'closes_at_ms', 'epoch')
 if not l[1] then return {'missing'} end
@@ -50,7 +49,7 @@ if now < tonumber(l[5]) then return {'not_open'} end
 if l[3] == '1' then return {'paused'} end
 -- A used ticket is remembered with its buyer: one buyer's order can never spend another's turn,
 -- even if a Redis loss ever made two buyers hold the same number.
-local spent = ticket .. ':' .. user
+local spent = spent_ticket(ticket, user)
 if redis.call('SISMEMBER', used, spent) == 1 then return {'token_used'} end
 
 -- The buyer is done with this turn: the ticket is spent and the step stops counting them.
@@ -82,7 +81,7 @@ redis.call('HINCRBY', ledger, 'available', -qty)
 redis.call('HINCRBY', ledger, 'reserved', qty)
 local id = redis.call('HINCRBY', ledger, 'seq', 1)
 local deadline = now + window
-redis.call('HSET', reservations, id, qty .. ' ' .. deadline .. ' ' .. ticket .. ' ' .. user)
+redis.call('HSET', reservations, id, reservation_record(qty, deadline, ticket, user))
 redis.call('ZADD', deadlines, deadline, id)
 redis.call('ZADD', unconfirmed, now, id)
 redis.call('HSET', unconfirmed_info, id, step .. ' ' .. (claim or ''))

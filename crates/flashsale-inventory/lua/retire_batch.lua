@@ -3,7 +3,7 @@
 -- KEYS every key of the batch (ledger, queue, reservations, ...; BatchKeys::all)
 -- ARGV[1] grace, ms (>= 1): how long the keys stay readable
 --
--- Returns the number of keys that existed and now expire. Run only once the batch is finished and
+-- Returns {'retired', n}: n keys existed and now expire. Run only once the batch is finished and
 -- nothing of it is reserved any more (PostgreSQL holds its final numbers by then). A key that
 -- already expires sooner keeps its sooner expiry. Idempotent.
 
@@ -21,4 +21,4 @@ for _, key in ipairs(KEYS) do
     n = n + redis.call('PEXPIRE', key, grace)
   end
 end
-return n
+return {'retired', n}

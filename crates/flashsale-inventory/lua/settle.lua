@@ -38,8 +38,7 @@ if not open then
   if before then return {'already', before} end
   return {'unknown'}
 end
-local qty, ticket, user = string.match(open, '^(%d+) %d+ (%d+) (.*)$')
-qty = tonumber(qty)
+local qty, _, ticket, user = read_reservation(open)
 redis.call('HINCRBY', ledger, 'reserved', -qty)
 if how == 'commit' then
   redis.call('HINCRBY', ledger, 'sold', qty)
@@ -49,7 +48,7 @@ else
   redis.call('HINCRBY', holdings, user, -qty)
   redis.call('HSET', settled, id, 'released')
   if how == 'abort' then
-    redis.call('SREM', used, ticket .. ':' .. user)
+    redis.call('SREM', used, spent_ticket(ticket, user))
     if redis.call('HEXISTS', step_info, step .. ':n') == 1
         and tonumber(redis.call('HGET', step_info, step .. ':r') or '0') > 0 then
       redis.call('HINCRBY', step_info, step .. ':r', -1)

@@ -1,7 +1,6 @@
 //! [`Inventory`]: typed calls to the ledger scripts.
 
 use flashsale_core::{BatchNo, Epoch, KeySpace, SaleId, Units};
-use flashsale_redis::reply_text;
 use redis::Value;
 use serde::Serialize;
 
@@ -159,11 +158,11 @@ impl Inventory {
         invocation.key(self.keys.batch(sale, batch).ledger());
         spec.push_args(&mut invocation);
         let mut conn = self.redis.conn().await?;
-        let reply: i64 = invocation.invoke_async(&mut conn).await?;
-        match reply {
-            1 => Ok(Opened::Created),
-            0 => Ok(Opened::AlreadyOpen),
-            other => Err(malformed("open_batch", &other)),
+        let reply: Value = invocation.invoke_async(&mut conn).await?;
+        match flashsale_redis::tagged(&reply) {
+            Some(("opened", [])) => Ok(Opened::Created),
+            Some(("exists", [])) => Ok(Opened::AlreadyOpen),
+            _ => Err(malformed("open_batch", &reply)),
         }
     }
 
@@ -185,18 +184,15 @@ impl Inventory {
             .invoke_async(&mut conn)
             .await?;
         let malformed_reply = || malformed("configure_batch", &reply);
-        let Value::Array(items) = &reply else {
-            return Err(malformed_reply());
-        };
-        match (items.first().and_then(reply_text), items.get(1)) {
-            (Some("ok"), Some(Value::Int(n))) => {
+        match flashsale_redis::tagged(&reply) {
+            Some(("ok", [Value::Int(n)])) => {
                 Ok(Configured::Applied { available: units(*n).ok_or_else(malformed_reply)? })
             }
-            (Some("below_committed"), Some(Value::Int(n))) => {
+            Some(("below_committed", [Value::Int(n)])) => {
                 Ok(Configured::BelowCommitted { held: units(*n).ok_or_else(malformed_reply)? })
             }
-            (Some("closed"), None) => Ok(Configured::Closed),
-            (Some("missing"), None) => Ok(Configured::Missing),
+            Some(("closed", [])) => Ok(Configured::Closed),
+            Some(("missing", [])) => Ok(Configured::Missing),
             _ => Err(malformed_reply()),
         }
     }
@@ -219,10 +215,10 @@ impl Inventory {
             .arg(change)
             .invoke_async(&mut conn)
             .await?;
-        match reply_text(&reply) {
-            Some("ok") => Ok(StatusChanged::Applied),
-            Some("closed") => Ok(StatusChanged::Closed),
-            Some("missing") => Ok(StatusChanged::Missing),
+        match flashsale_redis::tagged(&reply) {
+            Some(("ok", [])) => Ok(StatusChanged::Applied),
+            Some(("closed", [])) => Ok(StatusChanged::Closed),
+            Some(("missing", [])) => Ok(StatusChanged::Missing),
             _ => Err(malformed("set_batch_status", &reply)),
         }
     }

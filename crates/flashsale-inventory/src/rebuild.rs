@@ -104,8 +104,11 @@ impl Inventory {
         }
         invocation.arg(grace_ms.max(1));
         let mut conn = self.redis().conn().await?;
-        let n: i64 = invocation.invoke_async(&mut conn).await?;
-        Ok(u64::try_from(n).unwrap_or_default())
+        let reply: Value = invocation.invoke_async(&mut conn).await?;
+        match flashsale_redis::tagged(&reply) {
+            Some(("retired", [Value::Int(n)])) => Ok(u64::try_from(*n).unwrap_or_default()),
+            _ => Err(malformed("retire_batch", &reply)),
+        }
     }
 
     /// Open reservations the batch still has (0 when it has no ledger).
@@ -158,16 +161,13 @@ impl Inventory {
         let mut conn = self.redis().bulk_conn().await?;
         let reply: Value = invocation.invoke_async(&mut conn).await?;
         let bad = || malformed("rebuild_batch", &reply);
-        match &reply {
-            Value::Array(items) => match items.as_slice() {
-                [Value::Int(0)] => Ok(Rebuilt::AlreadyPresent),
-                [Value::Int(1), a, r, s] => Ok(Rebuilt::Rebuilt {
-                    available: units(a).ok_or_else(bad)?,
-                    reserved: units(r).ok_or_else(bad)?,
-                    sold: units(s).ok_or_else(bad)?,
-                }),
-                _ => Err(bad()),
-            },
+        match flashsale_redis::tagged(&reply) {
+            Some(("exists", [])) => Ok(Rebuilt::AlreadyPresent),
+            Some(("rebuilt", [a, r, s])) => Ok(Rebuilt::Rebuilt {
+                available: units(a).ok_or_else(bad)?,
+                reserved: units(r).ok_or_else(bad)?,
+                sold: units(s).ok_or_else(bad)?,
+            }),
             _ => Err(bad()),
         }
     }

@@ -161,21 +161,21 @@ impl Inventory {
         let mut conn = self.redis().conn().await?;
         let reply: Value = invocation.invoke_async(&mut conn).await?;
         let bad = || malformed("reserve", &reply);
-        let Value::Array(items) = &reply else { return Err(bad()) };
-        Ok(match (items.first().and_then(reply_text), &items[1.min(items.len())..]) {
-            (Some("reserved"), [Value::Int(id), Value::Int(deadline), Value::Int(epoch)]) => Reserved::Reserved {
+        let Some(tagged) = flashsale_redis::tagged(&reply) else { return Err(bad()) };
+        Ok(match tagged {
+            ("reserved", [Value::Int(id), Value::Int(deadline), Value::Int(epoch)]) => Reserved::Reserved {
                 id: ReservationId(u64::try_from(*id).map_err(|_| bad())?),
                 deadline_ms: *deadline,
                 epoch: Epoch::try_from(*epoch).map_err(|_| bad())?,
             },
-            (Some("sold_out"), [available]) => Reserved::SoldOut { available: units(available).ok_or_else(bad)? },
-            (Some("limit_reached"), [held]) => Reserved::LimitReached { held: units(held).ok_or_else(bad)? },
-            (Some("token_used"), []) => Reserved::TokenUsed,
-            (Some("not_open"), []) => Reserved::NotOpen,
-            (Some("paused"), []) => Reserved::Paused,
-            (Some("closed"), []) => Reserved::Closed,
-            (Some("missing"), []) => Reserved::Missing,
-            (Some("claimed"), [held]) => Reserved::Claimed { held: reply_text(held).ok_or_else(bad)?.to_owned() },
+            ("sold_out", [available]) => Reserved::SoldOut { available: units(available).ok_or_else(bad)? },
+            ("limit_reached", [held]) => Reserved::LimitReached { held: units(held).ok_or_else(bad)? },
+            ("token_used", []) => Reserved::TokenUsed,
+            ("not_open", []) => Reserved::NotOpen,
+            ("paused", []) => Reserved::Paused,
+            ("closed", []) => Reserved::Closed,
+            ("missing", []) => Reserved::Missing,
+            ("claimed", [held]) => Reserved::Claimed { held: reply_text(held).ok_or_else(bad)?.to_owned() },
             _ => return Err(bad()),
         })
     }
@@ -212,16 +212,16 @@ impl Inventory {
             .invoke_async(&mut conn)
             .await?;
         let bad = || malformed("settle", &reply);
-        let Value::Array(items) = &reply else { return Err(bad()) };
-        Ok(match (items.first().and_then(reply_text), items.get(1)) {
-            (Some("done"), Some(n)) => Settled::Done { units: units(n).ok_or_else(bad)? },
-            (Some("already"), Some(how)) => match reply_text(how) {
+        let Some(tagged) = flashsale_redis::tagged(&reply) else { return Err(bad()) };
+        Ok(match tagged {
+            ("done", [n]) => Settled::Done { units: units(n).ok_or_else(bad)? },
+            ("already", [how]) => match reply_text(how) {
                 Some("committed") => Settled::AlreadyCommitted,
                 Some("released") => Settled::AlreadyReleased,
                 _ => return Err(bad()),
             },
-            (Some("unknown"), None) => Settled::Unknown,
-            (Some("missing"), None) => Settled::Missing,
+            ("unknown", []) => Settled::Unknown,
+            ("missing", []) => Settled::Missing,
             _ => return Err(bad()),
         })
     }
@@ -237,18 +237,24 @@ impl Inventory {
     ) -> Result<Vec<Unconfirmed>, InventoryError> {
         let keys = self.keys().batch(sale, batch);
         let mut conn = self.redis().conn().await?;
-        let reply: Vec<String> = scripts::UNCONFIRMED
+        let reply: Value = scripts::UNCONFIRMED
             .key(keys.unconfirmed())
             .key(keys.unconfirmed_info())
             .arg(age_ms.max(0))
             .arg(limit.max(1))
             .invoke_async(&mut conn)
             .await?;
-        reply
+        let Some(("unconfirmed", found)) = flashsale_redis::tagged(&reply) else {
+            return Err(malformed("unconfirmed", &reply));
+        };
+        found
             .chunks(2)
             .map(|pair| {
                 let bad = || malformed("unconfirmed", &pair);
-                let [id, info] = pair else { return Err(bad()) };
+                let [Some(id), Some(info)] = [pair.first().and_then(reply_text), pair.get(1).and_then(reply_text)]
+                else {
+                    return Err(bad());
+                };
                 let (step, claim) = info.split_once(' ').ok_or_else(bad)?;
                 Ok(Unconfirmed {
                     id: ReservationId(id.parse().map_err(|_| bad())?),
@@ -272,8 +278,11 @@ impl Inventory {
             invocation.arg(id.0);
         }
         let mut conn = self.redis().conn().await?;
-        let _: i64 = invocation.invoke_async(&mut conn).await?;
-        Ok(())
+        let reply: Value = invocation.invoke_async(&mut conn).await?;
+        match flashsale_redis::tagged(&reply) {
+            Some(("confirmed", [Value::Int(_)])) => Ok(()),
+            _ => Err(malformed("confirm", &reply)),
+        }
     }
 
     /// Releases up to `limit` reservations of the batch whose deadline passed more than `grace_ms`
@@ -287,7 +296,7 @@ impl Inventory {
     ) -> Result<Expired, InventoryError> {
         let keys = self.keys().batch(sale, batch);
         let mut conn = self.redis().conn().await?;
-        let reply: Vec<i64> = scripts::EXPIRE
+        let reply: Value = scripts::EXPIRE
             .key(keys.ledger())
             .key(keys.holdings())
             .key(keys.reservations())
@@ -297,11 +306,13 @@ impl Inventory {
             .arg(grace_ms.max(0))
             .invoke_async(&mut conn)
             .await?;
-        match reply.as_slice() {
-            [n, u] => Ok(Expired {
+        match flashsale_redis::tagged(&reply) {
+            Some(("expired", [Value::Int(n), Value::Int(u)])) => Ok(Expired {
                 reservations: u64::try_from(*n).unwrap_or_default(),
                 units: u64::try_from(*u).unwrap_or_default(),
             }),
+            // No ledger: the batch is being rebuilt; nothing was released.
+            Some(("missing", [])) => Ok(Expired { reservations: 0, units: 0 }),
             _ => Err(malformed("expire", &reply)),
         }
     }

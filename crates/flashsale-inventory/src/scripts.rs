@@ -12,39 +12,43 @@ use crate::InventoryError;
 
 /// Creates a batch's ledger unless it exists.
 pub static OPEN_BATCH: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("../lua/open_batch.lua")));
+    LazyLock::new(|| flashsale_redis::script(include_str!("../lua/open_batch.lua")));
 
 /// Changes a live batch's stock, limit and window, never below what buyers hold.
 pub static CONFIGURE_BATCH: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("../lua/configure_batch.lua")));
+    LazyLock::new(|| flashsale_redis::script(include_str!("../lua/configure_batch.lua")));
 
 /// Pauses, resumes or closes a batch.
 pub static SET_BATCH_STATUS: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("../lua/set_batch_status.lua")));
+    LazyLock::new(|| flashsale_redis::script(include_str!("../lua/set_batch_status.lua")));
 
 /// Reserves units for an admitted buyer.
-pub static RESERVE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(include_str!("../lua/reserve.lua")));
+pub static RESERVE: LazyLock<redis::Script> =
+    LazyLock::new(|| flashsale_redis::script(include_str!("../lua/reserve.lua")));
 
 /// Commits or releases one reservation, exactly once.
-pub static SETTLE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(include_str!("../lua/settle.lua")));
+pub static SETTLE: LazyLock<redis::Script> =
+    LazyLock::new(|| flashsale_redis::script(include_str!("../lua/settle.lua")));
 
 /// Releases reservations past their deadline.
-pub static EXPIRE: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(include_str!("../lua/expire.lua")));
+pub static EXPIRE: LazyLock<redis::Script> =
+    LazyLock::new(|| flashsale_redis::script(include_str!("../lua/expire.lua")));
 
 /// Recreates a batch's hot state from PostgreSQL's orders.
 pub static REBUILD_BATCH: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("../lua/rebuild_batch.lua")));
+    LazyLock::new(|| flashsale_redis::script(include_str!("../lua/rebuild_batch.lua")));
 
 /// Lists reservations whose order is not yet known to be written.
 pub static UNCONFIRMED: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("../lua/unconfirmed.lua")));
+    LazyLock::new(|| flashsale_redis::script(include_str!("../lua/unconfirmed.lua")));
 
 /// Takes reservations out of the unconfirmed set.
-pub static CONFIRM: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(include_str!("../lua/confirm.lua")));
+pub static CONFIRM: LazyLock<redis::Script> =
+    LazyLock::new(|| flashsale_redis::script(include_str!("../lua/confirm.lua")));
 
 /// Gives every key of a finished batch an end of life.
 pub static RETIRE_BATCH: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("../lua/retire_batch.lua")));
+    LazyLock::new(|| flashsale_redis::script(include_str!("../lua/retire_batch.lua")));
 
 /// Every script, named for error messages.
 fn all() -> [(&'static str, &'static LazyLock<redis::Script>); 10] {

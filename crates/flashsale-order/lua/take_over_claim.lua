@@ -5,7 +5,7 @@
 -- ARGV[1] the claim as the caller read it (stale: no answer in PostgreSQL, claimed long ago)
 -- ARGV[2] the new claim   ARGV[3] how long it is kept, ms
 --
--- Returns 1 when the caller now holds the claim, 0 when the claim changed since it was read
+-- Returns {'taken'} when the caller now holds the claim, {'changed'} when the claim changed since it was read
 -- (another retry took it over, or it expired): the caller answers in_progress and the client
 -- retries. Claims themselves are made with one command, SET NX GET, not a script.
 
@@ -16,6 +16,6 @@ local ttl = tonumber(ARGV[3])
 if not ttl or ttl < 1 then
   return redis.error_reply('ERR take_over_claim: bad ttl')
 end
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'changed'} end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
-return 1
+return {'taken'}

@@ -26,6 +26,10 @@ pub enum OrderError {
     /// A stored row breaks a rule the code relies on. Never expected; reported, not guessed around.
     #[error("stored order {id} is invalid: {reason}")]
     CorruptRow { id: i64, reason: String },
+    /// A script answered outside its contract (a script and its caller out of step). Never
+    /// expected.
+    #[error("Redis answered {operation} with {reply}")]
+    MalformedReply { operation: &'static str, reply: String },
     /// The order writer's tasks are gone (the server is shutting down).
     #[error("the order writer has stopped")]
     WriterStopped,

@@ -11,7 +11,7 @@
 -- ARGV[5] hold: '1' when the calling instance holds admission (its database is unreachable, so
 --         admitted buyers could not order), '0' otherwise
 --
--- Returns {admitted, serving, tail, inflight, lapsed}: buyers admitted by this call, the counter
+-- Returns {'stepped', admitted, serving, tail, inflight, lapsed}: buyers admitted by this call, the counter
 -- after it, tickets handed out, buyers admitted whose turn is still running and who have not
 -- reserved, and buyers whose turn this call found lapsed unused. Any number of instances may call it as often as they like: the allowance is a token
 -- bucket kept here, refilled from Redis's clock, so together they never admit faster than the
@@ -41,23 +41,18 @@ end
 local GAP_MS = 2000
 -- How long one step's hold keeps the batch frozen for every instance (holders step every 100 ms).
 local HOLD_LEASE_MS = 1000
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 
 local function counters(admitted)
   local inflight = math.max(0, tonumber(redis.call('HGET', ticker, 'inflight') or '0'))
-  return {admitted, tonumber(redis.call('GET', serving) or '0'), tonumber(redis.call('GET', tail) or '0'), inflight, 0}
+  return {'stepped', admitted, tonumber(redis.call('GET', serving) or '0'), tonumber(redis.call('GET', tail) or '0'), inflight, 0}
 end
 if now < opens_ms then
   return counters(0)
 end
 
 -- Seal the pre-queue cohort, so its tickets 1..P exist even if nobody joins after the opening.
-if redis.call('EXISTS', sealed) == 0 then
-  local cohort = redis.call('ZCARD', pre)
-  redis.call('SET', sealed, cohort)
-  redis.call('INCRBY', tail, cohort)
-end
+seal_prequeue(pre, sealed, tail)
 
 local state = redis.call('HMGET', ledger, 'available', 'paused', 'closed')
 local f = redis.call('HMGET', ticker, 'frozen_at', 'last_ms', 'hold_until')
@@ -135,4 +130,4 @@ if admitted > 0 then
   redis.call('HSET', info, step .. ':n', admitted, step .. ':r', 0, step .. ':at', now, step .. ':exp', now + ttl)
 end
 redis.call('HSET', ticker, 'last_ms', now, 'allowance', tostring(allowance), 'inflight', inflight)
-return {admitted, current, tonumber(redis.call('GET', tail) or '0'), inflight, lapsed}
+return {'stepped', admitted, current, tonumber(redis.call('GET', tail) or '0'), inflight, lapsed}

@@ -24,8 +24,7 @@ end
 local ledger, pre, members, tail, sealed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local user, rank = ARGV[1], ARGV[2]
 local prequeue_ms, opens_ms, closes_ms = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 
 local state = redis.call('HMGET', ledger, 'total', 'sold', 'closed')
 if not state[1] then
@@ -44,16 +43,9 @@ if now < opens_ms then
 end
 
 -- After the opening. A buyer who is already in keeps their place, sold out or not.
-local function seal()
-  if redis.call('EXISTS', sealed) == 0 then
-    local cohort = redis.call('ZCARD', pre)
-    redis.call('SET', sealed, cohort)
-    redis.call('INCRBY', tail, cohort)
-  end
-end
 local ranked = redis.call('ZRANK', pre, user)
 if ranked then
-  seal()
+  seal_prequeue(pre, sealed, tail)
   return {'ticket', ranked + 1, 0}
 end
 local ticket = redis.call('HGET', members, user)
@@ -63,7 +55,7 @@ end
 if tonumber(state[2]) >= tonumber(state[1]) then
   return {'sold_out', 0, 0}
 end
-seal()
+seal_prequeue(pre, sealed, tail)
 ticket = redis.call('INCR', tail)
 redis.call('HSET', members, user, ticket)
 return {'ticket', ticket, 1}

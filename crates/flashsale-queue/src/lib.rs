@@ -25,7 +25,6 @@
 //! global rate, and the stock left caps how many admitted buyers may be in flight at once.
 
 use flashsale_core::{AdmissionStep, BatchNo, KeySpace, SaleId, Ticket, UserId};
-use flashsale_redis::reply_text;
 use redis::Value;
 use serde::Serialize;
 
@@ -215,20 +214,17 @@ impl Queue {
             .invoke_async(&mut conn)
             .await?;
         let bad = || malformed("join", &reply);
-        let Value::Array(items) = &reply else {
-            return Err(bad());
-        };
-        let [outcome, number, new] = items.as_slice() else {
+        let Some((outcome, [number, new])) = flashsale_redis::tagged(&reply) else {
             return Err(bad());
         };
         let (number, new) = (count(number).ok_or_else(bad)?, count(new).ok_or_else(bad)? == 1);
-        match reply_text(outcome) {
-            Some("pre") => Ok(Joined::Prequeue { new }),
-            Some("ticket") if number >= 1 => Ok(Joined::Ticket { number: Ticket(number), new }),
-            Some("not_open") => Ok(Joined::NotOpen),
-            Some("closed") => Ok(Joined::Closed),
-            Some("sold_out") => Ok(Joined::SoldOut),
-            Some("missing") => Ok(Joined::Missing),
+        match outcome {
+            "pre" => Ok(Joined::Prequeue { new }),
+            "ticket" if number >= 1 => Ok(Joined::Ticket { number: Ticket(number), new }),
+            "not_open" => Ok(Joined::NotOpen),
+            "closed" => Ok(Joined::Closed),
+            "sold_out" => Ok(Joined::SoldOut),
+            "missing" => Ok(Joined::Missing),
             _ => Err(bad()),
         }
     }
@@ -247,7 +243,7 @@ impl Queue {
     ) -> Result<Admitted, QueueError> {
         let keys = self.keys.batch(window.sale, window.batch);
         let mut conn = self.redis.conn().await?;
-        let reply: Vec<i64> = scripts::ADMIT
+        let reply: Value = scripts::ADMIT
             .key(keys.ledger())
             .key(keys.queue_prequeue())
             .key(keys.queue_tail())
@@ -265,17 +261,18 @@ impl Queue {
             .invoke_async(&mut conn)
             .await?;
         let bad = || malformed("admit", &reply);
-        let [admitted, serving, tail, inflight, lapsed] = reply.as_slice() else {
+        let Some(("stepped", [admitted, serving, tail, Value::Int(inflight), lapsed])) =
+            flashsale_redis::tagged(&reply)
+        else {
             return Err(bad());
         };
-        let n = |v: &i64| u64::try_from(*v).map_err(|_| bad());
         let inflight = flashsale_redis::clamp_count(*inflight, i64::MAX, || keys.queue_ticker());
         Ok(Admitted {
-            admitted: n(admitted)?,
-            serving: n(serving)?,
-            tail: n(tail)?,
-            inflight: n(&inflight)?,
-            lapsed: n(lapsed)?,
+            admitted: count(admitted).ok_or_else(bad)?,
+            serving: count(serving).ok_or_else(bad)?,
+            tail: count(tail).ok_or_else(bad)?,
+            inflight: u64::try_from(inflight).map_err(|_| bad())?,
+            lapsed: count(lapsed).ok_or_else(bad)?,
         })
     }
 
@@ -291,13 +288,10 @@ impl Queue {
             .invoke_async(&mut conn)
             .await?;
         let bad = || malformed("admission_window", &reply);
-        let Value::Array(items) = &reply else {
-            return Err(bad());
-        };
-        match (items.first().and_then(reply_text), &items[1.min(items.len())..]) {
-            (Some("waiting"), []) => Ok(Admission::Waiting),
-            (Some("expired"), []) => Ok(Admission::Expired),
-            (Some("admitted"), [Value::Int(step), Value::Int(at), Value::Int(exp)]) => Ok(Admission::Admitted {
+        match flashsale_redis::tagged(&reply) {
+            Some(("waiting", [])) => Ok(Admission::Waiting),
+            Some(("expired", [])) => Ok(Admission::Expired),
+            Some(("admitted", [Value::Int(step), Value::Int(at), Value::Int(exp)])) => Ok(Admission::Admitted {
                 window: AdmissionWindow {
                     step: AdmissionStep::try_from(*step).map_err(|_| bad())?,
                     expires_at_ms: *exp,

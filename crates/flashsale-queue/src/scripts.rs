@@ -8,14 +8,14 @@ use std::sync::LazyLock;
 use crate::QueueError;
 
 /// Joins a buyer (idempotent), sealing the pre-queue at the opening.
-pub static JOIN: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(include_str!("../lua/join.lua")));
+pub static JOIN: LazyLock<redis::Script> = LazyLock::new(|| flashsale_redis::script(include_str!("../lua/join.lua")));
 
 /// One admission ticker step.
-pub static ADMIT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(include_str!("../lua/admit.lua")));
+pub static ADMIT: LazyLock<redis::Script> = LazyLock::new(|| flashsale_redis::script(include_str!("../lua/admit.lua")));
 
 /// Looks up a ticket's admission window.
 pub static ADMISSION_WINDOW: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("../lua/admission_window.lua")));
+    LazyLock::new(|| flashsale_redis::script(include_str!("../lua/admission_window.lua")));
 
 /// Loads every queue script into Redis's script cache.
 pub async fn load_all(pool: &deadpool_redis::Pool) -> Result<(), QueueError> {

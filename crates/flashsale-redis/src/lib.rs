@@ -115,6 +115,24 @@ impl Redis {
     }
 }
 
+/// The Lua every flashsale script starts with (`lua/prelude.lua`): Redis's clock, sealing the
+/// pre-queue, the reservation record, the used-ticket member. Scripts are one file per atomic
+/// operation in their own crates; what several of them must do alike is written once here.
+pub const PRELUDE: &str = include_str!("../lua/prelude.lua");
+
+/// A flashsale script: `body` (one operation's `.lua` file) after [`PRELUDE`].
+pub fn script(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{PRELUDE}{body}"))
+}
+
+/// A script's reply split into its tag and the values after it: every flashsale script answers
+/// `{tag, …}` (see [`PRELUDE`]). `None` for any other shape.
+pub fn tagged(reply: &Value) -> Option<(&str, &[Value])> {
+    let Value::Array(items) = reply else { return None };
+    let (tag, rest) = items.split_first()?;
+    Some((reply_text(tag)?, rest))
+}
+
 /// The text of a status or bulk-string reply (how Lua scripts return their outcome names), or
 /// `None` for any other reply.
 pub fn reply_text(value: &Value) -> Option<&str> {
@@ -213,6 +231,30 @@ mod tests {
 
     fn url() -> String {
         std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+    }
+
+    #[tokio::test]
+    async fn scripts_run_after_the_prelude_and_replies_split_into_tag_and_values() {
+        let client = redis::Client::open(url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        // The prelude's helpers are in scope of the body; the record reads back what was written.
+        let probe = script(
+            "local units, deadline, ticket, user = read_reservation(reservation_record(2, 1700, 9, 'a b'))\n\
+             return {'probe', units, deadline, ticket, user, spent_ticket(ticket, user), now_ms() > 0 and 1 or 0}",
+        );
+        let reply: Value = probe.invoke_async(&mut conn).await.unwrap();
+        let (tag, values) = tagged(&reply).unwrap();
+        assert_eq!(tag, "probe");
+        let texts: Vec<String> = values
+            .iter()
+            .map(|v| match v {
+                Value::Int(n) => n.to_string(),
+                other => reply_text(other).unwrap().to_owned(),
+            })
+            .collect();
+        assert_eq!(texts, ["2", "1700", "9", "a b", "9:a b", "1"]);
+        assert_eq!(tagged(&Value::Int(1)), None);
+        assert_eq!(tagged(&Value::Array(vec![])), None);
     }
 
     /// Both modes over a `redis-server` of the test's own.

@@ -14,7 +14,7 @@ use crate::{Fingerprint, IdempotencyKey, Order, OrderError, creation_body};
 pub const CLAIM_TTL_MS: i64 = 24 * 3600 * 1000;
 
 static TAKE_OVER_CLAIM: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("../../lua/take_over_claim.lua")));
+    LazyLock::new(|| flashsale_redis::script(include_str!("../../lua/take_over_claim.lua")));
 
 /// Loads the order crate's script into Redis's script cache (an early check that Redis accepts
 /// it; a flushed cache is reloaded transparently anyway).
@@ -62,14 +62,18 @@ impl OrderBook {
             return Ok(Claim::InProgress);
         }
         let mut conn = self.redis.conn().await.map_err(|e| OrderError::NoRedisConnection(Arc::new(e)))?;
-        let taken: i64 = TAKE_OVER_CLAIM
+        let reply: redis::Value = TAKE_OVER_CLAIM
             .key(self.claim_key(sale, batch, user, key))
             .arg(held)
             .arg(self.claim_value(fingerprint))
             .arg(CLAIM_TTL_MS)
             .invoke_async(&mut conn)
             .await?;
-        Ok(if taken == 1 { Claim::Acquired } else { Claim::InProgress })
+        match flashsale_redis::tagged(&reply) {
+            Some(("taken", [])) => Ok(Claim::Acquired),
+            Some(("changed", [])) => Ok(Claim::InProgress),
+            _ => Err(OrderError::MalformedReply { operation: "take_over_claim", reply: format!("{reply:?}") }),
+        }
     }
 
     /// The stored answer to an earlier request with this key, if it finished: the order it
