@@ -82,11 +82,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             orphan_after: config::ORPHAN_AFTER,
             retire_grace: config::RETIRE_GRACE,
             local_clock_skew_ms: 0,
+            metrics: metrics::Metrics::process(),
         },
     );
     jobs::upkeep::sync_clock(&state).await;
     let shutdown = CancellationToken::new();
     let mut jobs = jobs::spawn_all(&state, &shutdown);
+    let background = state.background.clone();
     let router = app(state, settings.max_body_bytes);
 
     let listener = tokio::net::TcpListener::bind(settings.addr).await?;
@@ -95,6 +97,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     shutdown.cancel();
     while let Some(finished) = jobs.join_next().await {
         finished?;
+    }
+    // A rebuild a request started finishes rather than stopping between its Redis write and
+    // its commit (which the next instance's audit would have to repair).
+    background.close();
+    if tokio::time::timeout(std::time::Duration::from_secs(10), background.wait()).await.is_err() {
+        tracing::warn!("background work still running after 10 s; stopping anyway");
     }
     db.close().await;
     tracing::info!("flashsale stopped");

@@ -1,28 +1,142 @@
 //! Prometheus metrics: the recorder, its buckets, and the description of every metric the
 //! workspace records (a test checks that each one recorded is described). Requests are counted
 //! and timed by `crate::http::track`.
+//!
+//! # One recorder per app instance
+//! The `metrics` facade has one global recorder per process. Installed here is [`Dispatch`],
+//! which hands each recording to the recorder of the app instance whose task records it (a
+//! tokio task-local, set by [`Metrics::scope`] around every request and every job), or to the
+//! process's recorder when no instance is in scope. A server process runs one instance, on the
+//! process's recorder ([`Metrics::process`]), so everything lands in one place. Tests run many
+//! instances in one process, each with a recorder of its own ([`Metrics::own`]): one test's
+//! counters never show in another's `/metrics`. What the order crate's writer tasks record
+//! (`order_batch_size`) is out of any instance's scope and lands in the process's recorder.
 
-use std::sync::OnceLock;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use tokio::task::futures::TaskLocalFuture;
 
 /// Latency buckets in seconds: fine-grained below 10 ms, where the hot path lives.
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-/// The process-wide recorder's handle. The `metrics` facade has one global recorder, so it is
-/// installed once and shared (tests build many routers in one process).
-pub fn handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
+tokio::task_local! {
+    /// The recorder of the app instance whose task is running.
+    static INSTANCE: Arc<PrometheusRecorder>;
+}
+
+/// A recorder with this workspace's buckets and every metric described.
+fn new_recorder() -> Arc<PrometheusRecorder> {
+    let recorder = Arc::new(
+        PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full("http_request_duration_seconds".to_owned()), LATENCY_BUCKETS)
+            .expect("bucket list is not empty")
+            .build_recorder(),
+    );
+    describe(&recorder);
+    recorder
+}
+
+/// The global recorder: the instance in scope's, else the process's.
+struct Dispatch {
+    process: Arc<PrometheusRecorder>,
+}
+
+impl Dispatch {
+    fn with<T>(&self, f: impl FnOnce(&PrometheusRecorder) -> T) -> T {
+        match INSTANCE.try_with(Arc::clone) {
+            Ok(instance) => f(&instance),
+            Err(_) => f(&self.process),
+        }
+    }
+}
+
+impl Recorder for Dispatch {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.with(|r| r.describe_counter(key, unit, description));
+    }
+
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.with(|r| r.describe_gauge(key, unit, description));
+    }
+
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.with(|r| r.describe_histogram(key, unit, description));
+    }
+
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        self.with(|r| r.register_counter(key, metadata))
+    }
+
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        self.with(|r| r.register_gauge(key, metadata))
+    }
+
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        self.with(|r| r.register_histogram(key, metadata))
+    }
+}
+
+/// The process's recorder, installing [`Dispatch`] as the global recorder the first time.
+fn process_recorder() -> Arc<PrometheusRecorder> {
+    static PROCESS: OnceLock<Arc<PrometheusRecorder>> = OnceLock::new();
+    PROCESS
         .get_or_init(|| {
-            PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Full("http_request_duration_seconds".to_owned()), LATENCY_BUCKETS)
-                .expect("bucket list is not empty")
-                .install_recorder()
-                .inspect(|_| describe())
-                .expect("no other metrics recorder is installed")
+            let process = new_recorder();
+            metrics::set_global_recorder(Dispatch { process: process.clone() })
+                .unwrap_or_else(|_| panic!("no other metrics recorder is installed"));
+            process
         })
         .clone()
+}
+
+/// An app instance's metrics: the recorder its requests and jobs record into, and its
+/// `/metrics` rendering.
+#[derive(Clone)]
+pub struct Metrics {
+    recorder: Arc<PrometheusRecorder>,
+    handle: PrometheusHandle,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// The process's recorder: what a server process, one instance, records into.
+    pub fn process() -> Metrics {
+        Metrics::of(process_recorder())
+    }
+
+    /// A recorder of this instance's own (several instances in one process: tests).
+    pub fn own() -> Metrics {
+        process_recorder();
+        Metrics::of(new_recorder())
+    }
+
+    fn of(recorder: Arc<PrometheusRecorder>) -> Metrics {
+        let handle = recorder.handle();
+        Metrics { recorder, handle }
+    }
+
+    /// Runs `work` with this instance's recorder in scope: what it records is this instance's.
+    pub fn scope<F: Future>(&self, work: F) -> TaskLocalFuture<Arc<PrometheusRecorder>, F> {
+        INSTANCE.scope(self.recorder.clone(), work)
+    }
+
+    /// `/metrics`: everything recorded into this instance's recorder, in Prometheus's text format.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Drains histograms' old samples (see `PrometheusHandle::run_upkeep`).
+    pub fn run_upkeep(&self) {
+        self.handle.run_upkeep();
+    }
 }
 
 /// What kind of metric a name is.
@@ -93,13 +207,14 @@ const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     ("database_up", Kind::Gauge, "1 while PostgreSQL answers this instance's probe, 0 during an outage."),
 ];
 
-/// Gives every metric its `# HELP` line.
-fn describe() {
+/// Gives every metric its `# HELP` line in `recorder`.
+fn describe(recorder: &PrometheusRecorder) {
     for &(name, kind, help) in DESCRIPTIONS {
+        let (name, help) = (KeyName::from(name), SharedString::from(help));
         match kind {
-            Kind::Counter => metrics::describe_counter!(name, help),
-            Kind::Gauge => metrics::describe_gauge!(name, help),
-            Kind::Histogram => metrics::describe_histogram!(name, help),
+            Kind::Counter => recorder.describe_counter(name, None, help),
+            Kind::Gauge => recorder.describe_gauge(name, None, help),
+            Kind::Histogram => recorder.describe_histogram(name, None, help),
         }
     }
 }

@@ -5,7 +5,6 @@ use std::sync::{Arc, OnceLock};
 use flashsale_inventory::Inventory;
 use flashsale_order::{OrderBook, WriterTuning};
 use flashsale_queue::Queue;
-use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
 use std::time::Duration;
@@ -49,8 +48,11 @@ pub struct Shared {
     pub queue: Queue,
     /// Admin token, JWT and payment secrets.
     pub secrets: Arc<Secrets>,
-    /// Renders `/metrics`.
-    pub metrics: PrometheusHandle,
+    /// Work a request started and left running (the rebuild after a fence): shutdown waits for
+    /// it, and tests wait for it before they delete their keys.
+    pub background: tokio_util::task::TaskTracker,
+    /// This instance's metrics: what its requests and jobs record, and `/metrics`.
+    pub metrics: crate::metrics::Metrics,
     /// The OpenAPI document, built once with the router (`app::served_document` finishes it
     /// per request).
     pub openapi: Arc<OnceLock<serde_json::Value>>,
@@ -115,6 +117,9 @@ pub struct Tuning {
     /// How far this machine's clock is off, ms: 0 in production (whatever the real error, the
     /// instance decides by Redis's clock); fault tests set it to play a machine with a wrong clock.
     pub local_clock_skew_ms: i64,
+    /// Where the instance's metrics go: the process's recorder (a server), or one of its own
+    /// (several instances in one process, as tests run them).
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Default for Tuning {
@@ -133,6 +138,7 @@ impl Default for Tuning {
             orphan_after: crate::config::ORPHAN_AFTER,
             retire_grace: crate::config::RETIRE_GRACE,
             local_clock_skew_ms: 0,
+            metrics: crate::metrics::Metrics::process(),
         }
     }
 }
@@ -172,7 +178,8 @@ impl AppState {
             db,
             redis: hot.pool().clone(),
             secrets: Arc::new(secrets.clone()),
-            metrics: crate::metrics::handle(),
+            background: tokio_util::task::TaskTracker::new(),
+            metrics: tuning.metrics.clone(),
             openapi: Arc::new(OnceLock::new()),
             public_cache: Arc::new(PublicCache::new(tuning.public_cache_ttl)),
             jwt: JwtVerifier::new(secrets.jwt_secret.expose().as_bytes()),

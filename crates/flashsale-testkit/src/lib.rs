@@ -39,10 +39,17 @@ pub struct TestRedis {
 
 /// Deletes a key space's keys when dropped. Synchronously, on a connection of its own: `Drop`
 /// cannot await, and it runs while the test's runtime winds down (or unwinds from a panic).
+///
+/// Work the app left running in the background (see [`TestRedis::clean_after`]) may still have
+/// a command on its way to Redis when the test ends: its keys would come back after the delete.
+/// So while such work is tracked and unfinished, a thread deletes the keys again once it has
+/// finished or was dropped with the test's runtime (10 s at most), plus a moment for a command
+/// already sent to land.
 #[derive(Debug)]
 struct KeyGuard {
     url: String,
     prefix: String,
+    background: std::sync::Mutex<Vec<tokio_util::task::TaskTracker>>,
 }
 
 impl KeyGuard {
@@ -71,6 +78,21 @@ impl Drop for KeyGuard {
     fn drop(&mut self) {
         // A Redis of the test's own may be stopped already: its keys went with it.
         let _ = self.delete();
+        let background = std::mem::take(self.background.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner));
+        if background.iter().all(tokio_util::task::TaskTracker::is_empty) {
+            return;
+        }
+        let again = KeyGuard { url: self.url.clone(), prefix: self.prefix.clone(), background: Default::default() };
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !background.iter().all(tokio_util::task::TaskTracker::is_empty)
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            drop(again);
+        });
     }
 }
 
@@ -92,7 +114,7 @@ impl TestRedis {
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .expect("a valid Redis URL");
         let keys = KeySpace::new(format!("test-{}", uuid::Uuid::new_v4().simple()));
-        let guard = KeyGuard { url: url.to_owned(), prefix: keys.prefix().to_owned() };
+        let guard = KeyGuard { url: url.to_owned(), prefix: keys.prefix().to_owned(), background: Default::default() };
         TestRedis { pool, keys, _guard: Arc::new(guard) }
     }
 
@@ -130,6 +152,13 @@ impl TestRedis {
     /// When Redis cannot be reached.
     pub fn delete_all_keys(&self) {
         self._guard.delete().expect("test Redis reachable");
+    }
+
+    /// Keys are deleted only after the work `tracker` tracks (an app's background work over
+    /// this key space) has finished or been dropped, as well as at once when the last handle
+    /// goes.
+    pub fn clean_after(&self, tracker: tokio_util::task::TaskTracker) {
+        self._guard.background.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(tracker);
     }
 }
 

@@ -195,5 +195,6 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .fallback(|| async { ApiError::NotFound("no such endpoint".to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), track::in_instance_scope))
         .with_state(state)
 }

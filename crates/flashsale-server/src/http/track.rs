@@ -1,16 +1,23 @@
-//! The middleware every routed request passes: a `request` span, the request id, and the
-//! request's count and latency labelled by its route template.
+//! The middleware every request passes: the instance's metrics in scope ([`in_instance_scope`]),
+//! then, for routed requests, a `request` span, the request id, and the request's count and
+//! latency labelled by its route template.
 
 use std::collections::HashSet;
 use std::sync::{LazyLock, Mutex};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 
 use super::problem::InternalCause;
+use crate::state::AppState;
+
+/// Runs the request with the instance's metrics recorder in scope (see `crate::metrics`).
+pub async fn in_instance_scope(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    state.metrics.scope(next.run(request)).await
+}
 
 /// A `&'static str` for a label value drawn from a small, bounded set (route templates, status
 /// codes), so recording a metric does not allocate per request. Never called with client-chosen

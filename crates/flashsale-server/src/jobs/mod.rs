@@ -27,10 +27,11 @@ use crate::state::AppState;
 /// Starts every job; they stop when `shutdown` is cancelled (join the set to wait for them).
 pub fn spawn_all(state: &AppState, shutdown: &CancellationToken) -> JoinSet<()> {
     let mut jobs = JoinSet::new();
-    jobs.spawn(upkeep::run(state.clone(), shutdown.clone()));
-    jobs.spawn(admission::run(state.clone(), shutdown.clone()));
-    jobs.spawn(order_sweep::run(state.clone(), shutdown.clone()));
-    jobs.spawn(database_probe::run(state.clone(), shutdown.clone()));
+    let metrics = &state.metrics;
+    jobs.spawn(metrics.scope(upkeep::run(state.clone(), shutdown.clone())));
+    jobs.spawn(metrics.scope(admission::run(state.clone(), shutdown.clone())));
+    jobs.spawn(metrics.scope(order_sweep::run(state.clone(), shutdown.clone())));
+    jobs.spawn(metrics.scope(database_probe::run(state.clone(), shutdown.clone())));
     jobs
 }
 

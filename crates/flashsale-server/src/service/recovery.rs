@@ -125,14 +125,15 @@ pub async fn fence(state: &AppState, sale: SaleId, batch: BatchNo, reason: &'sta
     rebuild_in_background(state, sale, batch);
 }
 
-/// [`rebuild`] spawned; if it fails, upkeep's next pass retries it.
+/// [`rebuild`] spawned (tracked in `state.background`); if it fails, upkeep's next pass
+/// retries it.
 fn rebuild_in_background(state: &AppState, sale: SaleId, batch: BatchNo) {
-    let state = state.clone();
-    tokio::spawn(async move {
+    let (state, metrics) = (state.clone(), state.metrics.clone());
+    state.background.clone().spawn(metrics.scope(async move {
         if let Err(e) = rebuild_by_id(&state, sale, batch).await {
             tracing::warn!(sale.id = %sale, batch.no = %batch, error = %e, "background rebuild failed; upkeep retries it");
         }
-    });
+    }));
 }
 
 /// After PostgreSQL fenced an order made at `epoch`: if Redis's state of the batch is still of

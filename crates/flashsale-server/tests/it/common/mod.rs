@@ -66,7 +66,11 @@ impl TestApp {
         flashsale_inventory::scripts::load_all(&redis.pool).await.unwrap();
         flashsale_queue::scripts::load_all(&redis.pool).await.unwrap();
         flashsale_order::load_scripts(&redis.pool).await.unwrap();
+        // Each test app records into metrics of its own: one test's counters never show in
+        // another's `/metrics`.
+        let tuning = Tuning { metrics: flashsale_server::metrics::Metrics::own(), ..tuning };
         let state = AppState::new(db.clone(), redis.pool.clone(), redis.keys.clone(), Secrets::dev(), tuning);
+        redis.clean_after(state.background.clone());
         let router = app(state.clone(), MAX_BODY_BYTES);
         TestApp { router, state, redis, db }
     }
