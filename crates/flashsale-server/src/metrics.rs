@@ -46,9 +46,12 @@ struct Dispatch {
 
 impl Dispatch {
     fn with<T>(&self, f: impl FnOnce(&PrometheusRecorder) -> T) -> T {
-        match INSTANCE.try_with(Arc::clone) {
-            Ok(instance) => f(&instance),
-            Err(_) => f(&self.process),
+        // Borrowed in place, not cloned: this runs for every recording on the hot path.
+        let mut f = Some(f);
+        let mut call = |recorder: &PrometheusRecorder| f.take().map(|f| f(recorder));
+        match INSTANCE.try_with(|instance| call(instance)) {
+            Ok(Some(done)) => done,
+            _ => call(&self.process).expect("called once"),
         }
     }
 }
