@@ -262,6 +262,30 @@ impl Inventory {
     }
 }
 
+impl Inventory {
+    /// When each batch's first open reservation reaches its deadline (Unix ms, Redis's clock),
+    /// `None` for a batch holding none: the earliest a held unit can come back to the queue (its
+    /// order expires then, unless paid). One round trip. Order follows `batches`.
+    pub async fn next_releases(&self, batches: &[(SaleId, BatchNo)]) -> Result<Vec<Option<i64>>, InventoryError> {
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (sale, batch) in batches {
+            pipe.cmd("ZRANGE")
+                .arg(self.keys.batch(*sale, *batch).reservation_deadlines())
+                .arg(0)
+                .arg(0)
+                .arg("WITHSCORES");
+        }
+        let mut conn = self.redis.conn().await?;
+        let replies: Vec<Vec<(String, f64)>> = pipe.query_async(&mut conn).await?;
+        // Scores are whole milliseconds, far inside f64's exact integers.
+        #[allow(clippy::cast_possible_truncation)]
+        Ok(replies.into_iter().map(|first| first.first().map(|(_, at)| *at as i64)).collect())
+    }
+}
+
 /// A ledger as read. Never an error: a counter out of range is read clamped (and logged once,
 /// [`flashsale_redis::clamp_count`]), so one batch's bad ledger cannot fail the reads of every
 /// batch read with it; the snapshot then does not balance, and the audit fences the batch and

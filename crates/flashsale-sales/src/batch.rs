@@ -57,12 +57,27 @@ pub enum BatchStatus {
     Prequeue,
     /// Buyers are being admitted.
     Open,
+    /// Every unit is in a buyer's cart and none is paid for yet: units come back if a hold
+    /// lapses or is cancelled, so the sale is not over (`units_held`, `next_release_at`).
+    AllHeld,
     /// Operations stopped admission; buyers keep their places.
     Paused,
     /// Every unit is sold, or held with nothing that could come back.
     SoldOut,
     /// The window ended or operations closed the batch.
     Closed,
+}
+
+/// What a batch's live stock (its ledger in Redis, the only place that knows it) says about
+/// its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stock {
+    /// Units are available (or the ledger is not known).
+    Left,
+    /// None available, some held unpaid: they may come back.
+    AllHeld,
+    /// None available and none held: every unit is paid for.
+    SoldOut,
 }
 
 impl Batch {
@@ -74,11 +89,12 @@ impl Batch {
     /// The batch's status at `now`. `sold_out` comes from the inventory ledger in Redis, the
     /// only place that knows live stock; everything else is decided by the stored row and clock.
     /// A closed batch reports `closed` even if it also sold out; a sold-out batch reports
-    /// `sold_out` even while paused, since waiting would not help.
-    pub fn status(&self, prequeue_opens_at: DateTime<Utc>, now: DateTime<Utc>, sold_out: bool) -> BatchStatus {
+    /// `sold_out` even while paused, since waiting would not help; a paused one whose units are
+    /// all held reports `paused` (operations act first).
+    pub fn status(&self, prequeue_opens_at: DateTime<Utc>, now: DateTime<Utc>, stock: Stock) -> BatchStatus {
         if self.is_finished(now) {
             BatchStatus::Closed
-        } else if sold_out {
+        } else if stock == Stock::SoldOut {
             BatchStatus::SoldOut
         } else if self.paused {
             BatchStatus::Paused
@@ -86,6 +102,8 @@ impl Batch {
             BatchStatus::Scheduled
         } else if now < self.opens_at {
             BatchStatus::Prequeue
+        } else if stock == Stock::AllHeld {
+            BatchStatus::AllHeld
         } else {
             BatchStatus::Open
         }
@@ -154,10 +172,11 @@ mod tests {
     fn status_follows_the_clock_through_the_window() {
         let (b, now) = batch(Some(120));
         let prequeue = b.opens_at - TimeDelta::seconds(30);
-        assert_eq!(b.status(prequeue, now, false), BatchStatus::Scheduled);
-        assert_eq!(b.status(prequeue, now + TimeDelta::seconds(45), false), BatchStatus::Prequeue);
-        assert_eq!(b.status(prequeue, now + TimeDelta::seconds(60), false), BatchStatus::Open);
-        assert_eq!(b.status(prequeue, now + TimeDelta::seconds(120), false), BatchStatus::Closed);
+        assert_eq!(b.status(prequeue, now, Stock::Left), BatchStatus::Scheduled);
+        assert_eq!(b.status(prequeue, now + TimeDelta::seconds(45), Stock::Left), BatchStatus::Prequeue);
+        assert_eq!(b.status(prequeue, now + TimeDelta::seconds(60), Stock::Left), BatchStatus::Open);
+        assert_eq!(b.status(prequeue, now + TimeDelta::seconds(60), Stock::AllHeld), BatchStatus::AllHeld);
+        assert_eq!(b.status(prequeue, now + TimeDelta::seconds(120), Stock::Left), BatchStatus::Closed);
     }
 
     #[test]
@@ -165,9 +184,10 @@ mod tests {
         let (mut b, now) = batch(None);
         let open = b.opens_at;
         b.paused = true;
-        assert_eq!(b.status(open, open, false), BatchStatus::Paused);
-        assert_eq!(b.status(open, open, true), BatchStatus::SoldOut);
+        assert_eq!(b.status(open, open, Stock::Left), BatchStatus::Paused);
+        assert_eq!(b.status(open, open, Stock::AllHeld), BatchStatus::Paused);
+        assert_eq!(b.status(open, open, Stock::SoldOut), BatchStatus::SoldOut);
         b.closed_at = Some(now);
-        assert_eq!(b.status(open, open, true), BatchStatus::Closed);
+        assert_eq!(b.status(open, open, Stock::SoldOut), BatchStatus::Closed);
     }
 }

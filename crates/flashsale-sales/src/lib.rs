@@ -17,7 +17,7 @@ pub mod error;
 pub mod schedule;
 pub mod store;
 
-pub use batch::{Batch, BatchStatus, Sale};
+pub use batch::{Batch, BatchStatus, Sale, Stock};
 pub use config::{FieldError, NewSale, SaleConfig, SalePatch, Schedule, ValidationErrors, WeeklyInput};
 pub use error::SalesError;
 pub use schedule::{WeekdayName, WeeklySchedule, time_zone_names};

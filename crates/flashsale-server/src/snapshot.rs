@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use flashsale_core::SaleId;
 use flashsale_inventory::LedgerSnapshot;
 use flashsale_queue::{Counters, QueueStats};
-use flashsale_sales::{Batch, BatchStatus, Sale, store};
+use flashsale_sales::{Batch, BatchStatus, Sale, Stock, store};
 
 use crate::cache::TtlCache;
 
@@ -23,13 +23,24 @@ pub struct Live {
     pub queue: QueueStats,
     /// Its final numbers, once it is retired (its Redis keys expire then).
     pub final_stats: Option<store::FinalStats>,
+    /// While every unit is held: when the first hold ends (Unix ms), the earliest a unit can
+    /// come back.
+    pub next_release_ms: Option<i64>,
 }
 
 impl Live {
     /// The batch's status at `now`.
     pub fn status(&self, sale: &Sale, now: DateTime<Utc>) -> BatchStatus {
-        let sold_out = self.ledger.is_some_and(|l| l.is_sold_out());
-        self.batch.status(sale.config.prequeue_opens_at(self.batch.opens_at), now, sold_out)
+        self.batch.status(sale.config.prequeue_opens_at(self.batch.opens_at), now, self.stock())
+    }
+
+    /// What the ledger says of the stock (`Left` when there is no ledger to ask).
+    pub fn stock(&self) -> Stock {
+        match self.ledger {
+            Some(l) if l.is_sold_out() => Stock::SoldOut,
+            Some(l) if l.available == flashsale_core::Units::ZERO => Stock::AllHeld,
+            _ => Stock::Left,
+        }
     }
 }
 

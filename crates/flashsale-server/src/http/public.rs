@@ -1,6 +1,14 @@
 //! Shoppers: what is on sale and when.
+//!
+//! The sale views are what a million countdown pages load, so they are made for a CDN in front:
+//! `Cache-Control: public, max-age=1` and an `ETag` over everything but `server_time` (a
+//! revalidation with `If-None-Match` answers 304 while nothing else changed). A cached copy is
+//! at most a second old, `server_time` included.
 
 use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
 
 use flashsale_core::{BatchNo, SaleId};
 use serde::Serialize;
@@ -23,30 +31,61 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(
     get, path = "/sales", tag = "shoppers",
     responses(
-        (status = 200, body = PublicSaleList),
+        (status = 200, body = PublicSaleList, description = "Cache-Control: public, max-age=1, with an ETag"),
+        (status = 304, description = "Not modified: the If-None-Match ETag is current"),
         (status = 503, description = "unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn list_sales(State(state): State<AppState>) -> Result<Json<PublicSaleList>, ApiError> {
+async fn list_sales(State(state): State<AppState>, request: HeaderMap) -> Result<Response, ApiError> {
     let sales = sales::public_sales(&state, None).await?;
-    Ok(Json(PublicSaleList { sales, server_time: state.clock.now() }))
+    Ok(cacheable(&request, &PublicSaleList { sales, server_time: state.clock.now() }))
+}
+
+/// How long a shared cache (a CDN) may serve a public view without asking again.
+const PUBLIC_CACHE_CONTROL: &str = "public, max-age=1";
+
+/// `view` as a response a CDN may cache for a second, with a strong `ETag` over the view without
+/// its `server_time` (which changes every millisecond and says nothing about the sale); 304 when
+/// the request's `If-None-Match` names it.
+fn cacheable<T: Serialize>(request: &HeaderMap, view: &T) -> Response {
+    let body = serde_json::to_value(view).expect("a view serialises");
+    let mut identity = body.clone();
+    if let Some(fields) = identity.as_object_mut() {
+        fields.remove("server_time");
+    }
+    let digest = Sha256::digest(identity.to_string().as_bytes());
+    let etag = format!("\"{}\"", digest[..12].iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(PUBLIC_CACHE_CONTROL));
+    headers.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex is a valid header"));
+    let matches = request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag);
+    if matches { (StatusCode::NOT_MODIFIED, headers).into_response() } else { (headers, Json(body)).into_response() }
 }
 
 /// One sale: price, batch status, opening, units left and the server's clock.
 #[utoipa::path(
     get, path = "/sales/{id}", tag = "shoppers", params(("id" = i64, Path, description = "Sale id")),
     responses(
-        (status = 200, body = PublicSale),
+        (status = 200, body = PublicSale, description = "Cache-Control: public, max-age=1, with an ETag"),
+        (status = 304, description = "Not modified: the If-None-Match ETag is current"),
         (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn get_sale(State(state): State<AppState>, Path(id): Path<SaleId>) -> Result<Json<PublicSale>, ApiError> {
-    sales::public_sales(&state, Some(id))
-        .await?
-        .pop()
-        .map(Json)
-        .ok_or_else(|| ApiError::from(service::Error::sale_not_found()))
+async fn get_sale(
+    State(state): State<AppState>,
+    Path(id): Path<SaleId>,
+    request: HeaderMap,
+) -> Result<Response, ApiError> {
+    let sale = sales::public_sales(&state, Some(id)).await?.pop();
+    let sale = sale.ok_or_else(|| ApiError::from(service::Error::sale_not_found()))?;
+    Ok(cacheable(&request, &sale))
 }
 
 /// `GET /sales/{id}/batches/{batch_no}/draw`.

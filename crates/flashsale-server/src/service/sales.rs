@@ -119,6 +119,12 @@ pub struct PublicSale {
     pub closes_at: Option<DateTime<Utc>>,
     /// Units not yet held by anyone; null when unknown.
     pub units_left: Option<Units>,
+    /// Units in buyers' carts, not paid yet: they come back to the queue if a hold lapses or is
+    /// cancelled. Null when unknown.
+    pub units_held: Option<Units>,
+    /// With `status` `all_held`: when the first hold ends (its order expires then unless paid),
+    /// the earliest a unit can come back.
+    pub next_release_at: Option<DateTime<Utc>>,
     /// The server's clock, so a countdown can correct the client's.
     pub server_time: DateTime<Utc>,
 }
@@ -160,6 +166,14 @@ async fn live_batches(state: &AppState, sales: &[Sale]) -> Result<Vec<Option<Liv
         let mut conn = state.db.acquire().await?;
         store::final_stats(&mut conn, &gone).await?
     };
+    // Batches whose every unit is held: when can the first come back?
+    let held: Vec<(SaleId, BatchNo)> = keys
+        .iter()
+        .zip(&ledgers)
+        .filter(|(_, l)| l.is_some_and(|l| l.available == Units::ZERO && l.reserved > Units::ZERO))
+        .map(|(k, _)| *k)
+        .collect();
+    let releases = state.inventory.next_releases(&held).await?;
     let mut live: Vec<Live> = batches
         .into_iter()
         .zip(ledgers)
@@ -167,7 +181,8 @@ async fn live_batches(state: &AppState, sales: &[Sale]) -> Result<Vec<Option<Liv
         .map(|((batch, ledger), queue)| {
             let key = (batch.sale_id, batch.batch_no);
             let final_stats = finals.iter().find(|(k, _)| *k == key).map(|(_, f)| *f);
-            Live { batch, ledger, queue, final_stats }
+            let next_release_ms = held.iter().position(|k| *k == key).and_then(|at| releases[at]);
+            Live { batch, ledger, queue, final_stats, next_release_ms }
         })
         .collect();
     Ok(sales
@@ -230,14 +245,20 @@ fn admin_view(sale: Sale, live: Option<Live>, now: DateTime<Utc>) -> AdminSale {
 }
 
 fn public_view(sale: &Sale, live: &Live, now: DateTime<Utc>) -> PublicSale {
+    let status = live.status(sale, now);
     PublicSale {
         id: sale.id,
         batch_no: live.batch.batch_no,
-        status: live.status(sale, now),
+        status,
         prequeue_opens_at: sale.config.prequeue_opens_at(live.batch.opens_at),
         opens_at: live.batch.opens_at,
         closes_at: live.batch.closes_at,
         units_left: live.ledger.map(|l| l.available),
+        units_held: live.ledger.map(|l| l.reserved),
+        next_release_at: live
+            .next_release_ms
+            .filter(|_| status == BatchStatus::AllHeld)
+            .and_then(DateTime::from_timestamp_millis),
         server_time: now,
         name: sale.config.name.clone(),
         price_cents: sale.config.price_cents,

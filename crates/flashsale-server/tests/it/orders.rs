@@ -643,3 +643,48 @@ async fn polling_never_costs_a_buyer_their_order(db: sqlx::PgPool) {
     let retried = order(&app, id, "alice", "k", &t, 1).await;
     assert_eq!((retried.status, &retried.body), (created.status, &created.body));
 }
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn the_public_view_tells_all_held_from_sold_out_and_a_cdn_can_cache_it(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = open_sale(&app, 3, 2, 600).await;
+    let uri = format!("/sales/{id}");
+    let open = app.get(&uri).await;
+    assert_eq!((open.body["status"].as_str(), open.body["units_held"].as_u64()), (Some("open"), Some(0)));
+    assert_eq!(open.headers["cache-control"], "public, max-age=1");
+    let etag = open.headers["etag"].to_str().unwrap().to_owned();
+    // A revalidation while nothing changed is a 304; server_time moving on does not count.
+    let same = app.send(Method::GET, &uri, &[("if-none-match", &etag)], axum::body::Body::empty()).await;
+    assert_eq!(same.status.as_u16(), 304);
+    assert_eq!(same.headers["etag"].to_str().unwrap(), etag);
+
+    // Every unit goes into carts: all held, with when the first hold ends.
+    let alice = order(&app, id, "alice", "k", &token(&app, id, "alice", 1), 2).await;
+    let bob = order(&app, id, "bob", "k", &token(&app, id, "bob", 2), 1).await;
+    let held = app.get(&uri).await;
+    assert_eq!(held.body["status"], "all_held", "{held:?}");
+    assert_eq!((held.body["units_left"].as_u64(), held.body["units_held"].as_u64()), (Some(0), Some(3)));
+    assert_eq!(held.body["next_release_at"], alice.body["expires_at"], "alice's hold ends first");
+    let changed = app.send(Method::GET, &uri, &[("if-none-match", &etag)], axum::body::Body::empty()).await;
+    assert_eq!(changed.status.as_u16(), 200, "a changed view is sent again");
+    assert_ne!(changed.headers["etag"].to_str().unwrap(), etag);
+    // The list says the same.
+    assert_eq!(app.get("/sales").await.body["sales"][0]["status"], "all_held");
+
+    // A cancelled hold puts a unit back: open again.
+    let bob_id = bob.body["id"].as_i64().unwrap();
+    app.buyer(Method::POST, &format!("/orders/{bob_id}/cancel"), "bob", None).await;
+    let reopened = app.get(&uri).await;
+    assert_eq!((reopened.body["status"].as_str(), reopened.body["units_left"].as_u64()), (Some("open"), Some(1)));
+    assert!(reopened.body["next_release_at"].is_null());
+
+    // Held again, then every hold paid: sold out, nothing to come back.
+    let carol = order(&app, id, "carol", "k", &token(&app, id, "carol", 3), 1).await;
+    assert_eq!(app.get(&uri).await.body["status"], "all_held");
+    pay(&app, alice.body["id"].as_i64().unwrap(), "pa", PRICE * 2, "succeeded").await;
+    assert_eq!(app.get(&uri).await.body["status"], "all_held", "carol's unit may still come back");
+    pay(&app, carol.body["id"].as_i64().unwrap(), "pc", PRICE, "succeeded").await;
+    let sold = app.get(&uri).await;
+    assert_eq!((sold.body["status"].as_str(), sold.body["units_held"].as_u64()), (Some("sold_out"), Some(0)));
+    assert!(sold.body["next_release_at"].is_null());
+}
