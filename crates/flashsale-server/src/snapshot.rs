@@ -64,4 +64,6 @@ impl PublicCache {
 pub struct BatchCounters {
     pub queue: Counters,
     pub ledger: Option<LedgerSnapshot>,
+    /// While every unit is held: when the first hold ends (Unix ms).
+    pub next_release_ms: Option<i64>,
 }

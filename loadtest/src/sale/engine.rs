@@ -395,7 +395,7 @@ impl Engine {
                 b.ticket = Some(ticket.into());
             }
             Ok(match answer.status.as_str() {
-                "waiting" | "paused" => {
+                "waiting" | "paused" | "standby" => {
                     b.last_waiting_sent_ms = Some(sent);
                     if b.plan.stream {
                         return Ok(Next::At(Stage::Watch, now));

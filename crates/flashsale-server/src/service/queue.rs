@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use flashsale_core::{BatchNo, SaleId, Ticket, UserId};
+use flashsale_core::{BatchNo, SaleId, Ticket, Units, UserId};
 use flashsale_queue::tokens::prequeue_rank;
 use flashsale_queue::{Admission, AdmissionClaims, AdmissionPolicy, Joined, Place, QueueWindow, TicketClaims};
 use flashsale_sales::{Batch, Sale};
@@ -42,6 +42,11 @@ pub enum QueueStatus {
     /// Operations paused the sale; the place is kept, and an admitted buyer's turn is frozen
     /// (it runs on after the resume, with the time it had left).
     Paused,
+    /// Still in line, but every unit is in someone's cart: one comes back only if a hold lapses
+    /// or is cancelled. `units_held`, `next_release_at` (when the first hold ends) and
+    /// `standby_place` (this buyer's place among those a returned unit would go to, admitted
+    /// buyers still choosing counted first) say how likely that is.
+    Standby,
     /// Every unit is sold.
     SoldOut,
     /// The batch is closed.
@@ -75,6 +80,17 @@ pub struct QueueState {
     /// When admitted: when the token stops being accepted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
+    /// In standby: units in buyers' carts, unpaid, that may come back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub units_held: Option<Units>,
+    /// In standby: when the first hold ends (its order expires then, unless paid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_release_at: Option<DateTime<Utc>>,
+    /// In standby: 1 + the buyers a returned unit would go to first (admitted buyers still
+    /// choosing, then those ahead in line). Above `units_held`, only holds that lapse or are
+    /// cancelled *and* buyers ahead who pass could still reach this buyer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub standby_place: Option<u64>,
     /// When the batch opens (the pre-queue's draw).
     pub opens_at: DateTime<Utc>,
     /// The server's clock.
@@ -128,8 +144,15 @@ async fn counters(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<std:
         .get_or_load((sale, batch), || async {
             let key = [(sale, batch)];
             let (queue, ledger) = tokio::join!(state.queue.counters(&key), state.inventory.snapshot(sale, batch));
-            let queue = queue?.pop().unwrap_or_default();
-            Ok::<_, Error>(std::sync::Arc::new(BatchCounters { queue, ledger: ledger? }))
+            let (queue, ledger) = (queue?.pop().unwrap_or_default(), ledger?);
+            // Only while every unit is held: when can the first come back?
+            let next_release_ms = match ledger {
+                Some(l) if l.available == Units::ZERO && l.reserved > Units::ZERO => {
+                    state.inventory.next_releases(&key).await?.pop().flatten()
+                }
+                _ => None,
+            };
+            Ok::<_, Error>(std::sync::Arc::new(BatchCounters { queue, ledger, next_release_ms }))
         })
         .await
 }
@@ -254,6 +277,7 @@ pub async fn status(state: &AppState, user: &UserId, id: SaleId, presented: Opti
         QueueStatus::Admitted => "admitted",
         QueueStatus::Expired => "expired",
         QueueStatus::Paused => "paused",
+        QueueStatus::Standby => "standby",
         QueueStatus::SoldOut => "sold_out",
         QueueStatus::Closed => "closed",
     };
@@ -304,6 +328,9 @@ async fn view(
         ticket: None,
         admission_token: None,
         expires_at: None,
+        units_held: None,
+        next_release_at: None,
+        standby_place: None,
         opens_at: ctx.batch.opens_at,
         server_time: now,
     };
@@ -379,6 +406,13 @@ async fn view(
                 if ledger.is_some_and(|l| l.paused) {
                     out.status = QueueStatus::Paused;
                     out.poll_after_ms = Some(PAUSED_POLL_MS);
+                } else if let Some(held) = ledger.filter(|l| l.available == Units::ZERO).map(|l| l.reserved) {
+                    // Not sold out (checked above), nothing free: every unit is in a cart.
+                    out.status = QueueStatus::Standby;
+                    out.units_held = Some(held);
+                    out.next_release_at = live.next_release_ms.map(millis_to_time);
+                    out.standby_place = Some(ahead.saturating_add(live.queue.inflight).saturating_add(1));
+                    out.poll_after_ms = Some(pacing.waiting_ms(ahead));
                 } else {
                     let rate = ctx.policy.rate;
                     // Admission reaches this buyer at the rate only while the stock left can

@@ -688,3 +688,41 @@ async fn the_public_view_tells_all_held_from_sold_out_and_a_cdn_can_cache_it(db:
     assert_eq!((sold.body["status"].as_str(), sold.body["units_held"].as_u64()), (Some("sold_out"), Some(0)));
     assert!(sold.body["next_release_at"].is_null());
 }
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn waiting_buyers_are_told_standby_while_every_unit_is_in_a_cart(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = open_sale(&app, 2, 2, 600).await;
+    let queue = format!("/sales/{id}/queue");
+    for buyer in ["bob", "carol"] {
+        assert!(app.buyer(Method::POST, &queue, buyer, None).await.status.is_success());
+    }
+    let poll = |buyer: &'static str| {
+        let queue = queue.clone();
+        let app = &app;
+        async move { app.buyer(Method::GET, &queue, buyer, None).await.body }
+    };
+    assert_eq!(poll("bob").await["status"], "waiting");
+    assert!(poll("bob").await.get("units_held").is_none(), "standby's fields only in standby");
+
+    // Alice (admitted earlier, ticket outside the line) puts both units in her cart.
+    let alice = order(&app, id, "alice", "k", &token(&app, id, "alice", 100), 2).await;
+    let bob = poll("bob").await;
+    assert_eq!(bob["status"], "standby", "{bob}");
+    assert_eq!((bob["units_held"].as_u64(), bob["standby_place"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(bob["next_release_at"], alice.body["expires_at"]);
+    assert!(bob["eta_secs"].is_null() && bob["poll_after_ms"].as_u64().is_some());
+    assert_eq!(poll("carol").await["standby_place"], 2);
+
+    // Her cancellation puts the units back: the line waits for admission again.
+    let alice_id = alice.body["id"].as_i64().unwrap();
+    app.buyer(Method::POST, &format!("/orders/{alice_id}/cancel"), "alice", None).await;
+    assert_eq!(poll("bob").await["status"], "waiting");
+
+    // Held and paid: sold out, for everyone in line.
+    let dave = order(&app, id, "dave", "k", &token(&app, id, "dave", 101), 2).await;
+    assert_eq!(poll("carol").await["status"], "standby");
+    pay(&app, dave.body["id"].as_i64().unwrap(), "pd", PRICE * 2, "succeeded").await;
+    assert_eq!(poll("bob").await["status"], "sold_out");
+    assert_eq!(poll("carol").await["status"], "sold_out");
+}
