@@ -101,8 +101,9 @@ async fn queue_status(
 const STREAM_LIFETIME: Duration = Duration::from_secs(600);
 
 /// The same state as `GET /sales/{id}/queue`, pushed as Server-Sent Events (`event: queue`,
-/// JSON data) whenever it changes: status, position, ahead or estimate. The stream ends when
-/// nothing is left to wait for (`sold_out`, `closed`, `expired`) and after ten minutes.
+/// JSON data) whenever it changes: status, position, ahead, estimate, or in standby the units
+/// held, the next release and the standby place. The stream ends when nothing is left to wait
+/// for (`sold_out`, `closed`, `expired`) and after ten minutes.
 #[utoipa::path(
     get, path = "/sales/{id}/queue/events", tag = "shoppers",
     params(
@@ -194,4 +195,5 @@ fn is_final(status: QueueStatus) -> bool {
 fn changed(a: &QueueState, b: &QueueState) -> bool {
     (a.status, a.position, a.ahead, a.eta_secs, &a.admission_token)
         != (b.status, b.position, b.ahead, b.eta_secs, &b.admission_token)
+        || (a.units_held, a.standby_place, a.next_release_at) != (b.units_held, b.standby_place, b.next_release_at)
 }
