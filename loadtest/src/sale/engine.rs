@@ -83,6 +83,10 @@ pub struct Buyer {
     pub prequeued: bool,
     /// When the last poll answered `waiting` was sent.
     pub last_waiting_sent_ms: Option<u32>,
+    /// Was told `standby` at least once (every unit in a cart, waiting for one to come back).
+    pub saw_standby: bool,
+    /// Was told `sold_out` by the queue, in line (not by a refused order after admission).
+    pub sold_out_in_line: bool,
     /// When the answer `admitted` arrived.
     pub admitted_ms: Option<u32>,
     /// When they learned the sale was over for them (sold out).
@@ -108,6 +112,8 @@ impl Buyer {
             joined_ms: None,
             prequeued: false,
             last_waiting_sent_ms: None,
+            saw_standby: false,
+            sold_out_in_line: false,
             admitted_ms: None,
             told_over_ms: None,
             paid_ms: None,
@@ -397,6 +403,7 @@ impl Engine {
             Ok(match answer.status.as_str() {
                 "waiting" | "paused" | "standby" => {
                     b.last_waiting_sent_ms = Some(sent);
+                    b.saw_standby |= answer.status == "standby";
                     if b.plan.stream {
                         return Ok(Next::At(Stage::Watch, now));
                     }
@@ -414,6 +421,7 @@ impl Engine {
                 }
                 "sold_out" => {
                     b.told_over_ms = Some(now);
+                    b.sold_out_in_line = true;
                     Next::Done(Outcome::SoldOut)
                 }
                 "closed" => Next::Done(Outcome::Closed),
