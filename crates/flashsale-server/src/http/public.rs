@@ -48,8 +48,9 @@ const PUBLIC_CACHE_CONTROL: &str = "public, max-age=1";
 /// its `server_time` (which changes every millisecond and says nothing about the sale); 304 when
 /// the request's `If-None-Match` names it.
 fn cacheable<T: Serialize>(request: &HeaderMap, view: &T) -> Response {
-    let body = serde_json::to_value(view).expect("a view serialises");
-    let mut identity = body.clone();
+    // The body keeps the view's field order; the identity (a map: sorted keys) only feeds the hash.
+    let body = serde_json::to_vec(view).expect("a view serialises");
+    let mut identity = serde_json::to_value(view).expect("a view serialises");
     if let Some(fields) = identity.as_object_mut() {
         fields.remove("server_time");
     }
@@ -65,7 +66,11 @@ fn cacheable<T: Serialize>(request: &HeaderMap, view: &T) -> Response {
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag);
-    if matches { (StatusCode::NOT_MODIFIED, headers).into_response() } else { (headers, Json(body)).into_response() }
+    if matches {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    }
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    (headers, body).into_response()
 }
 
 /// One sale: price, batch status, opening, units left and the server's clock.
