@@ -118,6 +118,12 @@ impl LedgerSnapshot {
     pub fn is_sold_out(&self) -> bool {
         self.available == Units::ZERO && self.reserved == Units::ZERO
     }
+
+    /// Nothing is available, but units are held unpaid: they come back if a hold lapses or is
+    /// cancelled (the public view's `all_held`, the queue's `standby`).
+    pub fn is_all_held(&self) -> bool {
+        self.available == Units::ZERO && self.reserved > Units::ZERO
+    }
 }
 
 /// The inventory ledgers of every batch under one key space.

@@ -38,7 +38,7 @@ impl Live {
     pub fn stock(&self) -> Stock {
         match self.ledger {
             Some(l) if l.is_sold_out() => Stock::SoldOut,
-            Some(l) if l.available == flashsale_core::Units::ZERO => Stock::AllHeld,
+            Some(l) if l.is_all_held() => Stock::AllHeld,
             _ => Stock::Left,
         }
     }

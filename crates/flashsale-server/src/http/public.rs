@@ -51,9 +51,7 @@ fn cacheable<T: Serialize>(request: &HeaderMap, view: &T) -> Response {
     // The body keeps the view's field order; the identity (a map: sorted keys) only feeds the hash.
     let body = serde_json::to_vec(view).expect("a view serialises");
     let mut identity = serde_json::to_value(view).expect("a view serialises");
-    if let Some(fields) = identity.as_object_mut() {
-        fields.remove("server_time");
-    }
+    without_server_time(&mut identity);
     let digest = Sha256::digest(identity.to_string().as_bytes());
     let etag = format!("\"{}\"", digest[..12].iter().map(|b| format!("{b:02x}")).collect::<String>());
     let mut headers = HeaderMap::new();
@@ -71,6 +69,18 @@ fn cacheable<T: Serialize>(request: &HeaderMap, view: &T) -> Response {
     }
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     (headers, body).into_response()
+}
+
+/// `value` without a `server_time` at any depth (the list repeats it in every sale).
+fn without_server_time(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            fields.remove("server_time");
+            fields.values_mut().for_each(without_server_time);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(without_server_time),
+        _ => {}
+    }
 }
 
 /// One sale: price, batch status, opening, units left and the server's clock.

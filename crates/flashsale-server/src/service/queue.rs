@@ -147,9 +147,7 @@ async fn counters(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<std:
             let (queue, ledger) = (queue?.pop().unwrap_or_default(), ledger?);
             // Only while every unit is held: when can the first come back?
             let next_release_ms = match ledger {
-                Some(l) if l.available == Units::ZERO && l.reserved > Units::ZERO => {
-                    state.inventory.next_releases(&key).await?.pop().flatten()
-                }
+                Some(l) if l.is_all_held() => state.inventory.next_releases(&key).await?.pop().flatten(),
                 _ => None,
             };
             Ok::<_, Error>(std::sync::Arc::new(BatchCounters { queue, ledger, next_release_ms }))
@@ -406,8 +404,7 @@ async fn view(
                 if ledger.is_some_and(|l| l.paused) {
                     out.status = QueueStatus::Paused;
                     out.poll_after_ms = Some(PAUSED_POLL_MS);
-                } else if let Some(held) = ledger.filter(|l| l.available == Units::ZERO).map(|l| l.reserved) {
-                    // Not sold out (checked above), nothing free: every unit is in a cart.
+                } else if let Some(held) = ledger.filter(|l| l.is_all_held()).map(|l| l.reserved) {
                     out.status = QueueStatus::Standby;
                     out.units_held = Some(held);
                     out.next_release_at = live.next_release_ms.map(millis_to_time);

@@ -167,12 +167,8 @@ async fn live_batches(state: &AppState, sales: &[Sale]) -> Result<Vec<Option<Liv
         store::final_stats(&mut conn, &gone).await?
     };
     // Batches whose every unit is held: when can the first come back?
-    let held: Vec<(SaleId, BatchNo)> = keys
-        .iter()
-        .zip(&ledgers)
-        .filter(|(_, l)| l.is_some_and(|l| l.available == Units::ZERO && l.reserved > Units::ZERO))
-        .map(|(k, _)| *k)
-        .collect();
+    let held: Vec<(SaleId, BatchNo)> =
+        keys.iter().zip(&ledgers).filter(|(_, l)| l.is_some_and(|l| l.is_all_held())).map(|(k, _)| *k).collect();
     let releases = state.inventory.next_releases(&held).await?;
     let mut live: Vec<Live> = batches
         .into_iter()
