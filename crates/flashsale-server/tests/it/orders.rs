@@ -9,9 +9,9 @@ use crate::common::shop::*;
 use crate::common::{Reply, TestApp, buyer_jwt};
 use axum::http::Method;
 use chrono::Utc;
-use flashsale_core::{AdmissionStep, BatchNo, Cents, Currency, Quantity, SaleId, Ticket, Units};
+use flashsale_core::{AdmissionStep, BatchNo, SaleId, Ticket};
+use flashsale_order::Placed;
 use flashsale_order::payment::sign;
-use flashsale_order::{IdempotencyKey, NewOrder, Placed};
 use flashsale_queue::AdmissionClaims;
 use flashsale_server::config::dev;
 use serde_json::json;
@@ -263,40 +263,13 @@ async fn an_order_arriving_after_its_reservation_was_released_is_refused(db: sql
     tuning.orphan_after = Duration::from_millis(100);
     let app = TestApp::with_tuning(db, tuning).await;
     let id = open_sale(&app, 1, 1, 600).await;
-    let (sale, batch) = (SaleId::try_from(id).unwrap(), BatchNo::FIRST);
     // A stalled instance reserved the last unit and has not written its order yet.
-    let request = flashsale_inventory::ReserveRequest {
-        user: &uid("slow"),
-        units: Units::new(1),
-        ticket: Ticket(7),
-        step: AdmissionStep(0),
-        window_ms: 600_000,
-        claim: None,
-    };
-    let flashsale_inventory::Reserved::Reserved { id: reservation, deadline_ms, epoch } =
-        app.state.inventory.reserve(sale, batch, request).await.unwrap()
-    else {
-        panic!("not reserved")
-    };
+    let late = stalled_order(&app, id, "slow", 7).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap();
     assert_eq!(ledger(&app, id).await, (1, 0, 0), "released as an orphan");
     assert_eq!(order(&app, id, "quick", "k", &token(&app, id, "quick", 8), 1).await.status, 201);
     // The stalled instance wakes up and writes its order: refused, the unit is quick's.
-    let late = NewOrder {
-        sale_id: sale,
-        batch_no: batch,
-        user: uid("slow"),
-        quantity: Quantity::within(1, Units::new(1)).unwrap(),
-        amount_cents: Cents(PRICE),
-        currency: Currency::try_from("CNY".to_owned()).unwrap(),
-        reservation_id: reservation,
-        ticket: Ticket(7),
-        epoch,
-        idempotency_key: IdempotencyKey::try_from("slow-key").unwrap(),
-        fingerprint: flashsale_order::Fingerprint::of(&[b"slow"]),
-        expires_at: chrono::DateTime::from_timestamp_millis(deadline_ms).unwrap(),
-    };
     assert_eq!(app.state.orders.place(late).await.unwrap(), Placed::Orphaned);
     assert_eq!(pg_units(&app, id).await, (1, 0));
 }
@@ -513,27 +486,7 @@ async fn redis_losing_a_batch_mid_sale_is_rebuilt_from_postgres(db: sqlx::PgPool
     app.buyer(Method::POST, &format!("/orders/{}/cancel", ids[4]), "buyer-4", None).await;
     assert_eq!(ledger(&app, id).await, (12, 10, 8));
     // A reservation made now, whose order write is still on its way when Redis loses everything.
-    let (sale, batch) = (SaleId::try_from(id).unwrap(), BatchNo::FIRST);
-    let straggler = app
-        .state
-        .inventory
-        .reserve(
-            sale,
-            batch,
-            flashsale_inventory::ReserveRequest {
-                user: &uid("late"),
-                units: Units::new(1),
-                ticket: Ticket(500),
-                step: AdmissionStep(0),
-                window_ms: 600_000,
-                claim: None,
-            },
-        )
-        .await
-        .unwrap();
-    let flashsale_inventory::Reserved::Reserved { id: reservation, deadline_ms, epoch } = straggler else {
-        panic!("{straggler:?}")
-    };
+    let stale = stalled_order(&app, id, "late", 500).await;
 
     // Redis loses the batch (a flush of everything under this test's prefix).
     let mut conn = app.redis.pool.get().await.unwrap();
@@ -553,20 +506,6 @@ async fn redis_losing_a_batch_mid_sale_is_rebuilt_from_postgres(db: sqlx::PgPool
     assert_redis_agrees_with_postgres(&app, id).await;
 
     // The straggler's order arrives after the rebuild: fenced, never written.
-    let stale = NewOrder {
-        sale_id: sale,
-        batch_no: batch,
-        user: uid("late"),
-        quantity: Quantity::within(1, Units::new(1)).unwrap(),
-        amount_cents: Cents(PRICE),
-        currency: Currency::try_from("CNY".to_owned()).unwrap(),
-        reservation_id: reservation,
-        ticket: Ticket(500),
-        epoch,
-        idempotency_key: IdempotencyKey::try_from("late-key").unwrap(),
-        fingerprint: flashsale_order::Fingerprint::of(&[b"late"]),
-        expires_at: chrono::DateTime::from_timestamp_millis(deadline_ms).unwrap(),
-    };
     assert_eq!(app.state.orders.place(stale).await.unwrap(), Placed::Fenced);
 
     // Used tokens stay used; holdings survive (buyer-5 holds 2 of 2); the newcomer's retry works.

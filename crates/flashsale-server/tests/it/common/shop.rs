@@ -3,8 +3,10 @@
 
 use axum::http::Method;
 use chrono::Utc;
-use flashsale_core::{AdmissionStep, BatchNo, SaleId, Ticket, UserId};
+use flashsale_core::{AdmissionStep, BatchNo, Cents, Currency, Quantity, SaleId, Ticket, Units, UserId};
+use flashsale_inventory::{ReserveRequest, Reserved};
 use flashsale_order::payment::sign;
+use flashsale_order::{Fingerprint, IdempotencyKey, NewOrder};
 use flashsale_queue::AdmissionClaims;
 use flashsale_server::config::dev;
 use flashsale_testkit::SaleBuilder;
@@ -153,4 +155,36 @@ pub async fn committed_units(app: &TestApp, sale: i64) -> i64 {
     let (pending, paid) = pg_units(app, sale).await;
     assert_eq!(counted, pending + paid, "the guard's counter follows the orders");
     counted
+}
+
+/// An instance that reserved one unit for `user` with queue ticket `ticket` and stalled before
+/// writing the order: the reservation is made in Redis now, and the order its write would carry
+/// is returned, to be placed whenever the test lets the instance wake up.
+pub async fn stalled_order(app: &TestApp, sale: i64, user: &str, ticket: u64) -> NewOrder {
+    let (sale, batch) = (SaleId::try_from(sale).unwrap(), BatchNo::FIRST);
+    let buyer = uid(user);
+    let request = ReserveRequest {
+        user: &buyer,
+        units: Units::new(1),
+        ticket: Ticket(ticket),
+        step: AdmissionStep(0),
+        window_ms: 600_000,
+        claim: None,
+    };
+    let reserved = app.state.inventory.reserve(sale, batch, request).await.unwrap();
+    let Reserved::Reserved { id, deadline_ms, epoch } = reserved else { panic!("not reserved: {reserved:?}") };
+    NewOrder {
+        sale_id: sale,
+        batch_no: batch,
+        user: buyer,
+        quantity: Quantity::within(1, Units::new(1)).unwrap(),
+        amount_cents: Cents(PRICE),
+        currency: Currency::try_from("CNY".to_owned()).unwrap(),
+        reservation_id: id,
+        ticket: Ticket(ticket),
+        epoch,
+        idempotency_key: IdempotencyKey::try_from(format!("{user}-key").as_str()).unwrap(),
+        fingerprint: Fingerprint::of(&[user.as_bytes()]),
+        expires_at: chrono::DateTime::from_timestamp_millis(deadline_ms).unwrap(),
+    }
 }
