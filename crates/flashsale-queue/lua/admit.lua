@@ -18,6 +18,16 @@
 -- rate. Each call that admits records a step (its last ticket, time, expiry, count); steps past
 -- their expiry are swept, and their buyers who did not reserve stop counting as in flight.
 --
+-- The reach. Once every unit is in a cart (nothing available, some reserved), only the buyers a
+-- returned unit could go to may still be admitted: the ticker hash's `reach` is the last ticket
+-- that may be, serving + ceil((reserved + available - inflight) * factor) (each unit serves at
+-- most one buyer; the factor is the margin for buyers who pass, as in the admission itself).
+-- It only ever moves back (payments shrink it), so a buyer behind it, told `sold_out`, is told
+-- the truth, and join.lua turns new joiners away once the line reaches it. Two things lift it:
+-- more stock (the ledger's total above `reach_total`, the total it was set under), and the line
+-- running dry (everyone within reach admitted, none in flight, units free again because the
+-- last of them passed): the reach is dropped and `reopens` counted, so no unit is stranded.
+--
 -- Frozen turns. While the batch is paused (the ledger's `paused`), its ledger is missing (a
 -- fence or a rebuild), or any instance holds admission (a lease, `hold_until`, renewed by each
 -- of its steps), nobody is admitted and no turn lapses: the ticker hash records `frozen_at`. The first call
@@ -54,7 +64,7 @@ end
 -- Seal the pre-queue cohort, so its tickets 1..P exist even if nobody joins after the opening.
 seal_prequeue(pre, sealed, tail)
 
-local state = redis.call('HMGET', ledger, 'available', 'paused', 'closed')
+local state = redis.call('HMGET', ledger, 'available', 'paused', 'closed', 'reserved', 'total')
 local f = redis.call('HMGET', ticker, 'frozen_at', 'last_ms', 'hold_until')
 local frozen_at, last_step, hold_until = tonumber(f[1] or ''), tonumber(f[2] or ''), tonumber(f[3] or '0')
 -- Steps stopped for longer than the ticker's rhythm: the outage began at the last step.
@@ -114,9 +124,24 @@ allowance = math.min(rate, allowance + (now - last) * rate / 1000)
 
 local admitted = 0
 local current = tonumber(redis.call('GET', serving) or '0')
-if state[1] and state[3] ~= '1' then
-  local capacity = math.floor(tonumber(state[1]) * factor) - inflight
-  local waiting = tonumber(redis.call('GET', tail) or '0') - current
+local available, reserved, total = tonumber(state[1]), tonumber(state[4] or '0'), tonumber(state[5] or '0')
+local r = redis.call('HMGET', ticker, 'reach', 'reach_total')
+local reach, reach_total = tonumber(r[1] or ''), tonumber(r[2] or '')
+if reach and (total > (reach_total or total) or (current >= reach and inflight == 0 and available > 0)) then
+  reach, reach_total = nil, nil
+  redis.call('HDEL', ticker, 'reach', 'reach_total')
+  redis.call('HINCRBY', ticker, 'reopens', 1)
+end
+if reach or (available == 0 and reserved > 0) then
+  local within = current + math.ceil(math.max(0, reserved + available - inflight) * factor)
+  if not reach or within < reach then
+    reach = within
+    redis.call('HSET', ticker, 'reach', reach, 'reach_total', reach_total or total)
+  end
+end
+if state[3] ~= '1' then
+  local capacity = math.floor(available * factor) - inflight
+  local waiting = math.min(tonumber(redis.call('GET', tail) or '0'), reach or math.huge) - current
   admitted = math.max(0, math.min(math.floor(allowance), capacity, waiting))
 end
 

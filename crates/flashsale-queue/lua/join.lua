@@ -2,14 +2,15 @@
 --
 -- KEYS[1]  ledger hash (total, sold, closed)          KEYS[4]  tail counter (tickets handed out)
 -- KEYS[2]  pre-queue sorted set (user -> rank)        KEYS[5]  sealed: pre-queue cohort size
--- KEYS[3]  members hash (user -> ticket, after open)
+-- KEYS[3]  members hash (user -> ticket, after open) KEYS[6]  ticker hash (reach: see admit.lua)
 -- ARGV[1]  user id
 -- ARGV[2]  the user's pre-queue rank (integer < 2^52, from the batch's secret seed)
 -- ARGV[3]  pre-queue opening, Unix ms       ARGV[4]  opening, Unix ms
 -- ARGV[5]  end of the window, Unix ms (0 = none)
 --
 -- Returns {outcome, ticket, new}: outcome 'pre' (joined the pre-queue; ticket 0 until the draw),
--- 'ticket' (place `ticket`, 1-based), 'not_open', 'closed', 'sold_out' or 'missing' (no ledger:
+-- 'ticket' (place `ticket`, 1-based), 'not_open', 'closed', 'sold_out' (every unit sold, or every
+-- unit in a cart and the line already as long as the units that may come back can serve) or 'missing' (no ledger:
 -- Redis lost the batch and it is being rebuilt; nothing written) (ticket 0); new = 1 when
 -- this call created the place, 0 when it already existed. Time is Redis's own clock (TIME), one
 -- clock for every instance. Joining twice, from any number of tabs at once, yields one place.
@@ -18,10 +19,10 @@
 -- pre-queue buyers hold tickets 1..P in rank order, and later joiners get P+1, P+2, ... in
 -- arrival order.
 
-if #KEYS ~= 5 or #ARGV ~= 5 then
-  return redis.error_reply('ERR join expects 5 keys and 5 arguments')
+if #KEYS ~= 6 or #ARGV ~= 5 then
+  return redis.error_reply('ERR join expects 6 keys and 5 arguments')
 end
-local ledger, pre, members, tail, sealed = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local ledger, pre, members, tail, sealed, ticker = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local user, rank = ARGV[1], ARGV[2]
 local prequeue_ms, opens_ms, closes_ms = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = now_ms()
@@ -56,6 +57,11 @@ if tonumber(state[2]) >= tonumber(state[1]) then
   return {'sold_out', 0, 0}
 end
 seal_prequeue(pre, sealed, tail)
+-- Beyond the reach no ticket is ever admitted (until it is lifted): say so now, not after a wait.
+local reach = tonumber(redis.call('HGET', ticker, 'reach') or '')
+if reach and tonumber(redis.call('GET', tail) or '0') >= reach then
+  return {'sold_out', 0, 0}
+end
 ticket = redis.call('INCR', tail)
 redis.call('HSET', members, user, ticket)
 return {'ticket', ticket, 1}

@@ -55,6 +55,11 @@ pub struct QueueStats {
     pub queued: u64,
     /// Buyers admitted so far (the serving counter, capped by `queued`).
     pub admitted: u64,
+    /// While every unit is in a cart: the last place a returned unit could still reach (see
+    /// [`Counters::reach`]); buyers behind it are told `sold_out`, new joiners turned away.
+    pub reach: Option<u64>,
+    /// Times the standby line ran dry with units free again and was reopened.
+    pub reopens: u64,
 }
 
 /// When a batch's queue accepts buyers, as Unix milliseconds (the scripts compare them with
@@ -151,6 +156,12 @@ pub struct Counters {
     /// paused, fenced, or an instance holds admission while its database is unreachable. A turn
     /// that was running then is not over while it lasts, whatever its recorded end.
     pub frozen_since_ms: Option<i64>,
+    /// The last ticket that may still be admitted, set once every unit is in a cart: the units
+    /// that may come back cannot serve anyone behind it (see `lua/admit.lua`). It only moves back,
+    /// until more stock or a line run dry lifts it.
+    pub reach: Option<Ticket>,
+    /// Times the reach was lifted because everyone within it had passed and units were free.
+    pub reopens: u64,
 }
 
 impl Counters {
@@ -163,6 +174,11 @@ impl Counters {
     /// Buyers who joined, pre-queue included.
     pub fn queued(&self) -> u64 {
         self.tail.max(self.prequeue)
+    }
+
+    /// Whether `ticket` is behind the reach: no unit can come to it any more.
+    pub fn beyond_reach(&self, ticket: Ticket) -> bool {
+        self.reach.is_some_and(|reach| ticket > reach)
     }
 }
 
@@ -206,6 +222,7 @@ impl Queue {
             .key(keys.queue_members())
             .key(keys.queue_tail())
             .key(keys.queue_sealed())
+            .key(keys.queue_ticker())
             .arg(user.as_str())
             .arg(rank)
             .arg(window.prequeue_opens_at_ms)
@@ -346,7 +363,7 @@ impl Queue {
             let keys = self.keys.batch(*sale, *batch);
             pipe.cmd("MGET").arg(keys.queue_tail()).arg(keys.queue_serving());
             pipe.cmd("ZCARD").arg(keys.queue_prequeue());
-            pipe.cmd("HMGET").arg(keys.queue_ticker()).arg("inflight").arg("frozen_at");
+            pipe.cmd("HMGET").arg(keys.queue_ticker()).arg("inflight").arg("frozen_at").arg("reach").arg("reopens");
         }
         let mut conn = self.redis.conn().await?;
         let replies: Vec<Value> = pipe.query_async(&mut conn).await?;
@@ -377,6 +394,11 @@ impl Queue {
                         None | Some(Value::Nil) => None,
                         Some(v) => Some(redis::from_redis_value(v)?),
                     },
+                    reach: match ticker.get(2) {
+                        None | Some(Value::Nil) => None,
+                        Some(_) => Some(Ticket(counter(ticker.get(2), &|| keys.queue_ticker())?)),
+                    },
+                    reopens: counter(ticker.get(3), &|| keys.queue_ticker())?,
                 })
             })
             .collect()
@@ -388,7 +410,12 @@ impl Queue {
             .counters(batches)
             .await?
             .into_iter()
-            .map(|c| QueueStats { queued: c.queued(), admitted: c.serving.min(c.queued()) })
+            .map(|c| QueueStats {
+                queued: c.queued(),
+                admitted: c.serving.min(c.queued()),
+                reach: c.reach.map(Ticket::get),
+                reopens: c.reopens,
+            })
             .collect())
     }
 }

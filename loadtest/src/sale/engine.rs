@@ -83,8 +83,9 @@ pub struct Buyer {
     pub prequeued: bool,
     /// When the last poll answered `waiting` was sent.
     pub last_waiting_sent_ms: Option<u32>,
-    /// Was told `standby` at least once (every unit in a cart, waiting for one to come back).
-    pub saw_standby: bool,
+    /// When the last answer `standby` was computed (every unit in a cart, waiting for one to
+    /// come back); `None`: never told standby.
+    pub last_standby_sent_ms: Option<u32>,
     /// Was told `sold_out` by the queue, in line (not by a refused order after admission).
     pub sold_out_in_line: bool,
     /// When the answer `admitted` arrived.
@@ -112,7 +113,7 @@ impl Buyer {
             joined_ms: None,
             prequeued: false,
             last_waiting_sent_ms: None,
-            saw_standby: false,
+            last_standby_sent_ms: None,
             sold_out_in_line: false,
             admitted_ms: None,
             told_over_ms: None,
@@ -403,7 +404,9 @@ impl Engine {
             Ok(match answer.status.as_str() {
                 "waiting" | "paused" | "standby" => {
                     b.last_waiting_sent_ms = Some(sent);
-                    b.saw_standby |= answer.status == "standby";
+                    if answer.status == "standby" {
+                        b.last_standby_sent_ms = Some(sent);
+                    }
                     if b.plan.stream {
                         return Ok(Next::At(Stage::Watch, now));
                     }

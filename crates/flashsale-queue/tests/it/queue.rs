@@ -47,7 +47,14 @@ async fn setup_with(stock: u32, per_user_limit: u32) -> Setup {
     flashsale_queue::scripts::load_all(&redis.pool).await.unwrap();
     flashsale_inventory::scripts::load_all(&redis.pool).await.unwrap();
     let inventory = Inventory::new(redis.pool.clone(), redis.keys.clone());
-    let spec = LedgerSpec {
+    inventory.open_batch(sale(), BatchNo::FIRST, ledger_spec(stock, per_user_limit)).await.unwrap();
+    let queue = Queue::new(redis.pool.clone(), redis.keys.clone());
+    Setup { redis, queue, inventory }
+}
+
+/// An open ledger of `stock` units.
+fn ledger_spec(stock: u32, per_user_limit: u32) -> LedgerSpec {
+    LedgerSpec {
         total: Units::new(stock),
         per_user_limit: Units::new(per_user_limit),
         opens_at_ms: now_ms(),
@@ -55,10 +62,7 @@ async fn setup_with(stock: u32, per_user_limit: u32) -> Setup {
         paused: false,
         closed: false,
         epoch: Epoch::FIRST,
-    };
-    inventory.open_batch(sale(), BatchNo::FIRST, spec).await.unwrap();
-    let queue = Queue::new(redis.pool.clone(), redis.keys.clone());
-    Setup { redis, queue, inventory }
+    }
 }
 
 fn policy(rate: u32, ttl_ms: i64) -> AdmissionPolicy {
@@ -427,4 +431,45 @@ async fn a_refusal_that_leaves_nothing_to_buy_ends_the_turn() {
     // The whole limit held: the same.
     assert!(matches!(reserve_as(&s, &user(1), 1, 4, step).await, Reserved::LimitReached { .. }));
     assert_eq!(reserve_as(&s, &user(1), 1, 4, step).await, Reserved::TokenUsed);
+}
+
+/// Once every unit is in a cart, admission never passes the reach (the units that may come back,
+/// with the oversubscription margin) even when units come back, new joiners are turned away, and
+/// more stock lifts it.
+#[tokio::test]
+async fn admission_never_passes_the_reach_until_more_stock_lifts_it() {
+    use flashsale_inventory::{Reserved, Settlement};
+    let (s, open) = with_buyers(4, 20).await;
+    let p = AdmissionPolicy { oversubscription: 1.5, ..policy(10_000, 60_000) };
+    let first = admit_now(&s, &open, &p).await;
+    assert_eq!((first.serving, first.inflight), (6, 6), "{first:?}");
+    let mut held = Vec::new();
+    for ticket in 1..=4u64 {
+        match reserve_as(&s, &user(usize::try_from(ticket).unwrap()), 1, ticket, first.serving).await {
+            Reserved::Reserved { id, .. } => held.push(id),
+            other => panic!("{other:?}"),
+        }
+    }
+    let counters = || async { s.queue.counters(&[(sale(), BatchNo::FIRST)]).await.unwrap()[0] };
+    assert_eq!(counters().await.reach, None, "set by the first step that sees every unit held");
+    // 4 held, 2 admitted buyers still choosing: 6 + ceil((4 - 2) * 1.5) = 9.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    s.queue.admit(&open, &p, false).await.unwrap();
+    assert_eq!(counters().await.reach, Some(Ticket(9)));
+    assert!(counters().await.beyond_reach(Ticket(10)) && !counters().await.beyond_reach(Ticket(9)));
+    assert_eq!(s.queue.join(&open, &user(21), 0).await.unwrap(), Joined::SoldOut);
+
+    // All four come back: the stock alone would let four more in (6 - 2 in flight); the reach, three.
+    for id in held {
+        s.inventory.settle(sale(), BatchNo::FIRST, id, Settlement::Release).await.unwrap();
+    }
+    let step = tick_for(&s, &open, &p, 300).await;
+    assert_eq!(step.serving, 9, "{step:?}");
+
+    // More stock lifts it: the line goes on, and joins are taken again.
+    s.inventory.configure(sale(), BatchNo::FIRST, ledger_spec(6, 1)).await.unwrap();
+    let step = tick_for(&s, &open, &p, 300).await;
+    assert!(step.serving > 9, "{step:?}");
+    assert_eq!((counters().await.reach, counters().await.reopens), (None, 1));
+    assert!(matches!(s.queue.join(&open, &user(21), 0).await.unwrap(), Joined::Ticket { .. }));
 }

@@ -20,14 +20,14 @@ async fn counters_read_as_zero_before_anyone_joins_and_out_of_range_ones_read_cl
         .await
         .unwrap();
     let stats = queue.stats(&[(a, BatchNo::FIRST), (b, BatchNo::FIRST)]).await.unwrap();
-    assert_eq!(stats, [QueueStats::default(), QueueStats { queued: 5, admitted: 5 }]);
+    assert_eq!(stats, [QueueStats::default(), QueueStats { queued: 5, admitted: 5, ..QueueStats::default() }]);
     // A counter out of range (a bug, a partial restore) reads clamped: it never fails the reads
     // of the other batches read with it.
     let _: () = redis::cmd("SET").arg(keys.queue_tail()).arg(-1).query_async(&mut conn).await.unwrap();
     let _: () =
         redis::cmd("HSET").arg(keys.queue_ticker()).arg("inflight").arg(-3).query_async(&mut conn).await.unwrap();
     let stats = queue.stats(&[(a, BatchNo::FIRST), (b, BatchNo::FIRST)]).await.unwrap();
-    assert_eq!(stats, [QueueStats::default(), QueueStats { queued: 0, admitted: 0 }]);
+    assert_eq!(stats, [QueueStats::default(), QueueStats::default()]);
     let counters = queue.counters(&[(b, BatchNo::FIRST)]).await.unwrap();
     assert_eq!((counters[0].tail, counters[0].serving, counters[0].inflight), (0, 9, 0));
 }

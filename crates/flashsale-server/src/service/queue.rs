@@ -47,7 +47,10 @@ pub enum QueueStatus {
     /// `standby_place` (this buyer's place among those a returned unit would go to, admitted
     /// buyers still choosing counted first) say how likely that is.
     Standby,
-    /// Every unit is sold.
+    /// Every unit is sold, or every unit is in a cart and this buyer is behind the last place a
+    /// returned unit could reach (so no unit can come to them). Final, unless operations add
+    /// stock or everyone ahead passes and units are free again: then the place, which is kept,
+    /// is in line again for a buyer who asks once more.
     SoldOut,
     /// The batch is closed.
     Closed,
@@ -165,9 +168,16 @@ pub(crate) fn millis_to_time(ms: i64) -> DateTime<Utc> {
 /// not later than it), near the front at least every half second so an admission is noticed well
 /// inside its window; further back less often, up to the crowd's
 /// ceiling: every 10 s for a small crowd, longer as the crowd grows, so that the buyers at the
-/// ceiling poll `budget` times a second together (at most every 120 s). Telling a million waiting
-/// buyers "sold out" then takes about a million / `budget` seconds, what the servers can answer,
-/// instead of a flood of polls that would slow the buyers near the front too.
+/// ceiling poll `budget` times a second together (at most every 120 s).
+///
+/// The far crowd, buyers so far back that the stock free now will almost surely be in carts
+/// before the line reaches them, does not poll at the ceiling all sale long: each is told to come
+/// back once, just after the predicted sell-out (the admission needs `capacity / rate` seconds
+/// to let in the buyers the free stock can serve; they need a few more to reserve), spread in
+/// queue order at `budget` polls a second. By then the reach is known and those it cannot serve
+/// learn `sold_out` on that poll; those it can are told `standby` or their turn. Never later
+/// than their turn could come, were everyone ahead to pass: a far buyer polls before
+/// `ahead / rate` seconds plus their turn's length, so no turn lapses unseen.
 #[derive(Debug, Clone, Copy)]
 pub struct Pacing {
     /// The batch's admission rate, buyers per second.
@@ -176,18 +186,43 @@ pub struct Pacing {
     pub waiting: u64,
     /// Polls per second the crowd should make, all instances together.
     pub budget: u32,
+    /// Buyers the admission may still let in for the stock free now (available units times the
+    /// oversubscription, less the admitted buyers still choosing).
+    pub capacity: u64,
+    /// How long an admitted buyer's turn lasts, ms.
+    pub turn_ms: u64,
 }
 
+/// Time for the last buyers admitted before a sell-out to put their units in carts.
+const RESERVE_SLACK_MS: u64 = 5_000;
+
 impl Pacing {
-    /// The longest anyone is told to wait before asking again.
+    /// The longest anyone is told to wait before asking again (the far crowd aside).
     fn ceiling_ms(&self) -> u64 {
         (self.waiting.saturating_mul(1000) / u64::from(self.budget.max(1))).clamp(10_000, 120_000)
     }
 
+    /// How long until the admission could reach `ahead` at the earliest (at its full rate).
+    fn earliest_turn_ms(&self, ahead: u64) -> u64 {
+        ahead.saturating_mul(1000) / u64::from(self.rate.max(1))
+    }
+
+    /// The first place of the far crowd: twice the buyers the free stock can serve, plus five
+    /// seconds of admission, for the units that come back from cancellations and lapses.
+    fn far_from(&self) -> u64 {
+        self.capacity.saturating_mul(2).saturating_add(u64::from(self.rate).saturating_mul(5))
+    }
+
     /// For a buyer `ahead` places from the front.
     pub fn waiting_ms(&self, ahead: u64) -> u64 {
-        let wait_ms = ahead.saturating_mul(1000) / u64::from(self.rate.max(1));
-        wait_ms.clamp(500, self.ceiling_ms())
+        let far_from = self.far_from();
+        if ahead >= far_from {
+            let sell_out = self.earliest_turn_ms(self.capacity).saturating_add(RESERVE_SLACK_MS);
+            let spread = (ahead - far_from).saturating_mul(1000) / u64::from(self.budget.max(1));
+            let latest = self.earliest_turn_ms(ahead).saturating_add(self.turn_ms).saturating_sub(1_000);
+            return sell_out.saturating_add(spread).min(latest).max(500);
+        }
+        self.earliest_turn_ms(ahead).clamp(500, self.ceiling_ms())
     }
 
     /// For a buyer in the pre-queue, `until_open_ms` before the draw, with pre-queue `rank` (52
@@ -195,7 +230,8 @@ impl Pacing {
     /// early birds only re-check now and then (the opening may be moved, the sale paused). Close
     /// to it they are told to come back after the draw, when their place is expected to come up:
     /// the rank's high bits say roughly where in the cohort they will be drawn, its low bits
-    /// spread the cohort's first polls evenly instead of a million of them at the opening. This
+    /// spread the cohort's first polls evenly instead of a million of them at the opening (the
+    /// far crowd is spread by its place already). This
     /// tells a buyer roughly where they will be drawn a few seconds before the draw is public;
     /// they cannot change it (the rank is fixed by the seed and their id).
     pub fn prequeue_ms(&self, until_open_ms: u64, rank: u64) -> u64 {
@@ -205,6 +241,9 @@ impl Pacing {
         }
         let expected_ahead = u64::try_from((u128::from(rank) * u128::from(self.waiting)) >> 52).unwrap_or(u64::MAX);
         let spread = self.waiting_ms(expected_ahead);
+        if expected_ahead >= self.far_from() {
+            return until_open_ms + spread;
+        }
         (until_open_ms + spread * (rank & 0xFFFF) / 0x1_0000).max(500)
     }
 }
@@ -308,13 +347,21 @@ async fn view(
         }
     }
 
+    let available = ledger.map_or(0, |l| l.available.get());
+    // Buyers the admission may still let in for the stock free now.
+    let capacity = admission_capacity(available, ctx.policy.oversubscription).saturating_sub(live.queue.inflight);
     let pacing = Pacing {
         rate: ctx.policy.rate,
         waiting: live.queue.queued().saturating_sub(serving),
         budget: state.queue_settings.poll_budget,
+        capacity,
+        turn_ms: u64::try_from(ctx.policy.ttl_ms).unwrap_or(0),
     };
     let closed = ctx.batch.is_finished(now) || ledger.is_some_and(|l| l.closed);
-    let sold_out = ledger.is_some_and(|l| l.is_sold_out());
+    // Sold out for this buyer: every unit sold, or every unit in a cart and this place behind
+    // the reach, where no unit that comes back can go (the admission never passes it).
+    let sold_out = ledger.is_some_and(|l| l.is_sold_out())
+        || ticket.number.is_some_and(|n| n.get() > serving && live.queue.beyond_reach(n));
     let mut out = QueueState {
         status: QueueStatus::Waiting,
         sale_id: sale,
@@ -411,14 +458,10 @@ async fn view(
                     out.standby_place = Some(ahead.saturating_add(live.queue.inflight).saturating_add(1));
                     out.poll_after_ms = Some(pacing.waiting_ms(ahead));
                 } else {
-                    let rate = ctx.policy.rate;
                     // Admission reaches this buyer at the rate only while the stock left can
                     // take everyone ahead; beyond that it waits for reservations to lapse or be
                     // cancelled, which nobody can time.
-                    let available = ledger.map_or(0, |l| l.available.get());
-                    let capacity = (f64::from(available) * ctx.policy.oversubscription).floor();
-                    let reachable = (ahead as f64) < capacity - live.queue.inflight as f64;
-                    out.eta_secs = reachable.then(|| (ahead + 1).div_ceil(u64::from(rate.max(1))));
+                    out.eta_secs = (ahead < capacity).then(|| (ahead + 1).div_ceil(u64::from(ctx.policy.rate.max(1))));
                     out.poll_after_ms = Some(pacing.waiting_ms(ahead));
                 }
             }
@@ -428,6 +471,17 @@ async fn view(
         out.ticket = Some(state.tokens.sign_ticket(&ticket));
     }
     Ok(out)
+}
+
+/// Buyers the admission lets be in flight for `available` free units, as `admit.lua` counts them
+/// (`floor(available * factor)`); the caller subtracts those already in flight.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "a u32 times a factor of 1.0 to 1.5 is non-negative and fits a u64"
+)]
+fn admission_capacity(available: u32, oversubscription: f64) -> u64 {
+    (f64::from(available) * oversubscription).floor() as u64
 }
 
 /// One admission step for every open batch; returns how many buyers were admitted. Fails only
@@ -489,9 +543,49 @@ pub async fn admit_all(state: &AppState, now: DateTime<Utc>) -> Result<u64, Erro
 mod tests {
     use super::*;
 
+    /// Stock for everyone: nobody is in the far crowd.
+    fn ample() -> Pacing {
+        Pacing { rate: 1, waiting: 0, budget: 1, capacity: u64::MAX / 4, turn_ms: 60_000 }
+    }
+
+    /// Tuesday noon: a million waiting for 50,000 units (60,000 buyers with the margin).
+    fn tuesday() -> Pacing {
+        Pacing { rate: 2_000, waiting: 1_000_000, budget: 20_000, capacity: 60_000, turn_ms: 60_000 }
+    }
+
+    #[test]
+    fn the_far_crowd_comes_back_once_just_after_the_predicted_sell_out_within_the_budget() {
+        let sale = tuesday();
+        // Near enough to be reached: paced as before.
+        assert_eq!(sale.waiting_ms(10_000), 5_000);
+        assert_eq!(sale.waiting_ms(100_000), 50_000);
+        // The far crowd (from 2 x 60,000 + 5 s of admission on): 30 s to admit 60,000, 5 s to
+        // reserve, then in queue order at the budget.
+        assert_eq!(sale.waiting_ms(130_000), 35_000);
+        assert_eq!(sale.waiting_ms(150_000), 36_000);
+        assert_eq!(sale.waiting_ms(999_999), 35_000 + 869_999 / 20);
+        // Any second of that window brings at most the budget's polls.
+        let mut per_second = std::collections::BTreeMap::<u64, u64>::new();
+        for ahead in 130_000..1_000_000 {
+            *per_second.entry(sale.waiting_ms(ahead) / 1000).or_default() += 1;
+        }
+        assert!(per_second.values().all(|&n| n <= 20_000), "{:?}", per_second.values().max());
+        // In the pre-queue: after the draw by as much.
+        assert_eq!(sale.prequeue_ms(2_000, (1u64 << 52) - 1), 2_000 + sale.waiting_ms(999_999));
+    }
+
+    #[test]
+    fn a_far_buyer_polls_before_a_turn_could_pass_unseen() {
+        // A budget below the rate would spread the far crowd beyond the moment admission could
+        // reach them (if everyone ahead passed) and their turn end: they come back before.
+        let sale = Pacing { budget: 100, ..tuesday() };
+        let ahead = 200_000;
+        assert_eq!(sale.waiting_ms(ahead), 100_000 + 60_000 - 1_000);
+    }
+
     #[test]
     fn buyers_far_back_poll_rarely_and_near_the_front_often() {
-        let small = Pacing { rate: 1000, waiting: 20_000, budget: 20_000 };
+        let small = Pacing { rate: 1000, waiting: 20_000, budget: 20_000, ..ample() };
         assert_eq!(small.waiting_ms(0), 500);
         assert_eq!(small.waiting_ms(5_000), 5_000);
         assert_eq!(small.waiting_ms(1_000_000), 10_000);
@@ -501,7 +595,7 @@ mod tests {
 
     #[test]
     fn a_big_crowd_polls_within_the_budget() {
-        let crowd = Pacing { rate: 2_000, waiting: 1_000_000, budget: 20_000 };
+        let crowd = Pacing { rate: 2_000, waiting: 1_000_000, budget: 20_000, ..ample() };
         assert_eq!(crowd.waiting_ms(999_999), 50_000);
         // Summed over the crowd: the ceiling's share is the budget, the front adds a few times
         // the admission rate.
@@ -513,7 +607,7 @@ mod tests {
 
     #[test]
     fn the_prequeue_comes_back_after_the_draw_spread_by_rank() {
-        let cohort = Pacing { rate: 2_000, waiting: 1_000_000, budget: 20_000 };
+        let cohort = Pacing { rate: 2_000, waiting: 1_000_000, budget: 20_000, ..ample() };
         // Far from the opening: an occasional re-check.
         assert_eq!(cohort.prequeue_ms(300_000, 0), 50_000);
         // Close to it: after the opening, at most the expected place's poll interval later.

@@ -54,6 +54,11 @@ pub struct BatchStats {
     pub queued: u64,
     /// Buyers admitted from the queue.
     pub admitted: u64,
+    /// While every unit is in a cart: the last place a returned unit could still reach; buyers
+    /// behind it are told `sold_out` and new joiners are turned away. Null otherwise.
+    pub reach: Option<u64>,
+    /// Times the line within reach ran dry with units free again, and the reach was lifted.
+    pub reopens: u64,
 }
 
 /// A batch as operations see it.
@@ -205,6 +210,8 @@ fn admin_view(sale: Sale, live: Option<Live>, now: DateTime<Utc>) -> AdminSale {
                 sold: l.sold,
                 queued: live.queue.queued,
                 admitted: live.queue.admitted,
+                reach: live.queue.reach,
+                reopens: live.queue.reopens,
             })
             .or_else(|| {
                 live.final_stats.map(|f| BatchStats {
@@ -214,6 +221,9 @@ fn admin_view(sale: Sale, live: Option<Live>, now: DateTime<Utc>) -> AdminSale {
                     sold: f.sold,
                     queued: f.queued,
                     admitted: f.admitted,
+                    // Live figures: a retired batch's line is gone.
+                    reach: None,
+                    reopens: 0,
                 })
             }),
     });
