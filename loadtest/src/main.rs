@@ -31,6 +31,7 @@ mod order_bench;
 mod progress;
 mod queue_smoke;
 mod sale;
+mod streams;
 mod wire;
 
 use std::process::ExitCode;
@@ -103,6 +104,24 @@ enum Scenario {
         /// The server's FLASHSALE_ADMISSION_OVERSUBSCRIPTION, to check admission against.
         #[arg(long, env = "FLASHSALE_ADMISSION_OVERSUBSCRIPTION", default_value_t = 1.2)]
         oversubscription: f64,
+    },
+    /// Many open event streams on one slowly moving line: what they cost the server (its CPU
+    /// from /proc with --server-pid, quiet and then with every stream open). Needs the server's
+    /// per-IP rate limit off and `FLASHSALE_EVENT_STREAMS_PER_BUYER` ≥ 1 (the default), and file
+    /// descriptors for as many connections on both sides.
+    Streams {
+        #[arg(long, default_value_t = 5_000)]
+        buyers: usize,
+        /// Buyers admitted per second while the streams are open (places move, statuses do not).
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+        #[arg(long, default_value_t = 30)]
+        hold: u64,
+        /// Seconds measured with the buyers in line and no stream open.
+        #[arg(long, default_value_t = 10)]
+        quiet: u64,
+        #[arg(long)]
+        server_pid: Option<u32>,
     },
     /// A small sale played whole: a few thousand buyers for a few hundred units, in the
     /// pre-queue and after the opening, admission, orders (some retried on purpose), payments,
@@ -191,6 +210,10 @@ async fn main() -> ExitCode {
         .fold(client::Client::new(&cli.url[0], &cli.admin_token, &cli.jwt_secret), |c, url| c.and_instance(url));
     let report = match cli.scenario {
         Scenario::AdminRace { operators } => admin_race::run(&client, operators).await,
+        Scenario::Streams { buyers, rate, hold, quiet, server_pid } => {
+            let opts = streams::StreamsOptions { buyers, rate, hold_secs: hold, quiet_secs: quiet, server_pid };
+            streams::run(&client, opts).await
+        }
         Scenario::QueueSmoke { buyers, stock, oversubscription } => {
             queue_smoke::run(&client, buyers, stock, oversubscription).await
         }

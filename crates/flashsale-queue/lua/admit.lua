@@ -10,6 +10,7 @@
 -- ARGV[3] admission TTL, ms     ARGV[4] opening, Unix ms
 -- ARGV[5] hold: '1' when the calling instance holds admission (its database is unreachable, so
 --         admitted buyers could not order), '0' otherwise
+-- ARGV[6] reach margin: buyers kept within reach beyond the units that may come back (>= 0)
 --
 -- Returns {'stepped', admitted, serving, tail, inflight, lapsed}: buyers admitted by this call, the counter
 -- after it, tickets handed out, buyers admitted whose turn is still running and who have not
@@ -20,10 +21,11 @@
 --
 -- The reach. Once every unit is in a cart (nothing available, some reserved), only the buyers a
 -- returned unit could go to may still be admitted: the ticker hash's `reach` is the last ticket
--- that may be, serving + ceil((reserved + available - inflight) * factor) (each unit serves at
--- most one buyer; the factor is the margin for buyers who pass, as in the admission itself).
--- It only ever moves back (payments shrink it), so a buyer behind it, told `sold_out`, is told
--- the truth, and join.lua turns new joiners away once the line reaches it. Two things lift it:
+-- that may be, serving + ceil((reserved + available - inflight) * factor) + margin. A unit
+-- serves one buyer unless that buyer passes, cancels or lets the payment lapse; then it goes to
+-- the next one, so the factor and the margin are room for those. It only ever moves back
+-- (payments shrink it), so a buyer behind it, told `sold_out`, is told the truth, and join.lua
+-- turns new joiners away once the line reaches it. Two things lift it:
 -- more stock (the ledger's total above `reach_total`, the total it was set under), and the line
 -- running dry (everyone within reach admitted, none in flight, units free again because the
 -- last of them passed): the reach is dropped and `reopens` counted, so no unit is stranded.
@@ -37,15 +39,15 @@
 -- two seconds since any instance's last step (Redis unreachable, every instance down) is given
 -- back the same way. Only turns still running when the freeze or the silence began are extended.
 
-if #KEYS ~= 9 or #ARGV ~= 5 then
-  return redis.error_reply('ERR admit expects 9 keys and 5 arguments')
+if #KEYS ~= 9 or #ARGV ~= 6 then
+  return redis.error_reply('ERR admit expects 9 keys and 6 arguments')
 end
 local ledger, pre, tail, sealed, serving = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local steps, info, ticker, by_ticket = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local rate, factor = tonumber(ARGV[1]), tonumber(ARGV[2])
-local ttl, opens_ms, hold = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
-if not rate or rate < 1 or not factor or factor < 1 or not ttl or ttl < 1 then
-  return redis.error_reply('ERR admit: bad rate, factor or ttl')
+local ttl, opens_ms, hold, margin = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1', tonumber(ARGV[6])
+if not rate or rate < 1 or not factor or factor < 1 or not ttl or ttl < 1 or not margin or margin < 0 then
+  return redis.error_reply('ERR admit: bad rate, factor, ttl or margin')
 end
 -- A pause between two steps longer than this is an outage, not the ticker's rhythm (100 ms).
 local GAP_MS = 2000
@@ -133,7 +135,7 @@ if reach and (total > (reach_total or total) or (current >= reach and inflight =
   redis.call('HINCRBY', ticker, 'reopens', 1)
 end
 if reach or (available == 0 and reserved > 0) then
-  local within = current + math.ceil(math.max(0, reserved + available - inflight) * factor)
+  local within = current + math.ceil(math.max(0, reserved + available - inflight) * factor) + margin
   if not reach or within < reach then
     reach = within
     redis.call('HSET', ticker, 'reach', reach, 'reach_total', reach_total or total)

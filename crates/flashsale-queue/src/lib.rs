@@ -86,6 +86,9 @@ pub struct AdmissionPolicy {
     pub oversubscription: f64,
     /// How long an admitted buyer has to reserve, in milliseconds.
     pub ttl_ms: i64,
+    /// Once every unit is in a cart: buyers kept within reach beyond the units that may come
+    /// back (times the oversubscription), for those within it who cancel, lapse or pass.
+    pub reach_margin: u64,
 }
 
 /// Outcome of [`Queue::join`].
@@ -275,6 +278,7 @@ impl Queue {
             .arg(policy.ttl_ms)
             .arg(window.opens_at_ms)
             .arg(if hold { "1" } else { "0" })
+            .arg(policy.reach_margin)
             .invoke_async(&mut conn)
             .await?;
         let bad = || malformed("admit", &reply);

@@ -245,11 +245,20 @@ pub struct QueueSettings {
     pub counter_cache_ttl: Duration,
     /// Polls per second a batch's waiting crowd should make (see [`crate::service::queue::Pacing`]).
     pub poll_budget: u32,
+    /// Once every unit is in a cart, the buyers kept in standby beyond those the held units
+    /// could serve: at least this many, and at least a twentieth of the stock (see
+    /// [`crate::service::queue::reach_margin`]).
+    pub reach_margin_min: u32,
 }
 
 impl Default for QueueSettings {
     fn default() -> Self {
-        QueueSettings { oversubscription: 1.2, counter_cache_ttl: Duration::from_millis(50), poll_budget: 20_000 }
+        QueueSettings {
+            oversubscription: 1.2,
+            counter_cache_ttl: Duration::from_millis(50),
+            poll_budget: 20_000,
+            reach_margin_min: 10,
+        }
     }
 }
 
@@ -387,6 +396,7 @@ impl RawSettings {
                 oversubscription: self.admission_oversubscription,
                 counter_cache_ttl: Duration::from_millis(self.queue_counter_cache_ms),
                 poll_budget: self.queue_poll_budget,
+                ..QueueSettings::default()
             },
             redis_mode: self.redis_mode,
             log_format: self.log_format,

@@ -11,7 +11,8 @@
 //!   domain's words: no `axum`, errors as [`service::Error`].
 //! - State and infrastructure: [`state`] (what every layer shares), [`config`], [`startup`]
 //!   (reaching PostgreSQL and Redis, migrations), [`listener`] (accepting connections),
-//!   [`snapshot`] and [`cache`] (what polls read instead of the stores), [`health`] (whether the
+//!   [`snapshot`] and [`cache`] (what polls read instead of the stores), [`pulse`] (what event
+//!   streams wake on, one per followed batch), [`health`] (whether the
 //!   stores and the ticker work), [`limits`] (rate limits), [`jwt`] (shopper tokens),
 //!   [`metrics`] (the recorder), [`problem`] (the problem codes every layer speaks).
 //!
@@ -31,6 +32,7 @@ pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod problem;
+pub mod pulse;
 pub mod service;
 pub mod snapshot;
 pub mod startup;

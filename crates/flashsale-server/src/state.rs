@@ -68,6 +68,8 @@ pub struct Shared {
     pub counters: Arc<TtlCache<(SaleId, BatchNo), BatchCounters>>,
     /// Per-buyer and per-IP rate limits on the queue endpoints.
     pub limits: Arc<RateLimits>,
+    /// The batches this instance's event streams follow, one pulse each.
+    pub pulses: crate::pulse::Pulses,
     /// Batches whose ledger drift has been logged, so it is logged once, not every second.
     pub drifting: std::sync::Mutex<std::collections::HashSet<(SaleId, BatchNo)>>,
     /// Each batch's Redis-vs-PostgreSQL difference at the previous audit (a difference is
@@ -187,6 +189,7 @@ impl AppState {
             queue_settings: tuning.queue,
             counters: Arc::new(TtlCache::new(tuning.queue.counter_cache_ttl)),
             limits: Arc::new(RateLimits::new(&tuning.limits)),
+            pulses: crate::pulse::Pulses::default(),
             drifting: Default::default(),
             pg_drift: Default::default(),
             orphan_after: tuning.orphan_after,

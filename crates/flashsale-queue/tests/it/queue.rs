@@ -66,7 +66,7 @@ fn ledger_spec(stock: u32, per_user_limit: u32) -> LedgerSpec {
 }
 
 fn policy(rate: u32, ttl_ms: i64) -> AdmissionPolicy {
-    AdmissionPolicy { rate, oversubscription: 1.0, ttl_ms }
+    AdmissionPolicy { rate, oversubscription: 1.0, ttl_ms, reach_margin: 0 }
 }
 
 #[tokio::test]
@@ -452,7 +452,7 @@ async fn admission_never_passes_the_reach_until_more_stock_lifts_it() {
     }
     let counters = || async { s.queue.counters(&[(sale(), BatchNo::FIRST)]).await.unwrap()[0] };
     assert_eq!(counters().await.reach, None, "set by the first step that sees every unit held");
-    // 4 held, 2 admitted buyers still choosing: 6 + ceil((4 - 2) * 1.5) = 9.
+    // 4 held, 2 admitted buyers still choosing: 6 + ceil((4 - 2) * 1.5) = 9 (no margin here).
     tokio::time::sleep(Duration::from_millis(20)).await;
     s.queue.admit(&open, &p, false).await.unwrap();
     assert_eq!(counters().await.reach, Some(Ticket(9)));

@@ -132,7 +132,10 @@ async fn queue_events(
     let first = queue::status(&state, &buyer.user, id, ticket).await?;
     let deadline = Instant::now() + STREAM_LIFETIME;
     let ticket = first.ticket.clone().or_else(|| ticket.map(str::to_owned)).unwrap_or_default();
-    let start = Some(Watch { state, user: buyer.user, sale: id, ticket, last: first, sent: false, _slot: slot });
+    let pulse = queue::follow(&state, id, first.batch_no);
+    let signal = *pulse.borrow();
+    let start =
+        Some(Watch { state, user: buyer.user, sale: id, ticket, last: first, sent: false, pulse, signal, _slot: slot });
     let events = stream::unfold(start, move |watch| async move {
         let mut watch = watch?;
         if !watch.sent {
@@ -144,10 +147,24 @@ async fn queue_events(
             if is_final(watch.last.status) || Instant::now() >= deadline {
                 return None;
             }
-            // Near the front every 200 ms, otherwise at most once a second: the counters behind
-            // it are cached, so this costs no Redis round trip.
-            let pause = watch.last.poll_after_ms.unwrap_or(1_000).clamp(200, 1_000);
-            tokio::time::sleep(Duration::from_millis(pause)).await;
+            // Look again when the batch's pulse says something that concerns this buyer
+            // changed, or on the stream's own clock (see `next_look`).
+            let look_at = (Instant::now() + next_look(&watch.last)).min(deadline);
+            tokio::select! {
+                changed = watch.pulse.changed() => {
+                    if changed.is_err() {
+                        // The pulse stopped (it cannot while followed; a panic would): follow anew.
+                        watch.pulse = queue::follow(&watch.state, watch.sale, watch.last.batch_no);
+                    }
+                    let signal = *watch.pulse.borrow_and_update();
+                    let concerns = watch.signal.concerns(&signal, watch.last.position);
+                    watch.signal = signal;
+                    if !concerns {
+                        continue;
+                    }
+                }
+                () = tokio::time::sleep_until(look_at.into()) => {}
+            }
             match queue::status(&watch.state, &watch.user, watch.sale, Some(&watch.ticket)).await {
                 Ok(next) => {
                     if let Some(renewed) = &next.ticket {
@@ -180,8 +197,22 @@ struct Watch {
     ticket: String,
     last: QueueState,
     sent: bool,
+    /// The batch's pulse, and the signal this stream last acted on.
+    pulse: tokio::sync::watch::Receiver<crate::pulse::Signal>,
+    signal: crate::pulse::Signal,
     /// The buyer's place among their open streams, given back when the stream ends.
     _slot: crate::limits::StreamSlot,
+}
+
+/// How long a stream waits before looking at its buyer's state on its own, for what moves one
+/// buyer at a time (their place and estimate, their turn coming up, the draw at the opening):
+/// as long as the buyer would wait to poll, at least 200 ms near the front, at most 30 s far back,
+/// and not past the opening while the place is not drawn yet. What concerns the whole batch
+/// comes with the pulse at once.
+fn next_look(last: &QueueState) -> Duration {
+    let own = Duration::from_millis(last.poll_after_ms.unwrap_or(1_000).clamp(200, 30_000));
+    let until_open = (last.opens_at - last.server_time).to_std().unwrap_or_default() + Duration::from_millis(100);
+    if last.position.is_none() { own.min(until_open) } else { own }
 }
 
 fn queue_event(state: &QueueState) -> Event {

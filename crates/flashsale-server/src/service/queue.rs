@@ -20,6 +20,7 @@ use serde::Serialize;
 use super::Error;
 use super::sales::live_snapshot;
 use crate::problem::ProblemCode;
+use crate::pulse::{PULSE, Signal};
 use crate::snapshot::BatchCounters;
 use crate::state::AppState;
 
@@ -123,10 +124,21 @@ fn context_of<'a>(state: &AppState, sale: &'a Sale, batch: &'a Batch) -> Context
             rate: config.admission_rate,
             oversubscription: state.queue_settings.oversubscription,
             ttl_ms: i64::from(config.admission_ttl_secs) * 1000,
+            reach_margin: reach_margin(state.queue_settings.reach_margin_min, batch.stock),
         },
         sale,
         batch,
     }
+}
+
+/// Buyers kept in standby beyond those the held units could serve, once every unit is in a cart
+/// (`admit.lua`'s reach): at least `min`, and a twentieth of the stock. A unit goes to the next
+/// buyer when one within reach cancels, lets the payment lapse or passes; if more do than this
+/// allows, the line runs dry with units free and must reopen to buyers already told `sold_out`
+/// (most of whom have left), so the margin is generous: a buyer kept in standby a little longer
+/// costs far less than a unit nobody comes for.
+pub fn reach_margin(min: u32, stock: Units) -> u64 {
+    u64::from(min.max(stock.get() / 20))
 }
 
 /// The cached snapshot of one sale; 404 when there is no such sale.
@@ -141,7 +153,13 @@ pub(crate) async fn sale_snapshot(
     Ok(snapshot)
 }
 
-async fn counters(state: &AppState, sale: SaleId, batch: BatchNo) -> Result<std::sync::Arc<BatchCounters>, Error> {
+/// The batch's counters and ledger, from the per-batch cache (refreshed at most every
+/// `counter_cache_ttl`).
+pub(crate) async fn counters(
+    state: &AppState,
+    sale: SaleId,
+    batch: BatchNo,
+) -> Result<std::sync::Arc<BatchCounters>, Error> {
     state
         .counters
         .get_or_load((sale, batch), || async {
@@ -482,6 +500,41 @@ async fn view(
 )]
 fn admission_capacity(available: u32, oversubscription: f64) -> u64 {
     (f64::from(available) * oversubscription).floor() as u64
+}
+
+/// Follows a batch's pulse (see [`crate::pulse`]) for an event stream, starting it on this
+/// instance if no stream followed the batch yet.
+pub fn follow(state: &AppState, sale: SaleId, batch: BatchNo) -> tokio::sync::watch::Receiver<Signal> {
+    state.pulses.follow((sale, batch), |sender| {
+        tokio::spawn(state.metrics.scope(beat(state.clone(), (sale, batch), sender)));
+    })
+}
+
+/// The pulse of one batch: reads its counters every [`PULSE`] while anyone follows it and
+/// publishes the signal when it changes. A failed read keeps the last signal (the streams' own
+/// looks report the failure to their buyers).
+async fn beat(state: AppState, key: crate::pulse::Key, sender: tokio::sync::watch::Sender<Signal>) {
+    let mut ticks = tokio::time::interval(PULSE);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        ticks.tick().await;
+        if state.pulses.stop_if_unfollowed(key, &sender) {
+            return;
+        }
+        match counters(&state, key.0, key.1).await {
+            Ok(counters) => {
+                let next = Signal::of(&counters);
+                sender.send_if_modified(|signal| {
+                    let changed = *signal != next;
+                    *signal = next;
+                    changed
+                });
+            }
+            Err(e) => {
+                tracing::debug!(sale.id = %key.0, batch.no = %key.1, error = %e, "a batch's pulse could not read it")
+            }
+        }
+    }
 }
 
 /// One admission step for every open batch; returns how many buyers were admitted. Fails only

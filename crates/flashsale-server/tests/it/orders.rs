@@ -672,8 +672,8 @@ async fn waiting_buyers_are_told_standby_while_every_unit_is_in_a_cart(db: sqlx:
 
 /// The whole life of the reach (see `admit.lua`): a batch of two units sold into carts with eight
 /// buyers in line, then paid, lapsed, passed, cancelled and raised, each waiting buyer's status
-/// read after every step. Oversubscription is 1.0 here, so the reach is exactly the units that
-/// may come back.
+/// read after every step. Oversubscription is 1.0 and the margin 0 here, so the reach is exactly
+/// the units that may come back.
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
 async fn buyers_out_of_reach_are_told_sold_out_at_once_and_the_line_reopens_when_units_are_free(db: sqlx::PgPool) {
     let app = uncached(db).await;

@@ -188,27 +188,27 @@ async fn a_buyer_polling_too_fast_gets_429_with_retry_after(db: sqlx::PgPool) {
     assert_eq!(app.buyer(Method::POST, &uri, "calm", None).await.status, 201);
 }
 
-#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
-async fn the_event_stream_pushes_sold_out_within_a_second_and_ends(db: sqlx::PgPool) {
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
+/// A buyer's open event stream, read event by event.
+struct EventStream(axum::body::Body);
 
-    let app = uncached(db).await;
-    let id = app.create_sale(sale_in_prequeue(1)).await["id"].as_i64().unwrap();
-    open_now(&app, id).await;
-    app.buyer(Method::POST, &format!("/sales/{id}/queue"), "first", None).await;
-    let joined = app.buyer(Method::POST, &format!("/sales/{id}/queue"), "waiter", None).await;
-    let request = axum::http::Request::get(format!("/sales/{id}/queue/events"))
-        .header("authorization", format!("Bearer {}", buyer_jwt("waiter", 600)))
-        .header("x-queue-ticket", joined.body["ticket"].as_str().unwrap())
-        .body(axum::body::Body::empty())
-        .unwrap();
-    let response = app.router.clone().oneshot(request).await.unwrap();
-    assert_eq!(response.headers()["content-type"], "text/event-stream");
-    let mut body = response.into_body();
-    let mut next_event = async || -> Option<Value> {
+impl EventStream {
+    async fn open(app: &TestApp, sale: i64, user: &str, ticket: &str) -> EventStream {
+        use tower::ServiceExt;
+        let request = axum::http::Request::get(format!("/sales/{sale}/queue/events"))
+            .header("authorization", format!("Bearer {}", buyer_jwt(user, 600)))
+            .header("x-queue-ticket", ticket)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = app.router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        EventStream(response.into_body())
+    }
+
+    /// The next event's data; `None` when the stream ends (or nothing comes for 5 s).
+    async fn next(&mut self) -> Option<Value> {
+        use http_body_util::BodyExt;
         loop {
-            let frame = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame()).await.ok()??.ok()?;
+            let frame = tokio::time::timeout(std::time::Duration::from_secs(5), self.0.frame()).await.ok()??.ok()?;
             let Ok(data) = frame.into_data() else {
                 continue;
             };
@@ -217,15 +217,56 @@ async fn the_event_stream_pushes_sold_out_within_a_second_and_ends(db: sqlx::PgP
                 return Some(serde_json::from_str(json).unwrap());
             }
         }
-    };
-    let first = next_event().await.unwrap();
+    }
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn the_event_stream_pushes_sold_out_within_a_second_and_ends(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = app.create_sale(sale_in_prequeue(1)).await["id"].as_i64().unwrap();
+    open_now(&app, id).await;
+    app.buyer(Method::POST, &format!("/sales/{id}/queue"), "first", None).await;
+    let joined = app.buyer(Method::POST, &format!("/sales/{id}/queue"), "waiter", None).await;
+    let mut stream = EventStream::open(&app, id, "waiter", joined.body["ticket"].as_str().unwrap()).await;
+    let first = stream.next().await.unwrap();
     assert_eq!((first["status"].as_str(), first["position"].as_u64()), (Some("waiting"), Some(2)));
 
     // The last unit goes.
     sell_out(&app, id).await;
     let sold_at = std::time::Instant::now();
-    let pushed = next_event().await.unwrap();
+    let pushed = stream.next().await.unwrap();
     assert_eq!(pushed["status"], "sold_out");
     assert!(sold_at.elapsed() < std::time::Duration::from_secs(2), "pushed after {:?}", sold_at.elapsed());
-    assert!(next_event().await.is_none(), "the stream ends after a final state");
+    assert!(stream.next().await.is_none(), "the stream ends after a final state");
+}
+
+/// Far back in a slow line a stream looks at its buyer's place only every few seconds (as their
+/// polls would); what concerns the whole batch still reaches it at once, through the batch's one
+/// pulse, and the pulse stops when the last stream closes.
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn a_stream_far_back_learns_a_sell_out_from_the_batch_pulse_at_once(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let body = flashsale_testkit::SaleBuilder::one_off().stock(1).admission_rate(1).body();
+    let id = app.create_sale(body).await["id"].as_i64().unwrap();
+    open_now(&app, id).await;
+    for i in 0..30 {
+        app.buyer(Method::POST, &format!("/sales/{id}/queue"), &format!("ahead-{i}"), None).await;
+    }
+    let joined = app.buyer(Method::POST, &format!("/sales/{id}/queue"), "waiter", None).await;
+    assert!(joined.body["poll_after_ms"].as_u64().unwrap() >= 5_000, "{:?}", joined.body);
+    let mut stream = EventStream::open(&app, id, "waiter", joined.body["ticket"].as_str().unwrap()).await;
+    assert_eq!(stream.next().await.unwrap()["status"], "waiting");
+    assert_eq!(app.state.pulses.followed(), 1);
+
+    sell_out(&app, id).await;
+    let sold_at = std::time::Instant::now();
+    assert_eq!(stream.next().await.unwrap()["status"], "sold_out");
+    assert!(sold_at.elapsed() < std::time::Duration::from_secs(2), "pushed after {:?}", sold_at.elapsed());
+    assert!(stream.next().await.is_none());
+    drop(stream);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while app.state.pulses.followed() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.state.pulses.followed(), 0, "the pulse stops with the last stream");
 }
