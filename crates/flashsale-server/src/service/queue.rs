@@ -190,9 +190,11 @@ pub(crate) fn millis_to_time(ms: i64) -> DateTime<Utc> {
 ///
 /// The far crowd, buyers so far back that the stock free now will almost surely be in carts
 /// before the line reaches them, does not poll at the ceiling all sale long: each is told to come
-/// back once, just after the predicted sell-out (the admission needs `capacity / rate` seconds
+/// back once, just after the predicted sell-out (the admission needs `servable / rate` seconds
 /// to let in the buyers the free stock can serve; they need a few more to reserve), spread in
-/// queue order at `budget` polls a second. By then the reach is known and those it cannot serve
+/// queue order at `budget` polls a second. (Counting the admitted buyers still choosing out of
+/// `servable` would, at the opening, when tens of thousands are, put the sell-out seconds away
+/// and send the whole crowd back at once, long before it comes: measured, BENCHMARKS.md.) By then the reach is known and those it cannot serve
 /// learn `sold_out` on that poll; those it can are told `standby` or their turn. Never later
 /// than their turn could come, were everyone ahead to pass: a far buyer polls before
 /// `ahead / rate` seconds plus their turn's length, so no turn lapses unseen.
@@ -204,9 +206,9 @@ pub struct Pacing {
     pub waiting: u64,
     /// Polls per second the crowd should make, all instances together.
     pub budget: u32,
-    /// Buyers the admission may still let in for the stock free now (available units times the
-    /// oversubscription, less the admitted buyers still choosing).
-    pub capacity: u64,
+    /// Buyers the stock not yet in a cart can serve: available units times the
+    /// oversubscription, admitted buyers still choosing included.
+    pub servable: u64,
     /// How long an admitted buyer's turn lasts, ms.
     pub turn_ms: u64,
 }
@@ -228,14 +230,14 @@ impl Pacing {
     /// The first place of the far crowd: twice the buyers the free stock can serve, plus five
     /// seconds of admission, for the units that come back from cancellations and lapses.
     fn far_from(&self) -> u64 {
-        self.capacity.saturating_mul(2).saturating_add(u64::from(self.rate).saturating_mul(5))
+        self.servable.saturating_mul(2).saturating_add(u64::from(self.rate).saturating_mul(5))
     }
 
     /// For a buyer `ahead` places from the front.
     pub fn waiting_ms(&self, ahead: u64) -> u64 {
         let far_from = self.far_from();
         if ahead >= far_from {
-            let sell_out = self.earliest_turn_ms(self.capacity).saturating_add(RESERVE_SLACK_MS);
+            let sell_out = self.earliest_turn_ms(self.servable).saturating_add(RESERVE_SLACK_MS);
             let spread = (ahead - far_from).saturating_mul(1000) / u64::from(self.budget.max(1));
             let latest = self.earliest_turn_ms(ahead).saturating_add(self.turn_ms).saturating_sub(1_000);
             return sell_out.saturating_add(spread).min(latest).max(500);
@@ -366,13 +368,14 @@ async fn view(
     }
 
     let available = ledger.map_or(0, |l| l.available.get());
-    // Buyers the admission may still let in for the stock free now.
-    let capacity = admission_capacity(available, ctx.policy.oversubscription).saturating_sub(live.queue.inflight);
+    // Buyers the stock free now can serve; of them, those the admission may still let in.
+    let servable = admission_capacity(available, ctx.policy.oversubscription);
+    let capacity = servable.saturating_sub(live.queue.inflight);
     let pacing = Pacing {
         rate: ctx.policy.rate,
         waiting: live.queue.queued().saturating_sub(serving),
         budget: state.queue_settings.poll_budget,
-        capacity,
+        servable,
         turn_ms: u64::try_from(ctx.policy.ttl_ms).unwrap_or(0),
     };
     let closed = ctx.batch.is_finished(now) || ledger.is_some_and(|l| l.closed);
@@ -598,12 +601,12 @@ mod tests {
 
     /// Stock for everyone: nobody is in the far crowd.
     fn ample() -> Pacing {
-        Pacing { rate: 1, waiting: 0, budget: 1, capacity: u64::MAX / 4, turn_ms: 60_000 }
+        Pacing { rate: 1, waiting: 0, budget: 1, servable: u64::MAX / 4, turn_ms: 60_000 }
     }
 
     /// Tuesday noon: a million waiting for 50,000 units (60,000 buyers with the margin).
     fn tuesday() -> Pacing {
-        Pacing { rate: 2_000, waiting: 1_000_000, budget: 20_000, capacity: 60_000, turn_ms: 60_000 }
+        Pacing { rate: 2_000, waiting: 1_000_000, budget: 20_000, servable: 60_000, turn_ms: 60_000 }
     }
 
     #[test]
