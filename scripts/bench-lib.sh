@@ -1,6 +1,19 @@
 #!/usr/bin/env bash
 # Helpers shared by the bench-*.sh scripts. Sourced, not run.
 
+# Makes sure Redis and PostgreSQL run, builds the release server and harness, sets $target to
+# where they are.
+prepare_server_and_harness() {
+  ensure_services
+  cargo build --release --locked -p flashsale-server -p flashsale-loadtest
+  target="${CARGO_TARGET_DIR:-target}/release"
+}
+
+# The machine the numbers come from, and the date.
+machine_line() {
+  echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); $(date -u +%Y-%m-%d)$*"
+}
+
 # Runs wrk (2 threads) with the given connections and seconds plus any wrk arguments, and prints
 # "req/s | p50 | p99 | non-2xx" as the cells of a Markdown table row.
 wrk_cells() {

@@ -12,13 +12,11 @@ cd "$(dirname "$0")/.."
 source scripts/services.sh
 # shellcheck source=scripts/bench-lib.sh
 source scripts/bench-lib.sh
-ensure_services
+prepare_server_and_harness
 
 orders="${1:-50000}"
 concurrency="${2:-256}"
-cargo build --release --locked -p flashsale-server -p flashsale-loadtest
-target="${CARGO_TARGET_DIR:-target}/release"
 start_bench_server 18184 flashsale_bench_orders "bench-o-$$" FLASHSALE_RATE_LIMIT_PER_USER=0
 
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); $(date -u +%Y-%m-%d)"
+machine_line
 "$target/flashsale-loadtest" --url "http://127.0.0.1:18184" order-bench --orders "$orders" --concurrency "$concurrency"

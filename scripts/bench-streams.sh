@@ -6,17 +6,16 @@
 # build of an earlier commit with the same harness). Extra arguments go to the harness.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/services.sh
 source scripts/services.sh
+# shellcheck source=scripts/bench-lib.sh
 source scripts/bench-lib.sh
-ensure_services
-
-cargo build --release --locked -p flashsale-server -p flashsale-loadtest
-target="${CARGO_TARGET_DIR:-target}/release"
+prepare_server_and_harness
 harness="$target/flashsale-loadtest"
 target="${SERVER_DIR:-$target}"
 ulimit -n "$(ulimit -Hn)"
 start_bench_server 18186 flashsale_bench_streams "bench-s-$$" FLASHSALE_HTTP_MAX_CONNECTIONS=19500
 
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); $(date -u +%Y-%m-%d); server $target/flashsale"
+machine_line "; server $target/flashsale"
 "$harness" --url "http://127.0.0.1:18186" streams --buyers "${STREAMS:-15000}" --server-pid "$server" "$@"
 echo "server: peak RSS $(awk '/VmHWM/ {printf "%.0f MiB", $2/1024}' "/proc/$server/status")"

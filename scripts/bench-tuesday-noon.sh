@@ -15,15 +15,12 @@ cd "$(dirname "$0")/.."
 source scripts/services.sh
 # shellcheck source=scripts/bench-lib.sh
 source scripts/bench-lib.sh
-ensure_services
-
-cargo build --release --locked -p flashsale-server -p flashsale-loadtest
-target="${CARGO_TARGET_DIR:-target}/release"
+prepare_server_and_harness
 out="${OUT:-bench-results}"
 mkdir -p "$out"
 start_bench_server 18185 flashsale_bench_tuesday "bench-t-$$" FLASHSALE_QUEUE_POLL_BUDGET="${POLL_BUDGET:-5000}"
 
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); $(date -u +%Y-%m-%d)"
+machine_line
 cpu_before=$(awk '{print $14 + $15}' "/proc/$server/stat")
 status=0
 "$target/flashsale-loadtest" --url "http://127.0.0.1:18185" tuesday-noon \
