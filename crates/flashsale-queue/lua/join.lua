@@ -10,8 +10,9 @@
 --
 -- Returns {outcome, ticket, new}: outcome 'pre' (joined the pre-queue; ticket 0 until the draw),
 -- 'ticket' (place `ticket`, 1-based), 'not_open', 'closed', 'sold_out' (every unit sold, or every
--- unit in a cart and the line already as long as the units that may come back can serve) or 'missing' (no ledger:
--- Redis lost the batch and it is being rebuilt; nothing written) (ticket 0); new = 1 when
+-- unit in a cart and the line already as long as the units that may come back can serve) or
+-- 'missing' (no ledger: Redis lost the batch and it is being rebuilt; nothing written) (ticket
+-- 0); new = 1 when
 -- this call created the place, 0 when it already existed. Time is Redis's own clock (TIME), one
 -- clock for every instance. Joining twice, from any number of tabs at once, yields one place.
 --

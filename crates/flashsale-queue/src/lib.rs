@@ -58,7 +58,7 @@ pub struct QueueStats {
     /// While every unit is in a cart: the last place a returned unit could still reach (see
     /// [`Counters::reach`]); buyers behind it are told `sold_out`, new joiners turned away.
     pub reach: Option<u64>,
-    /// Times the standby line ran dry with units free again and was reopened.
+    /// Times the reach was lifted (see [`Counters::reopens`]).
     pub reopens: u64,
 }
 
@@ -163,7 +163,8 @@ pub struct Counters {
     /// that may come back cannot serve anyone behind it (see `lua/admit.lua`). It only moves back,
     /// until more stock or a line run dry lifts it.
     pub reach: Option<Ticket>,
-    /// Times the reach was lifted because everyone within it had passed and units were free.
+    /// Times the reach was lifted: more stock, or everyone within it had passed and units were
+    /// free again.
     pub reopens: u64,
 }
 
@@ -400,7 +401,7 @@ impl Queue {
                     },
                     reach: match ticker.get(2) {
                         None | Some(Value::Nil) => None,
-                        Some(_) => Some(Ticket(counter(ticker.get(2), &|| keys.queue_ticker())?)),
+                        reach => Some(Ticket(counter(reach, &|| keys.queue_ticker())?)),
                     },
                     reopens: counter(ticker.get(3), &|| keys.queue_ticker())?,
                 })

@@ -267,11 +267,9 @@ pub async fn judge(run: Run<'_>) -> anyhow::Result<Report> {
     // (stock is never raised in these scenarios). The answer was computed at most the server's
     // counter cache (50 ms) before it arrived. (An admitted buyer whose order is refused
     // `sold_out` while every unit is held has only lost that turn: not counted here.)
-    let mut by_place: Vec<&Buyer> = buyers.iter().filter(|b| b.position.is_some()).collect();
-    by_place.sort_by_key(|b| std::cmp::Reverse(b.position));
     let mut latest_later_admission = 0u32;
     let mut told_too_early = 0;
-    for b in &by_place {
+    for b in &placed {
         if b.sold_out_in_line && b.told_over_ms.is_some_and(|told| told.saturating_add(100) < latest_later_admission) {
             told_too_early += 1;
         }
@@ -279,8 +277,9 @@ pub async fn judge(run: Run<'_>) -> anyhow::Result<Report> {
             latest_later_admission = latest_later_admission.max(at);
         }
     }
-    // The server lifts the reach only when everyone within it passed with units free again
-    // (`reopens` in the batch's stats): a buyer told sold_out may then get a turn after all.
+    // The server lifts the reach when everyone within it passed with units free again, or when
+    // stock is added (`reopens` in the batch's stats): a buyer told sold_out may then get a turn
+    // after all.
     let reopens = run.stats["reopens"].as_u64().unwrap_or(0);
     report.check(
         "nobody_told_sold_out_before_a_later_place_got_a_turn",

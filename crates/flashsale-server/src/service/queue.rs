@@ -194,8 +194,9 @@ pub(crate) fn millis_to_time(ms: i64) -> DateTime<Utc> {
 /// to let in the buyers the free stock can serve; they need a few more to reserve), spread in
 /// queue order at `budget` polls a second. (Counting the admitted buyers still choosing out of
 /// `servable` would, at the opening, when tens of thousands are, put the sell-out seconds away
-/// and send the whole crowd back at once, long before it comes: measured, BENCHMARKS.md.) By then the reach is known and those it cannot serve
-/// learn `sold_out` on that poll; those it can are told `standby` or their turn. Never later
+/// and send the whole crowd back at once, long before it comes: measured, BENCHMARKS.md.) By
+/// then the reach is known and those it cannot serve learn `sold_out` on that poll; those it
+/// can are told `standby` or their turn. Never later
 /// than their turn could come, were everyone ahead to pass: a far buyer polls before
 /// `ahead / rate` seconds plus their turn's length, so no turn lapses unseen.
 #[derive(Debug, Clone, Copy)]

@@ -57,7 +57,7 @@ pub struct BatchStats {
     /// While every unit is in a cart: the last place a returned unit could still reach; buyers
     /// behind it are told `sold_out` and new joiners are turned away. Null otherwise.
     pub reach: Option<u64>,
-    /// Times the line within reach ran dry with units free again, and the reach was lifted.
+    /// Times the reach was lifted: more stock, or the line within it ran dry with units free.
     pub reopens: u64,
 }
 
