@@ -1,4 +1,5 @@
-//! The two signed tokens of the queue: the buyer's ticket and the admission token.
+//! The signed tokens of the queue: the buyer's ticket, the admission token, and the stream token
+//! that opens an event stream from a browser.
 
 use flashsale_core::{AdmissionStep, BatchNo, PrequeueSeed, SaleId, Ticket, UserId};
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,21 @@ pub struct AdmissionClaims {
     pub expires_at_ms: i64,
 }
 
+/// The right to open one buyer's event stream for one sale, for a minute.
+///
+/// A browser's `EventSource` cannot send an `Authorization` header, and the buyer's JWT (long-lived,
+/// good for orders) must not go into a URL, where proxies and logs keep it. The page trades the JWT
+/// for this token (`POST /sales/{id}/queue/stream-token`) and puts it in the stream's URL: it
+/// opens nothing but that buyer's stream of that sale, and only for a minute (the browser's own
+/// reconnects within the minute reuse it; after it the page asks for another).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamClaims {
+    pub user: UserId,
+    pub sale: SaleId,
+    /// Unix milliseconds (Redis's clock) after which the token opens nothing.
+    pub expires_at_ms: i64,
+}
+
 /// Why an admission token is refused. The API answers all of them with 403 `token_invalid`; the
 /// variants exist for logs and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -63,17 +79,34 @@ pub enum TokenError {
     Expired,
 }
 
-/// Signs and checks tickets and admission tokens, each with its own derived key.
+/// Signs and checks tickets, admission tokens and stream tokens, each with its own derived key.
 #[derive(Debug, Clone)]
 pub struct Tokens {
     ticket: Signer,
     admission: Signer,
+    stream: Signer,
 }
 
 impl Tokens {
     /// Keys derived from the deployment's secret (`FLASHSALE_JWT_SECRET`).
     pub fn new(secret: &[u8]) -> Tokens {
-        Tokens { ticket: Signer::new(secret, "queue-ticket"), admission: Signer::new(secret, "admission-token") }
+        Tokens {
+            ticket: Signer::new(secret, "queue-ticket"),
+            admission: Signer::new(secret, "admission-token"),
+            stream: Signer::new(secret, "stream-token"),
+        }
+    }
+
+    /// The stream token for `claims`.
+    pub fn sign_stream(&self, claims: &StreamClaims) -> String {
+        self.stream.sign(claims)
+    }
+
+    /// The buyer a stream token opens `sale`'s event stream for at `now_ms`, if it is genuine,
+    /// for that sale and not expired.
+    pub fn verify_stream(&self, token: &str, sale: SaleId, now_ms: i64) -> Option<UserId> {
+        let claims: StreamClaims = self.stream.verify(token)?;
+        (claims.sale == sale && now_ms < claims.expires_at_ms).then_some(claims.user)
     }
 
     /// The ticket as a string for the client.
@@ -155,6 +188,21 @@ mod tests {
     fn claims(expires_at_ms: i64) -> AdmissionClaims {
         let (sale, batch) = ids();
         AdmissionClaims { user: user("alice"), sale, batch, ticket: Ticket(7), step: AdmissionStep(10), expires_at_ms }
+    }
+
+    #[test]
+    fn a_stream_token_opens_only_its_sale_and_only_until_it_expires() {
+        let tokens = Tokens::new(b"secret");
+        let (sale, _) = ids();
+        let claims = StreamClaims { user: user("alice"), sale, expires_at_ms: 2_000 };
+        let token = tokens.sign_stream(&claims);
+        assert_eq!(tokens.verify_stream(&token, sale, 1_999), Some(user("alice")));
+        assert_eq!(tokens.verify_stream(&token, sale, 2_000), None);
+        assert_eq!(tokens.verify_stream(&token, SaleId::try_from(2).unwrap(), 1_000), None);
+        // Neither a forged one nor another kind of token (a ticket) opens a stream.
+        assert_eq!(tokens.verify_stream(&Tokens::new(b"guess").sign_stream(&claims), sale, 1_000), None);
+        let ticket = TicketClaims { user: user("alice"), sale, batch: BatchNo::FIRST, number: None, admission: None };
+        assert_eq!(tokens.verify_stream(&tokens.sign_ticket(&ticket), sale, 1_000), None);
     }
 
     #[test]

@@ -193,6 +193,14 @@ pub struct RawSettings {
     /// Most order requests sharing one transaction.
     #[arg(long, env = "FLASHSALE_ORDER_BATCH_MAX", default_value_t = 256)]
     pub order_batch_max: usize,
+    /// The payment provider's checkout the waiting room sends a buyer to, `{order_id}` and
+    /// `{amount_cents}` filled in (an http or https URL). Unset: no payment link on the page.
+    #[arg(long, env = "FLASHSALE_PAYMENT_PAGE_URL")]
+    pub payment_page_url: Option<String>,
+    /// Comma-separated origins (`https://shop.example`) whose scripts may call the API from a
+    /// browser; empty: none (the pages served here need none).
+    #[arg(long, env = "FLASHSALE_CORS_ORIGINS", default_value = "")]
+    pub cors_origins: String,
 }
 
 /// How the hot path reaches Redis (see the `flashsale-redis` crate).
@@ -234,6 +242,7 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub orders: flashsale_order::WriterTuning,
     pub connections: crate::listener::ConnectionLimits,
+    pub web: WebSettings,
 }
 
 /// How the queue runs on this instance.
@@ -283,6 +292,23 @@ impl Secrets {
         }
     }
 }
+
+/// What the pages are told about this deployment, and who else may call the API from a browser.
+#[derive(Debug, Clone, Default)]
+pub struct WebSettings {
+    /// Where the waiting room sends a buyer to pay an order (`{order_id}` and `{amount_cents}`
+    /// are filled in): the payment provider's checkout, which later calls
+    /// `/payments/callback`. Unset: the page offers no payment link (dev mode has its own test
+    /// button).
+    pub payment_page_url: Option<String>,
+    /// Other sites whose scripts may call the API (see [`crate::http::cors`]).
+    pub cors_origins: CorsOrigins,
+}
+
+/// The origins allowed to call the API from a browser, exactly as browsers send them
+/// (`https://shop.example`).
+#[derive(Debug, Clone, Default)]
+pub struct CorsOrigins(pub Vec<axum::http::HeaderValue>);
 
 /// Settings that cannot be used, with a message that says how to fix them.
 #[derive(Debug, thiserror::Error)]
@@ -367,7 +393,24 @@ impl RawSettings {
             .map(str::parse)
             .collect::<Result<Vec<crate::limits::IpNet>, String>>()
             .map_err(|e| ConfigError(format!("FLASHSALE_TRUSTED_PROXIES: {e}")))?;
+        let web = WebSettings {
+            payment_page_url: match self.payment_page_url {
+                Some(url) if !(url.starts_with("https://") || url.starts_with("http://")) => {
+                    return Err(ConfigError("FLASHSALE_PAYMENT_PAGE_URL must be an http or https URL".to_owned()));
+                }
+                url => url,
+            },
+            cors_origins: CorsOrigins(
+                self.cors_origins
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(cors_origin)
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
         Ok(Settings {
+            web,
             database_url: self.database_url,
             redis_url: self.redis_url,
             addr: self.addr,
@@ -412,6 +455,17 @@ impl RawSettings {
             },
         })
     }
+}
+
+/// One origin of `FLASHSALE_CORS_ORIGINS`, as a browser sends it: scheme and host (and port),
+/// nothing after.
+fn cors_origin(origin: &str) -> Result<axum::http::HeaderValue, ConfigError> {
+    let bad = || ConfigError(format!("FLASHSALE_CORS_ORIGINS: {origin:?} is not an origin like https://shop.example"));
+    let host = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://")).ok_or_else(bad)?;
+    if host.is_empty() || host.contains(['/', '?', '#', ' ', '*']) {
+        return Err(bad());
+    }
+    axum::http::HeaderValue::from_str(origin).map_err(|_| bad())
 }
 
 impl Settings {
@@ -476,6 +530,20 @@ mod tests {
         let settings = parse(&[]).unwrap();
         assert!(settings.secrets.dev_mode);
         assert_eq!(settings.secrets.admin_token.expose(), dev::ADMIN_TOKEN);
+    }
+
+    #[test]
+    fn cors_origins_must_be_bare_origins_and_the_payment_page_a_web_url() {
+        let settings = parse(&["--cors-origins", "https://shop.example, http://127.0.0.1:3000"]).unwrap();
+        assert_eq!(settings.web.cors_origins.0, ["https://shop.example", "http://127.0.0.1:3000"]);
+        assert!(parse(&[]).unwrap().web.cors_origins.0.is_empty());
+        for bad in ["shop.example", "https://shop.example/", "https://*.example", "https://"] {
+            let error = parse(&["--cors-origins", bad]).unwrap_err();
+            assert!(error.0.contains("FLASHSALE_CORS_ORIGINS"), "{bad}: {}", error.0);
+        }
+        assert!(parse(&["--payment-page-url", "javascript:alert(1)"]).is_err());
+        let url = "https://pay.example/checkout?order={order_id}";
+        assert_eq!(parse(&["--payment-page-url", url]).unwrap().web.payment_page_url.as_deref(), Some(url));
     }
 
     #[test]

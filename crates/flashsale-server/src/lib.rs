@@ -85,6 +85,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             retire_grace: config::RETIRE_GRACE,
             local_clock_skew_ms: 0,
             metrics: metrics::Metrics::process(),
+            web: settings.web.clone(),
         },
     );
     jobs::upkeep::sync_clock(&state).await;

@@ -64,6 +64,8 @@ pub struct Shared {
     pub tokens: Tokens,
     /// Queue behaviour of this instance.
     pub queue_settings: QueueSettings,
+    /// The pages' settings and the origins allowed to call the API from a browser.
+    pub web: crate::config::WebSettings,
     /// Each batch's serving counter and stock, reused by status polls for a few milliseconds.
     pub counters: Arc<TtlCache<(SaleId, BatchNo), BatchCounters>>,
     /// Per-buyer and per-IP rate limits on the queue endpoints.
@@ -122,6 +124,8 @@ pub struct Tuning {
     /// Where the instance's metrics go: the process's recorder (a server), or one of its own
     /// (several instances in one process, as tests run them).
     pub metrics: crate::metrics::Metrics,
+    /// What the pages are told, and who else may call the API from a browser.
+    pub web: crate::config::WebSettings,
 }
 
 impl Default for Tuning {
@@ -141,6 +145,7 @@ impl Default for Tuning {
             retire_grace: crate::config::RETIRE_GRACE,
             local_clock_skew_ms: 0,
             metrics: crate::metrics::Metrics::process(),
+            web: crate::config::WebSettings::default(),
         }
     }
 }
@@ -187,6 +192,7 @@ impl AppState {
             jwt: JwtVerifier::new(secrets.jwt_secret.expose().as_bytes()),
             tokens: Tokens::new(secrets.jwt_secret.expose().as_bytes()),
             queue_settings: tuning.queue,
+            web: tuning.web,
             counters: Arc::new(TtlCache::new(tuning.queue.counter_cache_ttl)),
             limits: Arc::new(RateLimits::new(&tuning.limits)),
             pulses: crate::pulse::Pulses::default(),

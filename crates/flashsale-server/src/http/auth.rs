@@ -83,7 +83,14 @@ impl FromRequestParts<AppState> for Buyer {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Buyer, ApiError> {
-        let token = require_bearer(&parts.headers)?;
+        Buyer::from_headers(&parts.headers, state)
+    }
+}
+
+impl Buyer {
+    /// The buyer of the request's `Authorization: Bearer <JWT>`.
+    pub fn from_headers(headers: &HeaderMap, state: &AppState) -> Result<Buyer, ApiError> {
+        let token = require_bearer(headers)?;
         let user = state.jwt.verify(token, state.clock.now().timestamp()).ok_or(ApiError::Unauthorized)?;
         Ok(Buyer { user })
     }

@@ -1,6 +1,8 @@
 //! The HTTP layer: the router, the OpenAPI document generated from it, the middleware, and the
 //! handlers, one module per audience ([`public`], [`queue`] and [`orders`] for shoppers,
-//! [`admin`] for operations, [`ops`] for health and metrics). Each exposes
+//! [`admin`] for operations, [`ops`] for health and metrics); besides the API, the pages
+//! ([`web`]), dev mode's stand-ins for the shop's login and the payment provider ([`dev`]), and
+//! cross-origin access for listed sites ([`cors`]). Each exposes
 //! `fn router() -> OpenApiRouter<AppState>`, registering handlers with `routes!` so the OpenAPI
 //! document and the router cannot disagree.
 //!
@@ -10,6 +12,8 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cors;
+pub mod dev;
 pub mod ops;
 pub mod orders;
 pub mod page;
@@ -17,6 +21,7 @@ pub mod problem;
 pub mod public;
 pub mod queue;
 pub mod track;
+pub mod web;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -189,12 +194,20 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     let mut document = serde_json::to_value(&openapi).expect("the OpenAPI document serialises");
     declare_rules(&mut document);
     let _ = state.openapi.set(document);
-    router
+    let mut router = router.merge(web::router(&state, &state.web));
+    if state.secrets.dev_mode {
+        router = router.merge(dev::router());
+    }
+    let mut router = router
         .route_layer(axum::middleware::from_fn(track::track))
         .layer(axum::middleware::from_fn(canonical_ids))
         .fallback(|| async { ApiError::NotFound("no such endpoint".to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), track::in_instance_scope))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), track::in_instance_scope));
+    if !state.web.cors_origins.0.is_empty() {
+        let origins = std::sync::Arc::new(state.web.cors_origins.clone());
+        router = router.layer(axum::middleware::from_fn_with_state(origins, cors::cors));
+    }
+    router.with_state(state)
 }

@@ -219,17 +219,24 @@ async fn payment_callback(
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if !signature_is_valid(state.secrets.payment_secret.expose().as_bytes(), &body, signature) {
+    deliver_payment(&state, signature, &body).await
+}
+
+/// A payment notice as the provider delivers it: `body`, signed with `signature` (the
+/// `X-Signature` header). Shared by the callback and the dev mode's "pay now (test)", which signs
+/// a notice itself so that a test payment takes the same path as a real one.
+pub(super) async fn deliver_payment(state: &AppState, signature: &str, body: &[u8]) -> Result<Response, ApiError> {
+    if !signature_is_valid(state.secrets.payment_secret.expose().as_bytes(), body, signature) {
         metrics::counter!("payments_total", "outcome" => "bad_signature").increment(1);
         return Err(ApiError::Unauthorized);
     }
-    let notice: PaymentNotice = serde_json::from_slice(&body).map_err(|e| {
+    let notice: PaymentNotice = serde_json::from_slice(body).map_err(|e| {
         if e.is_data() { ApiError::InvalidBody(e.to_string()) } else { ApiError::MalformedJson(e.to_string()) }
     })?;
     if notice.amount_cents < Cents(0) {
         return Err(ApiError::InvalidBody("amount_cents must not be negative".to_owned()));
     }
-    let PaymentAnswer { receipt, status, replayed } = orders::apply_payment(&state, notice).await?;
+    let PaymentAnswer { receipt, status, replayed } = orders::apply_payment(state, notice).await?;
     let mut response = match status {
         404 => {
             ApiError::from(service::Error::NotFound(format!("no order {}; the notice is recorded", receipt.order_id)))

@@ -5,17 +5,19 @@ use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use flashsale_core::SaleId;
+use flashsale_queue::StreamClaims;
 use futures::stream::{self, Stream};
+use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::{Buyer, ClientIp};
-use super::problem::{ApiError, Json, Path};
+use super::problem::{ApiError, Json, Path, Query};
 use crate::problem::Problem;
 use crate::service::queue::{self, QueueState, QueueStatus};
 use crate::state::AppState;
@@ -37,7 +39,70 @@ impl<S: Send + Sync> FromRequestParts<S> for PresentedTicket {
 
 /// The queue routes.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(join_queue, queue_status)).routes(routes!(queue_events))
+    OpenApiRouter::new()
+        .routes(routes!(join_queue, queue_status))
+        .routes(routes!(queue_events))
+        .routes(routes!(stream_token))
+}
+
+/// How long a stream token opens the buyer's event stream.
+const STREAM_TOKEN_LIFETIME_MS: i64 = 60_000;
+
+/// `POST /sales/{id}/queue/stream-token`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct StreamToken {
+    /// Put it in the event stream's URL: `GET /sales/{id}/queue/events?stream_token=…`.
+    stream_token: String,
+    /// After this the token opens nothing; ask for another.
+    expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A short-lived token that opens this buyer's event stream of this sale, for browsers:
+/// `EventSource` cannot send the JWT in a header, and the JWT must not go into a URL. Good for
+/// one minute (the browser's own reconnects within it reuse it), for this sale only.
+#[utoipa::path(
+    post, path = "/sales/{id}/queue/stream-token", tag = "shoppers", params(("id" = i64, Path, description = "Sale id")),
+    security(("buyer_jwt" = [])),
+    responses(
+        (status = 200, body = StreamToken),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited, with Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn stream_token(
+    State(state): State<AppState>,
+    buyer: Buyer,
+    ip: ClientIp,
+    Path(id): Path<SaleId>,
+) -> Result<Json<StreamToken>, ApiError> {
+    state.limits.check(&buyer.user, ip.0)?;
+    let expires_at_ms = state.clock.now().timestamp_millis() + STREAM_TOKEN_LIFETIME_MS;
+    let stream_token = state.tokens.sign_stream(&StreamClaims { user: buyer.user, sale: id, expires_at_ms });
+    let expires_at = chrono::DateTime::from_timestamp_millis(expires_at_ms).unwrap_or_default();
+    Ok(Json(StreamToken { stream_token, expires_at }))
+}
+
+/// `GET /sales/{id}/queue/events`'s query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    /// A token from `POST /sales/{id}/queue/stream-token`, for clients that cannot send the
+    /// `Authorization` header (a browser's `EventSource`).
+    stream_token: Option<String>,
+}
+
+/// Who opens an event stream: the buyer of the `Authorization` header's JWT, or of the URL's
+/// stream token (a browser's `EventSource` can send no header).
+fn stream_buyer(state: &AppState, headers: &HeaderMap, query: &EventsQuery, sale: SaleId) -> Result<Buyer, ApiError> {
+    match &query.stream_token {
+        Some(token) if headers.get(header::AUTHORIZATION).is_none() => {
+            let now_ms = state.clock.now().timestamp_millis();
+            let user = state.tokens.verify_stream(token, sale, now_ms).ok_or(ApiError::Unauthorized)?;
+            Ok(Buyer { user })
+        }
+        _ => Buyer::from_headers(headers, state),
+    }
 }
 
 /// Join the sale's current batch. Idempotent per buyer and batch: joining again (another tab, a
@@ -101,7 +166,8 @@ async fn queue_status(
 const STREAM_LIFETIME: Duration = Duration::from_secs(600);
 
 /// The same state as `GET /sales/{id}/queue`, pushed as Server-Sent Events (`event: queue`,
-/// JSON data) whenever it changes: status, position, ahead, estimate, or in standby the units
+/// JSON data) whenever it changes. Authenticated by the buyer JWT, or (browsers) by a
+/// `stream_token` in the query: status, position, ahead, estimate, or in standby the units
 /// held, the next release and the standby place. The stream ends when nothing is left to wait
 /// for (`sold_out`, `closed`, `expired`) and after ten minutes.
 #[utoipa::path(
@@ -109,8 +175,9 @@ const STREAM_LIFETIME: Duration = Duration::from_secs(600);
     params(
         ("id" = i64, Path, description = "Sale id"),
         ("X-Queue-Ticket" = Option<String>, Header, description = "The `ticket` of the previous answer"),
+        EventsQuery,
     ),
-    security(("buyer_jwt" = [])),
+    security(("buyer_jwt" = []), ()),
     responses(
         (status = 200, description = "A stream of `queue` events, each a QueueState", content_type = "text/event-stream", body = QueueState),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
@@ -120,11 +187,13 @@ const STREAM_LIFETIME: Duration = Duration::from_secs(600);
 )]
 async fn queue_events(
     State(state): State<AppState>,
-    buyer: Buyer,
     ip: ClientIp,
     Path(id): Path<SaleId>,
+    Query(query): Query<EventsQuery>,
     ticket: PresentedTicket,
+    headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let buyer = stream_buyer(&state, &headers, &query, id)?;
     state.limits.check(&buyer.user, ip.0)?;
     let slot = state.limits.open_stream(&buyer.user)?;
     let ticket = ticket.0.as_deref();

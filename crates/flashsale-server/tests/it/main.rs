@@ -9,3 +9,4 @@ mod orders;
 mod queue;
 mod sales;
 mod validation;
+mod web;
