@@ -226,10 +226,8 @@ fn describe(recorder: &PrometheusRecorder) {
 mod tests {
     use super::*;
 
-    /// Every `counter!`, `gauge!` and `histogram!` in the workspace's sources names a metric
-    /// described above, as the same kind.
-    #[test]
-    fn every_recorded_metric_is_described() {
+    /// Every `counter!`, `gauge!` and `histogram!` in the workspace's sources: (name, kind, file).
+    fn recorded() -> Vec<(String, Kind, String)> {
         let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut files = vec![crates];
         let mut found = Vec::new();
@@ -253,12 +251,87 @@ mod tests {
                 }
             }
         }
+        found
+    }
+
+    /// Every `counter!`, `gauge!` and `histogram!` in the workspace's sources names a metric
+    /// described above, as the same kind.
+    #[test]
+    fn every_recorded_metric_is_described() {
+        let found = recorded();
         assert!(found.len() > 20, "the scan found the metrics: {found:?}");
         for (name, kind, file) in found {
             assert!(
                 DESCRIPTIONS.iter().any(|(n, k, _)| *n == name && *k == kind),
                 "{name} ({kind:?}, in {file}) has no description in DESCRIPTIONS"
             );
+        }
+    }
+
+    /// The PromQL expressions of the alert rules (`expr:` lines and `expr: |` blocks).
+    fn alert_expressions(yaml: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut lines = yaml.lines().peekable();
+        while let Some(line) = lines.next() {
+            let Some(rest) = line.trim_start().strip_prefix("expr:") else { continue };
+            let indent = line.len() - line.trim_start().len();
+            if rest.trim() != "|" {
+                out.push(rest.trim().to_owned());
+                continue;
+            }
+            let mut block = String::new();
+            while let Some(next) = lines.next_if(|l| l.len() - l.trim_start().len() > indent || l.trim().is_empty()) {
+                block.push_str(next.trim());
+                block.push(' ');
+            }
+            out.push(block);
+        }
+        out
+    }
+
+    /// Every metric the Grafana dashboard and the Prometheus alert rules in `deploy/` use is one
+    /// the server exports: described here (its `# HELP`) and recorded somewhere in the sources.
+    /// A renamed metric or a typo in a rule fails here rather than in a silent panel or an
+    /// alert that can never fire.
+    #[test]
+    fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
+        let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(deploy.join("grafana/dashboards/flashsale.json")).unwrap())
+                .unwrap();
+        let mut expressions: Vec<String> = dashboard["panels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|panel| panel["targets"].as_array().cloned().unwrap_or_default())
+            .map(|target| target["expr"].as_str().unwrap().to_owned())
+            .collect();
+        let from_dashboard = expressions.len();
+        expressions.extend(alert_expressions(&std::fs::read_to_string(deploy.join("prometheus/alerts.yml")).unwrap()));
+        assert!(from_dashboard > 10 && expressions.len() > from_dashboard + 10, "{expressions:?}");
+
+        let recorded: Vec<String> = recorded().into_iter().map(|(name, _, _)| name).collect();
+        let exported = |name: &str| {
+            DESCRIPTIONS.iter().any(|&(described, kind, _)| {
+                let series = match kind {
+                    Kind::Histogram => {
+                        ["_bucket", "_sum", "_count"].iter().any(|s| name.strip_suffix(s) == Some(described))
+                    }
+                    _ => name == described,
+                };
+                series && recorded.iter().any(|r| r == described)
+            })
+        };
+        // PromQL's own words with an underscore; every other such word must be a metric.
+        let promql = ["histogram_quantile", "clamp_min", "clamp_max", "label_replace", "absent_over_time"];
+        for expression in &expressions {
+            let words = expression.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+            for word in words.filter(|w| w.contains('_') && w.bytes().all(|b| !b.is_ascii_uppercase())) {
+                assert!(
+                    promql.contains(&word) || exported(word),
+                    "{word} (in `{expression}`) is not a metric the server exports"
+                );
+            }
         }
     }
 }

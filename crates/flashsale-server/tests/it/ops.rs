@@ -151,6 +151,7 @@ async fn the_openapi_document_describes_every_route(db: sqlx::PgPool) {
         "/sales/{id}",
         "/sales/{id}/queue",
         "/sales/{id}/queue/events",
+        "/sales/{id}/queue/stream-token",
         "/sales/{id}/batches/{batch_no}/draw",
         "/sales/{id}/orders",
         "/orders",
