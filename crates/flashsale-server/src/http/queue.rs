@@ -66,6 +66,7 @@ struct StreamToken {
     responses(
         (status = 200, body = StreamToken),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found: not a sale id", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited, with Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -82,10 +83,10 @@ async fn stream_token(
     Ok(Json(StreamToken { stream_token, expires_at }))
 }
 
-/// `GET /sales/{id}/queue/events`'s query.
+/// `GET /sales/{id}/queue/events`'s query. Other parameters are ignored (as before the stream
+/// token existed), so a client adding its own (a cache buster) is not refused.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
 struct EventsQuery {
     /// A token from `POST /sales/{id}/queue/stream-token`, for clients that cannot send the
     /// `Authorization` header (a browser's `EventSource`).
