@@ -25,7 +25,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = deadpool_redis::Config::from_url(&url);
     config.pool = Some(deadpool_redis::PoolConfig::new(concurrency));
     let pool = config.create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
-    flashsale_inventory::scripts::load_all(&pool).await?;
+    flashsale_inventory::scripts::load_all(&flashsale_redis::Redis::pooled(pool.clone())).await?;
     let redis = match mode.as_str() {
         "pool" => flashsale_redis::Redis::pooled(pool.clone()),
         _ => flashsale_redis::Redis::shared(pool.clone(), &url, Duration::from_secs(5)).await?,

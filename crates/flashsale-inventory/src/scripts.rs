@@ -68,8 +68,8 @@ fn all() -> [(&'static str, &'static LazyLock<redis::Script>); 10] {
 
 /// Loads every script into Redis's script cache (`SCRIPT LOAD`), checking that Redis compiles
 /// them and that the SHA it reports is the one [`redis::Script`] will call.
-pub async fn load_all(pool: &deadpool_redis::Pool) -> Result<(), InventoryError> {
-    let mut conn = pool.get().await?;
+pub async fn load_all(redis: &flashsale_redis::Redis) -> Result<(), InventoryError> {
+    let mut conn = redis.conn().await?;
     for (name, script) in all() {
         let sha = script.load_async(&mut conn).await?;
         if sha != script.get_hash() {

@@ -18,8 +18,8 @@ pub static ADMISSION_WINDOW: LazyLock<redis::Script> =
     LazyLock::new(|| flashsale_redis::script(include_str!("../lua/admission_window.lua")));
 
 /// Loads every queue script into Redis's script cache.
-pub async fn load_all(pool: &deadpool_redis::Pool) -> Result<(), QueueError> {
-    let mut conn = pool.get().await?;
+pub async fn load_all(redis: &flashsale_redis::Redis) -> Result<(), QueueError> {
+    let mut conn = redis.conn().await?;
     for (name, script) in [("join", &*JOIN), ("admit", &*ADMIT), ("admission_window", &*ADMISSION_WINDOW)] {
         let sha = script.load_async(&mut conn).await?;
         if sha != script.get_hash() {

@@ -8,9 +8,14 @@
 //!   reconnects on its own). Concurrent requests' commands are pipelined on one socket, so Redis
 //!   reads many per system call and the server spends far less time per command.
 //!
+//! And against a **Redis Cluster** (`FLASHSALE_REDIS_CLUSTER`): one multiplexed cluster
+//! connection per instance, each command and script routed by its keys' slot (every key of a sale
+//! shares the `{sale:ID}` slot), `MOVED`/`ASK` followed, `SCRIPT LOAD` sent to every node. A
+//! pipeline whose commands live in several slots (cross-sale reads) is sent as its commands, all
+//! at once: each node's share travels pipelined on that node's connection.
+//!
 //! [`Redis`] hides the choice: the queue and inventory crates ask it for a [`Conn`] and run their
-//! scripts on that. The pool is always there for the occasional command (health checks, script
-//! loading).
+//! scripts on that.
 
 pub mod clock;
 
@@ -21,7 +26,8 @@ use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, ErrorKind, Pipeline, RedisFuture, Value};
 
 /// The longest wait between two reconnection attempts of the shared connection, ms.
 pub const RECONNECT_MAX_DELAY_MS: u64 = 500;
@@ -39,13 +45,28 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 /// A handle to Redis for the hot path; cheap to clone.
 #[derive(Clone)]
 pub struct Redis {
-    pool: deadpool_redis::Pool,
-    shared: Option<ConnectionManager>,
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    /// One Redis, a pooled connection per operation.
+    Pooled(deadpool_redis::Pool),
+    /// One Redis, one multiplexed connection (the pool for bulk work).
+    Shared(deadpool_redis::Pool, ConnectionManager),
+    /// A Redis Cluster: a connection for the hot path (commands bounded by the short timeout)
+    /// and one for bulk work (bounded by [`BULK_TIMEOUT`]).
+    Cluster { hot: ClusterConnection, bulk: ClusterConnection },
 }
 
 impl std::fmt::Debug for Redis {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Redis").field("shared", &self.shared.is_some()).finish_non_exhaustive()
+        let mode = match self.backend {
+            Backend::Pooled(_) => "pooled",
+            Backend::Shared(..) => "shared",
+            Backend::Cluster { .. } => "cluster",
+        };
+        f.debug_struct("Redis").field("mode", &mode).finish_non_exhaustive()
     }
 }
 
@@ -59,7 +80,7 @@ impl Redis {
     /// Every operation checks a connection out of `pool`; each command waits at most
     /// [`COMMAND_TIMEOUT`] for its answer.
     pub fn pooled(pool: deadpool_redis::Pool) -> Redis {
-        Redis { pool, shared: None }
+        Redis { backend: Backend::Pooled(pool) }
     }
 
     /// Hot-path operations share one multiplexed connection to `url`; commands that wait longer
@@ -81,37 +102,63 @@ impl Redis {
             .set_max_delay(RECONNECT_MAX_DELAY_MS)
             .set_number_of_retries(2);
         let manager = ConnectionManager::new_with_config(client, config).await?;
-        Ok(Redis { pool, shared: Some(manager) })
+        Ok(Redis { backend: Backend::Shared(pool, manager) })
     }
 
-    /// The pool, for occasional commands.
-    pub fn pool(&self) -> &deadpool_redis::Pool {
-        &self.pool
+    /// A Redis Cluster reached through any of `seeds` (`redis://host:port` of some of its nodes;
+    /// the client learns the rest from them); commands that wait longer than `response_timeout`
+    /// fail, as in the other modes.
+    pub async fn cluster(seeds: &[String], response_timeout: Duration) -> redis::RedisResult<Redis> {
+        let connect = |timeout: Duration| async move {
+            redis::cluster::ClusterClientBuilder::new(seeds.to_vec())
+                .connection_timeout(response_timeout)
+                .response_timeout(timeout)
+                // A redirect or a node that restarted is retried briefly, never for long: a sale
+                // waits for no Redis more than a second or two.
+                .retries(2)
+                .min_retry_wait(50)
+                .max_retry_wait(RECONNECT_MAX_DELAY_MS)
+                .build()?
+                .get_async_connection()
+                .await
+        };
+        let hot = connect(response_timeout).await?;
+        let bulk = connect(BULK_TIMEOUT).await?;
+        Ok(Redis { backend: Backend::Cluster { hot, bulk } })
     }
 
-    /// A pooled connection, whatever the mode, whose commands may wait [`BULK_TIMEOUT`]: for the
-    /// rare operation whose size grows with the batch (the shared connection's one-second limit
-    /// would fail a large rebuild that Redis goes on to apply).
+    /// Whether this handle talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.backend, Backend::Cluster { .. })
+    }
+
+    /// A connection, whatever the mode, whose commands may wait [`BULK_TIMEOUT`]: for the rare
+    /// operation whose size grows with the batch (the hot path's one-second limit would fail a
+    /// large rebuild that Redis goes on to apply).
     pub async fn bulk_conn(&self) -> Result<Conn, deadpool_redis::PoolError> {
-        self.pooled_conn(BULK_TIMEOUT).await
-    }
-
-    /// A connection checked out of the pool within [`COMMAND_TIMEOUT`] (checking out may itself
-    /// wait on Redis: the pool pings a connection before handing it out, or opens a new one),
-    /// whose commands wait at most `limit`.
-    async fn pooled_conn(&self, limit: Duration) -> Result<Conn, deadpool_redis::PoolError> {
-        match tokio::time::timeout(COMMAND_TIMEOUT, self.pool.get()).await {
-            Ok(conn) => Ok(Conn::Pooled(conn?, limit)),
-            Err(_) => Err(deadpool_redis::PoolError::Timeout(deadpool_redis::TimeoutType::Wait)),
+        match &self.backend {
+            Backend::Pooled(pool) | Backend::Shared(pool, _) => pooled_conn(pool, BULK_TIMEOUT).await,
+            Backend::Cluster { bulk, .. } => Ok(Conn::Cluster(bulk.clone())),
         }
     }
 
     /// A connection for one operation, within [`COMMAND_TIMEOUT`].
     pub async fn conn(&self) -> Result<Conn, deadpool_redis::PoolError> {
-        match &self.shared {
-            Some(shared) => Ok(Conn::Shared(shared.clone())),
-            None => self.pooled_conn(COMMAND_TIMEOUT).await,
+        match &self.backend {
+            Backend::Pooled(pool) => pooled_conn(pool, COMMAND_TIMEOUT).await,
+            Backend::Shared(_, shared) => Ok(Conn::Shared(shared.clone())),
+            Backend::Cluster { hot, .. } => Ok(Conn::Cluster(hot.clone())),
         }
+    }
+}
+
+/// A connection checked out of `pool` within [`COMMAND_TIMEOUT`] (checking out may itself wait on
+/// Redis: the pool pings a connection before handing it out, or opens a new one), whose commands
+/// wait at most `limit`.
+async fn pooled_conn(pool: &deadpool_redis::Pool, limit: Duration) -> Result<Conn, deadpool_redis::PoolError> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, pool.get()).await {
+        Ok(conn) => Ok(Conn::Pooled(conn?, limit)),
+        Err(_) => Err(deadpool_redis::PoolError::Timeout(deadpool_redis::TimeoutType::Wait)),
     }
 }
 
@@ -175,6 +222,8 @@ pub enum Conn {
     Pooled(deadpool_redis::Connection, Duration),
     /// A clone of the shared multiplexed connection.
     Shared(ConnectionManager),
+    /// A clone of the multiplexed cluster connection.
+    Cluster(ClusterConnection),
 }
 
 impl std::fmt::Debug for Conn {
@@ -182,6 +231,7 @@ impl std::fmt::Debug for Conn {
         f.write_str(match self {
             Conn::Pooled(..) => "Conn::Pooled",
             Conn::Shared(_) => "Conn::Shared",
+            Conn::Cluster(_) => "Conn::Cluster",
         })
     }
 }
@@ -191,6 +241,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Pooled(c, limit) => within(*limit, c.req_packed_command(cmd)),
             Conn::Shared(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -203,6 +254,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Pooled(c, limit) => within(*limit, c.req_packed_commands(cmd, offset, count)),
             Conn::Shared(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => cluster_pipeline(c, cmd, offset, count),
         }
     }
 
@@ -210,8 +262,32 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Pooled(c, _) => c.get_db(),
             Conn::Shared(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
         }
     }
+}
+
+/// A pipeline on a cluster: sent whole when its keys share a slot (one sale's reads), else as its
+/// commands, all at once, answers in the pipeline's order. A transaction (`MULTI`) must stay in
+/// one slot and is never split.
+fn cluster_pipeline<'a>(
+    conn: &'a mut ClusterConnection,
+    pipeline: &'a Pipeline,
+    offset: usize,
+    count: usize,
+) -> RedisFuture<'a, Vec<Value>> {
+    Box::pin(async move {
+        match conn.req_packed_commands(pipeline, offset, count).await {
+            Err(e) if e.kind() == ErrorKind::CrossSlot && !pipeline.is_transaction() => {
+                let sends = pipeline.cmd_iter().map(|cmd| {
+                    let mut conn = conn.clone();
+                    async move { conn.req_packed_command(cmd).await }
+                });
+                futures::future::join_all(sends).await.into_iter().collect()
+            }
+            answer => answer,
+        }
+    })
 }
 
 /// `command` bounded by `limit`: past it, an I/O timeout error, which callers treat as Redis being
@@ -329,6 +405,48 @@ mod tests {
         for (mode, redis) in &modes {
             assert_eq!(ping(redis).await.unwrap(), "PONG", "{mode}: works again after the pause");
         }
+    }
+
+    /// On a cluster of the test's own: commands and scripts go to their keys' master, a pipeline
+    /// of one slot goes whole, one of several slots goes as its commands (answers in order), and
+    /// a transaction across slots is refused rather than split.
+    #[tokio::test]
+    async fn the_cluster_mode_routes_commands_scripts_and_pipelines_by_slot() {
+        let cluster = flashsale_testkit::RedisCluster::start();
+        let redis = Redis::cluster(&cluster.urls()[..1], COMMAND_TIMEOUT).await.unwrap();
+        assert!(redis.is_cluster());
+        let mut conn = redis.conn().await.unwrap();
+        let sale = |n: u32| format!("t:{{sale:{n}}}:ledger");
+        // Keys of ten sales: spread over the three masters.
+        let mut pipe = redis::pipe();
+        for n in 0..10 {
+            pipe.cmd("SET").arg(sale(n)).arg(n).ignore();
+        }
+        let () = pipe.query_async(&mut conn).await.unwrap();
+        let mut pipe = redis::pipe();
+        for n in 0..10 {
+            pipe.cmd("GET").arg(sale(n));
+        }
+        let got: Vec<u32> = pipe.query_async(&mut conn).await.unwrap();
+        assert_eq!(got, (0..10).collect::<Vec<_>>());
+        // One slot: the whole pipeline, as with one Redis.
+        let (a, b): (u32, u32) =
+            redis::pipe().cmd("GET").arg(sale(3)).cmd("INCR").arg(sale(3)).query_async(&mut conn).await.unwrap();
+        assert_eq!((a, b), (3, 4));
+        let sum = script("return {'sum', redis.call('GET', KEYS[1]) + redis.call('GET', KEYS[2])}");
+        let same_slot = "t:{sale:3}:other".to_owned();
+        let () = redis::cmd("SET").arg(&same_slot).arg(10).query_async(&mut conn).await.unwrap();
+        let reply: Value = sum.key(sale(3)).key(&same_slot).invoke_async(&mut conn).await.unwrap();
+        assert_eq!(tagged(&reply).map(|(tag, values)| (tag, values.to_vec())), Some(("sum", vec![Value::Int(14)])));
+        // A script given keys of two slots is refused by the cluster.
+        let crossed: redis::RedisResult<Value> = sum.key(sale(3)).key(sale(4)).invoke_async(&mut conn).await;
+        assert!(crossed.is_err(), "{crossed:?}");
+        let transaction: redis::RedisResult<()> =
+            redis::pipe().atomic().cmd("GET").arg(sale(1)).cmd("GET").arg(sale(2)).query_async(&mut conn).await;
+        assert!(transaction.is_err());
+        let mut bulk = redis.bulk_conn().await.unwrap();
+        let pong: String = redis::cmd("PING").query_async(&mut bulk).await.unwrap();
+        assert_eq!(pong, "PONG");
     }
 
     #[tokio::test]

@@ -88,6 +88,10 @@ pub struct RawSettings {
     /// Redis URL.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
     pub redis_url: Secret,
+    /// A Redis Cluster instead of one Redis: comma-separated `redis://host:port` of some of its
+    /// nodes (the rest are learnt from them). Set, it replaces REDIS_URL and FLASHSALE_REDIS_MODE.
+    #[arg(long, env = "FLASHSALE_REDIS_CLUSTER", default_value = "", hide_env_values = true)]
+    pub redis_cluster: String,
     /// Address to listen on.
     #[arg(long, env = "FLASHSALE_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
@@ -226,6 +230,8 @@ pub enum LogFormat {
 pub struct Settings {
     pub database_url: Secret,
     pub redis_url: Secret,
+    /// Seed nodes of a Redis Cluster; empty: one Redis at `redis_url`.
+    pub redis_cluster: Vec<String>,
     pub addr: SocketAddr,
     pub secrets: Secrets,
     pub keys: KeySpace,
@@ -409,8 +415,14 @@ impl RawSettings {
                     .collect::<Result<_, _>>()?,
             ),
         };
+        let redis_cluster: Vec<String> =
+            self.redis_cluster.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+        if redis_cluster.iter().any(|url| redis::parse_redis_url(url).is_none()) {
+            return Err(ConfigError("FLASHSALE_REDIS_CLUSTER must list redis:// URLs, comma-separated".to_owned()));
+        }
         Ok(Settings {
             web,
+            redis_cluster,
             database_url: self.database_url,
             redis_url: self.redis_url,
             addr: self.addr,

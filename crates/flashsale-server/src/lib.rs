@@ -55,22 +55,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     let db = startup::connect_postgres(&settings).await?;
     startup::migrate(&db).await?;
-    let redis = startup::connect_redis(&settings).await?;
-    flashsale_inventory::scripts::load_all(&redis).await.map_err(startup::StartupError::from)?;
-    flashsale_queue::scripts::load_all(&redis).await.map_err(startup::StartupError::from)?;
-    flashsale_order::load_scripts(&redis).await.map_err(|e| anyhow::anyhow!("loading the order scripts: {e}"))?;
-
-    let hot = match settings.redis_mode {
-        config::RedisMode::Pool => flashsale_redis::Redis::pooled(redis),
-        config::RedisMode::Shared => {
-            flashsale_redis::Redis::shared(redis, settings.redis_url.expose(), flashsale_redis::COMMAND_TIMEOUT)
-                .await
-                .map_err(|e| startup::StartupError::RedisUnreachable {
-                waited: std::time::Duration::ZERO,
-                cause: e.to_string(),
-            })?
-        }
-    };
+    let hot = startup::connect_redis(&settings).await?;
+    flashsale_inventory::scripts::load_all(&hot).await.map_err(startup::StartupError::from)?;
+    flashsale_queue::scripts::load_all(&hot).await.map_err(startup::StartupError::from)?;
+    flashsale_order::load_scripts(&hot).await.map_err(|e| anyhow::anyhow!("loading the order scripts: {e}"))?;
     let state = AppState::new(
         db.clone(),
         hot,

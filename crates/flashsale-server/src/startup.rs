@@ -135,31 +135,78 @@ pub async fn migrate(db: &PgPool) -> Result<(), StartupError> {
     conn.close().await.map_err(failed)
 }
 
-/// Builds the Redis pool, waits for Redis to answer, and checks it never evicts keys.
-pub async fn connect_redis(settings: &Settings) -> Result<deadpool_redis::Pool, StartupError> {
-    let pool = redis_pool(settings.redis_url.expose(), settings.redis_pool_size)?;
+/// Connects to Redis as configured (one server, pooled or shared, or a cluster), waits for it to
+/// answer, and checks that it never evicts keys (on a cluster: every master).
+pub async fn connect_redis(settings: &Settings) -> Result<flashsale_redis::Redis, StartupError> {
     let started = Instant::now();
-    let mut conn = loop {
-        let attempt = async {
-            let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-            redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(|e| e.to_string())?;
-            Ok::<_, String>(conn)
-        };
-        match attempt.await {
-            Ok(conn) => break conn,
+    let unreachable = |cause: String| StartupError::RedisUnreachable { waited: started.elapsed(), cause };
+    let redis = loop {
+        match try_connect(settings).await {
+            Ok(redis) => break redis,
             Err(cause) if started.elapsed() < settings.startup_timeout => {
                 tracing::warn!(error = %cause, "Redis not reachable yet; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            Err(cause) => {
-                return Err(StartupError::RedisUnreachable { waited: started.elapsed(), cause });
-            }
+            Err(cause) => return Err(unreachable(cause)),
         }
     };
     if !settings.redis_skip_policy_check {
-        check_eviction_policy(&mut conn).await?;
+        for url in masters(settings, &redis).await.map_err(unreachable)? {
+            let client = redis::Client::open(url.as_str()).map_err(|e| StartupError::RedisConfig(e.to_string()))?;
+            let mut conn = client.get_multiplexed_async_connection().await.map_err(|e| unreachable(e.to_string()))?;
+            check_eviction_policy(&mut conn).await?;
+        }
     }
-    Ok(pool)
+    Ok(redis)
+}
+
+/// One attempt: the handle in the configured mode, and a `PING` through it.
+async fn try_connect(settings: &Settings) -> Result<flashsale_redis::Redis, String> {
+    let redis = if settings.redis_cluster.is_empty() {
+        let pool = redis_pool(settings.redis_url.expose(), settings.redis_pool_size).map_err(|e| e.to_string())?;
+        match settings.redis_mode {
+            crate::config::RedisMode::Pool => flashsale_redis::Redis::pooled(pool),
+            crate::config::RedisMode::Shared => {
+                flashsale_redis::Redis::shared(pool, settings.redis_url.expose(), flashsale_redis::COMMAND_TIMEOUT)
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+        }
+    } else {
+        flashsale_redis::Redis::cluster(&settings.redis_cluster, flashsale_redis::COMMAND_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?
+    };
+    let mut conn = redis.conn().await.map_err(|e| e.to_string())?;
+    redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(|e| e.to_string())?;
+    Ok(redis)
+}
+
+/// The URL of every master: `REDIS_URL` for one server; on a cluster, each master `CLUSTER
+/// NODES` lists (the seeds may be replicas, or only some of the masters).
+async fn masters(settings: &Settings, redis: &flashsale_redis::Redis) -> Result<Vec<String>, String> {
+    if !redis.is_cluster() {
+        return Ok(vec![settings.redis_url.expose().to_owned()]);
+    }
+    let mut conn = redis.conn().await.map_err(|e| e.to_string())?;
+    let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn).await.map_err(|e| e.to_string())?;
+    Ok(cluster_masters(&nodes))
+}
+
+/// The masters of a `CLUSTER NODES` reply, as `redis://ip:port` (`<id> <ip:port@cport[,host]>
+/// <flags> …` per line; a master's flags include `master`, a failed one's `fail`).
+fn cluster_masters(nodes: &str) -> Vec<String> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let address = fields.nth(1)?;
+            let flags = fields.next()?;
+            let serving = flags.split(',').any(|f| f == "master") && !flags.split(',').any(|f| f == "fail");
+            let ip_port = address.split(['@', ',']).next()?;
+            serving.then(|| format!("redis://{ip_port}"))
+        })
+        .collect()
 }
 
 /// A pool whose callers wait at most two seconds for a connection, so a dead Redis turns into a
@@ -175,12 +222,27 @@ pub fn redis_pool(url: &str, size: usize) -> Result<deadpool_redis::Pool, Startu
 }
 
 /// Refuses a Redis whose `maxmemory-policy` is anything but `noeviction`.
-pub async fn check_eviction_policy(conn: &mut deadpool_redis::Connection) -> Result<(), StartupError> {
+pub async fn check_eviction_policy(conn: &mut impl redis::aio::ConnectionLike) -> Result<(), StartupError> {
     let reply: Result<Vec<String>, _> = redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy").query_async(conn).await;
     let reply = reply.map_err(|e| StartupError::RedisPolicyUnknown { cause: e.to_string() })?;
     match reply.as_slice() {
         [_, policy] if policy == "noeviction" => Ok(()),
         [_, policy] => Err(StartupError::RedisEvicts { policy: policy.clone() }),
         other => Err(StartupError::RedisPolicyUnknown { cause: format!("unexpected reply {other:?}") }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_masters_of_a_cluster_nodes_reply_are_its_serving_masters() {
+        let nodes = "\
+07c3 127.0.0.1:30004@40004 slave e7d1 0 1426238317239 4 connected
+67ed 127.0.0.1:30002@40002,redis-2 master - 0 1426238316232 2 connected 5461-10922
+292f 127.0.0.1:30003@40003 myself,master - 0 1426238318243 3 connected 10923-16383
+e7d1 127.0.0.1:30001@40001 master,fail - 1426238316232 1426238316232 1 disconnected\n";
+        assert_eq!(cluster_masters(nodes), ["redis://127.0.0.1:30002", "redis://127.0.0.1:30003"]);
     }
 }

@@ -39,9 +39,9 @@ impl std::ops::Deref for AppState {
 pub struct Shared {
     /// PostgreSQL: sales, batches, audit trail.
     pub db: PgPool,
-    /// The Redis pool, for health checks (`inventory` and `queue` use the hot-path handle, pooled
-    /// or shared as configured).
-    pub redis: deadpool_redis::Pool,
+    /// Redis as configured (one server, pooled or shared, or a cluster), for health checks, the
+    /// clock and the restart check (`inventory` and `queue` hold the same handle).
+    pub redis: flashsale_redis::Redis,
     /// Batch ledgers in Redis.
     pub inventory: Inventory,
     /// Queue counters in Redis.
@@ -183,7 +183,7 @@ impl AppState {
             inventory: Inventory::new(hot.clone(), keys.clone()),
             queue: Queue::new(hot.clone(), keys),
             db,
-            redis: hot.pool().clone(),
+            redis: hot.clone(),
             secrets: Arc::new(secrets.clone()),
             background: tokio_util::task::TaskTracker::new(),
             metrics: tuning.metrics.clone(),

@@ -13,10 +13,12 @@ use std::time::Duration;
 
 use flashsale_core::KeySpace;
 
+pub mod cluster;
 pub mod proxy;
 pub mod sale;
 pub mod server;
 
+pub use cluster::RedisCluster;
 pub use proxy::TcpProxy;
 pub use sale::SaleBuilder;
 pub use server::RedisServer;
@@ -29,8 +31,11 @@ pub fn redis_url() -> String {
 /// A pool on the test Redis and a key space nobody else uses.
 #[derive(Debug, Clone)]
 pub struct TestRedis {
-    /// Connections to the test Redis.
+    /// Connections to the test Redis (on a cluster: to its first master only, which holds some
+    /// of the key space's slots; reach the keys through [`TestRedis::cluster_seeds`]).
     pub pool: deadpool_redis::Pool,
+    /// On a Redis Cluster of the test's own ([`TestRedis::on_cluster`]): its nodes' URLs.
+    pub cluster_seeds: Option<Vec<String>>,
     /// `test-<uuid>`: this test's keys.
     pub keys: KeySpace,
     /// Deletes the keys once every clone of this handle is gone.
@@ -47,15 +52,20 @@ pub struct TestRedis {
 /// already sent to land.
 #[derive(Debug)]
 struct KeyGuard {
-    url: String,
+    /// Every server holding keys of the space (a cluster's masters, or the one Redis).
+    urls: Vec<String>,
     prefix: String,
     background: std::sync::Mutex<Vec<tokio_util::task::TaskTracker>>,
 }
 
 impl KeyGuard {
-    /// Deletes every key under the prefix, a `SCAN` page at a time.
+    /// Deletes every key under the prefix on every server, a `SCAN` page at a time.
     fn delete(&self) -> redis::RedisResult<()> {
-        let client = redis::Client::open(self.url.as_str())?;
+        self.urls.iter().try_for_each(|url| self.delete_on(url))
+    }
+
+    fn delete_on(&self, url: &str) -> redis::RedisResult<()> {
+        let client = redis::Client::open(url)?;
         let mut conn = client.get_connection_with_timeout(Duration::from_millis(500))?;
         conn.set_read_timeout(Some(Duration::from_secs(2)))?;
         let pattern = format!("{}:*", self.prefix);
@@ -64,7 +74,11 @@ impl KeyGuard {
             let (next, keys): (u64, Vec<String>) =
                 redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000).query(&mut conn)?;
             if !keys.is_empty() {
-                let _: i64 = redis::cmd("UNLINK").arg(&keys).query(&mut conn)?;
+                // One key at a time: on a cluster node, keys of several slots in one command
+                // are refused (CROSSSLOT).
+                for key in &keys {
+                    let _: i64 = redis::cmd("UNLINK").arg(key).query(&mut conn)?;
+                }
             }
             if next == 0 {
                 return Ok(());
@@ -82,7 +96,7 @@ impl Drop for KeyGuard {
         if background.iter().all(tokio_util::task::TaskTracker::is_empty) {
             return;
         }
-        let again = KeyGuard { url: self.url.clone(), prefix: self.prefix.clone(), background: Default::default() };
+        let again = KeyGuard { urls: self.urls.clone(), prefix: self.prefix.clone(), background: Default::default() };
         std::thread::spawn(move || {
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             while !background.iter().all(tokio_util::task::TaskTracker::is_empty)
@@ -114,8 +128,23 @@ impl TestRedis {
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .expect("a valid Redis URL");
         let keys = KeySpace::new(format!("test-{}", uuid::Uuid::new_v4().simple()));
-        let guard = KeyGuard { url: url.to_owned(), prefix: keys.prefix().to_owned(), background: Default::default() };
-        TestRedis { pool, keys, _guard: Arc::new(guard) }
+        let guard =
+            KeyGuard { urls: vec![url.to_owned()], prefix: keys.prefix().to_owned(), background: Default::default() };
+        TestRedis { pool, keys, cluster_seeds: None, _guard: Arc::new(guard) }
+    }
+
+    /// A fresh key space on a [`RedisCluster`] of the test's own.
+    ///
+    /// # Panics
+    /// When the pool cannot be built.
+    pub fn on_cluster(cluster: &RedisCluster) -> TestRedis {
+        let urls = cluster.urls();
+        let mut redis = TestRedis::at(&urls[0]);
+        let guard =
+            KeyGuard { urls: urls.clone(), prefix: redis.keys.prefix().to_owned(), background: Default::default() };
+        redis._guard = Arc::new(guard);
+        redis.cluster_seeds = Some(urls);
+        redis
     }
 
     /// Every key under this test's prefix.
@@ -123,18 +152,26 @@ impl TestRedis {
     /// # Panics
     /// When Redis cannot be reached.
     pub async fn keys_in_use(&self) -> Vec<String> {
-        let mut conn = self.pool.get().await.expect("test Redis reachable");
-        let pattern = format!("{}:*", self.keys.prefix());
+        let mut found = Vec::new();
+        for url in &self._guard.urls {
+            let client = redis::Client::open(url.as_str()).expect("a valid Redis URL");
+            let mut conn = client.get_multiplexed_async_connection().await.expect("test Redis reachable");
+            found.extend(Self::scan(&mut conn, &format!("{}:*", self.keys.prefix())).await);
+        }
+        found
+    }
+
+    async fn scan(conn: &mut redis::aio::MultiplexedConnection, pattern: &str) -> Vec<String> {
         let mut found = Vec::new();
         let mut cursor: u64 = 0;
         loop {
             let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
-                .arg(&pattern)
+                .arg(pattern)
                 .arg("COUNT")
                 .arg(1000)
-                .query_async(&mut conn)
+                .query_async(conn)
                 .await
                 .expect("SCAN succeeds");
             found.extend(batch);

@@ -22,7 +22,7 @@ fn spec(total: u32) -> LedgerSpec {
 
 async fn setup() -> (TestRedis, Inventory) {
     let redis = TestRedis::new();
-    flashsale_inventory::scripts::load_all(&redis.pool).await.unwrap();
+    flashsale_inventory::scripts::load_all(&flashsale_redis::Redis::pooled(redis.pool.clone())).await.unwrap();
     let inventory = Inventory::new(redis.pool.clone(), redis.keys.clone());
     (redis, inventory)
 }

@@ -82,7 +82,7 @@ fn spec(total: u32) -> LedgerSpec {
 
 async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
     let redis = TestRedis::new();
-    flashsale_inventory::scripts::load_all(&redis.pool).await.unwrap();
+    flashsale_inventory::scripts::load_all(&flashsale_redis::Redis::pooled(redis.pool.clone())).await.unwrap();
     let inventory = Inventory::new(redis.pool.clone(), redis.keys.clone());
     let (sale, batch) = (SaleId::try_from(5).unwrap(), BatchNo::FIRST);
     inventory.open_batch(sale, batch, spec(stock)).await.unwrap();

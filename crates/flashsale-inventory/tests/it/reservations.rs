@@ -26,7 +26,7 @@ fn now_ms() -> i64 {
 
 async fn open(stock: u32, limit: u32) -> (TestRedis, Inventory) {
     let redis = TestRedis::new();
-    flashsale_inventory::scripts::load_all(&redis.pool).await.unwrap();
+    flashsale_inventory::scripts::load_all(&flashsale_redis::Redis::pooled(redis.pool.clone())).await.unwrap();
     let inventory = Inventory::new(redis.pool.clone(), redis.keys.clone());
     let spec = LedgerSpec {
         total: Units::new(stock),

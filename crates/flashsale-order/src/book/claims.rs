@@ -18,8 +18,8 @@ static TAKE_OVER_CLAIM: LazyLock<redis::Script> =
 
 /// Loads the order crate's script into Redis's script cache (an early check that Redis accepts
 /// it; a flushed cache is reloaded transparently anyway).
-pub async fn load_scripts(pool: &deadpool_redis::Pool) -> Result<(), OrderError> {
-    let mut conn = pool.get().await.map_err(|e| OrderError::NoRedisConnection(Arc::new(e)))?;
+pub async fn load_scripts(redis: &flashsale_redis::Redis) -> Result<(), OrderError> {
+    let mut conn = redis.conn().await.map_err(|e| OrderError::NoRedisConnection(Arc::new(e)))?;
     TAKE_OVER_CLAIM.load_async(&mut conn).await?;
     Ok(())
 }

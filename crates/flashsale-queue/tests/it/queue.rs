@@ -44,8 +44,8 @@ async fn setup(stock: u32) -> Setup {
 
 async fn setup_with(stock: u32, per_user_limit: u32) -> Setup {
     let redis = TestRedis::new();
-    flashsale_queue::scripts::load_all(&redis.pool).await.unwrap();
-    flashsale_inventory::scripts::load_all(&redis.pool).await.unwrap();
+    flashsale_queue::scripts::load_all(&flashsale_redis::Redis::pooled(redis.pool.clone())).await.unwrap();
+    flashsale_inventory::scripts::load_all(&flashsale_redis::Redis::pooled(redis.pool.clone())).await.unwrap();
     let inventory = Inventory::new(redis.pool.clone(), redis.keys.clone());
     inventory.open_batch(sale(), BatchNo::FIRST, ledger_spec(stock, per_user_limit)).await.unwrap();
     let queue = Queue::new(redis.pool.clone(), redis.keys.clone());

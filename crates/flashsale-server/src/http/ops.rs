@@ -48,7 +48,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError>
     let limit = Duration::from_secs(1);
     let postgres = tokio::time::timeout(limit, sqlx::query("SELECT 1").execute(&state.db));
     let redis = tokio::time::timeout(limit, async {
-        let mut conn = state.redis.get().await.map_err(|e| e.to_string())?;
+        let mut conn = state.redis.conn().await.map_err(|e| e.to_string())?;
         redis::cmd("PING").query_async::<String>(&mut conn).await.map_err(|e| e.to_string())
     });
     let (postgres, redis) = tokio::join!(postgres, redis);

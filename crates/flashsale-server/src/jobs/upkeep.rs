@@ -65,7 +65,7 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
 /// Measures this instance's offset from Redis's clock ([`flashsale_redis::Clock`]); a failure
 /// keeps the last offset (Redis is unreachable then, and nothing it decides can happen anyway).
 pub async fn sync_clock(state: &AppState) {
-    let result = match state.redis.get().await {
+    let result = match state.redis.conn().await {
         Ok(mut conn) => state.clock.sync(&mut conn).await.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
@@ -292,6 +292,24 @@ async fn release_orphan_chunk(state: &AppState, sale: SaleId, batch: BatchNo) ->
     Ok(u32::try_from(candidates.len()).unwrap_or(u32::MAX))
 }
 
+/// The `run_id` of the Redis server in an `INFO server` reply; on a cluster (whose reply maps each
+/// master to its own), every master's, sorted and joined, so that a restart or failover of any of
+/// them changes it. `None` when a reply hides it.
+fn run_ids(info: &redis::Value) -> Option<String> {
+    let run_id = |text: &str| text.lines().find_map(|l| l.strip_prefix("run_id:")).map(|id| id.trim().to_owned());
+    match info {
+        redis::Value::Map(nodes) => {
+            let mut ids: Vec<String> = nodes
+                .iter()
+                .map(|(_, reply)| flashsale_redis::reply_text(reply).and_then(run_id))
+                .collect::<Option<_>>()?;
+            ids.sort();
+            Some(ids.join(","))
+        }
+        reply => flashsale_redis::reply_text(reply).and_then(run_id),
+    }
+}
+
 /// Whether the Redis server changed since any instance last looked: its `run_id` is new after
 /// every restart and differs on a replica promoted by a failover. Either may have lost the last
 /// writes (an append-only file fsynced every second, a lagging replica) while keeping the ledgers,
@@ -299,13 +317,14 @@ async fn release_orphan_chunk(state: &AppState, sale: SaleId, batch: BatchNo) ->
 /// rebuilt from PostgreSQL. The `run_id` last seen is kept in PostgreSQL (shared by every
 /// instance, surviving their restarts); the instance that moves it on does the fencing.
 async fn redis_restarted(state: &AppState) -> Result<bool, Error> {
-    let mut conn = state.redis.get().await?;
-    let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await.map_err(Error::from)?;
+    let mut conn = state.redis.conn().await?;
+    let info: redis::Value = redis::cmd("INFO").arg("server").query_async(&mut conn).await.map_err(Error::from)?;
     drop(conn);
-    let Some(run_id) = info.lines().find_map(|l| l.strip_prefix("run_id:")).map(str::trim) else {
+    let Some(run_id) = run_ids(&info) else {
         // A managed Redis may hide it: the other checks still run.
         return Ok(false);
     };
+    let run_id = run_id.as_str();
     let moved: Option<Option<String>> = sqlx::query_scalar(
         "INSERT INTO redis_incarnation (run_id) VALUES ($1)          ON CONFLICT (only_row) DO UPDATE SET run_id = EXCLUDED.run_id, seen_at = now()          WHERE redis_incarnation.run_id <> EXCLUDED.run_id          RETURNING (SELECT run_id FROM redis_incarnation)",
     )

@@ -2,6 +2,7 @@
 //! per test, `#[sqlx::test]`) and Redis (a key space per test, cleaned when the test ends).
 
 mod admin_auth;
+mod cluster;
 mod common;
 mod faults;
 mod ops;

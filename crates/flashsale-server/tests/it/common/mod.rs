@@ -63,13 +63,18 @@ impl TestApp {
 
     /// A test app over `redis` (a key space on a Redis server of the test's own, for faults).
     pub async fn on_redis(db: PgPool, tuning: Tuning, redis: TestRedis) -> TestApp {
-        flashsale_inventory::scripts::load_all(&redis.pool).await.unwrap();
-        flashsale_queue::scripts::load_all(&redis.pool).await.unwrap();
-        flashsale_order::load_scripts(&redis.pool).await.unwrap();
+        // One Redis: the pool; a cluster of the test's own: a cluster connection to it.
+        let hot = match &redis.cluster_seeds {
+            Some(seeds) => flashsale_redis::Redis::cluster(seeds, flashsale_redis::COMMAND_TIMEOUT).await.unwrap(),
+            None => flashsale_redis::Redis::pooled(redis.pool.clone()),
+        };
+        flashsale_inventory::scripts::load_all(&hot).await.unwrap();
+        flashsale_queue::scripts::load_all(&hot).await.unwrap();
+        flashsale_order::load_scripts(&hot).await.unwrap();
         // Each test app records into metrics of its own: one test's counters never show in
         // another's `/metrics`.
         let tuning = Tuning { metrics: flashsale_server::metrics::Metrics::own(), ..tuning };
-        let state = AppState::new(db.clone(), redis.pool.clone(), redis.keys.clone(), Secrets::dev(), tuning);
+        let state = AppState::new(db.clone(), hot, redis.keys.clone(), Secrets::dev(), tuning);
         redis.clean_after(state.background.clone());
         let router = app(state.clone(), MAX_BODY_BYTES);
         TestApp { router, state, redis, db }
@@ -150,7 +155,7 @@ pub fn one_off_sale() -> Value {
 /// that stock changes can be tested against units buyers hold.
 pub async fn hold_units(app: &TestApp, sale: i64, units: i64) {
     let keys = app.redis.keys.batch(sale.try_into().unwrap(), flashsale_core::BatchNo::FIRST);
-    let mut conn = app.redis.pool.get().await.unwrap();
+    let mut conn = app.state.redis.conn().await.unwrap();
     let _: () = redis::pipe()
         .atomic()
         .hincr(keys.ledger(), "available", -units)
@@ -183,7 +188,7 @@ pub async fn open_now(app: &TestApp, sale: i64) {
     .await
     .unwrap();
     let ledger = app.redis.keys.batch(sale.try_into().unwrap(), flashsale_core::BatchNo::FIRST).ledger();
-    let mut conn = app.redis.pool.get().await.unwrap();
+    let mut conn = app.state.redis.conn().await.unwrap();
     let _: () = redis::cmd("HSET")
         .arg(&ledger)
         .arg("opens_at_ms")
@@ -222,7 +227,7 @@ pub fn sale_in_prequeue(stock: u32) -> Value {
 /// tested before orders exist.
 pub async fn sell_out(app: &TestApp, sale: i64) {
     let ledger = app.redis.keys.batch(sale.try_into().unwrap(), flashsale_core::BatchNo::FIRST).ledger();
-    let mut conn = app.redis.pool.get().await.unwrap();
+    let mut conn = app.state.redis.conn().await.unwrap();
     let total: i64 = redis::cmd("HGET").arg(&ledger).arg("total").query_async(&mut conn).await.unwrap();
     let _: () = redis::cmd("HSET")
         .arg(&ledger)
