@@ -13,6 +13,21 @@ pub struct RedisCluster {
     masters: Vec<RedisServer>,
 }
 
+/// A free port whose cluster bus port (10,000 above it) is free too. Below 55,536, or the bus port
+/// would not exist (the OS's ephemeral ports often lie above it: `redis-server` then refuses to
+/// start).
+fn cluster_port() -> u16 {
+    use std::hash::{BuildHasher, RandomState};
+    let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+    loop {
+        let random = RandomState::new().hash_one(std::time::Instant::now());
+        let port = 20_000 + u16::try_from(random % 30_000).expect("below 30,000");
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+}
+
 impl RedisCluster {
     /// Starts three masters and joins them into a cluster covering all 16,384 slots.
     ///
@@ -22,16 +37,19 @@ impl RedisCluster {
     pub fn start() -> RedisCluster {
         let masters: Vec<RedisServer> = (0..3)
             .map(|_| {
-                RedisServer::start(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "2000",
-                    "--appendonly",
-                    "no",
-                ])
+                RedisServer::start_on(
+                    cluster_port(),
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "2000",
+                        "--appendonly",
+                        "no",
+                    ],
+                )
             })
             .collect();
         let addresses: Vec<String> =

@@ -29,10 +29,17 @@ impl RedisServer {
     /// # Panics
     /// When `redis-server` cannot be started or does not answer within 10 s.
     pub fn start(extra: &[&str]) -> RedisServer {
+        RedisServer::start_on(free_port(), extra)
+    }
+
+    /// As [`RedisServer::start`], on `port`.
+    ///
+    /// # Panics
+    /// When `redis-server` cannot be started or does not answer within 10 s.
+    pub fn start_on(port: u16, extra: &[&str]) -> RedisServer {
         let dir = std::env::temp_dir().join(format!("flashsale-redis-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("create the server's directory");
-        let mut server =
-            RedisServer { port: free_port(), dir, extra: extra.iter().map(|s| (*s).to_owned()).collect(), child: None };
+        let mut server = RedisServer { port, dir, extra: extra.iter().map(|s| (*s).to_owned()).collect(), child: None };
         server.spawn();
         server
     }

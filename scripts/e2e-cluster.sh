@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# End to end on a Redis Cluster with two instances: starts a three-master Redis Cluster of its own
+# (three `redis-server` processes with cluster-enabled on free ports, joined with
+# `redis-cli --cluster create`), two `flashsale` binaries on it sharing one database, and plays
+# `flashsale-loadtest smoke` against both (`--url` twice: each buyer's requests go to either, as a
+# load balancer would send them) with every check. Stops what it started, by process id.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/services.sh
+source scripts/services.sh
+# shellcheck source=scripts/redis-cluster.sh
+source scripts/redis-cluster.sh
+ensure_services
+
+cargo build --locked -p flashsale-server -p flashsale-loadtest
+target="${CARGO_TARGET_DIR:-target}/debug"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+work=$(mktemp -d)
+db="flashsale_e2e_cluster_$$"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  stop_redis_cluster
+  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+start_redis_cluster "$work"
+
+urls=()
+for i in 1 2; do
+  port=$(free_port)
+  DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" FLASHSALE_ADDR="127.0.0.1:$port" \
+    FLASHSALE_REDIS_CLUSTER="$cluster_seeds" FLASHSALE_REDIS_PREFIX="e2e-cluster-$$" FLASHSALE_RATE_LIMIT_PER_IP=0 \
+    "$target/flashsale" serve >"$work/flashsale-$i.log" 2>&1 &
+  pids+=("$!")
+  for _ in $(seq 1 120); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+    if ! kill -0 "${pids[-1]}" 2>/dev/null; then cat "$work/flashsale-$i.log"; echo "flashsale $i exited during start-up"; exit 1; fi
+    sleep 0.5
+  done
+  urls+=(--url "http://127.0.0.1:$port")
+  # The second instance starts once the first has created the database and run the migrations.
+done
+
+status=0
+"$target/flashsale-loadtest" "${urls[@]}" smoke --database-url "postgres://postgres@127.0.0.1:5432/$db" \
+  --report "$work/smoke.json" || status=$?
+if [ "$status" -ne 0 ]; then tail -n 30 "$work"/flashsale-*.log; exit "$status"; fi
+echo "e2e-cluster: smoke passed against two instances on a three-master Redis Cluster"
