@@ -4,12 +4,13 @@
 #
 #   start_redis_cluster DIR   three redis-server processes with cluster-enabled on free ports
 #                             (files under DIR), joined with `redis-cli --cluster create`; sets
-#                             $cluster_seeds (two of the masters, FLASHSALE_REDIS_CLUSTER's form)
-#                             and $cluster_pids
+#                             $cluster_seeds (two of the masters, FLASHSALE_REDIS_CLUSTER's form),
+#                             $cluster_urls (all three) and $cluster_pids
 #   stop_redis_cluster        stops those processes, by process id
 
 cluster_pids=()
 cluster_seeds=""
+cluster_urls=""
 
 # A free port whose cluster bus port (10,000 above it) is free too, below 55,536 (the ephemeral
 # ports the OS hands out often lie above, where the bus port would not exist).
@@ -47,6 +48,7 @@ start_redis_cluster() {
     sleep 0.1
   done
   cluster_seeds="redis://${nodes[0]},redis://${nodes[1]}"
+  cluster_urls="$cluster_seeds,redis://${nodes[2]}"
 }
 
 stop_redis_cluster() {

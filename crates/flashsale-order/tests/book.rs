@@ -35,9 +35,9 @@ async fn batch(db: &PgPool, stock: i64, limit: i64) -> SaleId {
     SaleId::try_from(id).unwrap()
 }
 
-fn book(db: &PgPool, redis: &TestRedis) -> OrderBook {
+async fn book(db: &PgPool, redis: &TestRedis) -> OrderBook {
     let clock = flashsale_redis::Clock::new();
-    OrderBook::new(db.clone(), redis.pool.clone().into(), clock, redis.keys.clone(), WriterTuning::default())
+    OrderBook::new(db.clone(), redis.handle().await, clock, redis.keys.clone(), WriterTuning::default())
 }
 
 fn user(name: &str) -> UserId {
@@ -73,7 +73,7 @@ fn created(placed: Placed) -> Order {
 #[sqlx::test(migrations = "../../migrations")]
 async fn an_order_is_written_once_per_key_and_read_back(db: PgPool) {
     let redis = TestRedis::new();
-    let (sale, book) = (batch(&db, 5, 2).await, book(&db, &redis));
+    let (sale, book) = (batch(&db, 5, 2).await, book(&db, &redis).await);
     let first = created(book.place(order(sale, "alice", "k1", 1, TimeDelta::minutes(1))).await.unwrap());
     assert_eq!(first.status, OrderStatus::PendingPayment);
     // The same key again, for another reservation: refused, the first order stands.
@@ -90,7 +90,7 @@ async fn an_order_is_written_once_per_key_and_read_back(db: PgPool) {
 #[sqlx::test(migrations = "../../migrations")]
 async fn the_record_refuses_what_the_stock_and_the_limit_do_not_allow(db: PgPool) {
     let redis = TestRedis::new();
-    let (sale, book) = (batch(&db, 2, 1).await, book(&db, &redis));
+    let (sale, book) = (batch(&db, 2, 1).await, book(&db, &redis).await);
     created(book.place(order(sale, "alice", "k", 1, TimeDelta::minutes(1))).await.unwrap());
     let second = book.place(order(sale, "alice", "other-key", 2, TimeDelta::minutes(1))).await.unwrap();
     assert_eq!(second, Placed::Refused(Refusal::LimitReached));
@@ -102,7 +102,7 @@ async fn the_record_refuses_what_the_stock_and_the_limit_do_not_allow(db: PgPool
 #[sqlx::test(migrations = "../../migrations")]
 async fn an_order_of_a_lost_state_is_fenced_and_one_of_a_released_reservation_orphaned(db: PgPool) {
     let redis = TestRedis::new();
-    let (sale, book) = (batch(&db, 5, 5).await, book(&db, &redis));
+    let (sale, book) = (batch(&db, 5, 5).await, book(&db, &redis).await);
     assert_eq!(book.release_orphans(sale, BatchNo::FIRST, &[ReservationId(7)]).await.unwrap(), vec![ReservationId(7)]);
     assert_eq!(book.place(order(sale, "alice", "k", 7, TimeDelta::minutes(1))).await.unwrap(), Placed::Orphaned);
     // A rebuild moved the epoch on: a reservation of the state before is never an order.
@@ -128,7 +128,7 @@ fn notice(order: &Order, reference: &str) -> (PaymentNotice, Fingerprint) {
 #[sqlx::test(migrations = "../../migrations")]
 async fn a_payment_in_time_pays_a_late_one_is_owed_back_and_a_cancel_releases(db: PgPool) {
     let redis = TestRedis::new();
-    let (sale, book) = (batch(&db, 5, 5).await, book(&db, &redis));
+    let (sale, book) = (batch(&db, 5, 5).await, book(&db, &redis).await);
     let in_time = created(book.place(order(sale, "alice", "k", 1, TimeDelta::minutes(1))).await.unwrap());
     let (paid, fingerprint) = notice(&in_time, "pay-1");
     let PaymentApplied::Applied { receipt, .. } = book.apply_payment(&paid, &fingerprint).await.unwrap() else {
@@ -157,7 +157,7 @@ async fn a_payment_in_time_pays_a_late_one_is_owed_back_and_a_cancel_releases(db
 #[sqlx::test(migrations = "../../migrations")]
 async fn a_refusal_is_stored_and_replayed_to_the_retry(db: PgPool) {
     let redis = TestRedis::new();
-    let book = book(&db, &redis);
+    let book = book(&db, &redis).await;
     let key = IdempotencyKey::try_from("k").unwrap();
     let fingerprint = Fingerprint::of(&[b"alice", b"k"]);
     let refusal = StoredResponse { status: 409, body: r#"{"code":"sold_out"}"#.to_owned() };
@@ -170,7 +170,7 @@ async fn a_refusal_is_stored_and_replayed_to_the_retry(db: PgPool) {
 #[sqlx::test(migrations = "../../migrations")]
 async fn fifty_writers_at_once_sell_exactly_the_stock(db: PgPool) {
     let redis = TestRedis::new();
-    let (sale, book) = (batch(&db, 20, 1).await, std::sync::Arc::new(book(&db, &redis)));
+    let (sale, book) = (batch(&db, 20, 1).await, std::sync::Arc::new(book(&db, &redis).await));
     let writers: Vec<_> = (0..50u64)
         .map(|i| {
             let book = book.clone();

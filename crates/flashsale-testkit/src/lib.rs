@@ -24,6 +24,10 @@ pub use sale::SaleBuilder;
 pub use server::RedisServer;
 
 /// The Redis the tests use: `REDIS_URL`, or the local default.
+/// When set (comma-separated URLs of every master of a Redis Cluster), [`TestRedis::new`] puts its
+/// key spaces on that cluster: `scripts/test.sh` runs the suite a second time so.
+pub const CLUSTER_ENV: &str = "FLASHSALE_TEST_REDIS_CLUSTER";
+
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
@@ -116,7 +120,25 @@ impl TestRedis {
     /// # Panics
     /// When the pool cannot be built from `REDIS_URL`.
     pub fn new() -> TestRedis {
-        TestRedis::at(&redis_url())
+        match std::env::var(CLUSTER_ENV) {
+            Ok(urls) if !urls.trim().is_empty() => {
+                TestRedis::on_nodes(urls.split(',').map(|u| u.trim().to_owned()).collect())
+            }
+            _ => TestRedis::at(&redis_url()),
+        }
+    }
+
+    /// The handle the crates use, over this key space's Redis: the pool, or a cluster connection.
+    ///
+    /// # Panics
+    /// When the cluster cannot be reached.
+    pub async fn handle(&self) -> flashsale_redis::Redis {
+        match &self.cluster_seeds {
+            Some(seeds) => flashsale_redis::Redis::cluster(seeds, flashsale_redis::COMMAND_TIMEOUT)
+                .await
+                .expect("the test's Redis Cluster answers"),
+            None => flashsale_redis::Redis::pooled(self.pool.clone()),
+        }
     }
 
     /// A fresh key space on the Redis at `url` (a [`RedisServer`] of the test's own).
@@ -138,7 +160,12 @@ impl TestRedis {
     /// # Panics
     /// When the pool cannot be built.
     pub fn on_cluster(cluster: &RedisCluster) -> TestRedis {
-        let urls = cluster.urls();
+        TestRedis::on_nodes(cluster.urls())
+    }
+
+    /// A fresh key space on the Redis Cluster whose masters are `urls` (every one of them, so the
+    /// keys can be cleaned on each).
+    fn on_nodes(urls: Vec<String>) -> TestRedis {
         let mut redis = TestRedis::at(&urls[0]);
         let guard =
             KeyGuard { urls: urls.clone(), prefix: redis.keys.prefix().to_owned(), background: Default::default() };

@@ -22,15 +22,15 @@ fn spec(total: u32) -> LedgerSpec {
 
 async fn setup() -> (TestRedis, Inventory) {
     let redis = TestRedis::new();
-    flashsale_inventory::scripts::load_all(&flashsale_redis::Redis::pooled(redis.pool.clone())).await.unwrap();
-    let inventory = Inventory::new(redis.pool.clone(), redis.keys.clone());
+    flashsale_inventory::scripts::load_all(&redis.handle().await).await.unwrap();
+    let inventory = Inventory::new(redis.handle().await, redis.keys.clone());
     (redis, inventory)
 }
 
 /// Puts `units` of the batch into buyers' hands the way a reservation does (available → reserved),
 /// so stock changes can be tested before the reserve script exists.
 async fn hold(redis: &TestRedis, units: i64) {
-    let mut conn = redis.pool.get().await.unwrap();
+    let mut conn = redis.handle().await.conn().await.unwrap();
     let key = redis.keys.batch(sale(), BatchNo::FIRST).ledger();
     let _: () = redis::pipe()
         .atomic()
@@ -132,7 +132,7 @@ async fn closing_is_final() {
 async fn a_missing_ledger_reads_as_none_and_a_corrupt_one_clamped_and_unbalanced() {
     let (redis, inventory) = setup().await;
     assert_eq!(inventory.snapshot(sale(), BatchNo::FIRST).await.unwrap(), None);
-    let mut conn = redis.pool.get().await.unwrap();
+    let mut conn = redis.handle().await.conn().await.unwrap();
     let key = redis.keys.batch(sale(), BatchNo::FIRST).ledger();
     let _: () =
         redis::cmd("HSET").arg(&key).arg("total").arg(-5).arg("available").arg(3).query_async(&mut conn).await.unwrap();
@@ -146,7 +146,7 @@ async fn a_missing_ledger_reads_as_none_and_a_corrupt_one_clamped_and_unbalanced
 #[tokio::test]
 async fn scripts_refuse_bad_arguments_without_writing() {
     let (redis, _inventory) = setup().await;
-    let mut conn = redis.pool.get().await.unwrap();
+    let mut conn = redis.handle().await.conn().await.unwrap();
     let key = redis.keys.batch(sale(), BatchNo::FIRST).ledger();
     let result: redis::RedisResult<i64> = flashsale_inventory::scripts::OPEN_BATCH
         .key(&key)

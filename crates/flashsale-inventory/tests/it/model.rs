@@ -82,8 +82,8 @@ fn spec(total: u32) -> LedgerSpec {
 
 async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
     let redis = TestRedis::new();
-    flashsale_inventory::scripts::load_all(&flashsale_redis::Redis::pooled(redis.pool.clone())).await.unwrap();
-    let inventory = Inventory::new(redis.pool.clone(), redis.keys.clone());
+    flashsale_inventory::scripts::load_all(&redis.handle().await).await.unwrap();
+    let inventory = Inventory::new(redis.handle().await, redis.keys.clone());
     let (sale, batch) = (SaleId::try_from(5).unwrap(), BatchNo::FIRST);
     inventory.open_batch(sale, batch, spec(stock)).await.unwrap();
     let mut m = Model { total: stock, available: stock, ..Model::default() };
@@ -187,7 +187,7 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
             Op::Rebuild => {
                 // Redis loses the batch: every key of it goes.
                 let keys = redis.keys.batch(sale, batch);
-                let mut conn = redis.pool.get().await.unwrap();
+                let mut conn = redis.handle().await.conn().await.unwrap();
                 let all = [
                     keys.ledger(),
                     keys.holdings(),

@@ -26,8 +26,8 @@ fn now_ms() -> i64 {
 
 async fn open(stock: u32, limit: u32) -> (TestRedis, Inventory) {
     let redis = TestRedis::new();
-    flashsale_inventory::scripts::load_all(&flashsale_redis::Redis::pooled(redis.pool.clone())).await.unwrap();
-    let inventory = Inventory::new(redis.pool.clone(), redis.keys.clone());
+    flashsale_inventory::scripts::load_all(&redis.handle().await).await.unwrap();
+    let inventory = Inventory::new(redis.handle().await, redis.keys.clone());
     let spec = LedgerSpec {
         total: Units::new(stock),
         per_user_limit: Units::new(limit),
@@ -189,7 +189,7 @@ async fn a_paused_closed_or_unopened_batch_reserves_nothing() {
 #[tokio::test]
 async fn a_flushed_script_cache_is_reloaded_transparently() {
     let (redis, inventory) = open(10, 1).await;
-    let mut conn = redis.pool.get().await.unwrap();
+    let mut conn = redis.handle().await.conn().await.unwrap();
     // Every caller reloads on NOSCRIPT, so flushing under other tests' feet is harmless.
     let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
     let alice = user(1);
@@ -233,7 +233,7 @@ async fn a_request_claim_is_made_in_the_same_step_and_stops_a_second_use() {
         Reserved::Claimed { held: "bob".to_owned() }
     );
     // No ledger (Redis lost it): no claim is written, so the retry after the rebuild runs.
-    let mut conn = redis.pool.get().await.unwrap();
+    let mut conn = redis.handle().await.conn().await.unwrap();
     let _: () =
         redis::cmd("DEL").arg(redis.keys.batch(sale(), BatchNo::FIRST).ledger()).query_async(&mut conn).await.unwrap();
     let lost_key = redis.keys.batch(sale(), BatchNo::FIRST).idempotency("buyer 2", "key");

@@ -44,11 +44,11 @@ async fn setup(stock: u32) -> Setup {
 
 async fn setup_with(stock: u32, per_user_limit: u32) -> Setup {
     let redis = TestRedis::new();
-    flashsale_queue::scripts::load_all(&flashsale_redis::Redis::pooled(redis.pool.clone())).await.unwrap();
-    flashsale_inventory::scripts::load_all(&flashsale_redis::Redis::pooled(redis.pool.clone())).await.unwrap();
-    let inventory = Inventory::new(redis.pool.clone(), redis.keys.clone());
+    flashsale_queue::scripts::load_all(&redis.handle().await).await.unwrap();
+    flashsale_inventory::scripts::load_all(&redis.handle().await).await.unwrap();
+    let inventory = Inventory::new(redis.handle().await, redis.keys.clone());
     inventory.open_batch(sale(), BatchNo::FIRST, ledger_spec(stock, per_user_limit)).await.unwrap();
-    let queue = Queue::new(redis.pool.clone(), redis.keys.clone());
+    let queue = Queue::new(redis.handle().await, redis.keys.clone());
     Setup { redis, queue, inventory }
 }
 
@@ -153,7 +153,7 @@ async fn joins_outside_the_window_are_refused_and_sold_out_stops_new_buyers_only
     let open = window(-1_000);
     assert_eq!(s.queue.join(&open, &user(1), 0).await.unwrap(), Joined::Ticket { number: Ticket(1), new: true });
     // Sell the one unit (as a paid order will).
-    let mut conn = s.redis.pool.get().await.unwrap();
+    let mut conn = s.redis.handle().await.conn().await.unwrap();
     let ledger = s.redis.keys.batch(sale(), BatchNo::FIRST).ledger();
     let _: () = redis::cmd("HSET")
         .arg(&ledger)
@@ -177,7 +177,7 @@ async fn two_instances_ticking_together_never_exceed_the_admission_rate() {
     for i in 1..=2000 {
         s.queue.join(&open, &user(i), 0).await.unwrap();
     }
-    let (a, b) = (s.queue.clone(), Queue::new(s.redis.pool.clone(), s.redis.keys.clone()));
+    let (a, b) = (s.queue.clone(), Queue::new(s.redis.handle().await, s.redis.keys.clone()));
     let rate = 200;
     let started = Instant::now();
     let mut serving = 0;

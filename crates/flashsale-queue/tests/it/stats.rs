@@ -7,10 +7,10 @@ use flashsale_testkit::TestRedis;
 #[tokio::test]
 async fn counters_read_as_zero_before_anyone_joins_and_out_of_range_ones_read_clamped() {
     let redis = TestRedis::new();
-    let queue = Queue::new(redis.pool.clone(), redis.keys.clone());
+    let queue = Queue::new(redis.handle().await, redis.keys.clone());
     let (a, b) = (SaleId::try_from(1).unwrap(), SaleId::try_from(2).unwrap());
     let keys = redis.keys.batch(b, BatchNo::FIRST);
-    let mut conn = redis.pool.get().await.unwrap();
+    let mut conn = redis.handle().await.conn().await.unwrap();
     let _: () = redis::cmd("MSET")
         .arg(keys.queue_tail())
         .arg(5)

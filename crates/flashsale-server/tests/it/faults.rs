@@ -19,7 +19,7 @@ fn flush(app: &TestApp) {
 
 /// The batch's keys as `DUMP`ed now, to be put back later (an older copy of Redis's state).
 async fn dump_batch(app: &TestApp, sale: i64) -> Vec<(String, Option<Vec<u8>>)> {
-    let mut conn = app.redis.pool.get().await.unwrap();
+    let mut conn = app.state.redis.conn().await.unwrap();
     let mut dumped = Vec::new();
     for key in app.redis.keys_in_use().await.into_iter().filter(|k| k.contains(&format!("{{sale:{sale}}}"))) {
         let bytes: Option<Vec<u8>> = redis::cmd("DUMP").arg(&key).query_async(&mut conn).await.unwrap();
@@ -30,7 +30,7 @@ async fn dump_batch(app: &TestApp, sale: i64) -> Vec<(String, Option<Vec<u8>>)> 
 
 /// Puts the dumped copy back (`RESTORE … REPLACE`), and deletes the batch's keys made since.
 async fn restore_batch(app: &TestApp, sale: i64, dumped: &[(String, Option<Vec<u8>>)]) {
-    let mut conn = app.redis.pool.get().await.unwrap();
+    let mut conn = app.state.redis.conn().await.unwrap();
     for key in app.redis.keys_in_use().await.into_iter().filter(|k| k.contains(&format!("{{sale:{sale}}}"))) {
         if !dumped.iter().any(|(k, _)| *k == key) {
             let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
@@ -46,7 +46,7 @@ async fn restore_batch(app: &TestApp, sale: i64, dumped: &[(String, Option<Vec<u
 /// (ticker `inflight`, step `:r` total, step `:n` total) of a sale's queue.
 async fn step_counts(app: &TestApp, sale: i64) -> (i64, i64, i64) {
     let keys = app.redis.keys.batch(SaleId::try_from(sale).unwrap(), BatchNo::FIRST);
-    let mut conn = app.redis.pool.get().await.unwrap();
+    let mut conn = app.state.redis.conn().await.unwrap();
     let inflight: Option<i64> =
         redis::cmd("HGET").arg(keys.queue_ticker()).arg("inflight").query_async(&mut conn).await.unwrap();
     let info: Vec<(String, String)> =
@@ -96,7 +96,7 @@ async fn one_sales_corrupt_counters_never_stop_the_others_and_are_repaired(db: s
     let (x, y) = (open_sale(&app, 10, 2, 600).await, open_sale(&app, 10, 2, 600).await);
     assert_eq!(order(&app, y, "alice", "k", &token(&app, y, "alice", 1), 2).await.status, 201);
     let keys = app.redis.keys.batch(SaleId::try_from(y).unwrap(), BatchNo::FIRST);
-    let mut conn = app.redis.pool.get().await.unwrap();
+    let mut conn = app.state.redis.conn().await.unwrap();
     let _: () = redis::pipe()
         .hset(keys.queue_ticker(), "inflight", -1)
         .set(keys.queue_tail(), -4)
@@ -125,7 +125,7 @@ async fn the_database_refuses_what_a_wrong_redis_reserves(db: sqlx::PgPool) {
     // Redis is wrong in the way that oversells: more stock than the record (a balanced ledger,
     // so nothing in Redis alone can tell), and alice's holdings forgotten.
     let keys = app.redis.keys.batch(SaleId::try_from(id).unwrap(), BatchNo::FIRST);
-    let mut conn = app.redis.pool.get().await.unwrap();
+    let mut conn = app.state.redis.conn().await.unwrap();
     let _: () = redis::pipe()
         .hincr(keys.ledger(), "total", 5)
         .hincr(keys.ledger(), "available", 5)
@@ -170,7 +170,7 @@ async fn stock_below_what_the_record_holds_is_refused_even_when_redis_forgot(db:
     assert_eq!(buyers_order(&app, id, "b", 4, 1).await, 4);
     // Redis forgets the reservations (the ledger says nothing is held).
     let keys = app.redis.keys.batch(SaleId::try_from(id).unwrap(), BatchNo::FIRST);
-    let mut conn = app.redis.pool.get().await.unwrap();
+    let mut conn = app.state.redis.conn().await.unwrap();
     let _: () = redis::pipe()
         .hset(keys.ledger(), "available", 5)
         .hset(keys.ledger(), "reserved", 0)
@@ -246,7 +246,7 @@ async fn a_redis_restart_that_lost_its_last_writes_is_rebuilt_from_postgres(db: 
     let id = open_sale(&app, 10, 2, 600).await;
     flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap();
     assert_eq!(buyers_order(&app, id, "saved", 2, 1).await, 2);
-    let mut conn = app.redis.pool.get().await.unwrap();
+    let mut conn = app.state.redis.conn().await.unwrap();
     let _: () = redis::cmd("SAVE").query_async(&mut conn).await.unwrap();
     drop(conn);
     // Orders whose Redis writes the crash loses (what `appendfsync everysec` loses, or a lagging
@@ -357,7 +357,7 @@ async fn a_finished_batch_gives_every_key_an_end_of_life_and_keeps_its_numbers(d
     assert_eq!(flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap().retired, 0);
     app.buyer(Method::POST, &format!("/orders/{pending}/cancel"), "bob", None).await;
     assert_eq!(flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap().retired, 1);
-    let mut conn = app.redis.pool.get().await.unwrap();
+    let mut conn = app.state.redis.conn().await.unwrap();
     let keys = sale_keys(&app, id).await;
     assert!(keys.len() > 5, "{keys:?}");
     for key in keys.iter().filter(|k| !k.contains(":idem:")) {

@@ -239,7 +239,7 @@ async fn the_audit_counts_a_ledger_that_does_not_balance(db: sqlx::PgPool) {
     assert_eq!(upkeep::pass(&app.state, Utc::now()).await.unwrap().unbalanced, 0);
     // A unit vanishes from the ledger (a bug, or a hand edit).
     let ledger = app.redis.keys.batch(id.try_into().unwrap(), flashsale_core::BatchNo::FIRST).ledger();
-    let mut conn = app.redis.pool.get().await.unwrap();
+    let mut conn = app.state.redis.conn().await.unwrap();
     let _: i64 = redis::cmd("HINCRBY").arg(&ledger).arg("available").arg(-1).query_async(&mut conn).await.unwrap();
     // Run as its job runs it, with the instance's metrics in scope.
     assert_eq!(app.state.metrics.scope(upkeep::pass(&app.state, Utc::now())).await.unwrap().unbalanced, 1);
@@ -259,7 +259,7 @@ async fn readiness_fails_while_the_admission_ticker_makes_no_progress(db: sqlx::
     // The only open sale's state is broken in a way every admission step fails on, while Redis
     // and PostgreSQL answer: admission is dead, and readiness says so.
     let ledger = app.redis.keys.batch(id.try_into().unwrap(), flashsale_core::BatchNo::FIRST).ledger();
-    let mut conn = app.redis.pool.get().await.unwrap();
+    let mut conn = app.state.redis.conn().await.unwrap();
     let _: () = redis::cmd("SET").arg(&ledger).arg("not a ledger").query_async(&mut conn).await.unwrap();
     tokio::time::sleep(flashsale_server::health::TICKER_STALE_AFTER + std::time::Duration::from_millis(700)).await;
     let reply = app.get("/readyz").await;

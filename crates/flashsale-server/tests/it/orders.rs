@@ -489,7 +489,7 @@ async fn redis_losing_a_batch_mid_sale_is_rebuilt_from_postgres(db: sqlx::PgPool
     let stale = stalled_order(&app, id, "late", 500).await;
 
     // Redis loses the batch (a flush of everything under this test's prefix).
-    let mut conn = app.redis.pool.get().await.unwrap();
+    let mut conn = app.state.redis.conn().await.unwrap();
     for key in app.redis.keys_in_use().await {
         let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
     }
@@ -549,7 +549,7 @@ async fn the_audit_compares_redis_with_the_orders_in_postgres(db: sqlx::PgPool) 
     assert!(text.as_str().unwrap().contains(&gauge("reserved", 0)), "{text}");
     // Redis sells a unit no order paid for: its ledger still balances, only PostgreSQL can tell.
     let ledger = app.redis.keys.batch(SaleId::try_from(id).unwrap(), BatchNo::FIRST).ledger();
-    let mut conn = app.redis.pool.get().await.unwrap();
+    let mut conn = app.state.redis.conn().await.unwrap();
     let _: () =
         redis::pipe().hincr(&ledger, "available", -1).hincr(&ledger, "sold", 1).query_async(&mut conn).await.unwrap();
     assert_eq!(pass().await.unwrap().unbalanced, 0, "the ledger alone balances");

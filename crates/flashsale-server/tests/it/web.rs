@@ -81,7 +81,7 @@ async fn dev_mode_signs_in_a_name_and_pays_through_the_signed_callback(db: sqlx:
 async fn with_secrets_configured_the_dev_routes_do_not_exist(db: sqlx::PgPool) {
     let dev = TestApp::new(db.clone()).await;
     let secrets = Secrets { dev_mode: false, ..Secrets::dev() };
-    let state = AppState::new(db.clone(), dev.redis.pool.clone(), dev.redis.keys.clone(), secrets, Tuning::default());
+    let state = AppState::new(db.clone(), dev.state.redis.clone(), dev.redis.keys.clone(), secrets, Tuning::default());
     let app = TestApp { router: flashsale_server::app(state.clone(), 1024), state, redis: dev.redis.clone(), db };
     let body = json!({ "name": "alice" }).to_string();
     app.send(Method::POST, "/dev/login", &[("content-type", "application/json")], body)

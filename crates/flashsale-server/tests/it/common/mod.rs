@@ -63,11 +63,7 @@ impl TestApp {
 
     /// A test app over `redis` (a key space on a Redis server of the test's own, for faults).
     pub async fn on_redis(db: PgPool, tuning: Tuning, redis: TestRedis) -> TestApp {
-        // One Redis: the pool; a cluster of the test's own: a cluster connection to it.
-        let hot = match &redis.cluster_seeds {
-            Some(seeds) => flashsale_redis::Redis::cluster(seeds, flashsale_redis::COMMAND_TIMEOUT).await.unwrap(),
-            None => flashsale_redis::Redis::pooled(redis.pool.clone()),
-        };
+        let hot = redis.handle().await;
         flashsale_inventory::scripts::load_all(&hot).await.unwrap();
         flashsale_queue::scripts::load_all(&hot).await.unwrap();
         flashsale_order::load_scripts(&hot).await.unwrap();
