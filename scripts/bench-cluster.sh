@@ -2,8 +2,9 @@
 # Orders per second (HTTP, admission token, the Redis reservation, the durable PostgreSQL write)
 # through one release server on one Redis and on a three-master Redis Cluster of this script's
 # own, in one run: one hot sale (`flashsale-loadtest order-bench`), then three sales at once (three
-# order-bench processes, whose sales the cluster places on different masters). Then the Redis
-# memory one queued buyer costs (joins through the API, `used_memory` before and after).
+# order-bench processes, whose sales the cluster places on different masters). Then joins and
+# polls on each (`bench-queue.sh`: a million buyers in line), and the Redis memory one queued
+# buyer costs (`queue-smoke`'s buyers, every key's MEMORY USAGE summed).
 #
 #   ./scripts/bench-cluster.sh [orders per sale, default 20000] [concurrency per sale, default 128]
 set -euo pipefail
@@ -44,6 +45,13 @@ for mode in single cluster; do
   done
   stop_bench_server
   trap 'stop_redis_cluster; rm -rf "$work"' EXIT
+done
+
+# Joins and polls with a million buyers in line (bench-queue.sh), on one Redis, then the cluster.
+for mode in single cluster; do
+  settings=()
+  if [ "$mode" = cluster ]; then settings=(FLASHSALE_REDIS_CLUSTER="$cluster_seeds"); fi
+  env "${settings[@]}" ./scripts/bench-queue.sh 10 64 | grep -E '^redis mode|^\| (healthz|poll|join) |^ratios'
 done
 
 # Redis memory per queued buyer: queue-smoke's buyers (half in the pre-queue, half after the

@@ -49,8 +49,15 @@ curl -sf -X POST "$base/admin/sales" -H 'Authorization: Bearer dev-admin-token' 
 sleep 4
 
 # A million buyers already in line: tickets 1..1,000,000 (as a million joins would leave them).
+# On a Redis Cluster (FLASHSALE_REDIS_CLUSTER set, as bench-cluster.sh does) the script goes to
+# the sale's master (`redis-cli -c` follows the redirect).
 keys="$prefix:{sale:1}:b:1"
-redis-cli EVAL "for i = 1, tonumber(ARGV[1]) do redis.call('HSET', KEYS[1], 'bench-' .. i, i) end
+cli=(redis-cli)
+if [ -n "${FLASHSALE_REDIS_CLUSTER:-}" ]; then
+  seed=${FLASHSALE_REDIS_CLUSTER%%,*}; seed=${seed#redis://}
+  cli=(redis-cli -c -h "${seed%%:*}" -p "${seed##*:}")
+fi
+"${cli[@]}" EVAL "for i = 1, tonumber(ARGV[1]) do redis.call('HSET', KEYS[1], 'bench-' .. i, i) end
   redis.call('SET', KEYS[2], ARGV[1]); redis.call('SET', KEYS[3], 0); return redis.call('HLEN', KEYS[1])" \
   3 "$keys:q:members" "$keys:q:tail" "$keys:q:sealed" "$queued" >/dev/null
 
@@ -70,7 +77,7 @@ row() { # label, wrk args...
 
 # /healthz is driven through the same wrk script (same headers, same client work per request),
 # so the ratios compare the server's cost only.
-echo "redis mode: ${FLASHSALE_REDIS_MODE:-shared}"
+echo "redis mode: ${FLASHSALE_REDIS_CLUSTER:+cluster }${FLASHSALE_REDIS_CLUSTER:-${FLASHSALE_REDIS_MODE:-shared}}"
 echo "| endpoint | req/s | p50 | p99 | non-2xx |"
 echo "|---|---|---|---|---|"
 BUYERS="$work/pollers.txt" METHOD=GET row healthz -s loadtest/bench/buyers.lua "$base/healthz"

@@ -53,9 +53,7 @@ impl OrderError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             OrderError::Database(e) => database_unavailable(e),
-            OrderError::Redis(e) => {
-                e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal()
-            }
+            OrderError::Redis(e) => flashsale_redis::is_transient(e),
             OrderError::WriterStopped | OrderError::NoRedisConnection(_) => true,
             _ => false,
         }

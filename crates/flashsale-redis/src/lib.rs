@@ -172,6 +172,23 @@ pub fn script(body: &str) -> redis::Script {
     redis::Script::new(&format!("{PRELUDE}{body}"))
 }
 
+/// Whether `error` says Redis cannot serve right now, so the same request may be retried as it
+/// is: a connection that broke, was refused or timed out, a Redis still loading its data, and on
+/// a cluster a slot being moved (`TRYAGAIN` for a script over keys not all moved yet), a redirect
+/// the client gave up following, or a cluster or master down. Anything else (a script error, a
+/// wrong type) is a bug, not a reason to retry.
+pub fn is_transient(error: &redis::RedisError) -> bool {
+    use redis::ErrorKind as K;
+    error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || matches!(
+            error.kind(),
+            K::TryAgain | K::ClusterDown | K::MasterDown | K::Moved | K::Ask | K::BusyLoadingError
+        )
+}
+
 /// A script's reply split into its tag and the values after it: every flashsale script answers
 /// `{tag, …}` (see [`PRELUDE`]). `None` for any other shape.
 pub fn tagged(reply: &Value) -> Option<(&str, &[Value])> {
@@ -268,8 +285,10 @@ impl ConnectionLike for Conn {
 }
 
 /// A pipeline on a cluster: sent whole when its keys share a slot (one sale's reads), else as its
-/// commands, all at once, answers in the pipeline's order. A transaction (`MULTI`) must stay in
-/// one slot and is never split.
+/// commands, all at once, answers in the pipeline's order. The same when the node answers the
+/// pipeline with a redirect (its slot is moving: the client follows `ASK`/`MOVED` for single
+/// commands, not inside a pipeline). A transaction (`MULTI`) must stay in one slot and is never
+/// split.
 fn cluster_pipeline<'a>(
     conn: &'a mut ClusterConnection,
     pipeline: &'a Pipeline,
@@ -278,7 +297,10 @@ fn cluster_pipeline<'a>(
 ) -> RedisFuture<'a, Vec<Value>> {
     Box::pin(async move {
         match conn.req_packed_commands(pipeline, offset, count).await {
-            Err(e) if e.kind() == ErrorKind::CrossSlot && !pipeline.is_transaction() => {
+            Err(e)
+                if matches!(e.kind(), ErrorKind::CrossSlot | ErrorKind::Ask | ErrorKind::Moved)
+                    && !pipeline.is_transaction() =>
+            {
                 let sends = pipeline.cmd_iter().map(|cmd| {
                     let mut conn = conn.clone();
                     async move { conn.req_packed_command(cmd).await }

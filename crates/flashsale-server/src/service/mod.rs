@@ -138,10 +138,10 @@ impl From<sqlx::Error> for Error {
 }
 
 impl From<redis::RedisError> for Error {
-    /// A connection that broke or timed out is transient (retrying is safe); anything else (a
-    /// script error, a wrong type) is a bug.
+    /// What [`flashsale_redis::is_transient`] calls transient is 503 (retrying is safe); anything
+    /// else (a script error, a wrong type) is a bug.
     fn from(error: redis::RedisError) -> Error {
-        if error.is_io_error() || error.is_timeout() || error.is_connection_dropped() || error.is_connection_refusal() {
+        if flashsale_redis::is_transient(&error) {
             Error::Unavailable("Redis is unavailable; retry shortly".to_owned())
         } else {
             Error::Internal(error.into())

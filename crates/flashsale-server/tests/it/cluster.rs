@@ -144,3 +144,118 @@ async fn a_whole_sale_runs_on_a_redis_cluster_through_every_script(db: sqlx::PgP
         assert_redis_agrees_with_postgres(&app, sale).await;
     }
 }
+
+/// A master's node id and a connection to it.
+async fn node(url: &str) -> (String, redis::aio::MultiplexedConnection) {
+    let mut conn = redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let id: String = redis::cmd("CLUSTER").arg("MYID").query_async(&mut conn).await.unwrap();
+    (id, conn)
+}
+
+/// The sale's slot moves to another master while the sale runs. Mid-migration (every key moved,
+/// the slot not yet handed over) the old master answers `ASK` and the client follows it for
+/// single commands: the ledger reads succeed; the public view (pipelined reads) answers right,
+/// with its units unknown, or 503; a script that would create a key the target does not hold yet is refused
+/// by Redis (`TRYAGAIN`) until the hand-over, and the buyer gets 503 `unavailable` (retry), never
+/// a 500 and never a change. Once handed over, the old master answers `MOVED` and the client
+/// learns the new owner. Nothing is lost, oversold or counted twice.
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn a_sale_keeps_selling_while_its_slot_moves_to_another_master(db: sqlx::PgPool) {
+    let cluster = RedisCluster::start();
+    let app = TestApp::on_redis(db, uncached_tuning(), TestRedis::on_cluster(&cluster)).await;
+    let sale = open_sale(&app, 5, 60).await;
+    let token = admitted_token(&app, sale, "alice").await;
+    let alices = order(&app, sale, "alice", "k1", &token, 1).await;
+    assert_eq!(alices.status, 201, "{alices:?}");
+
+    let ledger_key = app.redis.keys.batch(sale.try_into().unwrap(), flashsale_core::BatchNo::FIRST).ledger();
+    let mut masters = Vec::new();
+    for url in cluster.urls() {
+        masters.push((url.clone(), node(&url).await));
+    }
+    let slot: i64 =
+        redis::cmd("CLUSTER").arg("KEYSLOT").arg(&ledger_key).query_async(&mut masters[0].1.1).await.unwrap();
+    let mut owner = None;
+    for (i, (_, (_, conn))) in masters.iter_mut().enumerate() {
+        let here: i64 = redis::cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(slot).query_async(conn).await.unwrap();
+        if here > 0 {
+            owner = Some(i);
+        }
+    }
+    let from = owner.expect("the sale's keys are on a master");
+    let to = (from + 1) % 3;
+    let (from_id, to_id) = (masters[from].1.0.clone(), masters[to].1.0.clone());
+    let to_port = masters[to].0.rsplit(':').next().unwrap().to_owned();
+
+    // Migrate: the target imports, the source migrates, every key of the slot moves.
+    let () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("IMPORTING")
+        .arg(&from_id)
+        .query_async(&mut masters[to].1.1)
+        .await
+        .unwrap();
+    let () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("MIGRATING")
+        .arg(&to_id)
+        .query_async(&mut masters[from].1.1)
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("CLUSTER")
+        .arg("GETKEYSINSLOT")
+        .arg(slot)
+        .arg(10_000)
+        .query_async(&mut masters[from].1.1)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    let () = redis::cmd("MIGRATE")
+        .arg("127.0.0.1")
+        .arg(&to_port)
+        .arg("")
+        .arg(0)
+        .arg(5_000)
+        .arg("KEYS")
+        .arg(&keys)
+        .query_async(&mut masters[from].1.1)
+        .await
+        .unwrap();
+
+    // Mid-migration: the source answers ASK for the sale's keys, the client follows.
+    assert_eq!(ledger(&app, sale).await, (4, 1, 0));
+    // The public view answers right, or with its units unknown (null), or 503 `unavailable`
+    // (retry): never a wrong number, never a 500.
+    let view = app.get(&format!("/sales/{sale}")).await;
+    match view.status.as_u16() {
+        200 => assert!(view.body["units_left"] == 4 || view.body["units_left"].is_null(), "{view:?}"),
+        503 => view.assert_problem(503, "unavailable"),
+        other => panic!("the public view while the slot moves answered {other}: {view:?}"),
+    }
+    let joined = app.buyer(Method::POST, &format!("/sales/{sale}/queue"), "bob", None).await;
+    match joined.status.as_u16() {
+        201 => {}
+        503 => joined.assert_problem(503, "unavailable"),
+        other => panic!("a join while the slot moves answered {other}: {joined:?}"),
+    }
+    assert_eq!(ledger(&app, sale).await, (4, 1, 0));
+
+    // Handed over: every master learns the new owner; the client follows MOVED.
+    for (_, (_, conn)) in &mut masters {
+        let () =
+            redis::cmd("CLUSTER").arg("SETSLOT").arg(slot).arg("NODE").arg(&to_id).query_async(conn).await.unwrap();
+    }
+    let id = alices.body["id"].as_i64().unwrap();
+    assert_eq!(pay(&app, id, "ref-a", PRICE, "succeeded").await.body["outcome"], "paid");
+    let token = admitted_token(&app, sale, "bob").await;
+    assert_eq!(order(&app, sale, "bob", "k2", &token, 2).await.status, 201);
+    let token = admitted_token(&app, sale, "carol").await;
+    assert_eq!(order(&app, sale, "carol", "k3", &token, 2).await.status, 201);
+    assert_eq!(ledger(&app, sale).await, (0, 4, 1));
+    assert_redis_agrees_with_postgres(&app, sale).await;
+    let moved: i64 =
+        redis::cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(slot).query_async(&mut masters[to].1.1).await.unwrap();
+    assert!(moved > 0, "the sale's keys live on the new master");
+}
