@@ -21,25 +21,10 @@ fi
 
 cargo build --locked -p flashsale-server
 target="${CARGO_TARGET_DIR:-target}/debug"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 18090)
-db="flashsale_browser_$$"
-log=$(mktemp)
-DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" FLASHSALE_ADDR="127.0.0.1:$port" \
-  FLASHSALE_REDIS_PREFIX="browser-$$" "$target/flashsale" serve >"$log" 2>&1 &
-server=$!
-cleanup() {
-  kill "$server" 2>/dev/null || true
-  wait "$server" 2>/dev/null || true
-  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
-  redis-cli --scan --pattern "browser-$$:*" | xargs -r redis-cli del >/dev/null 2>&1 || true
-  rm -f "$log"
-}
-trap cleanup EXIT
-for _ in $(seq 1 120); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
-  if ! kill -0 "$server" 2>/dev/null; then cat "$log"; echo "flashsale exited during start-up"; exit 1; fi
-  sleep 0.5
-done
+# shellcheck source=scripts/dev-server.sh
+source scripts/dev-server.sh
+trap stop_dev_server EXIT
+start_dev_server browser
 
 shots="${SCREENSHOTS:-${CARGO_TARGET_DIR:-target}/screenshots}"
 status=0

@@ -14,27 +14,15 @@ ensure_services
 
 cargo build --locked -p flashsale-server -p flashsale-loadtest
 target="${CARGO_TARGET_DIR:-target}/debug"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 18080)
-db="flashsale_e2e_$$"
-log=$(mktemp)
-
-DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" FLASHSALE_ADDR="127.0.0.1:$port" \
-  FLASHSALE_REDIS_PREFIX="e2e-$$" FLASHSALE_RATE_LIMIT_PER_IP=0 "$target/flashsale" serve >"$log" 2>&1 &
-server=$!
+# shellcheck source=scripts/dev-server.sh
+source scripts/dev-server.sh
 cleanup() {
-  kill "$server" 2>/dev/null || true
-  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
   psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS flashsale_naive_baseline" >/dev/null 2>&1 || true
-  redis-cli --scan --pattern "e2e-$$:*" | xargs -r redis-cli del >/dev/null 2>&1 || true
-  rm -f "$log" "$log.smoke.json" "$log.smoke.html"
+  [ -z "$log" ] || rm -f "$log.smoke.json" "$log.smoke.html"
+  stop_dev_server
 }
 trap cleanup EXIT
-
-for _ in $(seq 1 120); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
-  if ! kill -0 "$server" 2>/dev/null; then cat "$log"; echo "flashsale exited during start-up"; exit 1; fi
-  sleep 0.5
-done
+start_dev_server e2e FLASHSALE_RATE_LIMIT_PER_IP=0
 
 "$target/flashsale-loadtest" --url "http://127.0.0.1:$port" admin-race --operators 50
 "$target/flashsale-loadtest" --url "http://127.0.0.1:$port" queue-smoke --buyers 300 --stock 20

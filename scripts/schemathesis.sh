@@ -18,26 +18,15 @@ fi
 
 cargo build --locked -p flashsale-server
 target="${CARGO_TARGET_DIR:-target}/debug"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-db="flashsale_contract_$$"
-log=$(mktemp)
-DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db" FLASHSALE_ADDR="127.0.0.1:$port" \
-  FLASHSALE_REDIS_PREFIX="contract-$$" FLASHSALE_RATE_LIMIT_PER_IP=0 FLASHSALE_RATE_LIMIT_PER_USER=0 \
-  FLASHSALE_RATE_LIMIT_ORDERS_PER_USER=0 "$target/flashsale" serve >"$log" 2>&1 &
-server=$!
+# shellcheck source=scripts/dev-server.sh
+source scripts/dev-server.sh
 cleanup() {
-  kill "$server" 2>/dev/null || true
-  wait "$server" 2>/dev/null || true
-  psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
-  redis-cli --scan --pattern "contract-$$:*" | xargs -r redis-cli del >/dev/null 2>&1 || true
-  rm -f "$log" "$log.json"
+  [ -z "$log" ] || rm -f "$log.json"
+  stop_dev_server
 }
 trap cleanup EXIT
-for _ in $(seq 1 120); do
-  if curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then break; fi
-  if ! kill -0 "$server" 2>/dev/null; then cat "$log"; echo "flashsale exited during start-up"; exit 1; fi
-  sleep 0.5
-done
+start_dev_server contract FLASHSALE_RATE_LIMIT_PER_IP=0 FLASHSALE_RATE_LIMIT_PER_USER=0 \
+  FLASHSALE_RATE_LIMIT_ORDERS_PER_USER=0
 
 curl -sf "http://127.0.0.1:$port/openapi.json" >"$log.json"
 "$venv/bin/openapi-spec-validator" "$log.json"
