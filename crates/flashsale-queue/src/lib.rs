@@ -32,7 +32,7 @@ pub mod scripts;
 pub mod signing;
 pub mod tokens;
 
-pub use tokens::{AdmissionClaims, AdmissionWindow, StreamClaims, TicketClaims, TokenError, Tokens};
+pub use tokens::{AdmissionClaims, AdmissionWindow, StreamClaims, TicketClaims, TokenError, Tokens, seed_commitment};
 
 /// What can go wrong reading or changing a queue.
 #[derive(Debug, thiserror::Error)]

@@ -173,9 +173,37 @@ pub fn prequeue_rank(seed: &PrequeueSeed, user: &UserId) -> u64 {
     u64::from_be_bytes(first) >> 12
 }
 
+/// The public commitment to a batch's draw seed: hex SHA-256 of
+/// `"flashsale-draw-v1" || sale id (8 bytes, big-endian) || batch number (8 bytes, big-endian) ||
+/// seed`. Shown from the moment the batch exists, long before anyone joins: once the seed is
+/// published, anyone can check it is the one committed to, so it cannot have been chosen after
+/// the operator saw who joined. The batch's identity is in the hash, so one seed cannot be
+/// passed off as another batch's.
+pub fn seed_commitment(seed: &PrequeueSeed, sale: SaleId, batch: BatchNo) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(b"flashsale-draw-v1");
+    hash.update(sale.get().to_be_bytes());
+    hash.update(batch.get().to_be_bytes());
+    hash.update(seed.as_bytes());
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_seed_commitment_binds_the_seed_and_the_batch() {
+        let (sale, batch) = (SaleId::try_from(7).unwrap(), BatchNo::FIRST);
+        let seed = PrequeueSeed::new(vec![1, 2, 3]);
+        let commitment = seed_commitment(&seed, sale, batch);
+        assert_eq!(commitment.len(), 64);
+        assert_eq!(commitment, seed_commitment(&PrequeueSeed::new(vec![1, 2, 3]), sale, batch));
+        assert_ne!(commitment, seed_commitment(&PrequeueSeed::new(vec![1, 2, 4]), sale, batch));
+        assert_ne!(commitment, seed_commitment(&seed, SaleId::try_from(8).unwrap(), batch));
+        assert_ne!(commitment, seed_commitment(&seed, sale, BatchNo::try_from(2).unwrap()));
+    }
 
     fn user(s: &str) -> UserId {
         UserId::try_from(s.to_owned()).unwrap()

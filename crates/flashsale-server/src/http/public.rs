@@ -110,6 +110,9 @@ struct Draw {
     batch_no: BatchNo,
     /// The batch's secret seed, hex, published once the batch is over.
     prequeue_seed: String,
+    /// The commitment every view of the batch showed from its creation on: hex SHA-256 of
+    /// "flashsale-draw-v1", the sale id and batch number (8 bytes big-endian each) and the seed.
+    draw_commitment: String,
     /// How the pre-queue's order follows from the seed.
     #[schema(example = "ascending first 52 bits (big-endian) of HMAC-SHA256(key = seed, message = user id)")]
     rank: &'static str,
@@ -136,6 +139,7 @@ async fn batch_draw(
     Ok(Json(Draw {
         sale_id: id,
         batch_no,
+        draw_commitment: flashsale_queue::seed_commitment(&seed, id, batch_no),
         prequeue_seed,
         rank: "ascending first 52 bits (big-endian) of HMAC-SHA256(key = seed, message = user id)",
     }))

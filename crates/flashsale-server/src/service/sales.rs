@@ -130,6 +130,10 @@ pub struct PublicSale {
     /// With `status` `all_held`: when the first hold ends (its order expires then unless paid),
     /// the earliest a unit can come back.
     pub next_release_at: Option<DateTime<Utc>>,
+    /// The commitment to this batch's draw seed (hex SHA-256, see `GET
+    /// /sales/{id}/batches/{batch_no}/draw`), shown from the batch's creation on: record it
+    /// before the pre-queue opens, and check the seed against it once it is published.
+    pub draw_commitment: String,
     /// The server's clock, so a countdown can correct the client's.
     pub server_time: DateTime<Utc>,
 }
@@ -265,6 +269,7 @@ fn public_view(sale: &Sale, live: &Live, now: DateTime<Utc>) -> PublicSale {
             .next_release_ms
             .filter(|_| status == BatchStatus::AllHeld)
             .and_then(DateTime::from_timestamp_millis),
+        draw_commitment: flashsale_queue::seed_commitment(&live.batch.prequeue_seed, sale.id, live.batch.batch_no),
         server_time: now,
         name: sale.config.name.clone(),
         price_cents: sale.config.price_cents,

@@ -66,13 +66,21 @@ async fn a_prequeue_place_is_idempotent_and_drawn_at_the_opening(db: sqlx::PgPoo
         .fetch_one(&app.db)
         .await
         .unwrap();
-    // The seed stays secret while the batch runs, and is published once it is closed.
+    // The seed stays secret while the batch runs, and is published once it is closed; the
+    // commitment the public view showed all along is the seed's.
+    let committed = app.get(&format!("/sales/{id}")).await.body["draw_commitment"].as_str().unwrap().to_owned();
     let draw = format!("/sales/{id}/batches/1/draw");
     app.get(&draw).await.assert_problem(409, "not_closed");
     app.admin(Method::POST, &format!("/admin/sales/{id}/close"), None).await;
-    let published = app.get(&draw).await.body["prequeue_seed"].as_str().unwrap().to_owned();
+    let drawn = app.get(&draw).await.body;
+    let published = drawn["prequeue_seed"].as_str().unwrap().to_owned();
     let hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(published, hex);
+    assert_eq!(drawn["draw_commitment"], committed);
+    let sale_id = flashsale_core::SaleId::try_from(id).unwrap();
+    let recomputed =
+        flashsale_queue::seed_commitment(&PrequeueSeed::new(seed.clone()), sale_id, flashsale_core::BatchNo::FIRST);
+    assert_eq!(committed, recomputed);
     let seed = PrequeueSeed::new(seed);
     let mut expected: Vec<&str> = buyers.to_vec();
     expected.sort_by_key(|u| prequeue_rank(&seed, &uid(u)));
