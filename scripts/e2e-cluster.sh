@@ -10,11 +10,12 @@ cd "$(dirname "$0")/.."
 source scripts/services.sh
 # shellcheck source=scripts/redis-cluster.sh
 source scripts/redis-cluster.sh
+# shellcheck source=scripts/dev-server.sh
+source scripts/dev-server.sh
 ensure_services
 
 cargo build --locked -p flashsale-server -p flashsale-loadtest
 target="${CARGO_TARGET_DIR:-target}/debug"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 work=$(mktemp -d)
 db="flashsale_e2e_cluster_$$"
@@ -37,11 +38,7 @@ for i in 1 2; do
     FLASHSALE_REDIS_CLUSTER="$cluster_seeds" FLASHSALE_REDIS_PREFIX="e2e-cluster-$$" FLASHSALE_RATE_LIMIT_PER_IP=0 \
     "$target/flashsale" serve >"$work/flashsale-$i.log" 2>&1 &
   pids+=("$!")
-  for _ in $(seq 1 120); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
-    if ! kill -0 "${pids[-1]}" 2>/dev/null; then cat "$work/flashsale-$i.log"; echo "flashsale $i exited during start-up"; exit 1; fi
-    sleep 0.5
-  done
+  await_server "${pids[-1]}" "$port" "$work/flashsale-$i.log"
   urls+=(--url "http://127.0.0.1:$port")
   # The second instance starts once the first has created the database and run the migrations.
 done

@@ -102,7 +102,7 @@ impl Fingerprint {
 
     /// Lower-case hex.
     pub fn hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        flashsale_core::hex(&self.0)
     }
 }
 

@@ -24,13 +24,7 @@ pub fn signature_is_valid(secret: &[u8], body: &[u8], header: &str) -> bool {
 pub fn sign(secret: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC accepts keys of any length");
     mac.update(body);
-    let digest = mac.finalize().into_bytes();
-    let mut out = String::with_capacity(7 + 64);
-    out.push_str("sha256=");
-    for byte in digest {
-        out.push_str(&format!("{byte:02x}"));
-    }
-    out
+    format!("sha256={}", flashsale_core::hex(&mac.finalize().into_bytes()))
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {

@@ -186,7 +186,7 @@ pub fn seed_commitment(seed: &PrequeueSeed, sale: SaleId, batch: BatchNo) -> Str
     hash.update(sale.get().to_be_bytes());
     hash.update(batch.get().to_be_bytes());
     hash.update(seed.as_bytes());
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    flashsale_core::hex(&hash.finalize())
 }
 
 #[cfg(test)]

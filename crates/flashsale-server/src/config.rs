@@ -391,11 +391,7 @@ impl RawSettings {
         if self.queue_poll_budget == 0 {
             return Err(ConfigError("FLASHSALE_QUEUE_POLL_BUDGET must be at least 1".to_owned()));
         }
-        let trusted_proxies = self
-            .trusted_proxies
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
+        let trusted_proxies = comma_list(&self.trusted_proxies)
             .map(str::parse)
             .collect::<Result<Vec<crate::limits::IpNet>, String>>()
             .map_err(|e| ConfigError(format!("FLASHSALE_TRUSTED_PROXIES: {e}")))?;
@@ -406,17 +402,9 @@ impl RawSettings {
                 }
                 url => url,
             },
-            cors_origins: CorsOrigins(
-                self.cors_origins
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(cors_origin)
-                    .collect::<Result<_, _>>()?,
-            ),
+            cors_origins: CorsOrigins(comma_list(&self.cors_origins).map(cors_origin).collect::<Result<_, _>>()?),
         };
-        let redis_cluster: Vec<String> =
-            self.redis_cluster.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+        let redis_cluster: Vec<String> = comma_list(&self.redis_cluster).map(str::to_owned).collect();
         if redis_cluster.iter().any(|url| redis::parse_redis_url(url).is_none()) {
             return Err(ConfigError("FLASHSALE_REDIS_CLUSTER must list redis:// URLs, comma-separated".to_owned()));
         }
@@ -467,6 +455,11 @@ impl RawSettings {
             },
         })
     }
+}
+
+/// The items of a comma-separated setting, trimmed, empty ones skipped (`""` is no item).
+fn comma_list(setting: &str) -> impl Iterator<Item = &str> {
+    setting.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
 /// One origin of `FLASHSALE_CORS_ORIGINS`, as a browser sends it: scheme and host (and port),

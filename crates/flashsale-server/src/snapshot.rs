@@ -26,6 +26,9 @@ pub struct Live {
     /// While every unit is held: when the first hold ends (Unix ms), the earliest a unit can
     /// come back.
     pub next_release_ms: Option<i64>,
+    /// The commitment to the batch's draw seed (`flashsale_queue::seed_commitment`), computed
+    /// once per snapshot load rather than on every public view it serves.
+    pub draw_commitment: String,
 }
 
 impl Live {

@@ -53,7 +53,7 @@ fn cacheable<T: Serialize>(request: &HeaderMap, view: &T) -> Response {
     let mut identity = serde_json::to_value(view).expect("a view serialises");
     without_server_time(&mut identity);
     let digest = Sha256::digest(identity.to_string().as_bytes());
-    let etag = format!("\"{}\"", digest[..12].iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let etag = format!("\"{}\"", flashsale_core::hex(&digest[..12]));
     let mut headers = HeaderMap::new();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(PUBLIC_CACHE_CONTROL));
     headers.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex is a valid header"));
@@ -135,7 +135,7 @@ async fn batch_draw(
     Path((id, batch_no)): Path<(SaleId, BatchNo)>,
 ) -> Result<Json<Draw>, ApiError> {
     let seed = sales::published_seed(&state, id, batch_no).await?;
-    let prequeue_seed = seed.as_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let prequeue_seed = flashsale_core::hex(seed.as_bytes());
     Ok(Json(Draw {
         sale_id: id,
         batch_no,

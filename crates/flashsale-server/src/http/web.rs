@@ -67,7 +67,7 @@ fn assets_version() -> String {
         hash.update((asset.body.len() as u64).to_be_bytes());
         hash.update(asset.body);
     }
-    hash.finalize()[..6].iter().map(|b| format!("{b:02x}")).collect()
+    flashsale_core::hex(&hash.finalize()[..6])
 }
 
 /// `text` with `"` `&` `<` `>` escaped, for an attribute value.

@@ -187,7 +187,8 @@ async fn live_batches(state: &AppState, sales: &[Sale]) -> Result<Vec<Option<Liv
             let key = (batch.sale_id, batch.batch_no);
             let final_stats = finals.iter().find(|(k, _)| *k == key).map(|(_, f)| *f);
             let next_release_ms = held.iter().position(|k| *k == key).and_then(|at| releases[at]);
-            Live { batch, ledger, queue, final_stats, next_release_ms }
+            let draw_commitment = flashsale_queue::seed_commitment(&batch.prequeue_seed, batch.sale_id, batch.batch_no);
+            Live { batch, ledger, queue, final_stats, next_release_ms, draw_commitment }
         })
         .collect();
     Ok(sales
@@ -269,7 +270,7 @@ fn public_view(sale: &Sale, live: &Live, now: DateTime<Utc>) -> PublicSale {
             .next_release_ms
             .filter(|_| status == BatchStatus::AllHeld)
             .and_then(DateTime::from_timestamp_millis),
-        draw_commitment: flashsale_queue::seed_commitment(&live.batch.prequeue_seed, sale.id, live.batch.batch_no),
+        draw_commitment: live.draw_commitment.clone(),
         server_time: now,
         name: sale.config.name.clone(),
         price_cents: sale.config.price_cents,
