@@ -55,6 +55,8 @@ test('a buyer queues, is admitted, orders once across a reload and pays; another
   const status = alice.locator('#queue-title');
   await alice.locator('[data-queue-status="waiting"]').waitFor();
   assert.match(await status.textContent(), /pre-queue/);
+  // A pre-queue buyer is handed their draw receipt (to check their drawn place later).
+  assert.match(await alice.locator('[data-draw-receipt]').getAttribute('data-draw-receipt'), /^[0-9a-f]{64}$/);
   await shoot(alice, '02-prequeue');
 
   // The draw at the opening gives a place; with nobody ahead, the admission comes next.
@@ -68,6 +70,7 @@ test('a buyer queues, is admitted, orders once across a reload and pays; another
   await bob.getByRole('button', { name: '加入排队' }).click();
   await bob.locator('[data-queue-status="waiting"]').waitFor();
   assert.match(await bob.locator('.queue').textContent(), /第 2 位/);
+  assert.equal(await bob.locator('[data-draw-receipt]').count(), 0, 'joined after the draw: no receipt');
   await shoot(alice, '03-admitted');
 
   // Order, and reload before the answer can be shown: the attempt kept in localStorage is sent

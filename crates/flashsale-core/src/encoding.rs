@@ -12,6 +12,21 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// The bytes `text` spells in hex (either case, two digits per byte), or `None` if it is not
+/// hex: how a verifier reads back what [`hex`] wrote.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    text.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let digits = std::str::from_utf8(pair).ok()?;
+            u8::from_str_radix(digits, 16).ok().filter(|_| pair.iter().all(u8::is_ascii_hexdigit))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -20,5 +35,14 @@ mod tests {
     fn bytes_become_two_lower_case_digits_each() {
         assert_eq!(hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
         assert_eq!(hex(&[]), "");
+    }
+
+    #[test]
+    fn hex_reads_back_and_refuses_what_is_not_hex() {
+        assert_eq!(unhex("000fABff"), Some(vec![0x00, 0x0f, 0xab, 0xff]));
+        assert_eq!(unhex(""), Some(vec![]));
+        for bad in ["0", "0g", "+1", " 1", "0x"] {
+            assert_eq!(unhex(bad), None, "{bad}");
+        }
     }
 }

@@ -191,3 +191,27 @@ impl fmt::Debug for PrequeueSeed {
         f.write_str("PrequeueSeed(***)")
     }
 }
+
+/// The secret key a batch derives its entrants' draw receipts from (see the queue crate's
+/// `draw` module). Unlike the seed it is never published: with it, anyone could recompute the
+/// receipt of a guessable buyer id and tell from the published cohort whether that buyer joined.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EntrantKey(Vec<u8>);
+
+impl EntrantKey {
+    /// Wraps stored bytes.
+    pub fn new(bytes: Vec<u8>) -> EntrantKey {
+        EntrantKey(bytes)
+    }
+
+    /// The key's bytes (for storing it or keying the receipt's HMAC).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for EntrantKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EntrantKey(***)")
+    }
+}

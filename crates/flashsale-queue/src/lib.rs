@@ -4,7 +4,8 @@
 //! - [`Queue`]: the entry point over one key space: join, admit (the ticker step), read counters,
 //!   look up a place or an admission window. One Lua script per atomic operation (`lua/`).
 //! - [`tokens`]: the signed ticket (a place carried by the client, so polls need no Redis) and
-//!   the signed, single-use admission token; the pre-queue rank.
+//!   the signed, single-use admission token.
+//! - [`draw`]: the pre-queue draw's ranks, commitments, receipts and their verification.
 //! - [`signing`]: the HMAC-SHA256 token format both use.
 //! - [`QueueError`]: what can go wrong.
 //!
@@ -16,9 +17,9 @@
 //!
 //! # Fairness
 //! Buyers who join during the pre-queue are equal: they are kept in a sorted set scored by
-//! [`tokens::prequeue_rank`], a keyed hash of their id under the batch's secret seed, and at the
-//! opening the set is sealed: they hold tickets 1..P in rank order. Later joiners get P+1, P+2, …
-//! in arrival order. The serving counter only moves forward, so admission follows ticket order.
+//! [`draw::rank`], a keyed hash under the batch's secret seed of their entry (their id bound to a
+//! receipt only they get), and at the opening the set is sealed: they hold tickets 1..P in rank
+//! order. Later joiners get P+1, P+2, … in arrival order. The serving counter only moves forward, so admission follows ticket order.
 //!
 //! # Pace
 //! [`Queue::admit`] is the ticker step any instance may run: a token bucket in Redis caps the
@@ -28,11 +29,13 @@ use flashsale_core::{AdmissionStep, BatchNo, KeySpace, SaleId, Ticket, UserId};
 use redis::Value;
 use serde::Serialize;
 
+pub mod draw;
 pub mod scripts;
 pub mod signing;
 pub mod tokens;
 
-pub use tokens::{AdmissionClaims, AdmissionWindow, StreamClaims, TicketClaims, TokenError, Tokens, seed_commitment};
+pub use draw::seed_commitment;
+pub use tokens::{AdmissionClaims, AdmissionWindow, StreamClaims, TicketClaims, TokenError, Tokens};
 
 /// What can go wrong reading or changing a queue.
 #[derive(Debug, thiserror::Error)]
@@ -336,6 +339,42 @@ impl Queue {
             redis::cmd("HGET").arg(keys.queue_step_info()).arg(format!("{step}:n")).query_async(&mut conn).await?;
         let last: u64 = step.parse().map_err(|_| malformed("window_from", &step))?;
         Ok(last.saturating_sub(n.unwrap_or(1)).saturating_add(1))
+    }
+
+    /// The batch's pre-queue cohort in drawn order (place 1 first), once it is sealed, with the
+    /// size it was sealed at (they differ only if Redis lost part of it); `None` before. With
+    /// `unsealed`, the pre-queue as it stands even if it was never sealed (a batch that ended at
+    /// its opening). Read in slices, so a cohort of a million never makes Redis answer one 30 MB
+    /// reply.
+    pub async fn cohort(
+        &self,
+        sale: SaleId,
+        batch: BatchNo,
+        unsealed: bool,
+    ) -> Result<Option<(Option<u64>, Vec<String>)>, QueueError> {
+        const SLICE: usize = 20_000;
+        let keys = self.keys.batch(sale, batch);
+        let mut conn = self.redis.conn().await?;
+        let sealed: Option<u64> = redis::cmd("GET").arg(keys.queue_sealed()).query_async(&mut conn).await?;
+        if sealed.is_none() && !unsealed {
+            return Ok(None);
+        }
+        let mut members = Vec::with_capacity(usize::try_from(sealed.unwrap_or(0)).unwrap_or(0).min(10_000_000));
+        loop {
+            let from = members.len();
+            let slice: Vec<String> = redis::cmd("ZRANGE")
+                .arg(keys.queue_prequeue())
+                .arg(from)
+                .arg(from + SLICE - 1)
+                .query_async(&mut conn)
+                .await?;
+            let done = slice.len() < SLICE;
+            members.extend(slice);
+            if done {
+                break;
+            }
+        }
+        Ok(Some((sealed, members)))
     }
 
     /// The buyer's place, or `None` if they have not joined.

@@ -1,10 +1,10 @@
 //! The signed tokens of the queue: the buyer's ticket, the admission token, and the stream token
 //! that opens an event stream from a browser.
 
-use flashsale_core::{AdmissionStep, BatchNo, PrequeueSeed, SaleId, Ticket, UserId};
+use flashsale_core::{AdmissionStep, BatchNo, SaleId, Ticket, UserId};
 use serde::{Deserialize, Serialize};
 
-use crate::signing::{Signer, hmac_sha256};
+use crate::signing::Signer;
 
 /// A buyer's place, signed and handed to the client after joining; sent back on every status
 /// poll so the server knows the place without asking Redis.
@@ -161,49 +161,9 @@ impl Tokens {
     }
 }
 
-/// A buyer's rank in the pre-queue draw: the first 52 bits of HMAC-SHA256(seed, user id).
-///
-/// 52 bits fit a Redis sorted-set score (a double) exactly, so Redis orders by the same number
-/// anyone can recompute from the published seed. Without the seed the rank is unpredictable, so
-/// arriving at 11:59:59.9 or at 11:50 makes no difference.
-pub fn prequeue_rank(seed: &PrequeueSeed, user: &UserId) -> u64 {
-    let mac = hmac_sha256(seed.as_bytes(), user.as_str().as_bytes());
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&mac[..8]);
-    u64::from_be_bytes(first) >> 12
-}
-
-/// The public commitment to a batch's draw seed: hex SHA-256 of
-/// `"flashsale-draw-v1" || sale id (8 bytes, big-endian) || batch number (8 bytes, big-endian) ||
-/// seed`. Shown from the moment the batch exists, long before anyone joins: once the seed is
-/// published, anyone can check it is the one committed to, so it cannot have been chosen after
-/// the operator saw who joined. The batch's identity is in the hash, so one seed cannot be
-/// passed off as another batch's.
-pub fn seed_commitment(seed: &PrequeueSeed, sale: SaleId, batch: BatchNo) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hash = Sha256::new();
-    hash.update(b"flashsale-draw-v1");
-    hash.update(sale.get().to_be_bytes());
-    hash.update(batch.get().to_be_bytes());
-    hash.update(seed.as_bytes());
-    flashsale_core::hex(&hash.finalize())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_seed_commitment_binds_the_seed_and_the_batch() {
-        let (sale, batch) = (SaleId::try_from(7).unwrap(), BatchNo::FIRST);
-        let seed = PrequeueSeed::new(vec![1, 2, 3]);
-        let commitment = seed_commitment(&seed, sale, batch);
-        assert_eq!(commitment.len(), 64);
-        assert_eq!(commitment, seed_commitment(&PrequeueSeed::new(vec![1, 2, 3]), sale, batch));
-        assert_ne!(commitment, seed_commitment(&PrequeueSeed::new(vec![1, 2, 4]), sale, batch));
-        assert_ne!(commitment, seed_commitment(&seed, SaleId::try_from(8).unwrap(), batch));
-        assert_ne!(commitment, seed_commitment(&seed, sale, BatchNo::try_from(2).unwrap()));
-    }
 
     fn user(s: &str) -> UserId {
         UserId::try_from(s.to_owned()).unwrap()
@@ -276,14 +236,5 @@ mod tests {
         assert_eq!(tokens.verify_ticket(&token, &user("alice"), sale, batch), Some(ticket));
         assert_eq!(tokens.verify_ticket(&token, &user("bob"), sale, batch), None);
         assert_eq!(tokens.verify_ticket(&token, &user("alice"), sale, batch.next()), None);
-    }
-
-    #[test]
-    fn ranks_are_reproducible_from_the_seed_and_fit_a_double() {
-        let seed = PrequeueSeed::new(vec![7; 32]);
-        let rank = prequeue_rank(&seed, &user("alice"));
-        assert_eq!(rank, prequeue_rank(&seed, &user("alice")));
-        assert_ne!(rank, prequeue_rank(&PrequeueSeed::new(vec![8; 32]), &user("alice")));
-        assert!(rank < 1 << 52);
     }
 }

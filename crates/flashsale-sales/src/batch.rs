@@ -1,7 +1,7 @@
 //! Sales and batches as stored, and a batch's status at a given instant.
 
 use chrono::{DateTime, Utc};
-use flashsale_core::{BatchNo, Epoch, PrequeueSeed, SaleId, Units};
+use flashsale_core::{BatchNo, EntrantKey, Epoch, PrequeueSeed, SaleId, Units};
 use serde::Serialize;
 
 use crate::config::SaleConfig;
@@ -33,18 +33,21 @@ pub struct Batch {
     pub paused: bool,
     /// Operations closed the batch before its window ended.
     pub closed_at: Option<DateTime<Utc>>,
-    /// Secret seed of the pre-queue draw; published once the batch is closed.
+    /// Secret seed of the pre-queue draw; committed to from the batch's creation, published once
+    /// the cohort is sealed and recorded (see `flashsale_queue::draw`).
     pub prequeue_seed: PrequeueSeed,
+    /// Secret key of the pre-queue buyers' draw receipts; never published.
+    pub entrant_key: EntrantKey,
     /// Bumped each time the batch's Redis state is rebuilt from PostgreSQL; reservations report
     /// the epoch they were made in, and orders are written only with the current one.
     pub epoch: Epoch,
 }
 
 /// 32 bytes from the thread's CSPRNG (ChaCha, seeded by the OS).
-fn fresh_seed() -> PrequeueSeed {
+fn secret_bytes() -> Vec<u8> {
     let mut bytes = vec![0u8; 32];
     rand::Rng::fill(&mut rand::rng(), &mut bytes[..]);
-    PrequeueSeed::new(bytes)
+    bytes
 }
 
 /// Where a batch stands, as shoppers and operations see it.
@@ -120,7 +123,8 @@ impl Batch {
             stock: config.stock,
             paused: false,
             closed_at: None,
-            prequeue_seed: fresh_seed(),
+            prequeue_seed: PrequeueSeed::new(secret_bytes()),
+            entrant_key: EntrantKey::new(secret_bytes()),
             epoch: Epoch::FIRST,
         }
     }
@@ -141,7 +145,8 @@ impl Batch {
             stock: config.stock,
             paused: false,
             closed_at: None,
-            prequeue_seed: fresh_seed(),
+            prequeue_seed: PrequeueSeed::new(secret_bytes()),
+            entrant_key: EntrantKey::new(secret_bytes()),
             epoch: Epoch::FIRST,
         })
     }
@@ -162,7 +167,8 @@ mod tests {
             stock: Units::new(10),
             paused: false,
             closed_at: None,
-            prequeue_seed: fresh_seed(),
+            prequeue_seed: PrequeueSeed::new(secret_bytes()),
+            entrant_key: EntrantKey::new(secret_bytes()),
             epoch: Epoch::FIRST,
         };
         (b, now)

@@ -7,12 +7,14 @@
 //!   instant, correct across daylight saving in every IANA zone.
 //! - [`batch`]: [`Sale`] and [`Batch`] as stored and a batch's [`BatchStatus`] at an instant.
 //! - [`store`]: PostgreSQL queries, composable inside one transaction.
+//! - [`draws`]: each batch's pre-queue cohort as recorded at its opening (written once).
 //!
 //! This crate knows nothing of Redis: live stock lives in the inventory crate's ledger, and the
 //! server combines the two.
 
 pub mod batch;
 pub mod config;
+pub mod draws;
 pub mod error;
 pub mod schedule;
 pub mod store;

@@ -5,7 +5,7 @@
 //! (`sqlx::query_as`, not the `query!` macros) so the workspace builds without a database.
 
 use chrono::{DateTime, NaiveTime, Utc};
-use flashsale_core::{BatchNo, Cents, Currency, Epoch, PrequeueSeed, SaleId, Units};
+use flashsale_core::{BatchNo, Cents, Currency, EntrantKey, Epoch, PrequeueSeed, SaleId, Units};
 use sqlx::PgConnection;
 
 use crate::batch::{Batch, Sale};
@@ -91,7 +91,7 @@ impl TryFrom<SaleRow> for Sale {
 }
 
 #[derive(sqlx::FromRow)]
-struct BatchRow {
+pub(crate) struct BatchRow {
     sale_id: i64,
     batch_no: i64,
     opens_at: DateTime<Utc>,
@@ -100,10 +100,12 @@ struct BatchRow {
     paused: bool,
     closed_at: Option<DateTime<Utc>>,
     prequeue_seed: Vec<u8>,
+    entrant_key: Vec<u8>,
     epoch: i64,
 }
 
-const BATCH_COLUMNS: &str = "sale_id, batch_no, opens_at, closes_at, stock, paused, closed_at, prequeue_seed, epoch";
+pub(crate) const BATCH_COLUMNS: &str =
+    "sale_id, batch_no, opens_at, closes_at, stock, paused, closed_at, prequeue_seed, entrant_key, epoch";
 
 impl TryFrom<BatchRow> for Batch {
     type Error = SalesError;
@@ -118,6 +120,7 @@ impl TryFrom<BatchRow> for Batch {
             paused: row.paused,
             closed_at: row.closed_at,
             prequeue_seed: PrequeueSeed::new(row.prequeue_seed),
+            entrant_key: EntrantKey::new(row.entrant_key),
             epoch: Epoch::try_from(row.epoch).map_err(|e| corrupt(e.to_string()))?,
         })
     }
@@ -236,8 +239,9 @@ pub async fn list_sales(
 /// the sale over first). Returns whether this call inserted it.
 pub async fn insert_batch(conn: &mut PgConnection, batch: &Batch) -> Result<bool, SalesError> {
     let done = sqlx::query(
-        "INSERT INTO sale_batches (sale_id, batch_no, opens_at, closes_at, stock, paused, closed_at, prequeue_seed) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+        "INSERT INTO sale_batches (sale_id, batch_no, opens_at, closes_at, stock, paused, closed_at, prequeue_seed, \
+                                   entrant_key) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
     )
     .bind(batch.sale_id.get())
     .bind(batch.batch_no.get())
@@ -247,6 +251,7 @@ pub async fn insert_batch(conn: &mut PgConnection, batch: &Batch) -> Result<bool
     .bind(batch.paused)
     .bind(batch.closed_at)
     .bind(batch.prequeue_seed.as_bytes())
+    .bind(batch.entrant_key.as_bytes())
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -405,6 +410,8 @@ pub async fn batches_to_retire(conn: &mut PgConnection, now: DateTime<Utc>) -> R
     let rows: Vec<BatchRow> = sqlx::query_as(&format!(
         "SELECT {BATCH_COLUMNS} FROM sale_batches \
          WHERE retired_at IS NULL AND (closed_at IS NOT NULL OR closes_at <= $1) \
+           AND (opens_at > $1 OR EXISTS (SELECT 1 FROM batch_draws d \
+                                          WHERE d.sale_id = sale_batches.sale_id AND d.batch_no = sale_batches.batch_no)) \
          ORDER BY sale_id, batch_no LIMIT 100"
     ))
     .bind(now)

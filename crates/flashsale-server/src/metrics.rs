@@ -171,6 +171,17 @@ const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     ("queue_serving", Kind::Gauge, "The batch's serving counter (tickets at or below it are admitted), by sale."),
     ("queue_length", Kind::Gauge, "Tickets handed out in the current batch, by sale."),
     ("queue_in_flight", Kind::Gauge, "Admitted buyers whose turn runs and who have not reserved, by sale."),
+    (
+        "draws_recorded_total",
+        Kind::Counter,
+        "Pre-queue cohorts sealed and recorded in PostgreSQL (their seeds published).",
+    ),
+    (
+        "draw_cohort_incomplete_total",
+        Kind::Counter,
+        "Cohorts recorded with fewer buyers than Redis sealed (Redis lost part of a pre-queue; expected 0).",
+    ),
+    ("draw_out_of_order_total", Kind::Counter, "Cohorts found out of rank order in Redis when recorded (expected 0)."),
     ("order_requests_total", Kind::Counter, "Order requests, by outcome."),
     ("orders_created_units_total", Kind::Counter, "Units in orders created."),
     ("orders_cancelled_total", Kind::Counter, "Orders cancelled by their buyer."),

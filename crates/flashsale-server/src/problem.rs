@@ -117,7 +117,7 @@ problem_codes! {
     NotOpen = "not_open", 409, "The batch has not opened yet (opens_at says when).";
     Paused = "paused", 409, "Operations paused the batch.";
     Closed = "closed", 409, "The batch is closed.";
-    NotClosed = "not_closed", 409, "The batch is still running: its draw is published once it closes.";
+    NotDrawn = "not_drawn", 409, "The pre-queue is drawn and recorded at the batch's opening, not yet.";
     InProgress = "in_progress", 409, "A request with this Idempotency-Key is still running; retry shortly.";
     InvalidTransition = "invalid_transition", 409, "The order's status does not allow this (cancelling a paid order).";
     PreconditionFailed = "precondition_failed", 412, "If-Match names another version; the body carries current_version.";

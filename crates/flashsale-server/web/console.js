@@ -347,9 +347,18 @@ async function salePage(id) {
     if (!batch) return drawBox.replaceChildren(el('p', {}, 'No batch.'));
     try {
       const { body } = await api(`/sales/${id}/batches/${batch.batch_no}/draw`);
-      drawBox.replaceChildren(el('p', {}, `Batch ${batch.batch_no} seed: `, el('code', {}, body.prequeue_seed)), el('p', { class: 'hint' }, `Order: ${body.rank}`));
+      drawBox.replaceChildren(
+        el('p', {}, `Batch ${batch.batch_no} seed commitment: `, el('code', {}, body.draw_commitment)),
+        body.cohort_commitment
+          ? el('p', {}, `Cohort of ${body.cohort_size} sealed ${fmt(body.sealed_at)}: `, el('code', {}, body.cohort_commitment))
+          : el('p', { class: 'hint' }, 'The cohort is sealed and recorded at the opening.'),
+        body.prequeue_seed
+          ? el('p', {}, 'Seed: ', el('code', {}, body.prequeue_seed))
+          : el('p', { class: 'hint' }, 'The seed is revealed once the cohort is recorded.'),
+        el('p', { class: 'hint' }, `Order: ${body.rank}`),
+      );
     } catch (e) {
-      drawBox.replaceChildren(el('p', { class: 'hint' }, e.status === 409 ? `Batch ${batch.batch_no}'s seed is published once it is over.` : e.message));
+      drawBox.replaceChildren(el('p', { class: 'hint' }, e.message));
     }
   };
 

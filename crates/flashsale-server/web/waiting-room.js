@@ -405,6 +405,8 @@ async function salePage(saleId) {
       el('h2', { id: 'queue-title', 'data-queue-status': state.status }, headline),
       ...rest.map((line) => (typeof line === 'function' ? ticking('p', { class: 'num' }, line) : el('p', { class: 'num' }, line))),
       ...(state.status === 'admitted' ? [orderForm(state)] : []),
+      // Pre-queue buyers' receipt for the draw (not announced: it does not change).
+      ...(state.draw_receipt ? [el('p', { class: 'hint receipt', 'data-draw-receipt': state.draw_receipt }, t('st_receipt', { r: state.draw_receipt }))] : []),
     );
     announce(lines.filter((line) => typeof line === 'string').join(' '));
   };

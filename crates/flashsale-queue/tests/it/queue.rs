@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use flashsale_core::{AdmissionStep, BatchNo, Epoch, PrequeueSeed, SaleId, Ticket, Units, UserId};
+use flashsale_core::{AdmissionStep, BatchNo, EntrantKey, Epoch, PrequeueSeed, SaleId, Ticket, Units, UserId};
 use flashsale_inventory::{Inventory, LedgerSpec, StatusChange};
-use flashsale_queue::tokens::prequeue_rank;
+use flashsale_queue::draw;
 use flashsale_queue::{Admission, AdmissionPolicy, Joined, Place, Queue, QueueWindow};
 use flashsale_testkit::TestRedis;
 
@@ -108,12 +108,18 @@ async fn the_prequeue_order_is_the_seeded_permutation_and_ignores_arrival_time()
     for seed_byte in [1u8, 2, 3] {
         let s = setup(10).await;
         let seed = PrequeueSeed::new(vec![seed_byte; 32]);
+        let key = EntrantKey::new(vec![seed_byte; 32]);
+        let rank = |u: &UserId| draw::rank(&seed, &draw::entrant(&key, sale(), BatchNo::FIRST, u));
         let pre = window(3_600_000);
         // Buyers arrive in order 0, 1, 2, ... during the pre-queue.
         for i in 0..BUYERS {
-            let joined = s.queue.join(&pre, &user(i), prequeue_rank(&seed, &user(i))).await.unwrap();
+            let joined = s.queue.join(&pre, &user(i), rank(&user(i))).await.unwrap();
             assert_eq!(joined, Joined::Prequeue { new: true });
         }
+        // Not sealed yet: no cohort to record (unless the batch ended unsealed).
+        assert_eq!(s.queue.cohort(sale(), BatchNo::FIRST, false).await.unwrap(), None);
+        let (unsealed, members) = s.queue.cohort(sale(), BatchNo::FIRST, true).await.unwrap().unwrap();
+        assert_eq!((unsealed, members.len()), (None, BUYERS));
         // The batch opens; a latecomer queues behind the whole cohort.
         let open = QueueWindow { opens_at_ms: now_ms() - 1, ..pre };
         assert_eq!(
@@ -134,10 +140,15 @@ async fn the_prequeue_order_is_the_seeded_permutation_and_ignores_arrival_time()
         assert_eq!(sorted, (0..BUYERS).collect::<Vec<_>>());
         // ...reproducible by anyone from the seed...
         let mut by_rank: Vec<usize> = (0..BUYERS).collect();
-        by_rank.sort_by_key(|i| prequeue_rank(&seed, &user(*i)));
+        by_rank.sort_by_key(|i| rank(&user(*i)));
         for (place, buyer) in by_rank.iter().enumerate() {
             assert_eq!(places[*buyer], place);
         }
+        // ...and the sealed cohort reads back in that order (the latecomer is not in it).
+        let (sealed, members) = s.queue.cohort(sale(), BatchNo::FIRST, false).await.unwrap().unwrap();
+        assert_eq!(sealed, Some(BUYERS as u64));
+        let drawn: Vec<String> = by_rank.iter().map(|i| user(*i).as_str().to_owned()).collect();
+        assert_eq!(members, drawn);
         // ...and unrelated to arrival order (|rho| ~ 0.03 expected for 1000 buyers).
         let arrival: Vec<usize> = (0..BUYERS).collect();
         let rho = spearman(&arrival, &places);

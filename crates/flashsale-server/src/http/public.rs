@@ -15,15 +15,21 @@ use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::problem::{ApiError, Json, Path};
+use super::problem::{ApiError, Path};
 use crate::problem::Problem;
 use crate::service;
+use crate::service::draws;
 use crate::service::sales::{self, PublicSale, PublicSaleList};
 use crate::state::AppState;
+use flashsale_queue::draw::PublishedDraw;
 
 /// The public routes.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_sales)).routes(routes!(get_sale)).routes(routes!(batch_draw))
+    OpenApiRouter::new()
+        .routes(routes!(list_sales))
+        .routes(routes!(get_sale))
+        .routes(routes!(batch_draw))
+        .routes(routes!(draw_entrants))
 }
 
 /// Upcoming and open sales (scheduled, pre-queue, open, paused, sold out), with the server's
@@ -103,44 +109,56 @@ async fn get_sale(
     Ok(cacheable(&request, &sale))
 }
 
-/// `GET /sales/{id}/batches/{batch_no}/draw`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-struct Draw {
-    sale_id: SaleId,
-    batch_no: BatchNo,
-    /// The batch's secret seed, hex, published once the batch is over.
-    prequeue_seed: String,
-    /// The commitment every view of the batch showed from its creation on: hex SHA-256 of
-    /// "flashsale-draw-v1", the sale id and batch number (8 bytes big-endian each) and the seed.
-    draw_commitment: String,
-    /// How the pre-queue's order follows from the seed.
-    #[schema(example = "ascending first 52 bits (big-endian) of HMAC-SHA256(key = seed, message = user id)")]
-    rank: &'static str,
-}
-
-/// The seed of a finished batch's pre-queue draw, so anyone can recompute its order: buyers who
-/// joined during the pre-queue were placed by ascending `rank`. Refused (409 `not_closed`) while
-/// the batch runs, when knowing the seed would let buyers predict the draw.
+/// What is public about a batch's pre-queue draw: from the batch's creation, the commitment to
+/// its secret seed (record it before the pre-queue opens); from the opening, the commitment to the
+/// sealed cohort and its size, and the seed itself (the cohort can no longer change, so knowing it
+/// steers nothing). With the entrants (`/draw/entrants`) anyone recomputes the order, and a
+/// buyer with their `draw_receipt` finds their place and its proof (`flashsale-verify`).
 #[utoipa::path(
     get, path = "/sales/{id}/batches/{batch_no}/draw", tag = "shoppers",
     params(("id" = i64, Path, description = "Sale id"), ("batch_no" = i64, Path, description = "Batch number")),
     responses(
-        (status = 200, body = Draw),
+        (status = 200, body = PublishedDraw, description = "Cache-Control: public, max-age=1, with an ETag"),
+        (status = 304, description = "Not modified: the If-None-Match ETag is current"),
         (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "not_closed: the batch is still running", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn batch_draw(
     State(state): State<AppState>,
     Path((id, batch_no)): Path<(SaleId, BatchNo)>,
-) -> Result<Json<Draw>, ApiError> {
-    let seed = sales::published_seed(&state, id, batch_no).await?;
-    let prequeue_seed = flashsale_core::hex(seed.as_bytes());
-    Ok(Json(Draw {
-        sale_id: id,
-        batch_no,
-        draw_commitment: flashsale_queue::seed_commitment(&seed, id, batch_no),
-        prequeue_seed,
-        rank: "ascending first 52 bits (big-endian) of HMAC-SHA256(key = seed, message = user id)",
-    }))
+    request: HeaderMap,
+) -> Result<Response, ApiError> {
+    Ok(cacheable(&request, &draws::published(&state, id, batch_no).await?))
+}
+
+/// The sealed pre-queue cohort of a batch, in drawn order: one leaf per line (64 hex digits),
+/// line N the buyer drawn to place N. A leaf names nobody; a buyer finds theirs from their id and
+/// `draw_receipt`. Recorded once at the opening and never changed, so it may be cached for good.
+#[utoipa::path(
+    get, path = "/sales/{id}/batches/{batch_no}/draw/entrants", tag = "shoppers",
+    params(("id" = i64, Path, description = "Sale id"), ("batch_no" = i64, Path, description = "Batch number")),
+    responses(
+        (status = 200, body = String, content_type = "text/plain",
+            description = "One 64-digit hex leaf per line, in drawn order; Cache-Control: public, immutable"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "not_drawn: the batch has not opened yet", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn draw_entrants(
+    State(state): State<AppState>,
+    Path((id, batch_no)): Path<(SaleId, BatchNo)>,
+) -> Result<Response, ApiError> {
+    let leaves = draws::entrants(&state, id, batch_no).await?;
+    let mut body = String::with_capacity(leaves.len() / 32 * 65);
+    for leaf in leaves.chunks_exact(32) {
+        body.push_str(&flashsale_core::hex(leaf));
+        body.push('\n');
+    }
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8")),
+        (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable")),
+    ];
+    Ok((headers, body).into_response())
 }

@@ -4,6 +4,8 @@
 //! - [`upkeep`]: once a second, weekly rollover, rebuilding lost Redis state, the audits, sweeps
 //!   of reservations nobody ordered, retiring finished batches.
 //! - [`admission`]: every 100 ms, the admission step of every open batch.
+//! - [`draws`]: once a second, recording the sealed pre-queue cohort of every batch that opened
+//!   (and so publishing its seed).
 //! - [`order_sweep`]: once a second, expiring unpaid orders and applying settlements left owed.
 //! - [`database_probe`]: every 250 ms, whether PostgreSQL answers (orders fail fast and admission
 //!   is held while it does not).
@@ -14,6 +16,7 @@
 
 pub mod admission;
 pub mod database_probe;
+pub mod draws;
 pub mod order_sweep;
 pub mod upkeep;
 
@@ -32,6 +35,7 @@ pub fn spawn_all(state: &AppState, shutdown: &CancellationToken) -> JoinSet<()> 
     jobs.spawn(metrics.scope(admission::run(state.clone(), shutdown.clone())));
     jobs.spawn(metrics.scope(order_sweep::run(state.clone(), shutdown.clone())));
     jobs.spawn(metrics.scope(database_probe::run(state.clone(), shutdown.clone())));
+    jobs.spawn(metrics.scope(draws::run(state.clone(), shutdown.clone())));
     jobs
 }
 

@@ -1,5 +1,5 @@
 //! What the server does, in the domain's words: sales and their batches ([`sales`]), the
-//! buyer's side of the queue ([`queue`]), orders and payments ([`orders`]), and putting Redis
+//! buyer's side of the queue ([`queue`]) and its draw ([`draws`]), orders and payments ([`orders`]), and putting Redis
 //! right from PostgreSQL ([`recovery`]).
 //!
 //! The rule of this layer: no `axum`, no HTTP. Functions take the shared state and typed
@@ -8,6 +8,7 @@
 //! is sent, and `crate::jobs` logs it. A handler or a job calls in here; nothing in here calls
 //! out to either.
 
+pub mod draws;
 pub mod orders;
 pub mod queue;
 pub mod recovery;

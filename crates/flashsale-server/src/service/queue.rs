@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use flashsale_core::{BatchNo, SaleId, Ticket, Units, UserId};
-use flashsale_queue::tokens::prequeue_rank;
-use flashsale_queue::{Admission, AdmissionClaims, AdmissionPolicy, Joined, Place, QueueWindow, TicketClaims};
+use flashsale_queue::{Admission, AdmissionClaims, AdmissionPolicy, Joined, Place, QueueWindow, TicketClaims, draw};
 use flashsale_sales::{Batch, Sale};
 use serde::Serialize;
 
@@ -95,10 +94,23 @@ pub struct QueueState {
     /// cancelled *and* buyers ahead who pass could still reach this buyer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub standby_place: Option<u64>,
+    /// Buyers who joined during the pre-queue: their receipt for the draw, hex. With their id it
+    /// finds their entry in the cohort published at the opening, their place and its proof
+    /// (`flashsale-verify --buyer ID --receipt HEX`); nobody without it can tell they joined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub draw_receipt: Option<String>,
     /// When the batch opens (the pre-queue's draw).
     pub opens_at: DateTime<Utc>,
     /// The server's clock.
     pub server_time: DateTime<Utc>,
+}
+
+/// The buyer's rank in the batch's pre-queue draw (see [`flashsale_queue::draw`]): from the
+/// batch's secret seed and the buyer's entry, itself bound to a receipt under the batch's
+/// entrant key.
+fn prequeue_rank(batch: &Batch, user: &UserId) -> u64 {
+    let entry = draw::entrant(&batch.entrant_key, batch.sale_id, batch.batch_no, user);
+    draw::rank(&batch.prequeue_seed, &entry)
 }
 
 /// A sale's current batch, with what the queue needs of it.
@@ -247,7 +259,7 @@ impl Pacing {
     }
 
     /// For a buyer in the pre-queue, `until_open_ms` before the draw, with pre-queue `rank` (52
-    /// bits, [`flashsale_queue::tokens::prequeue_rank`]). Nothing moves before the draw, so
+    /// bits, [`flashsale_queue::draw::rank`]). Nothing moves before the draw, so
     /// early birds only re-check now and then (the opening may be moved, the sale paused). Close
     /// to it they are told to come back after the draw, when their place is expected to come up:
     /// the rank's high bits say roughly where in the cohort they will be drawn, its low bits
@@ -273,7 +285,7 @@ impl Pacing {
 pub async fn join(state: &AppState, user: &UserId, id: SaleId) -> Result<(bool, QueueState), Error> {
     let snapshot = sale_snapshot(state, id).await?;
     let ctx = context_of(state, &snapshot[0].0, &snapshot[0].1.batch);
-    let rank = prequeue_rank(&ctx.batch.prequeue_seed, user);
+    let rank = prequeue_rank(ctx.batch, user);
     let joined = state.queue.join(&ctx.window, user, rank).await?;
     let outcome = match joined {
         Joined::Prequeue { .. } => "prequeue",
@@ -398,6 +410,11 @@ async fn view(
         units_held: None,
         next_release_at: None,
         standby_place: None,
+        // The cohort holds places 1..P, P the pre-queue's size (fixed from the opening on).
+        draw_receipt: ticket
+            .number
+            .is_none_or(|n| n.get() <= live.queue.prequeue)
+            .then(|| flashsale_core::hex(&draw::receipt(&ctx.batch.entrant_key, sale, batch, &ticket.user))),
         opens_at: ctx.batch.opens_at,
         server_time: now,
     };
@@ -410,7 +427,7 @@ async fn view(
         match ticket.number {
             None => {
                 let until_open = u64::try_from((ctx.batch.opens_at - now).num_milliseconds()).unwrap_or(0);
-                let rank = prequeue_rank(&ctx.batch.prequeue_seed, &ticket.user);
+                let rank = prequeue_rank(ctx.batch, &ticket.user);
                 let pacing = Pacing { waiting: live.queue.prequeue, ..pacing };
                 out.poll_after_ms = Some(pacing.prequeue_ms(until_open, rank));
             }

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use flashsale_core::{BatchNo, Cents, Currency, PrequeueSeed, SaleId, Units};
+use flashsale_core::{BatchNo, Cents, Currency, SaleId, Units};
 use flashsale_inventory::{Configured, LedgerSpec, StatusChange, StatusChanged};
 use flashsale_sales::{Batch, BatchStatus, NewSale, Sale, SalePatch, Schedule, ValidationErrors, WeekdayName, store};
 use serde::Serialize;
@@ -304,18 +304,6 @@ pub async fn audit_trail(state: &AppState, id: SaleId) -> Result<Vec<store::Audi
     let mut conn = state.db.acquire().await?;
     store::get_sale(&mut conn, id, false).await?.ok_or_else(Error::sale_not_found)?;
     Ok(store::audit_trail(&mut conn, id).await?)
-}
-
-/// The seed of a batch's pre-queue draw, once the batch is over: refused (`not_closed`) while it
-/// runs, when knowing the seed would let buyers predict the draw.
-pub async fn published_seed(state: &AppState, id: SaleId, batch_no: BatchNo) -> Result<PrequeueSeed, Error> {
-    let mut conn = state.db.acquire().await?;
-    let batch =
-        store::get_batch(&mut conn, id, batch_no).await?.ok_or_else(|| Error::NotFound("no such batch".to_owned()))?;
-    if !batch.is_finished(state.clock.now()) {
-        return Err(Error::refused(ProblemCode::NotClosed, "the seed is published once the batch is closed"));
-    }
-    Ok(batch.prequeue_seed)
 }
 
 /// One sale's admin view.

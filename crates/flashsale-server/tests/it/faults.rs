@@ -356,6 +356,9 @@ async fn a_finished_batch_gives_every_key_an_end_of_life_and_keeps_its_numbers(d
     // Not while an order still holds units unpaid.
     assert_eq!(flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap().retired, 0);
     app.buyer(Method::POST, &format!("/orders/{pending}/cancel"), "bob", None).await;
+    // Nor before its pre-queue draw is recorded: its cohort must not expire with its keys.
+    assert_eq!(flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap().retired, 0);
+    assert_eq!(flashsale_server::service::draws::record_due(&app.state, Utc::now()).await.unwrap(), 1);
     assert_eq!(flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap().retired, 1);
     let mut conn = app.state.redis.conn().await.unwrap();
     let keys = sale_keys(&app, id).await;
@@ -394,6 +397,8 @@ async fn a_weekly_sale_leaves_redis_one_batch_worth_however_many_weeks_it_runs(d
         .execute(&app.db)
         .await
         .unwrap();
+        // Its (empty) pre-queue draw is recorded, as the draws job does every second.
+        assert_eq!(flashsale_server::service::draws::record_due(&app.state, Utc::now()).await.unwrap(), 1);
         let pass = flashsale_server::jobs::upkeep::pass(&app.state, Utc::now()).await.unwrap();
         assert_eq!((pass.rolled_over, pass.retired), (1, 1), "week {week}");
     }

@@ -4,6 +4,7 @@
 mod admin_auth;
 mod cluster;
 mod common;
+mod draw;
 mod faults;
 mod ops;
 mod orders;

@@ -153,6 +153,7 @@ async fn the_openapi_document_describes_every_route(db: sqlx::PgPool) {
         "/sales/{id}/queue/events",
         "/sales/{id}/queue/stream-token",
         "/sales/{id}/batches/{batch_no}/draw",
+        "/sales/{id}/batches/{batch_no}/draw/entrants",
         "/sales/{id}/orders",
         "/orders",
         "/orders/{id}",
