@@ -85,6 +85,13 @@ impl Client {
         Ok(Reply { status, etag, body })
     }
 
+    /// A public document that is not JSON (the draw's entrants), from the first instance.
+    pub async fn text(&self, path: &str) -> anyhow::Result<String> {
+        let base = self.bases.first().context("no instance to send to")?;
+        let response = self.http.get(format!("{base}{path}")).send().await?.error_for_status()?;
+        Ok(response.text().await?)
+    }
+
     /// A JWT for `user` minted as an identity provider would (HS256 with the deployment's JWT
     /// secret), valid for an hour.
     pub fn buyer_jwt(&self, user: &str) -> anyhow::Result<String> {

@@ -87,6 +87,12 @@ impl BatchKeys {
         self.key("q:members")
     }
 
+    /// Sorted set: buyers who joined during the pre-queue, scored by when they joined (Unix ms,
+    /// Redis's clock): the record behind the draw's fairness figure (arrival against place).
+    pub fn queue_arrivals(&self) -> String {
+        self.key("q:arrivals")
+    }
+
     /// String: the size of the pre-queue cohort, fixed ("sealed") at the opening.
     pub fn queue_sealed(&self) -> String {
         self.key("q:sealed")
@@ -165,6 +171,7 @@ impl BatchKeys {
             self.queue_tail(),
             self.queue_serving(),
             self.queue_prequeue(),
+            self.queue_arrivals(),
             self.queue_members(),
             self.queue_sealed(),
             self.queue_steps(),
@@ -206,7 +213,7 @@ mod tests {
         for batch in [BatchNo::FIRST, BatchNo::FIRST.next()] {
             let keys = space.batch(sale, batch);
             let all = keys.all();
-            assert_eq!(all.len(), 17);
+            assert_eq!(all.len(), 18);
             for key in all {
                 assert_eq!(hash_tag(&key), "sale:42", "{key}");
                 assert!(key.starts_with("fs:{sale:42}:b:"), "{key}");

@@ -21,8 +21,8 @@ pub mod payment;
 pub mod status;
 
 pub use book::{
-    BatchOrder, BatchTotals, CLAIM_TTL_MS, Cancelled, Claim, OrderBook, PaymentApplied, PendingSettlement, Placed,
-    RedisSettle, Refusal, StoredResponse, WriterTuning, creation_body, load_scripts,
+    BatchOrder, BatchTotals, CLAIM_TTL_MS, Cancelled, Claim, OrderBook, Outcome, PaymentApplied, PendingSettlement,
+    Placed, RedisSettle, Refusal, StoredResponse, WriterTuning, creation_body, load_scripts,
 };
 pub use error::{OrderError, database_unavailable};
 pub use order::{Fingerprint, IdempotencyKey, InvalidIdempotencyKey, NewOrder, Order};

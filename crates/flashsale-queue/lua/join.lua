@@ -3,6 +3,7 @@
 -- KEYS[1]  ledger hash (total, sold, closed)          KEYS[4]  tail counter (tickets handed out)
 -- KEYS[2]  pre-queue sorted set (user -> rank)        KEYS[5]  sealed: pre-queue cohort size
 -- KEYS[3]  members hash (user -> ticket, after open) KEYS[6]  ticker hash (reach: see admit.lua)
+-- KEYS[7]  arrivals sorted set (pre-queue user -> when they joined, Unix ms)
 -- ARGV[1]  user id
 -- ARGV[2]  the user's pre-queue rank (integer < 2^52, from the batch's secret seed)
 -- ARGV[3]  pre-queue opening, Unix ms       ARGV[4]  opening, Unix ms
@@ -20,10 +21,11 @@
 -- pre-queue buyers hold tickets 1..P in rank order, and later joiners get P+1, P+2, ... in
 -- arrival order.
 
-if #KEYS ~= 6 or #ARGV ~= 5 then
-  return redis.error_reply('ERR join expects 6 keys and 5 arguments')
+if #KEYS ~= 7 or #ARGV ~= 5 then
+  return redis.error_reply('ERR join expects 7 keys and 5 arguments')
 end
 local ledger, pre, members, tail, sealed, ticker = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local arrivals = KEYS[7]
 local user, rank = ARGV[1], ARGV[2]
 local prequeue_ms, opens_ms, closes_ms = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = now_ms()
@@ -41,6 +43,7 @@ end
 
 if now < opens_ms then
   local added = redis.call('ZADD', pre, 'NX', rank, user)
+  if added == 1 then redis.call('ZADD', arrivals, 'NX', now, user) end
   return {'pre', 0, added}
 end
 

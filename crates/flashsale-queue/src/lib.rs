@@ -230,6 +230,7 @@ impl Queue {
             .key(keys.queue_tail())
             .key(keys.queue_sealed())
             .key(keys.queue_ticker())
+            .key(keys.queue_arrivals())
             .arg(user.as_str())
             .arg(rank)
             .arg(window.prequeue_opens_at_ms)
@@ -352,29 +353,38 @@ impl Queue {
         batch: BatchNo,
         unsealed: bool,
     ) -> Result<Option<(Option<u64>, Vec<String>)>, QueueError> {
-        const SLICE: usize = 20_000;
         let keys = self.keys.batch(sale, batch);
         let mut conn = self.redis.conn().await?;
         let sealed: Option<u64> = redis::cmd("GET").arg(keys.queue_sealed()).query_async(&mut conn).await?;
         if sealed.is_none() && !unsealed {
             return Ok(None);
         }
-        let mut members = Vec::with_capacity(usize::try_from(sealed.unwrap_or(0)).unwrap_or(0).min(10_000_000));
+        drop(conn);
+        let members = self.read_sorted(&keys.queue_prequeue()).await?;
+        Ok(Some((sealed, members)))
+    }
+
+    /// The pre-queue's buyers in the order they joined (earliest first), read in slices.
+    pub async fn arrivals(&self, sale: SaleId, batch: BatchNo) -> Result<Vec<String>, QueueError> {
+        let keys = self.keys.batch(sale, batch);
+        self.read_sorted(&keys.queue_arrivals()).await
+    }
+
+    /// Every member of a sorted set in score order, in slices of 20,000.
+    async fn read_sorted(&self, key: &str) -> Result<Vec<String>, QueueError> {
+        const SLICE: usize = 20_000;
+        let mut conn = self.redis.conn().await?;
+        let mut members: Vec<String> = Vec::new();
         loop {
             let from = members.len();
-            let slice: Vec<String> = redis::cmd("ZRANGE")
-                .arg(keys.queue_prequeue())
-                .arg(from)
-                .arg(from + SLICE - 1)
-                .query_async(&mut conn)
-                .await?;
+            let slice: Vec<String> =
+                redis::cmd("ZRANGE").arg(key).arg(from).arg(from + SLICE - 1).query_async(&mut conn).await?;
             let done = slice.len() < SLICE;
             members.extend(slice);
             if done {
-                break;
+                return Ok(members);
             }
         }
-        Ok(Some((sealed, members)))
     }
 
     /// The buyer's place, or `None` if they have not joined.

@@ -18,6 +18,10 @@ pub struct TicketClaims {
     pub number: Option<Ticket>,
     /// Set once admitted: the admission step and when the admission expires.
     pub admission: Option<AdmissionWindow>,
+    /// Set once the buyer was told their final answer (sold out, closed): the server counts each
+    /// buyer told once, for the sale report, without remembering anyone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub told: bool,
 }
 
 /// When an admitted buyer's turn ends.
@@ -189,7 +193,14 @@ mod tests {
         assert_eq!(tokens.verify_stream(&token, SaleId::try_from(2).unwrap(), 1_000), None);
         // Neither a forged one nor another kind of token (a ticket) opens a stream.
         assert_eq!(tokens.verify_stream(&Tokens::new(b"guess").sign_stream(&claims), sale, 1_000), None);
-        let ticket = TicketClaims { user: user("alice"), sale, batch: BatchNo::FIRST, number: None, admission: None };
+        let ticket = TicketClaims {
+            user: user("alice"),
+            sale,
+            batch: BatchNo::FIRST,
+            number: None,
+            admission: None,
+            told: false,
+        };
         assert_eq!(tokens.verify_stream(&tokens.sign_ticket(&ticket), sale, 1_000), None);
     }
 
@@ -216,6 +227,7 @@ mod tests {
             batch,
             number: Some(Ticket(7)),
             admission: None,
+            told: false,
         });
         let alice = user("alice");
         assert_eq!(tokens.verify_admission(&forged, &alice, sale, batch, 1_000), Err(TokenError::Forged));
@@ -231,7 +243,8 @@ mod tests {
     fn tickets_of_another_buyer_or_batch_are_ignored() {
         let tokens = Tokens::new(b"secret");
         let (sale, batch) = ids();
-        let ticket = TicketClaims { user: user("alice"), sale, batch, number: Some(Ticket(3)), admission: None };
+        let ticket =
+            TicketClaims { user: user("alice"), sale, batch, number: Some(Ticket(3)), admission: None, told: false };
         let token = tokens.sign_ticket(&ticket);
         assert_eq!(tokens.verify_ticket(&token, &user("alice"), sale, batch), Some(ticket));
         assert_eq!(tokens.verify_ticket(&token, &user("bob"), sale, batch), None);

@@ -13,13 +13,15 @@ use crate::error::SalesError;
 use crate::store::{BATCH_COLUMNS, BatchRow};
 
 /// What is public about a recorded draw, without its entrants.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DrawRecord {
     /// Buyers in the sealed cohort.
     pub cohort_size: u64,
     /// The Merkle root over their leaves (the cohort commitment).
     pub cohort_root: Vec<u8>,
     pub sealed_at: DateTime<Utc>,
+    /// Spearman's rho of arrival against drawn place over the cohort (`None` below three).
+    pub arrival_rho: Option<f64>,
 }
 
 /// Batches whose opening has passed and whose draw is not recorded yet (not retired: a retired
@@ -45,18 +47,20 @@ pub async fn record_draw(
     batch: BatchNo,
     cohort_root: &[u8; 32],
     entrants: &[u8],
+    arrival_rho: Option<f64>,
 ) -> Result<bool, SalesError> {
     debug_assert_eq!(entrants.len() % 32, 0, "leaves are 32 bytes each");
     let size = i64::try_from(entrants.len() / 32).unwrap_or(i64::MAX);
     let done = sqlx::query(
-        "INSERT INTO batch_draws (sale_id, batch_no, cohort_size, cohort_root, entrants) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        "INSERT INTO batch_draws (sale_id, batch_no, cohort_size, cohort_root, entrants, arrival_rho) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
     )
     .bind(sale.get())
     .bind(batch.get())
     .bind(size)
     .bind(&cohort_root[..])
     .bind(entrants)
+    .bind(arrival_rho)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -68,17 +72,18 @@ pub async fn draw_record(
     sale: SaleId,
     batch: BatchNo,
 ) -> Result<Option<DrawRecord>, SalesError> {
-    let row: Option<(i64, Vec<u8>, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT cohort_size, cohort_root, sealed_at FROM batch_draws WHERE sale_id = $1 AND batch_no = $2",
+    type Row = (i64, Vec<u8>, DateTime<Utc>, Option<f64>);
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT cohort_size, cohort_root, sealed_at, arrival_rho FROM batch_draws WHERE sale_id = $1 AND batch_no = $2",
     )
     .bind(sale.get())
     .bind(batch.get())
     .fetch_optional(conn)
     .await?;
-    row.map(|(size, cohort_root, sealed_at)| {
+    row.map(|(size, cohort_root, sealed_at, arrival_rho)| {
         let cohort_size = u64::try_from(size)
             .map_err(|_| SalesError::CorruptRow { sale_id: sale.get(), reason: format!("cohort size {size}") })?;
-        Ok(DrawRecord { cohort_size, cohort_root, sealed_at })
+        Ok(DrawRecord { cohort_size, cohort_root, sealed_at, arrival_rho })
     })
     .transpose()
 }

@@ -8,10 +8,13 @@
 //! - [`batch`]: [`Sale`] and [`Batch`] as stored and a batch's [`BatchStatus`] at an instant.
 //! - [`store`]: PostgreSQL queries, composable inside one transaction.
 //! - [`draws`]: each batch's pre-queue cohort as recorded at its opening (written once).
+//! - [`activity`]: each batch's per-second counts (admissions, joins, refusals), summed over
+//!   instances: its sale report's timeline.
 //!
 //! This crate knows nothing of Redis: live stock lives in the inventory crate's ledger, and the
 //! server combines the two.
 
+pub mod activity;
 pub mod batch;
 pub mod config;
 pub mod draws;

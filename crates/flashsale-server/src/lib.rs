@@ -14,7 +14,8 @@
 //!   [`snapshot`] and [`cache`] (what polls read instead of the stores), [`pulse`] (what event
 //!   streams wake on, one per followed batch), [`health`] (whether the
 //!   stores and the ticker work), [`limits`] (rate limits), [`jwt`] (shopper tokens),
-//!   [`metrics`] (the recorder), [`problem`] (the problem codes every layer speaks).
+//!   [`metrics`] (the recorder), [`problem`] (the problem codes every layer speaks),
+//!   [`activity`] (each batch's per-second counts for its sale report).
 //!
 //! A test (`layers_do_not_import_upwards`) reads the sources and fails on an import against
 //! this order, an import circle between modules, or `axum` in `service/`.
@@ -22,6 +23,7 @@
 //! The binary (`src/bin/flashsale.rs`) only parses the command line and calls [`serve`] or
 //! [`migrate`].
 
+pub mod activity;
 pub mod cache;
 pub mod config;
 pub mod health;

@@ -181,6 +181,11 @@ const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Cohorts recorded with fewer buyers than Redis sealed (Redis lost part of a pre-queue; expected 0).",
     ),
+    (
+        "activity_dropped_total",
+        Kind::Counter,
+        "Times per-second batch counts were dropped because PostgreSQL could not take them for long (expected 0).",
+    ),
     ("draw_out_of_order_total", Kind::Counter, "Cohorts found out of rank order in Redis when recorded (expected 0)."),
     ("order_requests_total", Kind::Counter, "Order requests, by outcome."),
     ("orders_created_units_total", Kind::Counter, "Units in orders created."),

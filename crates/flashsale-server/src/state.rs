@@ -72,6 +72,8 @@ pub struct Shared {
     pub limits: Arc<RateLimits>,
     /// The batches this instance's event streams follow, one pulse each.
     pub pulses: crate::pulse::Pulses,
+    /// Each batch's counts of this second, for its sale report (flushed by the `activity` job).
+    pub activity: crate::activity::Activity,
     /// Batches whose ledger drift has been logged, so it is logged once, not every second.
     pub drifting: std::sync::Mutex<std::collections::HashSet<(SaleId, BatchNo)>>,
     /// Each batch's Redis-vs-PostgreSQL difference at the previous audit (a difference is
@@ -196,6 +198,7 @@ impl AppState {
             counters: Arc::new(TtlCache::new(tuning.queue.counter_cache_ttl)),
             limits: Arc::new(RateLimits::new(&tuning.limits)),
             pulses: crate::pulse::Pulses::default(),
+            activity: Default::default(),
             drifting: Default::default(),
             pg_drift: Default::default(),
             orphan_after: tuning.orphan_after,

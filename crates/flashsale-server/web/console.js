@@ -305,6 +305,17 @@ function chart(samples, series) {
 
 const CHART_SAMPLES = 300;
 
+/** Saves a batch's sale report (one self-contained HTML page) through the bearer-authenticated API. */
+async function downloadReport(id, batchNo) {
+  const response = await fetch(`/admin/sales/${id}/batches/${batchNo}/report`, {
+    headers: { Accept: 'text/html', Authorization: `Bearer ${session.token}` },
+  });
+  if (!response.ok) return;
+  const link = el('a', { href: URL.createObjectURL(await response.blob()), download: `sale-${id}-batch-${batchNo}-report.html` });
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+}
+
 async function salePage(id) {
   clearInterval(refresher);
   let sale = null;
@@ -356,6 +367,7 @@ async function salePage(id) {
           ? el('p', {}, 'Seed: ', el('code', {}, body.prequeue_seed))
           : el('p', { class: 'hint' }, 'The seed is revealed once the cohort is recorded.'),
         el('p', { class: 'hint' }, `Order: ${body.rank}`),
+        el('button', { type: 'button', id: 'report', onclick: () => downloadReport(id, batch.batch_no) }, `Download batch ${batch.batch_no}'s report`),
       );
     } catch (e) {
       drawBox.replaceChildren(el('p', { class: 'hint' }, e.message));

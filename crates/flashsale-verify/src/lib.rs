@@ -66,28 +66,73 @@ pub fn parse_entrants(text: &str) -> Result<Vec<Leaf>, VerifyError> {
         .collect()
 }
 
+/// A published draw that verified: the cohort, ready to look buyers up in.
+#[derive(Debug, Clone)]
+pub struct Cohort {
+    published: PublishedDraw,
+    seed: PrequeueSeed,
+    root: [u8; 32],
+    drawn: Vec<Leaf>,
+    places: std::collections::HashMap<Leaf, u64>,
+}
+
+impl Cohort {
+    /// Checks the published draw and its entrants (the `/draw/entrants` text): the seed against
+    /// its commitment, the cohort against its commitment and size, the order against the seed.
+    pub fn verify(published: &PublishedDraw, entrants: &str) -> Result<Cohort, VerifyError> {
+        let seed = published.prequeue_seed.as_deref().ok_or(VerifyError::NotPublished("the seed"))?;
+        let seed = PrequeueSeed::new(flashsale_core::unhex(seed).ok_or(VerifyError::BadField("prequeue_seed"))?);
+        let committed =
+            published.cohort_commitment.as_deref().ok_or(VerifyError::NotPublished("the cohort commitment"))?;
+        let size = published.cohort_size.ok_or(VerifyError::NotPublished("the cohort size"))?;
+        let drawn = parse_entrants(entrants)?;
+        draw::verify_draw(
+            published.sale_id,
+            published.batch_no,
+            &seed,
+            &published.draw_commitment,
+            committed,
+            size,
+            &drawn,
+        )?;
+        let root = flashsale_core::unhex(committed)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(VerifyError::BadField("cohort_commitment"))?;
+        let places = drawn.iter().zip(1..).map(|(leaf, place)| (*leaf, place)).collect();
+        Ok(Cohort { published: published.clone(), seed, root, drawn, places })
+    }
+
+    /// Buyers in the cohort.
+    pub fn size(&self) -> u64 {
+        u64::try_from(self.places.len()).unwrap_or(u64::MAX)
+    }
+
+    /// The buyer's leaf in this batch.
+    fn leaf(&self, buyer: &Buyer) -> Leaf {
+        draw::leaf(self.published.sale_id, self.published.batch_no, &buyer.user, &buyer.receipt)
+    }
+
+    /// The buyer's drawn place (1-based), if they are in the cohort. A lookup: cheap enough to
+    /// check every buyer of a million.
+    pub fn place_of(&self, buyer: &Buyer) -> Option<u64> {
+        self.places.get(&self.leaf(buyer)).copied()
+    }
+
+    /// The buyer's entry with its inclusion proof, checked against the cohort commitment.
+    pub fn entry(&self, buyer: &Buyer) -> Result<Entry, VerifyError> {
+        let leaf = self.leaf(buyer);
+        let entry = draw::find_entrant(&self.seed, &self.drawn, &leaf).ok_or(VerifyError::NotInCohort)?;
+        if !entry.proof.verify(&leaf, &self.root) {
+            return Err(VerifyError::NotInCohort);
+        }
+        Ok(entry)
+    }
+}
+
 /// Checks the published draw and its entrants (the `/draw/entrants` text), and finds `buyer`'s
 /// place with its inclusion proof (checked against the cohort commitment).
 pub fn verify(published: &PublishedDraw, entrants: &str, buyer: Option<&Buyer>) -> Result<Verdict, VerifyError> {
-    let seed = published.prequeue_seed.as_deref().ok_or(VerifyError::NotPublished("the seed"))?;
-    let seed = PrequeueSeed::new(flashsale_core::unhex(seed).ok_or(VerifyError::BadField("prequeue_seed"))?);
-    let root = published.cohort_commitment.as_deref().ok_or(VerifyError::NotPublished("the cohort commitment"))?;
-    let size = published.cohort_size.ok_or(VerifyError::NotPublished("the cohort size"))?;
-    let drawn = parse_entrants(entrants)?;
-    draw::verify_draw(published.sale_id, published.batch_no, &seed, &published.draw_commitment, root, size, &drawn)?;
-    let entry = match buyer {
-        None => None,
-        Some(buyer) => {
-            let leaf = draw::leaf(published.sale_id, published.batch_no, &buyer.user, &buyer.receipt);
-            let entry = draw::find_entrant(&seed, &drawn, &leaf).ok_or(VerifyError::NotInCohort)?;
-            let root: [u8; 32] = flashsale_core::unhex(root)
-                .and_then(|b| b.try_into().ok())
-                .ok_or(VerifyError::BadField("cohort_commitment"))?;
-            if !entry.proof.verify(&leaf, &root) {
-                return Err(VerifyError::NotInCohort);
-            }
-            Some(entry)
-        }
-    };
-    Ok(Verdict { cohort_size: size, entry })
+    let cohort = Cohort::verify(published, entrants)?;
+    let entry = buyer.map(|buyer| cohort.entry(buyer)).transpose()?;
+    Ok(Verdict { cohort_size: cohort.size(), entry })
 }

@@ -99,6 +99,8 @@ pub struct Buyer {
     pub outcome: Outcome,
     /// For buyers who sent their order twice: whether both answers were the same.
     pub retried_identically: Option<bool>,
+    /// Pre-queue buyers: the draw receipt the queue handed them (to check their place).
+    pub draw_receipt: Option<Box<str>>,
 }
 
 impl Buyer {
@@ -117,6 +119,7 @@ impl Buyer {
             sold_out_in_line: false,
             admitted_ms: None,
             told_over_ms: None,
+            draw_receipt: None,
             paid_ms: None,
             ordered_ms: None,
             outcome: Outcome::Unfinished,
@@ -135,6 +138,7 @@ struct QueueAnswer {
     poll_after_ms: Option<u64>,
     ticket: Option<String>,
     admission_token: Option<String>,
+    draw_receipt: Option<String>,
 }
 
 /// What happens after a step.
@@ -400,6 +404,9 @@ impl Engine {
             }
             if let Some(ticket) = answer.ticket {
                 b.ticket = Some(ticket.into());
+            }
+            if b.draw_receipt.is_none() {
+                b.draw_receipt = answer.draw_receipt.map(Into::into);
             }
             Ok(match answer.status.as_str() {
                 "waiting" | "paused" | "standby" => {

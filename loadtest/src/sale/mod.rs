@@ -180,6 +180,23 @@ async fn sample(client: &Client, engine: &engine::Engine, sale: i64, done: &Atom
     samples
 }
 
+/// What the server publishes about the played batch, fetched once the sale settled: its report
+/// (once the instances added their last second of counts) and its draw.
+async fn server_view(client: &Client, id: i64) -> anyhow::Result<verdict::ServerView> {
+    // The instances add their per-second counts once a second.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let report_path = format!("/admin/sales/{id}/batches/1/report");
+    let report = client.admin_ok(Method::GET, &report_path, None, StatusCode::OK).await?.body;
+    let draw_path = format!("/sales/{id}/batches/1/draw");
+    let draw = client.send(Method::GET, &draw_path, None, false, None).await?.body;
+    let draw: flashsale_queue::draw::PublishedDraw = serde_json::from_value(draw).context("the published draw")?;
+    let entrants = match draw.cohort_size {
+        Some(_) => Some(client.text(&format!("{draw_path}/entrants")).await?),
+        None => None,
+    };
+    Ok(verdict::ServerView { report, draw, entrants })
+}
+
 /// Plays the sale and checks it.
 pub async fn run(client: &Client, opts: &SaleOptions) -> anyhow::Result<Report> {
     let started = Instant::now();
@@ -238,8 +255,10 @@ pub async fn run(client: &Client, opts: &SaleOptions) -> anyhow::Result<Report> 
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
+    let server = server_view(client, id).await?;
     let run = verdict::Run {
         opts,
+        server,
         sale: id,
         started,
         opens_ms,

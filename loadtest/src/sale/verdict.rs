@@ -16,9 +16,19 @@ use crate::latency::Latencies;
 use crate::progress;
 use crate::queue_smoke::{ranks, spearman};
 
+/// What the server published about the played batch.
+pub struct ServerView {
+    /// The operator's sale report (JSON).
+    pub report: Value,
+    pub draw: flashsale_queue::draw::PublishedDraw,
+    /// The drawn cohort's entrants, once recorded.
+    pub entrants: Option<String>,
+}
+
 /// Everything a played sale left to judge.
 pub struct Run<'a> {
     pub opts: &'a SaleOptions,
+    pub server: ServerView,
     pub sale: i64,
     pub started: Instant,
     pub opens_ms: u32,
@@ -80,6 +90,82 @@ async fn stored(database_url: &str, sale: i64) -> anyhow::Result<Stored> {
     .fetch_one(&mut db)
     .await?;
     Ok(Stored { pending, paid, max_per_user, orders, keys, paid_orders, refund_due_orders })
+}
+
+/// Buyers the queue itself told their final answer (sold out in line, or closed): what the
+/// server's report counts as `told_final`.
+fn told_in_line(buyers: &[Buyer]) -> u64 {
+    buyers.iter().filter(|b| b.sold_out_in_line || b.outcome == Outcome::Closed).count() as u64
+}
+
+/// The server's own account of the sale against the harness's: its report, and its draw checked
+/// the way any buyer can (`flashsale-verify`'s code), for every buyer drawn from the pre-queue.
+fn server_checks(
+    report: &mut Report,
+    server: &ServerView,
+    buyers: &[Buyer],
+    user: &dyn Fn(usize) -> String,
+    db: &Stored,
+    told: u64,
+) {
+    let r = &server.report;
+    let figure = |path: &[&str]| path.iter().fold(r, |v, k| &v[*k]).as_u64();
+    let outcome = |status: &str| {
+        r["orders"].as_array().and_then(|o| o.iter().find(|o| o["status"] == status)).and_then(|o| o["orders"].as_u64())
+    };
+    let joined = buyers.iter().filter(|b| b.position.is_some() || b.prequeued).count() as u64;
+    let prequeued = buyers.iter().filter(|b| b.prequeued).count() as u64;
+    let paid = u64::try_from(db.paid_orders).ok();
+    let agrees = figure(&["entrants", "queued"]) == Some(joined)
+        && figure(&["entrants", "prequeue_cohort"]) == Some(prequeued)
+        && outcome("paid") == paid
+        && figure(&["sell_out", "told_final"]) == Some(told)
+        && figure(&["fairness", "admissions_out_of_order"]) == Some(0);
+    report.check(
+        "server_report_agrees",
+        agrees,
+        format!(
+            "report: queued {:?} (harness {joined}), cohort {:?} ({prequeued}), paid orders {:?} ({paid:?}), told \
+             final {:?} ({told}), admissions out of order {:?}, arrival rho {}",
+            figure(&["entrants", "queued"]),
+            figure(&["entrants", "prequeue_cohort"]),
+            outcome("paid"),
+            figure(&["sell_out", "told_final"]),
+            figure(&["fairness", "admissions_out_of_order"]),
+            r["fairness"]["arrival_rho"]
+        ),
+    );
+    let (placed, checked, detail) = match server
+        .entrants
+        .as_deref()
+        .map(|e| flashsale_verify::Cohort::verify(&server.draw, e))
+    {
+        None => (0, 0, "the draw is not recorded".to_owned()),
+        Some(Err(e)) => (0, 1, format!("the published draw does not verify: {e}")),
+        Some(Ok(cohort)) => {
+            let drawn: Vec<(usize, &Buyer)> =
+                buyers.iter().enumerate().filter(|(_, b)| b.prequeued && b.draw_receipt.is_some()).collect();
+            let placed = drawn
+                .iter()
+                .filter(|(i, b)| {
+                    let buyer = flashsale_verify::Buyer::new(&user(*i), b.draw_receipt.as_deref().unwrap_or_default());
+                    let place = buyer.ok().and_then(|buyer| cohort.place_of(&buyer));
+                    // A buyer who left before the draw never learned a place: in the cohort is enough.
+                    place.is_some() && (b.position.is_none() || place == b.position)
+                })
+                .count();
+            (
+                placed,
+                drawn.len(),
+                format!(
+                    "{placed} of {} pre-queue buyers found in a cohort of {}, each at the place the queue gave them",
+                    drawn.len(),
+                    cohort.size()
+                ),
+            )
+        }
+    };
+    report.check("draw_verifies", placed == checked, detail);
 }
 
 /// The naive purchase's numbers for the same buyers and stock.
@@ -300,6 +386,9 @@ pub async fn judge(run: Run<'_>) -> anyhow::Result<Report> {
             standby.len()
         ),
     );
+    let user = |i: usize| format!("{}-{}-{i}", opts.scenario, run.sale);
+    server_checks(&mut report, &run.server, buyers, &user, &db, told_in_line(buyers));
+
     let opens = secs(run.opens_ms);
     report.note("opened_at", format!("{opens:.1}s"));
     report.note(

@@ -52,6 +52,7 @@ use crate::batcher::Batcher;
 use crate::payment::PaymentReceipt;
 use crate::{NewOrder, Order, OrderError, OrderId, OrderStatus};
 pub use claims::{CLAIM_TTL_MS, load_scripts};
+pub use rows::Outcome;
 use writer::StoredOutcome;
 
 /// How the order writers run.

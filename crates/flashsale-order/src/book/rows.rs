@@ -131,4 +131,58 @@ impl OrderBook {
         .await?;
         Ok(BatchTotals { reserved, sold })
     }
+
+    /// A batch's orders by status: how many, their units and amount (the sale report's outcomes).
+    pub async fn outcomes(&self, sale: SaleId, batch: BatchNo) -> Result<Vec<Outcome>, OrderError> {
+        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT status, count(*), COALESCE(SUM(quantity), 0)::bigint, COALESCE(SUM(amount_cents), 0)::bigint \
+             FROM orders WHERE sale_id = $1 AND batch_no = $2 GROUP BY status ORDER BY status",
+        )
+        .bind(sale.get())
+        .bind(batch.get())
+        .fetch_all(&self.db)
+        .await?;
+        rows.into_iter()
+            .map(|(status, orders, units, cents)| {
+                let parsed = OrderStatus::parse(&status)
+                    .ok_or_else(|| OrderError::CorruptRow { id: 0, reason: format!("status {status}") })?;
+                Ok(Outcome {
+                    status: parsed,
+                    orders: u64::try_from(orders).unwrap_or_default(),
+                    units: u64::try_from(units).unwrap_or_default(),
+                    amount_cents: Cents(cents),
+                })
+            })
+            .collect()
+    }
+
+    /// When the batch sold out: the payment that brought the units paid to `stock` (`None` while
+    /// fewer are paid).
+    pub async fn sold_out_at(
+        &self,
+        sale: SaleId,
+        batch: BatchNo,
+        stock: Units,
+    ) -> Result<Option<DateTime<Utc>>, OrderError> {
+        Ok(sqlx::query_scalar(
+            "SELECT paid_at FROM (SELECT paid_at, SUM(quantity) OVER (ORDER BY paid_at, id) AS paid \
+                                  FROM orders WHERE sale_id = $1 AND batch_no = $2 AND status = 'paid') p \
+             WHERE paid >= $3 ORDER BY paid_at LIMIT 1",
+        )
+        .bind(sale.get())
+        .bind(batch.get())
+        .bind(stock.to_i64())
+        .fetch_optional(&self.db)
+        .await?
+        .flatten())
+    }
+}
+
+/// Orders of one status in a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: OrderStatus,
+    pub orders: u64,
+    pub units: u64,
+    pub amount_cents: Cents,
 }

@@ -1,6 +1,7 @@
 //! The HTTP layer: the router, the OpenAPI document generated from it, the middleware, and the
 //! handlers, one module per audience ([`public`], [`queue`] and [`orders`] for shoppers,
-//! [`admin`] for operations, [`ops`] for health and metrics); besides the API, the pages
+//! [`admin`] for operations, [`ops`] for health and metrics, [`report`] for both: a batch's
+//! sale report); besides the API, the pages
 //! ([`web`]), dev mode's stand-ins for the shop's login and the payment provider ([`dev`]), and
 //! cross-origin access for listed sites ([`cors`]). Each exposes
 //! `fn router() -> OpenApiRouter<AppState>`, registering handlers with `routes!` so the OpenAPI
@@ -20,6 +21,7 @@ pub mod page;
 pub mod problem;
 pub mod public;
 pub mod queue;
+pub mod report;
 pub mod track;
 pub mod web;
 
@@ -190,6 +192,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .merge(orders::router())
         .merge(admin::router())
         .merge(ops::router())
+        .merge(report::router())
         .split_for_parts();
     let mut document = serde_json::to_value(&openapi).expect("the OpenAPI document serialises");
     declare_rules(&mut document);

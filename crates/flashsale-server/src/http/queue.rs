@@ -22,6 +22,16 @@ use crate::problem::Problem;
 use crate::service::queue::{self, QueueState, QueueStatus};
 use crate::state::AppState;
 
+/// The buyer's and the address's rate limits on the queue; a refusal is also counted for the
+/// sale's report.
+async fn within_limits(state: &AppState, buyer: &Buyer, ip: &ClientIp, id: SaleId) -> Result<(), ApiError> {
+    if let Err(limited) = state.limits.check(&buyer.user, ip.0) {
+        queue::rate_limited(state, id).await;
+        return Err(limited.into());
+    }
+    Ok(())
+}
+
 /// The header a client sends its last ticket back in.
 pub const TICKET_HEADER: &str = "x-queue-ticket";
 
@@ -76,7 +86,7 @@ async fn stream_token(
     ip: ClientIp,
     Path(id): Path<SaleId>,
 ) -> Result<Json<StreamToken>, ApiError> {
-    state.limits.check(&buyer.user, ip.0)?;
+    within_limits(&state, &buyer, &ip, id).await?;
     let expires_at_ms = state.clock.now().timestamp_millis() + STREAM_TOKEN_LIFETIME_MS;
     let stream_token = state.tokens.sign_stream(&StreamClaims { user: buyer.user, sale: id, expires_at_ms });
     let expires_at = chrono::DateTime::from_timestamp_millis(expires_at_ms).unwrap_or_default();
@@ -127,7 +137,7 @@ async fn join_queue(
     ip: ClientIp,
     Path(id): Path<SaleId>,
 ) -> Result<Response, ApiError> {
-    state.limits.check(&buyer.user, ip.0)?;
+    within_limits(&state, &buyer, &ip, id).await?;
     let (new, joined) = queue::join(&state, &buyer.user, id).await?;
     let status = if new { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(joined)).into_response())
@@ -158,7 +168,7 @@ async fn queue_status(
     Path(id): Path<SaleId>,
     ticket: PresentedTicket,
 ) -> Result<Json<QueueState>, ApiError> {
-    state.limits.check(&buyer.user, ip.0)?;
+    within_limits(&state, &buyer, &ip, id).await?;
     Ok(Json(queue::status(&state, &buyer.user, id, ticket.0.as_deref()).await?))
 }
 
@@ -195,7 +205,7 @@ async fn queue_events(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let buyer = stream_buyer(&state, &headers, &query, id)?;
-    state.limits.check(&buyer.user, ip.0)?;
+    within_limits(&state, &buyer, &ip, id).await?;
     let slot = state.limits.open_stream(&buyer.user)?;
     let ticket = ticket.0.as_deref();
     // Errors before the stream starts (no such sale, not joined) are ordinary problems.

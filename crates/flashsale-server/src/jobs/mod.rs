@@ -4,6 +4,8 @@
 //! - [`upkeep`]: once a second, weekly rollover, rebuilding lost Redis state, the audits, sweeps
 //!   of reservations nobody ordered, retiring finished batches.
 //! - [`admission`]: every 100 ms, the admission step of every open batch.
+//! - [`activity`]: once a second, adding this instance's per-second batch counts to PostgreSQL
+//!   (the sale reports' timelines).
 //! - [`draws`]: once a second, recording the sealed pre-queue cohort of every batch that opened
 //!   (and so publishing its seed).
 //! - [`order_sweep`]: once a second, expiring unpaid orders and applying settlements left owed.
@@ -14,6 +16,7 @@
 //! retried at the next tick); nothing here answers a request. Adding a job is one file here and
 //! one line in [`spawn_all`].
 
+pub mod activity;
 pub mod admission;
 pub mod database_probe;
 pub mod draws;
@@ -36,6 +39,7 @@ pub fn spawn_all(state: &AppState, shutdown: &CancellationToken) -> JoinSet<()> 
     jobs.spawn(metrics.scope(order_sweep::run(state.clone(), shutdown.clone())));
     jobs.spawn(metrics.scope(database_probe::run(state.clone(), shutdown.clone())));
     jobs.spawn(metrics.scope(draws::run(state.clone(), shutdown.clone())));
+    jobs.spawn(metrics.scope(activity::run(state.clone(), shutdown.clone())));
     jobs
 }
 

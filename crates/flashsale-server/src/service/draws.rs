@@ -49,18 +49,15 @@ async fn record(state: &AppState, batch: Batch, now: DateTime<Utc>) -> Result<bo
             "the sealed pre-queue is not whole in Redis; recording what is left");
         metrics::counter!("draw_cohort_incomplete_total").increment(1);
     }
-    let users = members
-        .into_iter()
-        .map(UserId::try_from)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::Internal(anyhow::anyhow!("a pre-queue member is not a user id: {e}")))?;
-    let large = users.len() >= BLOCKING_FROM;
-    let compute = move || seal(&batch, &users);
-    let (leaves, root, in_order) = if large {
+    let arrivals = state.queue.arrivals(sale, no).await?;
+    let large = members.len() >= BLOCKING_FROM;
+    let compute = move || seal(&batch, members, &arrivals);
+    let sealed = if large {
         tokio::task::spawn_blocking(compute).await.map_err(|e| Error::Internal(e.into()))?
     } else {
         compute()
     };
+    let Sealed { leaves, root, in_order, rho } = sealed?;
     if !in_order {
         // Every rank is computed by the same function at the join: only a bug gets here.
         tracing::error!(sale.id = %sale, batch.no = %no, "the pre-queue in Redis is not in rank order");
@@ -68,7 +65,7 @@ async fn record(state: &AppState, batch: Batch, now: DateTime<Utc>) -> Result<bo
     }
     let bytes: Vec<u8> = leaves.iter().flat_map(|leaf| leaf.0).collect();
     let mut conn = state.db.acquire().await?;
-    let written = draws::record_draw(&mut conn, sale, no, &root, &bytes).await?;
+    let written = draws::record_draw(&mut conn, sale, no, &root, &bytes, rho).await?;
     if written {
         tracing::info!(sale.id = %sale, batch.no = %no, cohort = leaves.len(), "pre-queue draw recorded; seed published");
         metrics::counter!("draws_recorded_total").increment(1);
@@ -76,14 +73,54 @@ async fn record(state: &AppState, batch: Batch, now: DateTime<Utc>) -> Result<bo
     Ok(written)
 }
 
-/// The cohort's leaves in drawn order, its root, and whether the order ascends by rank.
-fn seal(batch: &Batch, users: &[UserId]) -> (Vec<Leaf>, [u8; 32], bool) {
+/// A cohort as recorded.
+struct Sealed {
+    /// Leaves in drawn order.
+    leaves: Vec<Leaf>,
+    root: [u8; 32],
+    /// Whether the drawn order ascends by rank (it must).
+    in_order: bool,
+    /// Arrival against place.
+    rho: Option<f64>,
+}
+
+/// Hashes the cohort (`members` in drawn order) into its record.
+fn seal(batch: &Batch, members: Vec<String>, arrivals: &[String]) -> Result<Sealed, Error> {
+    let rho = arrival_rho(&members, arrivals);
+    let users = members
+        .into_iter()
+        .map(UserId::try_from)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::Internal(anyhow::anyhow!("a pre-queue member is not a user id: {e}")))?;
     let leaves: Vec<Leaf> =
         users.iter().map(|u| draw::entrant(&batch.entrant_key, batch.sale_id, batch.batch_no, u)).collect();
     let ranks: Vec<u64> = leaves.iter().map(|leaf| draw::rank(&batch.prequeue_seed, leaf)).collect();
     let in_order = ranks.windows(2).all(|pair| pair[0] <= pair[1]);
     let root = draw::cohort_root(&leaves);
-    (leaves, root, in_order)
+    Ok(Sealed { leaves, root, in_order, rho })
+}
+
+/// Spearman's rho between when the cohort's buyers joined (`arrivals`, earliest first) and the
+/// place they were drawn to (`drawn`, place 1 first), over the buyers found in both; `None` below
+/// three. Near 0 for a fair draw: arriving early bought nothing.
+fn arrival_rho(drawn: &[String], arrivals: &[String]) -> Option<f64> {
+    let arrived: std::collections::HashMap<&str, usize> =
+        arrivals.iter().enumerate().map(|(i, user)| (user.as_str(), i)).collect();
+    // Both orders restricted to the buyers present in both, then ranked 0..n.
+    let mut pairs: Vec<(usize, usize)> =
+        drawn.iter().enumerate().filter_map(|(place, user)| Some((*arrived.get(user.as_str())?, place))).collect();
+    let n = pairs.len();
+    if n < 3 {
+        return None;
+    }
+    pairs.sort_unstable();
+    let mut by_place: Vec<(usize, usize)> =
+        pairs.iter().enumerate().map(|(arrival, &(_, place))| (place, arrival)).collect();
+    by_place.sort_unstable();
+    let d2: f64 =
+        by_place.iter().enumerate().map(|(place, &(_, arrival))| (place as f64 - arrival as f64).powi(2)).sum();
+    let n = n as f64;
+    Some(1.0 - 6.0 * d2 / (n * (n * n - 1.0)))
 }
 
 /// What is public about a batch's draw right now: the seed commitment always, the cohort
@@ -120,4 +157,23 @@ pub async fn entrants(state: &AppState, id: SaleId, batch_no: BatchNo) -> Result
 
 fn no_batch() -> Error {
     Error::NotFound("no such batch".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn users(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    #[test]
+    fn rho_is_one_when_the_draw_follows_arrival_and_minus_one_when_it_reverses_it() {
+        let arrivals = users(&["a", "b", "c", "d"]);
+        assert_eq!(arrival_rho(&users(&["a", "b", "c", "d"]), &arrivals), Some(1.0));
+        assert_eq!(arrival_rho(&users(&["d", "c", "b", "a"]), &arrivals), Some(-1.0));
+        // Buyers without an arrival (joined before it was recorded) are left out.
+        assert_eq!(arrival_rho(&users(&["x", "a", "b", "c"]), &arrivals), Some(1.0));
+        assert_eq!(arrival_rho(&users(&["a", "b"]), &arrivals), None);
+    }
 }

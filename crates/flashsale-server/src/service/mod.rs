@@ -1,5 +1,6 @@
 //! What the server does, in the domain's words: sales and their batches ([`sales`]), the
-//! buyer's side of the queue ([`queue`]) and its draw ([`draws`]), orders and payments ([`orders`]), and putting Redis
+//! buyer's side of the queue ([`queue`]) and its draw ([`draws`]), each batch's sale report
+//! ([`report`]), orders and payments ([`orders`]), and putting Redis
 //! right from PostgreSQL ([`recovery`]).
 //!
 //! The rule of this layer: no `axum`, no HTTP. Functions take the shared state and typed
@@ -12,6 +13,7 @@ pub mod draws;
 pub mod orders;
 pub mod queue;
 pub mod recovery;
+pub mod report;
 pub mod sales;
 
 use std::net::IpAddr;

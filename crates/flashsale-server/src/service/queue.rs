@@ -281,6 +281,13 @@ impl Pacing {
     }
 }
 
+/// Counts a queue request of the sale refused by a rate limit, for its current batch's report.
+pub async fn rate_limited(state: &AppState, id: SaleId) {
+    if let Ok(snapshot) = sale_snapshot(state, id).await {
+        state.activity.rate_limited(id, snapshot[0].1.batch.batch_no, state.clock.now_ms());
+    }
+}
+
 /// Joins the buyer to the sale's current batch. Returns whether this call created the place.
 pub async fn join(state: &AppState, user: &UserId, id: SaleId) -> Result<(bool, QueueState), Error> {
     let snapshot = sale_snapshot(state, id).await?;
@@ -296,6 +303,17 @@ pub async fn join(state: &AppState, user: &UserId, id: SaleId) -> Result<(bool, 
         Joined::Missing => "rebuilding",
     };
     metrics::counter!("queue_joins_total", "outcome" => outcome).increment(1);
+    // For the report: new places and refusals (a buyer joining again keeps their place: not a
+    // join; a batch being rebuilt refuses nobody for good).
+    match joined {
+        Joined::Prequeue { new: true } | Joined::Ticket { new: true, .. } => {
+            state.activity.join(id, ctx.batch.batch_no, state.clock.now_ms(), true);
+        }
+        Joined::NotOpen | Joined::Closed | Joined::SoldOut => {
+            state.activity.join(id, ctx.batch.batch_no, state.clock.now_ms(), false);
+        }
+        Joined::Prequeue { new: false } | Joined::Ticket { new: false, .. } | Joined::Missing => {}
+    }
     let (number, new) = match joined {
         Joined::Prequeue { new } => (None, new),
         Joined::Ticket { number, new } => (Some(number), new),
@@ -314,7 +332,8 @@ pub async fn join(state: &AppState, user: &UserId, id: SaleId) -> Result<(bool, 
         // Redis lost the batch; upkeep rebuilds it within a second or two.
         Joined::Missing => return Err(Error::Rebuilding),
     };
-    let ticket = TicketClaims { user: user.clone(), sale: id, batch: ctx.batch.batch_no, number, admission: None };
+    let ticket =
+        TicketClaims { user: user.clone(), sale: id, batch: ctx.batch.batch_no, number, admission: None, told: false };
     Ok((new, view(state, &ctx, ticket, None).await?))
 }
 
@@ -338,7 +357,14 @@ pub async fn status(state: &AppState, user: &UserId, id: SaleId, presented: Opti
                 Some(Place::Drawn { rank }) => (state.clock.now() >= ctx.batch.opens_at).then_some(Ticket(rank)),
                 Some(Place::Ticket(number)) => Some(number),
             };
-            TicketClaims { user: user.clone(), sale: id, batch: ctx.batch.batch_no, number, admission: None }
+            TicketClaims {
+                user: user.clone(),
+                sale: id,
+                batch: ctx.batch.batch_no,
+                number,
+                admission: None,
+                told: false,
+            }
         }
     };
     let state_now = view(state, &ctx, ticket, reusable).await?;
@@ -419,10 +445,14 @@ async fn view(
         server_time: now,
     };
 
-    if closed {
-        out.status = QueueStatus::Closed;
-    } else if sold_out {
-        out.status = QueueStatus::SoldOut;
+    if closed || sold_out {
+        out.status = if closed { QueueStatus::Closed } else { QueueStatus::SoldOut };
+        // Counted once per buyer for the sale report: the ticket handed back remembers it.
+        if !ticket.told {
+            ticket.told = true;
+            dirty = true;
+            state.activity.told_final(sale, batch, now_ms);
+        }
     } else {
         match ticket.number {
             None => {
@@ -598,6 +628,8 @@ pub async fn admit_all(state: &AppState, now: DateTime<Utc>) -> Result<u64, Erro
                 continue;
             }
         };
+        let first_wave = admission_capacity(live.batch.stock.get(), ctx.policy.oversubscription);
+        state.activity.admission(sale.id, live.batch.batch_no, state.clock.now_ms(), &step, first_wave);
         let label = sale.id.to_string();
         metrics::counter!("queue_admitted_total", "sale" => label.clone()).increment(step.admitted);
         metrics::gauge!("queue_serving", "sale" => label.clone()).set(step.serving as f64);

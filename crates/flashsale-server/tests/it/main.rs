@@ -9,6 +9,7 @@ mod faults;
 mod ops;
 mod orders;
 mod queue;
+mod report;
 mod sales;
 mod validation;
 mod web;

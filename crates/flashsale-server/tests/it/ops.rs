@@ -154,6 +154,8 @@ async fn the_openapi_document_describes_every_route(db: sqlx::PgPool) {
         "/sales/{id}/queue/stream-token",
         "/sales/{id}/batches/{batch_no}/draw",
         "/sales/{id}/batches/{batch_no}/draw/entrants",
+        "/sales/{id}/batches/{batch_no}/report",
+        "/admin/sales/{id}/batches/{batch_no}/report",
         "/sales/{id}/orders",
         "/orders",
         "/orders/{id}",
