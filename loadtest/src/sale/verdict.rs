@@ -107,6 +107,7 @@ fn server_checks(
     user: &dyn Fn(usize) -> String,
     db: &Stored,
     told: u64,
+    outages: bool,
 ) {
     let r = &server.report;
     let figure = |path: &[&str]| path.iter().fold(r, |v, k| &v[*k]).as_u64();
@@ -116,10 +117,14 @@ fn server_checks(
     let joined = buyers.iter().filter(|b| b.position.is_some() || b.prequeued).count() as u64;
     let prequeued = buyers.iter().filter(|b| b.prequeued).count() as u64;
     let paid = u64::try_from(db.paid_orders).ok();
-    let agrees = figure(&["entrants", "queued"]) == Some(joined)
+    // Under faults two figures are not exact by design: a Redis rebuilt from PostgreSQL numbers
+    // newcomers past a margin (`queued` counts the skipped numbers), and an instance killed
+    // loses its last second of counts (`told_final` may fall short). The rest must still agree.
+    let exact = outages
+        || (figure(&["entrants", "queued"]) == Some(joined) && figure(&["sell_out", "told_final"]) == Some(told));
+    let agrees = exact
         && figure(&["entrants", "prequeue_cohort"]) == Some(prequeued)
         && outcome("paid") == paid
-        && figure(&["sell_out", "told_final"]) == Some(told)
         && figure(&["fairness", "admissions_out_of_order"]) == Some(0);
     report.check(
         "server_report_agrees",
@@ -387,7 +392,7 @@ pub async fn judge(run: Run<'_>) -> anyhow::Result<Report> {
         ),
     );
     let user = |i: usize| format!("{}-{}-{i}", opts.scenario, run.sale);
-    server_checks(&mut report, &run.server, buyers, &user, &db, told_in_line(buyers));
+    server_checks(&mut report, &run.server, buyers, &user, &db, told_in_line(buyers), opts.outages);
 
     let opens = secs(run.opens_ms);
     report.note("opened_at", format!("{opens:.1}s"));
