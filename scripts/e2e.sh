@@ -31,11 +31,11 @@ start_dev_server e2e FLASHSALE_RATE_LIMIT_PER_IP=0
 "$target/flashsale-loadtest" --url "http://127.0.0.1:$port" smoke --naive \
   --database-url "postgres://postgres@127.0.0.1:5432/$db" --report "$log.smoke.json" --html "$log.smoke.html"
 # Every option through `run`: a ramp, two units a buyer, buyers giving up, a third following the
-# event stream, no lapses (quick).
+# event stream, no lapses (quick), a proof of work on each join.
 "$target/flashsale-loadtest" --url "http://127.0.0.1:$port" run --buyers 1500 --stock 150 --arrival ramp \
   --per-user-limit 2 --max-quantity 2 --give-up 0.1 --patience 10 --events 0.3 --pay 0.9 --cancel 0.1 --retry 0.1 \
   --admission-rate 300 --admission-ttl 15 --payment-window 30 --opens-in 4 --early-window 3 --late-window 3 \
-  --connections 64 --duration 120 --seed 11 --database-url "postgres://postgres@127.0.0.1:5432/$db"
+  --connections 64 --duration 120 --seed 11 --join-pow-bits 8 --database-url "postgres://postgres@127.0.0.1:5432/$db"
 "$target/flashsale-loadtest" baseline-naive --buyers 2000 --stock 200 --connections 32 \
   --database-url "postgres://postgres@127.0.0.1:5432/postgres"
 

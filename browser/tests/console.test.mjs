@@ -58,6 +58,16 @@ test('an operator creates a weekly sale, pauses and resumes it, and sees the con
   assert.ok((await page.locator('#audit').textContent()).includes(`ops-alice-${RUN}`));
   await shoot(page, '12-console-sale');
 
+  // The draw's seed commitment shows from the batch's creation; the batch's report downloads as
+  // one self-contained page.
+  await page.getByText('seed commitment').waitFor();
+  const [download] = await Promise.all([page.waitForEvent('download'), page.locator('#report').click()]);
+  assert.match(download.suggestedFilename(), /^sale-\d+-batch-1-report\.html$/);
+  const chunks = [];
+  for await (const chunk of await download.createReadStream()) chunks.push(chunk);
+  const report = Buffer.concat(chunks).toString('utf8');
+  assert.ok(report.includes('<svg') && !report.includes('<script'), report.slice(0, 200));
+
   // Another operator changes the stock while this page's edit form holds the old version.
   await page.locator('#edit-sale [name="stock"]').fill('150');
   const { etag } = await admin(`/admin/sales/${id}`);

@@ -9,6 +9,7 @@
 //! - [`admin_race`]: operations editing one sale at once.
 //! - [`queue_smoke`]: the queue end to end: pre-queue cohort, opening, latecomers, admission.
 //! - [`order_bench`]: orders per second through the API next to a naive PostgreSQL purchase.
+//! - [`pow_bench`]: what a join's proof of work costs the server and a client, by difficulty.
 //! - [`naive`]: that naive purchase (row-lock decrement + insert per transaction), also a
 //!   scenario of its own (`baseline-naive`).
 //! - [`html`]: the self-contained HTML report (inline SVG charts).
@@ -28,6 +29,7 @@ mod html;
 mod latency;
 mod naive;
 mod order_bench;
+mod pow_bench;
 mod progress;
 mod queue_smoke;
 mod sale;
@@ -182,6 +184,16 @@ enum Scenario {
         #[arg(long)]
         html_dir: Option<std::path::PathBuf>,
     },
+    /// What a join's proof of work costs: the server's check, and a client's solve time by
+    /// difficulty, measured in Rust on this machine (no server needed).
+    PowBench {
+        /// Difficulties to measure, in leading zero bits.
+        #[arg(long, value_delimiter = ',', default_values_t = [8u8, 12, 16, 18, 20])]
+        bits: Vec<u8>,
+        /// Challenges solved per difficulty.
+        #[arg(long, default_value_t = 40)]
+        per_level: u64,
+    },
     /// Orders per second end to end at saturation, next to a naive PostgreSQL-only purchase
     /// (row-lock decrement + insert per transaction) run right after. Needs the server's rate
     /// limits off (FLASHSALE_RATE_LIMIT_PER_IP=0).
@@ -244,6 +256,7 @@ async fn main() -> ExitCode {
             };
             chaos::run(&opts).await
         }
+        Scenario::PowBench { bits, per_level } => pow_bench::run(&bits, per_level),
         Scenario::OrderBench { orders, concurrency, database_url, skip_naive } => {
             let naive = (!skip_naive).then_some(database_url.as_str());
             order_bench::run(&client, &cli.jwt_secret, naive, orders, concurrency).await
@@ -335,6 +348,9 @@ struct SaleArgs {
     /// scratch database) and report both side by side.
     #[arg(long)]
     naive: bool,
+    /// Ask a proof of work of each join, this many leading zero bits (the buyers solve it).
+    #[arg(long)]
+    join_pow_bits: Option<u8>,
     /// The server's PostgreSQL database, for the checks.
     #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/flashsale")]
     database_url: String,
@@ -373,6 +389,7 @@ impl SaleArgs {
             duration_secs: self.duration.unwrap_or(base.duration_secs),
             seed: self.seed.unwrap_or(base.seed),
             naive: self.naive || base.naive,
+            join_pow_bits: self.join_pow_bits.unwrap_or(base.join_pow_bits),
             payment_secret: payment_secret.to_owned(),
             database_url: self.database_url,
             report_path: self.report,

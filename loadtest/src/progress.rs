@@ -23,6 +23,9 @@ pub struct Progress {
     pub statuses: std::sync::Mutex<std::collections::BTreeMap<u16, u64>>,
     /// When (ms since the start) a buyer last got a 5xx or no answer at all; 0: never.
     pub last_failure_ms: AtomicU64,
+    /// Proofs of work solved for joins, and the time spent solving them (ns of one core).
+    pub pow_solved: AtomicU64,
+    pub pow_nanos: AtomicU64,
 }
 
 impl Progress {

@@ -93,6 +93,12 @@ impl BatchKeys {
         self.key("q:arrivals")
     }
 
+    /// Sorted set: proof-of-work challenges spent on a join (member: the challenge's nonce, score:
+    /// its expiry, Unix ms), so one challenge buys one join; expired ones are dropped.
+    pub fn queue_pow_spent(&self) -> String {
+        self.key("q:pow")
+    }
+
     /// String: the size of the pre-queue cohort, fixed ("sealed") at the opening.
     pub fn queue_sealed(&self) -> String {
         self.key("q:sealed")
@@ -172,6 +178,7 @@ impl BatchKeys {
             self.queue_serving(),
             self.queue_prequeue(),
             self.queue_arrivals(),
+            self.queue_pow_spent(),
             self.queue_members(),
             self.queue_sealed(),
             self.queue_steps(),
@@ -213,7 +220,7 @@ mod tests {
         for batch in [BatchNo::FIRST, BatchNo::FIRST.next()] {
             let keys = space.batch(sale, batch);
             let all = keys.all();
-            assert_eq!(all.len(), 18);
+            assert_eq!(all.len(), 19);
             for key in all {
                 assert_eq!(hash_tag(&key), "sale:42", "{key}");
                 assert!(key.starts_with("fs:{sale:42}:b:"), "{key}");

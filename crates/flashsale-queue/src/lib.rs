@@ -6,6 +6,7 @@
 //! - [`tokens`]: the signed ticket (a place carried by the client, so polls need no Redis) and
 //!   the signed, single-use admission token.
 //! - [`draw`]: the pre-queue draw's ranks, commitments, receipts and their verification.
+//! - [`pow`]: the proof of work a sale may ask of each join (stateless signed challenges).
 //! - [`signing`]: the HMAC-SHA256 token format both use.
 //! - [`QueueError`]: what can go wrong.
 //!
@@ -30,6 +31,7 @@ use redis::Value;
 use serde::Serialize;
 
 pub mod draw;
+pub mod pow;
 pub mod scripts;
 pub mod signing;
 pub mod tokens;
@@ -109,6 +111,8 @@ pub enum Joined {
     SoldOut,
     /// The batch has no ledger in Redis (lost, being rebuilt from PostgreSQL): nothing written.
     Missing,
+    /// The proof-of-work challenge was already spent on a join: nothing else written.
+    PowReused,
 }
 
 /// A buyer's place as stored in Redis.
@@ -220,7 +224,15 @@ impl Queue {
     }
 
     /// Puts `user` in the batch's queue (idempotent: a second call returns the same place).
-    pub async fn join(&self, window: &QueueWindow, user: &UserId, rank: u64) -> Result<Joined, QueueError> {
+    /// `spends`: the nonce and expiry (Unix ms) of the checked proof-of-work challenge this join
+    /// spends, when the sale asks for one.
+    pub async fn join(
+        &self,
+        window: &QueueWindow,
+        user: &UserId,
+        rank: u64,
+        spends: Option<(&str, i64)>,
+    ) -> Result<Joined, QueueError> {
         let keys = self.keys.batch(window.sale, window.batch);
         let mut conn = self.redis.conn().await?;
         let reply: Value = scripts::JOIN
@@ -231,11 +243,14 @@ impl Queue {
             .key(keys.queue_sealed())
             .key(keys.queue_ticker())
             .key(keys.queue_arrivals())
+            .key(keys.queue_pow_spent())
             .arg(user.as_str())
             .arg(rank)
             .arg(window.prequeue_opens_at_ms)
             .arg(window.opens_at_ms)
             .arg(window.closes_at_ms.unwrap_or(0))
+            .arg(spends.map_or("", |(nonce, _)| nonce))
+            .arg(spends.map_or(0, |(_, expiry)| expiry))
             .invoke_async(&mut conn)
             .await?;
         let bad = || malformed("join", &reply);
@@ -250,6 +265,7 @@ impl Queue {
             "closed" => Ok(Joined::Closed),
             "sold_out" => Ok(Joined::SoldOut),
             "missing" => Ok(Joined::Missing),
+            "pow_reused" => Ok(Joined::PowReused),
             _ => Err(bad()),
         }
     }

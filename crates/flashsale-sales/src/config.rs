@@ -29,6 +29,10 @@ pub mod limits {
     pub const ADMISSION_TTL_SECS: (i64, i64) = (5, 3_600);
     /// Shortest and longest payment window.
     pub const PAYMENT_WINDOW_SECS: (i64, i64) = (30, 86_400);
+    /// The hardest proof of work a join may cost: 2^28 hashes on average (minutes on a phone).
+    pub const MAX_POW_BITS: i64 = 28;
+    /// The highest join rate an adaptive proof of work may be tuned to.
+    pub const MAX_POW_JOINS_PER_SEC: i64 = 1_000_000;
     /// Shortest and longest batch duration.
     pub const DURATION_SECS: (i64, i64) = (60, 30 * 86_400);
     /// A weekly batch's pre-queue plus duration must leave a day free before the next week's
@@ -46,6 +50,8 @@ pub mod defaults {
     pub const ADMISSION_TTL_SECS: i64 = 120;
     /// Fifteen minutes to pay.
     pub const PAYMENT_WINDOW_SECS: i64 = 900;
+    /// An adaptive proof of work rises to at most 2^20 hashes (about a second on a phone).
+    pub const POW_MAX_BITS: i64 = 20;
 }
 
 /// `POST /admin/sales`: a new sale.
@@ -100,6 +106,20 @@ pub struct NewSale {
     #[schema(minimum = 60, maximum = 2_592_000)]
     #[serde(default, deserialize_with = "flashsale_core::whole::option_i64")]
     pub duration_secs: Option<i64>,
+    /// Proof of work each join costs, in leading zero bits of a SHA-256 (0 = none, the default;
+    /// each bit doubles the work: 16 ≈ 65,000 hashes). With `join_pow_adaptive_rate`, the least.
+    #[schema(minimum = 0, maximum = 28)]
+    #[serde(default, deserialize_with = "flashsale_core::whole::option_i64")]
+    pub join_pow_bits: Option<i64>,
+    /// Adaptive proof of work: joins per second (over the last seconds) above which each
+    /// doubling of the join rate adds one bit, up to `join_pow_max_bits`. Null: fixed.
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    #[serde(default, deserialize_with = "flashsale_core::whole::option_i64")]
+    pub join_pow_adaptive_rate: Option<i64>,
+    /// The most bits an adaptive proof of work rises to (default 20, at most 28).
+    #[schema(minimum = 0, maximum = 28)]
+    #[serde(default, deserialize_with = "flashsale_core::whole::option_i64")]
+    pub join_pow_max_bits: Option<i64>,
 }
 
 /// A weekly opening as sent by operations.
@@ -148,6 +168,20 @@ pub struct SalePatch {
     #[schema(minimum = 60, maximum = 2_592_000)]
     #[serde(default, deserialize_with = "flashsale_core::whole::option_i64")]
     pub duration_secs: Option<i64>,
+    /// Proof of work each join costs, in leading zero bits of a SHA-256 (0 = none, the default;
+    /// each bit doubles the work: 16 ≈ 65,000 hashes). With `join_pow_adaptive_rate`, the least.
+    #[schema(minimum = 0, maximum = 28)]
+    #[serde(default, deserialize_with = "flashsale_core::whole::option_i64")]
+    pub join_pow_bits: Option<i64>,
+    /// Adaptive proof of work: joins per second above which each doubling of the join rate
+    /// adds one bit; 0 makes it fixed again.
+    #[schema(minimum = 0, maximum = 1_000_000)]
+    #[serde(default, deserialize_with = "flashsale_core::whole::option_i64")]
+    pub join_pow_adaptive_rate: Option<i64>,
+    /// The most bits an adaptive proof of work rises to (default 20, at most 28).
+    #[schema(minimum = 0, maximum = 28)]
+    #[serde(default, deserialize_with = "flashsale_core::whole::option_i64")]
+    pub join_pow_max_bits: Option<i64>,
 }
 
 impl SalePatch {
@@ -162,6 +196,9 @@ impl SalePatch {
             admission_ttl_secs,
             payment_window_secs,
             duration_secs,
+            join_pow_bits,
+            join_pow_adaptive_rate,
+            join_pow_max_bits,
         } = self;
         name.is_none()
             && stock.is_none()
@@ -171,6 +208,9 @@ impl SalePatch {
             && admission_ttl_secs.is_none()
             && payment_window_secs.is_none()
             && duration_secs.is_none()
+            && join_pow_bits.is_none()
+            && join_pow_adaptive_rate.is_none()
+            && join_pow_max_bits.is_none()
     }
 }
 
@@ -237,6 +277,45 @@ pub struct SaleConfig {
     pub admission_ttl_secs: u32,
     pub payment_window_secs: u32,
     pub duration_secs: Option<u32>,
+    /// What a join costs in proof of work.
+    pub join_pow: JoinPow,
+}
+
+/// The proof of work a sale asks of each join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JoinPow {
+    /// Leading zero bits asked (0: no proof of work); the least, when adaptive.
+    pub bits: u8,
+    /// Rising with the join rate, if set.
+    pub adaptive: Option<AdaptivePow>,
+}
+
+/// An adaptive proof of work: one more bit for each doubling of the join rate above `joins_per_sec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdaptivePow {
+    pub joins_per_sec: u32,
+    pub max_bits: u8,
+}
+
+impl JoinPow {
+    /// Whether joins carry a proof of work at all.
+    pub fn is_on(&self) -> bool {
+        self.bits > 0 || self.adaptive.is_some()
+    }
+
+    /// The bits asked while buyers join at `joins_per_sec`: the fixed bits, or for an adaptive
+    /// proof, one more for each doubling of the rate above its threshold, up to its most.
+    pub fn bits_at(&self, joins_per_sec: f64) -> u8 {
+        let Some(adaptive) = self.adaptive else { return self.bits };
+        let over = joins_per_sec / f64::from(adaptive.joins_per_sec.max(1));
+        if over <= 1.0 {
+            return self.bits;
+        }
+        let extra = over.log2().floor().min(64.0);
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "floor of a log2 in 0..=64")]
+        let extra = extra as u8;
+        self.bits.saturating_add(extra).min(adaptive.max_bits.max(self.bits))
+    }
 }
 
 /// Range-checks `value` and narrows it; records an error and returns `None` otherwise.
@@ -314,6 +393,9 @@ impl NewSale {
             admission_ttl_secs: self.admission_ttl_secs.unwrap_or(defaults::ADMISSION_TTL_SECS),
             payment_window_secs: self.payment_window_secs.unwrap_or(defaults::PAYMENT_WINDOW_SECS),
             duration_secs: self.duration_secs,
+            join_pow_bits: self.join_pow_bits.unwrap_or(0),
+            join_pow_adaptive_rate: self.join_pow_adaptive_rate,
+            join_pow_max_bits: self.join_pow_max_bits.unwrap_or(defaults::POW_MAX_BITS),
         };
         raw.validate(schedule, errors)
     }
@@ -335,6 +417,16 @@ impl SaleConfig {
             admission_ttl_secs: patch.admission_ttl_secs.unwrap_or(i64::from(self.admission_ttl_secs)),
             payment_window_secs: patch.payment_window_secs.unwrap_or(i64::from(self.payment_window_secs)),
             duration_secs: patch.duration_secs.or(self.duration_secs.map(i64::from)),
+            join_pow_bits: patch.join_pow_bits.unwrap_or(i64::from(self.join_pow.bits)),
+            // 0 turns an adaptive proof of work back into a fixed one.
+            join_pow_adaptive_rate: match patch.join_pow_adaptive_rate {
+                Some(0) => None,
+                Some(rate) => Some(rate),
+                None => self.join_pow.adaptive.map(|a| i64::from(a.joins_per_sec)),
+            },
+            join_pow_max_bits: patch
+                .join_pow_max_bits
+                .unwrap_or(self.join_pow.adaptive.map_or(defaults::POW_MAX_BITS, |a| i64::from(a.max_bits))),
         };
         raw.validate(Some(self.schedule), ValidationErrors::default())
     }
@@ -378,6 +470,9 @@ struct RawConfig {
     admission_ttl_secs: i64,
     payment_window_secs: i64,
     duration_secs: Option<i64>,
+    join_pow_bits: i64,
+    join_pow_adaptive_rate: Option<i64>,
+    join_pow_max_bits: i64,
 }
 
 impl RawConfig {
@@ -430,6 +525,20 @@ impl RawConfig {
                 )
             });
         }
+        let pow_bits: Option<u8> = bounded(&mut errors, "join_pow_bits", self.join_pow_bits, 0, MAX_POW_BITS);
+        let adaptive = match self.join_pow_adaptive_rate {
+            None => {
+                // Kept for when it is made adaptive: still within bounds.
+                bounded::<u8>(&mut errors, "join_pow_max_bits", self.join_pow_max_bits, 0, MAX_POW_BITS);
+                Some(None)
+            }
+            Some(rate) => {
+                let rate: Option<u32> = bounded(&mut errors, "join_pow_adaptive_rate", rate, 1, MAX_POW_JOINS_PER_SEC);
+                let max_bits: Option<u8> =
+                    bounded(&mut errors, "join_pow_max_bits", self.join_pow_max_bits, self.join_pow_bits, MAX_POW_BITS);
+                rate.zip(max_bits).map(|(joins_per_sec, max_bits)| Some(AdaptivePow { joins_per_sec, max_bits }))
+            }
+        };
         let config = (|| {
             Some(SaleConfig {
                 name: self.name.trim().to_owned(),
@@ -444,6 +553,7 @@ impl RawConfig {
                 admission_ttl_secs: admission_ttl_secs?,
                 payment_window_secs: payment_window_secs?,
                 duration_secs: duration_secs?,
+                join_pow: JoinPow { bits: pow_bits?, adaptive: adaptive? },
             })
         })();
         match config {
@@ -472,6 +582,19 @@ mod tests {
 
     fn fields(result: Result<SaleConfig, ValidationErrors>) -> Vec<String> {
         result.unwrap_err().0.into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn an_adaptive_proof_of_work_adds_a_bit_per_doubling_of_the_join_rate_up_to_its_most() {
+        let fixed = JoinPow { bits: 10, adaptive: None };
+        assert_eq!(fixed.bits_at(1e9), 10);
+        let adaptive = JoinPow { bits: 4, adaptive: Some(AdaptivePow { joins_per_sec: 100, max_bits: 9 }) };
+        assert!(adaptive.is_on() && !JoinPow::default().is_on());
+        assert_eq!(adaptive.bits_at(0.0), 4);
+        assert_eq!(adaptive.bits_at(199.0), 4);
+        assert_eq!(adaptive.bits_at(200.0), 5);
+        assert_eq!(adaptive.bits_at(1_600.0), 8);
+        assert_eq!(adaptive.bits_at(1e12), 9, "capped");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`batch`]: [`Sale`] and [`Batch`] as stored and a batch's [`BatchStatus`] at an instant.
 //! - [`store`]: PostgreSQL queries, composable inside one transaction.
 //! - [`draws`]: each batch's pre-queue cohort as recorded at its opening (written once).
+//! - [`codes`]: priority codes (stored hashed), their generation and single-use redemption.
 //! - [`activity`]: each batch's per-second counts (admissions, joins, refusals), summed over
 //!   instances: its sale report's timeline.
 //!
@@ -16,6 +17,7 @@
 
 pub mod activity;
 pub mod batch;
+pub mod codes;
 pub mod config;
 pub mod draws;
 pub mod error;
@@ -23,6 +25,8 @@ pub mod schedule;
 pub mod store;
 
 pub use batch::{Batch, BatchStatus, Sale, Stock};
-pub use config::{FieldError, NewSale, SaleConfig, SalePatch, Schedule, ValidationErrors, WeeklyInput};
+pub use config::{
+    AdaptivePow, FieldError, JoinPow, NewSale, SaleConfig, SalePatch, Schedule, ValidationErrors, WeeklyInput,
+};
 pub use error::SalesError;
 pub use schedule::{WeekdayName, WeeklySchedule, time_zone_names};

@@ -9,7 +9,7 @@ use flashsale_core::{BatchNo, Cents, Currency, EntrantKey, Epoch, PrequeueSeed, 
 use sqlx::PgConnection;
 
 use crate::batch::{Batch, Sale};
-use crate::config::{SaleConfig, Schedule};
+use crate::config::{AdaptivePow, JoinPow, SaleConfig, Schedule};
 use crate::error::SalesError;
 use crate::schedule::{WeekdayName, WeeklySchedule};
 
@@ -32,6 +32,9 @@ struct SaleRow {
     admission_ttl_secs: i32,
     payment_window_secs: i32,
     duration_secs: Option<i32>,
+    join_pow_bits: i16,
+    join_pow_adaptive_rate: Option<i32>,
+    join_pow_max_bits: Option<i16>,
     ended_at: Option<DateTime<Utc>>,
     version: i64,
     created_at: DateTime<Utc>,
@@ -40,7 +43,8 @@ struct SaleRow {
 
 const SALE_COLUMNS: &str = "id, name, sku, price_cents, currency, stock, per_user_limit, schedule_kind, \
     opens_at, weekly_weekday, weekly_time, weekly_timezone, prequeue_secs, admission_rate, \
-    admission_ttl_secs, payment_window_secs, duration_secs, ended_at, version, created_at, updated_at";
+    admission_ttl_secs, payment_window_secs, duration_secs, join_pow_bits, join_pow_adaptive_rate, join_pow_max_bits, \
+    ended_at, version, created_at, updated_at";
 
 impl TryFrom<SaleRow> for Sale {
     type Error = SalesError;
@@ -76,6 +80,19 @@ impl TryFrom<SaleRow> for Sale {
                 admission_ttl_secs: secs(row.admission_ttl_secs)?,
                 payment_window_secs: secs(row.payment_window_secs)?,
                 duration_secs: row.duration_secs.map(secs).transpose()?,
+                join_pow: {
+                    let bits = |v: i16| u8::try_from(v).map_err(|_| corrupt("proof-of-work bits"));
+                    JoinPow {
+                        bits: bits(row.join_pow_bits)?,
+                        adaptive: match (row.join_pow_adaptive_rate, row.join_pow_max_bits) {
+                            (Some(rate), Some(max)) => Some(AdaptivePow {
+                                joins_per_sec: u32::try_from(rate).map_err(|_| corrupt("proof-of-work rate"))?,
+                                max_bits: bits(max)?,
+                            }),
+                            _ => None,
+                        },
+                    }
+                },
                 name: row.name,
                 sku: row.sku,
                 price_cents: Cents(row.price_cents),
@@ -142,8 +159,9 @@ pub async fn insert_sale(conn: &mut PgConnection, config: &SaleConfig) -> Result
     let row: SaleRow = sqlx::query_as(&format!(
         "INSERT INTO sales (name, sku, price_cents, currency, stock, per_user_limit, schedule_kind, opens_at, \
          weekly_weekday, weekly_time, weekly_timezone, prequeue_secs, admission_rate, admission_ttl_secs, \
-         payment_window_secs, duration_secs) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING {SALE_COLUMNS}"
+         payment_window_secs, duration_secs, join_pow_bits, join_pow_adaptive_rate, join_pow_max_bits) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+         RETURNING {SALE_COLUMNS}"
     ))
     .bind(&config.name)
     .bind(&config.sku)
@@ -161,6 +179,9 @@ pub async fn insert_sale(conn: &mut PgConnection, config: &SaleConfig) -> Result
     .bind(to_i32(config.admission_ttl_secs))
     .bind(to_i32(config.payment_window_secs))
     .bind(config.duration_secs.map(to_i32))
+    .bind(i16::from(config.join_pow.bits))
+    .bind(config.join_pow.adaptive.map(|a| to_i32(a.joins_per_sec)))
+    .bind(config.join_pow.adaptive.map(|a| i16::from(a.max_bits)))
     .fetch_one(conn)
     .await?;
     row.try_into()
@@ -170,7 +191,8 @@ pub async fn insert_sale(conn: &mut PgConnection, config: &SaleConfig) -> Result
 pub async fn update_sale_config(conn: &mut PgConnection, id: SaleId, config: &SaleConfig) -> Result<Sale, SalesError> {
     let row: SaleRow = sqlx::query_as(&format!(
         "UPDATE sales SET name = $2, stock = $3, per_user_limit = $4, prequeue_secs = $5, admission_rate = $6, \
-         admission_ttl_secs = $7, payment_window_secs = $8, duration_secs = $9, version = version + 1, \
+         admission_ttl_secs = $7, payment_window_secs = $8, duration_secs = $9, join_pow_bits = $10, \
+         join_pow_adaptive_rate = $11, join_pow_max_bits = $12, version = version + 1, \
          updated_at = now() WHERE id = $1 RETURNING {SALE_COLUMNS}"
     ))
     .bind(id.get())
@@ -182,6 +204,9 @@ pub async fn update_sale_config(conn: &mut PgConnection, id: SaleId, config: &Sa
     .bind(to_i32(config.admission_ttl_secs))
     .bind(to_i32(config.payment_window_secs))
     .bind(config.duration_secs.map(to_i32))
+    .bind(i16::from(config.join_pow.bits))
+    .bind(config.join_pow.adaptive.map(|a| to_i32(a.joins_per_sec)))
+    .bind(config.join_pow.adaptive.map(|a| i16::from(a.max_bits)))
     .fetch_one(conn)
     .await?;
     row.try_into()

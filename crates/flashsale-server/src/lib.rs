@@ -15,7 +15,8 @@
 //!   streams wake on, one per followed batch), [`health`] (whether the
 //!   stores and the ticker work), [`limits`] (rate limits), [`jwt`] (shopper tokens),
 //!   [`metrics`] (the recorder), [`problem`] (the problem codes every layer speaks),
-//!   [`activity`] (each batch's per-second counts for its sale report).
+//!   [`activity`] (each batch's per-second counts for its sale report), [`join_rate`] (how
+//!   fast buyers join, for an adaptive proof of work).
 //!
 //! A test (`layers_do_not_import_upwards`) reads the sources and fails on an import against
 //! this order, an import circle between modules, or `axum` in `service/`.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod health;
 pub mod http;
 pub mod jobs;
+pub mod join_rate;
 pub mod jwt;
 pub mod limits;
 pub mod listener;

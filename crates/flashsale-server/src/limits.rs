@@ -91,9 +91,32 @@ pub struct LimitSettings {
     pub trusted_proxies: Vec<IpNet>,
 }
 
+/// Failed proofs of work a client address may send per minute (burst: as many) before its
+/// further failures are answered 429 instead of with a fresh challenge: a client guessing or
+/// replaying solutions is slowed down, a buyer whose phone took too long is not.
+pub const POW_FAILURES_PER_MINUTE: u32 = 10;
+
+/// Priority-code attempts a buyer may make per minute (burst: as many).
+pub const CODE_ATTEMPTS_PER_USER_PER_MINUTE: u32 = 5;
+/// Priority-code attempts a client address (an IPv6 /64) may make per minute (burst: as many):
+/// at most 1,800 guesses an hour against a code space of 2^100.
+pub const CODE_ATTEMPTS_PER_IP_PER_MINUTE: u32 = 30;
+
+/// The key a client address is limited under: an IPv4 address itself, an IPv6 address's /64
+/// (one subscriber's network: a host hands itself any number of addresses inside it).
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+    }
+}
+
 /// The limiters of one instance.
 #[derive(Debug)]
 pub struct RateLimits {
+    pow_failures: DefaultKeyedRateLimiter<IpAddr>,
+    code_attempts_per_user: DefaultKeyedRateLimiter<UserId>,
+    code_attempts_per_ip: DefaultKeyedRateLimiter<IpAddr>,
     per_user: Option<DefaultKeyedRateLimiter<UserId>>,
     orders_per_user: Option<DefaultKeyedRateLimiter<UserId>>,
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
@@ -131,7 +154,15 @@ fn quota(per_second: NonZeroU32) -> Quota {
 impl RateLimits {
     /// Limiters for `settings`.
     pub fn new(settings: &LimitSettings) -> RateLimits {
+        let failures = NonZeroU32::new(POW_FAILURES_PER_MINUTE).expect("not zero");
         RateLimits {
+            pow_failures: RateLimiter::keyed(Quota::per_minute(failures)),
+            code_attempts_per_user: RateLimiter::keyed(Quota::per_minute(
+                NonZeroU32::new(CODE_ATTEMPTS_PER_USER_PER_MINUTE).expect("not zero"),
+            )),
+            code_attempts_per_ip: RateLimiter::keyed(Quota::per_minute(
+                NonZeroU32::new(CODE_ATTEMPTS_PER_IP_PER_MINUTE).expect("not zero"),
+            )),
             per_user: settings.per_user.map(|r| RateLimiter::keyed(quota(r))),
             orders_per_user: settings.orders_per_user.map(|r| RateLimiter::keyed(quota(r))),
             per_ip: settings.per_ip.map(|r| RateLimiter::keyed(quota(r))),
@@ -180,7 +211,7 @@ impl RateLimits {
             Limited::Rate { retry_after: wait }
         };
         if let (Some(limiter), Some(ip)) = (&self.per_ip, ip) {
-            limiter.check_key(&ip).map_err(|n| refused("ip", n.wait_time_from(self.clock.now())))?;
+            limiter.check_key(&address_key(ip)).map_err(|n| refused("ip", n.wait_time_from(self.clock.now())))?;
         }
         if let Some(limiter) = per_user {
             limiter.check_key(user).map_err(|n| refused("user", n.wait_time_from(self.clock.now())))?;
@@ -188,8 +219,39 @@ impl RateLimits {
         Ok(())
     }
 
+    /// Counts a refused proof of work from `ip`; 429 `rate_limited` once the address failed more
+    /// than [`POW_FAILURES_PER_MINUTE`] in a minute.
+    pub fn pow_failed(&self, ip: Option<IpAddr>) -> Result<(), Limited> {
+        let Some(ip) = ip else { return Ok(()) };
+        self.pow_failures.check_key(&address_key(ip)).map_err(|n| {
+            metrics::counter!("rate_limited_total", "scope" => "pow_failures").increment(1);
+            Limited::Rate { retry_after: n.wait_time_from(self.clock.now()) }
+        })
+    }
+
+    /// Counts one priority-code attempt of `user` from `ip`: 429 once either is over its own
+    /// budget ([`CODE_ATTEMPTS_PER_USER_PER_MINUTE`], [`CODE_ATTEMPTS_PER_IP_PER_MINUTE`]), so codes
+    /// cannot be guessed at speed. Always on, whatever the queue's limits.
+    pub fn check_code(&self, user: &UserId, ip: Option<IpAddr>) -> Result<(), Limited> {
+        let refused = |scope: &'static str, wait: Duration| {
+            metrics::counter!("rate_limited_total", "scope" => scope).increment(1);
+            Limited::Rate { retry_after: wait }
+        };
+        if let Some(ip) = ip {
+            self.code_attempts_per_ip
+                .check_key(&address_key(ip))
+                .map_err(|n| refused("code_ip", n.wait_time_from(self.clock.now())))?;
+        }
+        self.code_attempts_per_user
+            .check_key(user)
+            .map_err(|n| refused("code_user", n.wait_time_from(self.clock.now())))
+    }
+
     /// Forgets keys whose buckets are full again, so memory follows current traffic only.
     pub fn housekeeping(&self) {
+        tidy("pow_failures", Some(&self.pow_failures));
+        tidy("code_user", Some(&self.code_attempts_per_user));
+        tidy("code_ip", Some(&self.code_attempts_per_ip));
         tidy("user", self.per_user.as_ref());
         tidy("orders_per_user", self.orders_per_user.as_ref());
         tidy("ip", self.per_ip.as_ref());
@@ -254,6 +316,35 @@ mod tests {
         drop(first);
         let _third = limits.open_stream(&alice).expect("a stream that ended gives its place back");
         assert!(limits.open_stream(&alice).is_err());
+    }
+
+    #[test]
+    fn an_ipv6_subscriber_is_one_address_however_many_it_hands_itself() {
+        let limits = limits(1_000, 5, &[]);
+        let alice = UserId::try_from("alice".to_owned()).unwrap();
+        // 2001:db8:1:2::/64 hands itself a new address for each request: one budget (5/s, burst 10).
+        let mut served = 0;
+        for host in 1..=50u16 {
+            let ip: IpAddr = format!("2001:db8:1:2::{host:x}").parse().unwrap();
+            if limits.check(&alice, Some(ip)).is_ok() {
+                served += 1;
+            }
+        }
+        assert_eq!(served, 10);
+        // The next /64 is another subscriber; IPv4 addresses stay their own.
+        assert!(limits.check(&alice, Some("2001:db8:1:3::1".parse().unwrap())).is_ok());
+        assert_eq!(address_key("10.0.0.7".parse().unwrap()), "10.0.0.7".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn an_address_that_keeps_failing_proofs_of_work_is_slowed_down() {
+        let limits = limits(5, 0, &[]);
+        let ip: IpAddr = "2001:db8::1".parse().unwrap();
+        for _ in 0..POW_FAILURES_PER_MINUTE {
+            limits.pow_failed(Some(ip)).unwrap();
+        }
+        assert!(matches!(limits.pow_failed(Some("2001:db8::2".parse().unwrap())), Err(Limited::Rate { .. })));
+        assert!(limits.pow_failed(Some("192.0.2.1".parse().unwrap())).is_ok(), "another address");
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub struct Problem {
     /// When the queue opens (`not_open` only): the pre-queue's opening.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub opens_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// A fresh challenge to solve and join with (`pow_required`, `pow_invalid` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pow: Option<flashsale_queue::pow::IssuedChallenge>,
 }
 
 impl Problem {
@@ -61,6 +64,7 @@ impl Problem {
             errors: None,
             current_version: None,
             opens_at: None,
+            pow: None,
         }
     }
 }
@@ -106,7 +110,9 @@ problem_codes! {
     IdempotencyKeyInvalid = "idempotency_key_invalid", 400, "Idempotency-Key is missing or not 1-255 visible ASCII characters.";
     Unauthorized = "unauthorized", 401, "Missing or invalid bearer token (or payment signature).";
     TokenInvalid = "token_invalid", 403, "The admission token is forged, expired, or not this buyer's, sale's or batch's.";
+    PowInvalid = "pow_invalid", 403, "The join's proof of work is wrong, expired, already used, or not this buyer's; pow carries a fresh challenge.";
     NotFound = "not_found", 404, "No such resource (also: another buyer's resource).";
+    CodeInvalid = "code_invalid", 404, "No such priority code for this sale (a typo, a guess, another sale's code).";
     MethodNotAllowed = "method_not_allowed", 405, "The resource does not support this method.";
     StockBelowCommitted = "stock_below_committed", 409, "New stock would be below the units buyers hold (reserved + sold).";
     SaleEnded = "sale_ended", 409, "The sale was closed by operations; it can no longer change.";
@@ -118,9 +124,11 @@ problem_codes! {
     Paused = "paused", 409, "Operations paused the batch.";
     Closed = "closed", 409, "The batch is closed.";
     NotDrawn = "not_drawn", 409, "The pre-queue is drawn and recorded at the batch's opening, not yet.";
+    CodeUsed = "code_used", 409, "The priority code was already used by another buyer.";
     InProgress = "in_progress", 409, "A request with this Idempotency-Key is still running; retry shortly.";
     InvalidTransition = "invalid_transition", 409, "The order's status does not allow this (cancelling a paid order).";
     PreconditionFailed = "precondition_failed", 412, "If-Match names another version; the body carries current_version.";
+    PowRequired = "pow_required", 428, "This sale asks for a proof of work with each join; pow carries a challenge to solve.";
     PayloadTooLarge = "payload_too_large", 413, "The body exceeds the configured limit.";
     UnsupportedMediaType = "unsupported_media_type", 415, "The body must be application/json.";
     ValidationFailed = "validation_failed", 422, "The body is well-formed but breaks a rule; errors lists each field.";

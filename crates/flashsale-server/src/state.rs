@@ -74,6 +74,10 @@ pub struct Shared {
     pub pulses: crate::pulse::Pulses,
     /// Each batch's counts of this second, for its sale report (flushed by the `activity` job).
     pub activity: crate::activity::Activity,
+    /// Each batch's join rate, for an adaptive proof of work.
+    pub join_rates: crate::join_rate::JoinRates,
+    /// Signs and checks the join's proof-of-work challenges.
+    pub challenges: flashsale_queue::pow::Challenges,
     /// Batches whose ledger drift has been logged, so it is logged once, not every second.
     pub drifting: std::sync::Mutex<std::collections::HashSet<(SaleId, BatchNo)>>,
     /// Each batch's Redis-vs-PostgreSQL difference at the previous audit (a difference is
@@ -199,6 +203,8 @@ impl AppState {
             limits: Arc::new(RateLimits::new(&tuning.limits)),
             pulses: crate::pulse::Pulses::default(),
             activity: Default::default(),
+            join_rates: Default::default(),
+            challenges: flashsale_queue::pow::Challenges::new(secrets.jwt_secret.expose().as_bytes()),
             drifting: Default::default(),
             pg_drift: Default::default(),
             orphan_after: tuning.orphan_after,

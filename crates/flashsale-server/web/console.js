@@ -234,6 +234,8 @@ async function newSalePage() {
       field('admission_ttl_secs', 'Turn length (seconds)', number('', 5), 'empty: the server default'),
       field('payment_window_secs', 'Payment window (seconds)', number('', 30), 'empty: the server default'),
       field('duration_secs', 'Batch length (seconds)', number('', 60), 'empty: until sold out or closed'),
+      field('join_pow_bits', 'Proof of work per join (bits)', number('0', 0), '0: none; each bit doubles the work'),
+      field('join_pow_adaptive_rate', 'Adaptive above (joins per second)', number('', 1), 'empty: fixed difficulty'),
       field('schedule', 'Schedule', kind),
     ),
     onceBox,
@@ -257,6 +259,8 @@ async function newSalePage() {
       admission_ttl_secs: whole('admission_ttl_secs'),
       payment_window_secs: whole('payment_window_secs'),
       duration_secs: whole('duration_secs'),
+      join_pow_bits: whole('join_pow_bits'),
+      join_pow_adaptive_rate: whole('join_pow_adaptive_rate'),
     };
     if (kind.value === 'once') {
       if (!value('opens_at')) {
@@ -490,6 +494,7 @@ async function salePage(id) {
         number('per_user_limit', 'Limit per buyer', 1),
         number('admission_rate', 'Admissions per second', 1),
         number('payment_window_secs', 'Payment window (seconds)', 30),
+        number('join_pow_bits', 'Proof of work per join (bits)', 0),
       ),
       el('button', { type: 'submit', class: 'primary' }, 'Save'),
       general,
@@ -497,7 +502,7 @@ async function salePage(id) {
     form.addEventListener('submit', (event) => {
       event.preventDefault();
       const patch = {};
-      for (const name of ['stock', 'per_user_limit', 'admission_rate', 'payment_window_secs']) {
+      for (const name of ['stock', 'per_user_limit', 'admission_rate', 'payment_window_secs', 'join_pow_bits']) {
         const raw = form.querySelector(`[name="${name}"]`).value.trim();
         if (raw !== '' && Number(raw) !== sale[name]) patch[name] = Number(raw);
       }

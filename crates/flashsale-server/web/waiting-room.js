@@ -6,6 +6,7 @@
 
 import { api, clock, el, newKey, Problem, serverNow, syncClock } from './api.js';
 import { duration, lang, money, t, when } from './i18n.js';
+import { solve, wantsProof } from './pow.js';
 
 const meta = (name) => document.querySelector(`meta[name="${name}"]`)?.content || '';
 const devMode = meta('flashsale-dev') === 'true';
@@ -415,6 +416,22 @@ async function salePage(saleId) {
     stop = follow(saleId, ticket, render);
   };
 
+  // Joins; a sale asking a proof of work refuses with a challenge, solved here and sent back
+  // (up to three times: a challenge can expire while a slow phone works).
+  async function joinPayingProof(onSolving) {
+    let headers = {};
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        return await api(`/sales/${saleId}/queue`, { method: 'POST', token: auth.token, headers });
+      } catch (e) {
+        if (!wantsProof(e) || attempt === 3) throw e;
+        onSolving();
+        const { solution } = await solve(e.body.pow.challenge, e.body.pow.bits);
+        headers = { 'X-Pow-Challenge': e.body.pow.challenge, 'X-Pow-Solution': String(solution) };
+      }
+    }
+  }
+
   function joinBox() {
     const button = el('button', { type: 'button', class: 'primary' }, t('join'));
     const error = el('p', { class: 'error', role: 'alert' });
@@ -422,7 +439,9 @@ async function salePage(saleId) {
       button.disabled = true;
       button.textContent = t('joining');
       try {
-        const { body: state } = await api(`/sales/${saleId}/queue`, { method: 'POST', token: auth.token });
+        const { body: state } = await joinPayingProof(() => {
+          button.textContent = t('solving');
+        });
         if (state.ticket) ticket.set(state.ticket);
         render(state);
         startFollowing();

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore};
@@ -355,20 +356,46 @@ impl Engine {
         Next::At(stage, self.now_ms() + wait)
     }
 
+    /// Joins; a sale asking a proof of work answers 428 with a challenge, which the buyer solves
+    /// and joins with (as a client without a challenge in hand does).
     async fn join(&self, i: u32, due: u32) -> anyhow::Result<Next> {
-        let request = self.as_buyer(i, "POST", &self.queue_path)?.body(b"");
-        let Answer { status, body, retry_after } = self.send("join", due, request).await?;
-        match status {
-            200 | 201 => {
-                self.with(i, |b| b.joined_ms = Some(due));
-                Progress::add(&self.progress.joined);
-                Progress::add(&self.progress.waiting);
-                self.answered(i, due, &body)
+        let mut proof: Option<(String, u64)> = None;
+        for _ in 0..3 {
+            let mut request = self.as_buyer(i, "POST", &self.queue_path)?;
+            if let Some((challenge, solution)) = &proof {
+                request = request.header("x-pow-challenge", challenge).header("x-pow-solution", &solution.to_string());
             }
-            409 => Ok(self.over(i, &body, "join")?),
-            429 | 503 => Ok(self.later(Stage::Join, retry_after)),
-            _ => anyhow::bail!("join: {status} {}", String::from_utf8_lossy(&body)),
+            let Answer { status, body, retry_after } = self.send("join", due, request.body(b"")).await?;
+            return match status {
+                200 | 201 => {
+                    self.with(i, |b| b.joined_ms = Some(due));
+                    Progress::add(&self.progress.joined);
+                    Progress::add(&self.progress.waiting);
+                    self.answered(i, due, &body)
+                }
+                403 | 428 => {
+                    proof = Some(self.solve(&body)?);
+                    continue;
+                }
+                409 => Ok(self.over(i, &body, "join")?),
+                429 | 503 => Ok(self.later(Stage::Join, retry_after)),
+                _ => anyhow::bail!("join: {status} {}", String::from_utf8_lossy(&body)),
+            };
         }
+        anyhow::bail!("join: three proofs of work in a row refused")
+    }
+
+    /// Solves the challenge a refused join carried (`pow`), counting the time it took.
+    fn solve(&self, problem: &[u8]) -> anyhow::Result<(String, u64)> {
+        let problem: Value = serde_json::from_slice(problem)?;
+        let challenge = problem["pow"]["challenge"].as_str().context("a proof-of-work refusal without a challenge")?;
+        let bits = u8::try_from(problem["pow"]["bits"].as_u64().context("a challenge without bits")?)?;
+        let started = Instant::now();
+        let solution = flashsale_queue::pow::solve(challenge, bits);
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.progress.pow_nanos.fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
+        Progress::add(&self.progress.pow_solved);
+        Ok((challenge.to_owned(), solution))
     }
 
     async fn poll(&self, i: u32, due: u32) -> anyhow::Result<Next> {

@@ -77,6 +77,8 @@ pub struct SaleOptions {
     /// Also play the same buyers and stock against the naive PostgreSQL-only purchase and report
     /// the two side by side.
     pub naive: bool,
+    /// Proof of work asked of each join (leading zero bits; 0: none).
+    pub join_pow_bits: u8,
     pub payment_secret: String,
     pub database_url: String,
     pub report_path: Option<String>,
@@ -117,6 +119,7 @@ impl SaleOptions {
             duration_secs: 300,
             seed: 7,
             naive: false,
+            join_pow_bits: 0,
             payment_secret: String::new(),
             database_url: String::new(),
             report_path: None,
@@ -211,7 +214,7 @@ pub async fn run(client: &Client, opts: &SaleOptions) -> anyhow::Result<Report> 
         "currency": "CNY", "stock": opts.stock, "per_user_limit": opts.per_user_limit,
         "opens_at": opens_at.to_rfc3339(), "prequeue_secs": opts.early_window_secs.max(600),
         "admission_rate": opts.admission_rate, "admission_ttl_secs": opts.admission_ttl_secs,
-        "payment_window_secs": opts.payment_window_secs,
+        "payment_window_secs": opts.payment_window_secs, "join_pow_bits": opts.join_pow_bits,
     });
     let created = client.admin_ok(Method::POST, "/admin/sales", Some(&sale), StatusCode::CREATED).await?;
     let id = created.body["id"].as_i64().context("created sale has an id")?;
@@ -271,6 +274,18 @@ pub async fn run(client: &Client, opts: &SaleOptions) -> anyhow::Result<Report> 
         samples,
     };
     let mut report = verdict::judge(run).await?;
+    let solved = engine.progress.pow_solved.load(Ordering::Relaxed);
+    if solved > 0 {
+        let secs = engine.progress.pow_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        report.note(
+            "proof_of_work",
+            format!(
+                "{solved} challenges of {} bits solved in {secs:.2} CPU-s ({:.2} ms each)",
+                opts.join_pow_bits,
+                secs * 1000.0 / solved as f64
+            ),
+        );
+    }
     if opts.outages {
         let unanswered = engine.progress.unanswered.load(Ordering::Relaxed);
         report.note("requests_unanswered", format!("{unanswered} (tried again a second later)"));

@@ -74,7 +74,7 @@ async fn joining_twenty_times_at_once_yields_one_place() {
     let s = setup(10).await;
     let open = window(-1_000);
     let buyer = user(1);
-    let joins = (0..20).map(|_| s.queue.join(&open, &buyer, 0));
+    let joins = (0..20).map(|_| s.queue.join(&open, &buyer, 0, None));
     let outcomes: Vec<Joined> = futures::future::join_all(joins).await.into_iter().map(Result::unwrap).collect();
     let new = outcomes.iter().filter(|o| matches!(o, Joined::Ticket { new: true, .. })).count();
     assert_eq!(new, 1, "{outcomes:?}");
@@ -87,7 +87,7 @@ async fn after_the_opening_places_are_first_come_first_served() {
     let open = window(-1_000);
     for i in 1..=50 {
         assert_eq!(
-            s.queue.join(&open, &user(i), 0).await.unwrap(),
+            s.queue.join(&open, &user(i), 0, None).await.unwrap(),
             Joined::Ticket { number: Ticket(i as u64), new: true }
         );
     }
@@ -113,7 +113,7 @@ async fn the_prequeue_order_is_the_seeded_permutation_and_ignores_arrival_time()
         let pre = window(3_600_000);
         // Buyers arrive in order 0, 1, 2, ... during the pre-queue.
         for i in 0..BUYERS {
-            let joined = s.queue.join(&pre, &user(i), rank(&user(i))).await.unwrap();
+            let joined = s.queue.join(&pre, &user(i), rank(&user(i)), None).await.unwrap();
             assert_eq!(joined, Joined::Prequeue { new: true });
         }
         // Not sealed yet: no cohort to record (unless the batch ended unsealed).
@@ -123,7 +123,7 @@ async fn the_prequeue_order_is_the_seeded_permutation_and_ignores_arrival_time()
         // The batch opens; a latecomer queues behind the whole cohort.
         let open = QueueWindow { opens_at_ms: now_ms() - 1, ..pre };
         assert_eq!(
-            s.queue.join(&open, &user(BUYERS), 0).await.unwrap(),
+            s.queue.join(&open, &user(BUYERS), 0, None).await.unwrap(),
             Joined::Ticket { number: Ticket(1001), new: true }
         );
 
@@ -160,9 +160,9 @@ async fn the_prequeue_order_is_the_seeded_permutation_and_ignores_arrival_time()
 async fn joins_outside_the_window_are_refused_and_sold_out_stops_new_buyers_only() {
     let s = setup(1).await;
     let early = QueueWindow { prequeue_opens_at_ms: now_ms() + 60_000, ..window(120_000) };
-    assert_eq!(s.queue.join(&early, &user(1), 0).await.unwrap(), Joined::NotOpen);
+    assert_eq!(s.queue.join(&early, &user(1), 0, None).await.unwrap(), Joined::NotOpen);
     let open = window(-1_000);
-    assert_eq!(s.queue.join(&open, &user(1), 0).await.unwrap(), Joined::Ticket { number: Ticket(1), new: true });
+    assert_eq!(s.queue.join(&open, &user(1), 0, None).await.unwrap(), Joined::Ticket { number: Ticket(1), new: true });
     // Sell the one unit (as a paid order will).
     let mut conn = s.redis.handle().await.conn().await.unwrap();
     let ledger = s.redis.keys.batch(sale(), BatchNo::FIRST).ledger();
@@ -175,10 +175,36 @@ async fn joins_outside_the_window_are_refused_and_sold_out_stops_new_buyers_only
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(s.queue.join(&open, &user(2), 0).await.unwrap(), Joined::SoldOut);
-    assert_eq!(s.queue.join(&open, &user(1), 0).await.unwrap(), Joined::Ticket { number: Ticket(1), new: false });
+    assert_eq!(s.queue.join(&open, &user(2), 0, None).await.unwrap(), Joined::SoldOut);
+    assert_eq!(s.queue.join(&open, &user(1), 0, None).await.unwrap(), Joined::Ticket { number: Ticket(1), new: false });
     s.inventory.set_status(sale(), BatchNo::FIRST, StatusChange::Close).await.unwrap();
-    assert_eq!(s.queue.join(&open, &user(3), 0).await.unwrap(), Joined::Closed);
+    assert_eq!(s.queue.join(&open, &user(3), 0, None).await.unwrap(), Joined::Closed);
+}
+
+#[tokio::test]
+async fn a_proof_of_work_challenge_buys_one_join_and_expired_ones_are_forgotten() {
+    let s = setup(10).await;
+    let open = window(-1_000);
+    let far = now_ms() + 60_000;
+    assert_eq!(
+        s.queue.join(&open, &user(1), 0, Some(("n1", far))).await.unwrap(),
+        Joined::Ticket { number: Ticket(1), new: true }
+    );
+    // Spent: refused for anyone, nothing written.
+    assert_eq!(s.queue.join(&open, &user(2), 0, Some(("n1", far))).await.unwrap(), Joined::PowReused);
+    assert_eq!(s.queue.place(sale(), BatchNo::FIRST, &user(2)).await.unwrap(), None);
+    // A spent challenge past its expiry is dropped by the next join (it could not be used anyway).
+    assert!(s.queue.join(&open, &user(3), 0, Some(("old", now_ms() - 1))).await.is_ok());
+    s.queue.join(&open, &user(4), 0, Some(("n2", far))).await.unwrap();
+    let mut conn = s.redis.handle().await.conn().await.unwrap();
+    let spent: Vec<String> = redis::cmd("ZRANGE")
+        .arg(s.redis.keys.batch(sale(), BatchNo::FIRST).queue_pow_spent())
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(spent, ["n1", "n2"]);
 }
 
 #[tokio::test]
@@ -186,7 +212,7 @@ async fn two_instances_ticking_together_never_exceed_the_admission_rate() {
     let s = setup(100_000).await;
     let open = window(-1_000);
     for i in 1..=2000 {
-        s.queue.join(&open, &user(i), 0).await.unwrap();
+        s.queue.join(&open, &user(i), 0, None).await.unwrap();
     }
     let (a, b) = (s.queue.clone(), Queue::new(s.redis.handle().await, s.redis.keys.clone()));
     let rate = 200;
@@ -212,7 +238,7 @@ async fn admission_stops_at_the_stock_and_resumes_when_turns_expire() {
     let s = setup(10).await;
     let open = window(-1_000);
     for i in 1..=100 {
-        s.queue.join(&open, &user(i), 0).await.unwrap();
+        s.queue.join(&open, &user(i), 0, None).await.unwrap();
     }
     // Turns last two seconds: long enough that a loaded machine cannot lapse them mid-test.
     let p = policy(10_000, 2_000);
@@ -239,7 +265,7 @@ async fn a_paused_batch_admits_nobody_and_keeps_places() {
     let s = setup(10).await;
     let open = window(-1_000);
     for i in 1..=5 {
-        s.queue.join(&open, &user(i), 0).await.unwrap();
+        s.queue.join(&open, &user(i), 0, None).await.unwrap();
     }
     s.inventory.set_status(sale(), BatchNo::FIRST, StatusChange::Pause).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -255,7 +281,7 @@ async fn buyers_who_reserve_stop_counting_as_in_flight() {
     let s = setup(10).await;
     let open = window(-1_000);
     for i in 1..=30 {
-        s.queue.join(&open, &user(i), 0).await.unwrap();
+        s.queue.join(&open, &user(i), 0, None).await.unwrap();
     }
     // Turns last two seconds: long enough that a loaded machine cannot lapse them mid-test.
     let p = policy(10_000, 2_000);
@@ -328,7 +354,7 @@ async fn with_buyers(stock: u32, buyers: usize) -> (Setup, QueueWindow) {
     let s = setup(stock).await;
     let open = window(-1_000);
     for i in 1..=buyers {
-        s.queue.join(&open, &user(i), 0).await.unwrap();
+        s.queue.join(&open, &user(i), 0, None).await.unwrap();
     }
     (s, open)
 }
@@ -417,7 +443,7 @@ async fn a_refusal_that_leaves_nothing_to_buy_ends_the_turn() {
     let s = setup_with(3, 2).await;
     let open = window(-1_000);
     for i in 1..=6 {
-        s.queue.join(&open, &user(i), 0).await.unwrap();
+        s.queue.join(&open, &user(i), 0, None).await.unwrap();
     }
     let p = policy(10_000, 60_000);
     let first = admit_now(&s, &open, &p).await;
@@ -468,7 +494,7 @@ async fn admission_never_passes_the_reach_until_more_stock_lifts_it() {
     s.queue.admit(&open, &p, false).await.unwrap();
     assert_eq!(counters().await.reach, Some(Ticket(9)));
     assert!(counters().await.beyond_reach(Ticket(10)) && !counters().await.beyond_reach(Ticket(9)));
-    assert_eq!(s.queue.join(&open, &user(21), 0).await.unwrap(), Joined::SoldOut);
+    assert_eq!(s.queue.join(&open, &user(21), 0, None).await.unwrap(), Joined::SoldOut);
 
     // All four come back: the stock alone would let four more in (6 - 2 in flight); the reach, three.
     for id in held {
@@ -482,5 +508,5 @@ async fn admission_never_passes_the_reach_until_more_stock_lifts_it() {
     let step = tick_for(&s, &open, &p, 300).await;
     assert!(step.serving > 9, "{step:?}");
     assert_eq!((counters().await.reach, counters().await.reopens), (None, 1));
-    assert!(matches!(s.queue.join(&open, &user(21), 0).await.unwrap(), Joined::Ticket { .. }));
+    assert!(matches!(s.queue.join(&open, &user(21), 0, None).await.unwrap(), Joined::Ticket { .. }));
 }

@@ -18,6 +18,7 @@ use super::auth::Admin;
 use super::page::{PageBounds, PageSize};
 use super::problem::{ApiError, Json, Path, Query};
 use crate::problem::Problem;
+use crate::service::codes::{self, GeneratedCodes};
 use crate::service::sales::{self, AdminSale, IfMatch, etag};
 use crate::state::AppState;
 
@@ -30,6 +31,66 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(resume_sale))
         .routes(routes!(close_sale))
         .routes(routes!(sale_audit))
+        .routes(routes!(generate_codes))
+}
+
+/// `POST /admin/sales/{id}/priority-codes`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CodeRequest {
+    /// How many codes (1–10,000).
+    #[schema(minimum = 1, maximum = 10_000)]
+    #[serde(deserialize_with = "flashsale_core::whole::i64")]
+    count: i64,
+}
+
+/// Generates single-use priority codes for the sale: each lets one buyer be admitted without
+/// queueing (`POST /sales/{id}/queue/priority`), within the per-user limit, through the same
+/// reservation. The codes are in this answer only (the server keeps their hashes): JSON, or with
+/// `Accept: text/csv` a CSV with one `code` column to export.
+#[utoipa::path(
+    post, path = "/admin/sales/{id}/priority-codes", tag = "admin", params(("id" = i64, Path, description = "Sale id")),
+    security(("admin_token" = [])),
+    request_body = CodeRequest,
+    responses(
+        (status = 201, body = GeneratedCodes, description = "JSON; with Accept: text/csv, a CSV of the codes"),
+        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "sale_ended", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn generate_codes(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<SaleId>,
+    request: HeaderMap,
+    Json(body): Json<CodeRequest>,
+) -> Result<Response, ApiError> {
+    let generated = codes::generate(&state, &admin.actor, id, body.count).await?;
+    let csv = request
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.split(',').any(|t| t.trim().starts_with("text/csv")));
+    if !csv {
+        return Ok((StatusCode::CREATED, Json(generated)).into_response());
+    }
+    let mut text = String::from("code\r\n");
+    for code in &generated.codes {
+        text.push_str(code);
+        text.push_str("\r\n");
+    }
+    let disposition = format!("attachment; filename=\"sale-{id}-priority-codes.csv\"");
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8")),
+        (header::CONTENT_DISPOSITION, HeaderValue::from_str(&disposition).expect("an ASCII file name")),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    ];
+    Ok((StatusCode::CREATED, headers, text).into_response())
 }
 
 impl FromRequestParts<AppState> for IfMatch {
@@ -132,7 +193,9 @@ async fn admin_get_sale(
     _admin: Admin,
     Path(id): Path<SaleId>,
 ) -> Result<Response, ApiError> {
-    Ok(with_etag(StatusCode::OK, sales::admin_sale(&state, id).await?))
+    let mut sale = sales::admin_sale(&state, id).await?;
+    sale.priority_codes = Some(codes::stats(&state, id, None).await?);
+    Ok(with_etag(StatusCode::OK, sale))
 }
 
 /// Change stock, limit, rate or windows. Send `If-Match: "<version>"` to refuse the change if

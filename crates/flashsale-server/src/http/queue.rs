@@ -19,8 +19,11 @@ use utoipa_axum::routes;
 use super::auth::{Buyer, ClientIp};
 use super::problem::{ApiError, Json, Path, Query};
 use crate::problem::Problem;
+use crate::service;
+use crate::service::codes::{self, PriorityAdmission};
 use crate::service::queue::{self, QueueState, QueueStatus};
 use crate::state::AppState;
+use flashsale_queue::pow::{IssuedChallenge, PowError};
 
 /// The buyer's and the address's rate limits on the queue; a refusal is also counted for the
 /// sale's report.
@@ -53,6 +56,51 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(join_queue, queue_status))
         .routes(routes!(queue_events))
         .routes(routes!(stream_token))
+        .routes(routes!(queue_challenge))
+        .routes(routes!(redeem_code))
+}
+
+/// `POST /sales/{id}/queue/priority`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CodeBody {
+    /// The priority code, as given (`XXXXX-XXXXX-XXXXX-XXXXX`; case, dashes and spaces do not
+    /// matter).
+    #[schema(example = "7K3QD-9VX2M-H8RTC-4NWPB", max_length = 64)]
+    code: String,
+}
+
+/// Redeems a priority code: the buyer is admitted at once, without queueing, and orders with the
+/// `admission_token` as any admitted buyer does (same per-user limit, same reservation). A code
+/// is single use: another buyer's attempt is 409 `code_used`; the same buyer asking again in the
+/// same batch gets an admission back (their retry). Attempts are limited per buyer and per
+/// address, so codes cannot be guessed.
+#[utoipa::path(
+    post, path = "/sales/{id}/queue/priority", tag = "shoppers", params(("id" = i64, Path, description = "Sale id")),
+    security(("buyer_jwt" = [])),
+    request_body = CodeBody,
+    responses(
+        (status = 200, body = PriorityAdmission),
+        (status = 400, description = "malformed_json", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found (no such sale) or code_invalid", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "code_used, not_open (with opens_at) or closed", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "payload_too_large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "unsupported_media_type", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation_failed: the body is not {\"code\": string}", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited, with Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn redeem_code(
+    State(state): State<AppState>,
+    buyer: Buyer,
+    ip: ClientIp,
+    Path(id): Path<SaleId>,
+    Json(body): Json<CodeBody>,
+) -> Result<Json<PriorityAdmission>, ApiError> {
+    state.limits.check_code(&buyer.user, ip.0)?;
+    Ok(Json(codes::redeem(&state, &buyer.user, id, &body.code).await?))
 }
 
 /// How long a stream token opens the buyer's event stream.
@@ -118,15 +166,28 @@ fn stream_buyer(state: &AppState, headers: &HeaderMap, query: &EventsQuery, sale
 
 /// Join the sale's current batch. Idempotent per buyer and batch: joining again (another tab, a
 /// retry after a network error) returns the same place, with 200 instead of 201.
+///
+/// A sale with a proof of work on join (`join_pow_bits`, `join_pow_adaptive_rate`) wants
+/// `X-Pow-Challenge` (from `POST /sales/{id}/queue/challenge`, or the `pow` of a refusal) and
+/// `X-Pow-Solution`; without them 428 `pow_required`, with a wrong, expired, reused or foreign
+/// one 403 `pow_invalid`, each carrying a fresh challenge in `pow`. An address failing too often
+/// is answered 429 instead.
 #[utoipa::path(
-    post, path = "/sales/{id}/queue", tag = "shoppers", params(("id" = i64, Path, description = "Sale id")),
+    post, path = "/sales/{id}/queue", tag = "shoppers",
+    params(
+        ("id" = i64, Path, description = "Sale id"),
+        ("X-Pow-Challenge" = Option<String>, Header, description = "A challenge the server issued for this buyer and sale"),
+        ("X-Pow-Solution" = Option<String>, Header, description = "A number n such that SHA-256(challenge \":\" n) starts with the challenge's bits of zeros"),
+    ),
     security(("buyer_jwt" = [])),
     responses(
         (status = 201, description = "Joined", body = QueueState),
         (status = 200, description = "Already in the queue: the same place", body = QueueState),
         (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "pow_invalid (also: a solution that is not a number), with a fresh challenge", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "not_open (with opens_at), sold_out or closed", body = Problem, content_type = "application/problem+json"),
+        (status = 428, description = "pow_required, with a challenge", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "rate_limited, with Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "unavailable", body = Problem, content_type = "application/problem+json"),
     )
@@ -136,11 +197,57 @@ async fn join_queue(
     buyer: Buyer,
     ip: ClientIp,
     Path(id): Path<SaleId>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     within_limits(&state, &buyer, &ip, id).await?;
-    let (new, joined) = queue::join(&state, &buyer.user, id).await?;
+    // A header that is not text, or a solution that is not a number, solves nothing: the sale's
+    // proof-of-work check refuses it (403 with a fresh challenge), a sale without one ignores it.
+    let text = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or_default());
+    let proof = match (text("x-pow-challenge"), text("x-pow-solution")) {
+        (Some(challenge), Some(solution)) => {
+            Some(queue::Proof { challenge, solution: solution.trim().parse::<u64>().ok() })
+        }
+        _ => None,
+    };
+    let (new, joined) = match queue::join(&state, &buyer.user, id, proof).await {
+        Ok(joined) => joined,
+        Err(e @ service::Error::Pow { reason, .. }) => {
+            // A first join without a proof is the usual way to get a challenge; failing ones
+            // count against the address.
+            if reason != PowError::Missing {
+                state.limits.pow_failed(ip.0)?;
+            }
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let status = if new { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(joined)).into_response())
+}
+
+/// A proof-of-work challenge for joining the sale's current batch: find a number n such that
+/// SHA-256(challenge ":" n) starts with `bits` zero bits, then join with `X-Pow-Challenge` and
+/// `X-Pow-Solution`. Each challenge is good for one join, for this buyer, for two minutes. For a
+/// sale that asks no proof of work, `bits` is 0 (any n solves it; the join needs none).
+#[utoipa::path(
+    post, path = "/sales/{id}/queue/challenge", tag = "shoppers", params(("id" = i64, Path, description = "Sale id")),
+    security(("buyer_jwt" = [])),
+    responses(
+        (status = 200, body = IssuedChallenge),
+        (status = 401, description = "unauthorized", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "not_found", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate_limited, with Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn queue_challenge(
+    State(state): State<AppState>,
+    buyer: Buyer,
+    ip: ClientIp,
+    Path(id): Path<SaleId>,
+) -> Result<Json<IssuedChallenge>, ApiError> {
+    within_limits(&state, &buyer, &ip, id).await?;
+    Ok(Json(queue::challenge(&state, &buyer.user, id).await?))
 }
 
 /// The buyer's state: `waiting` (with position, ahead, eta and when to poll again), `admitted`

@@ -157,6 +157,10 @@ fn render(r: &SaleReport) -> String {
         facts.push_str(&row("Owed back", escape(&op.refund_due_cents.to_string())));
         facts.push_str(&row("Joins refused", op.joins_refused.to_string()));
         facts.push_str(&row("Rate-limited requests", op.rate_limited.to_string()));
+        facts.push_str(&row(
+            "Priority codes redeemed / units they sold",
+            format!("{} / {}", op.priority_codes.redeemed, op.priority_codes.units_paid),
+        ));
     }
     let orders: String = r
         .orders

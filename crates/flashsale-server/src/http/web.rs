@@ -36,6 +36,9 @@ const ASSETS: &[Asset] = &[
     Asset { name: "i18n.js", content_type: JS, body: include_bytes!("../../web/i18n.js") },
     Asset { name: "waiting-room.js", content_type: JS, body: include_bytes!("../../web/waiting-room.js") },
     Asset { name: "console.js", content_type: JS, body: include_bytes!("../../web/console.js") },
+    Asset { name: "pow.js", content_type: JS, body: include_bytes!("../../web/pow.js") },
+    // Started by pow.js as a module worker (`new Worker(new URL(...))`), not imported.
+    Asset { name: "pow-worker.js", content_type: JS, body: include_bytes!("../../web/pow-worker.js") },
     Asset { name: "style.css", content_type: "text/css; charset=utf-8", body: include_bytes!("../../web/style.css") },
 ];
 

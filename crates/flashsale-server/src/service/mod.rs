@@ -1,6 +1,6 @@
 //! What the server does, in the domain's words: sales and their batches ([`sales`]), the
 //! buyer's side of the queue ([`queue`]) and its draw ([`draws`]), each batch's sale report
-//! ([`report`]), orders and payments ([`orders`]), and putting Redis
+//! ([`report`]), priority codes ([`codes`]), orders and payments ([`orders`]), and putting Redis
 //! right from PostgreSQL ([`recovery`]).
 //!
 //! The rule of this layer: no `axum`, no HTTP. Functions take the shared state and typed
@@ -9,6 +9,7 @@
 //! is sent, and `crate::jobs` logs it. A handler or a job calls in here; nothing in here calls
 //! out to either.
 
+pub mod codes;
 pub mod draws;
 pub mod orders;
 pub mod queue;
@@ -50,6 +51,10 @@ pub enum Error {
     /// `validation_failed`: well-formed, but breaks the rules; each field says which.
     #[error("{0}")]
     Invalid(ValidationErrors),
+    /// `pow_required` (none sent) or `pow_invalid` (refused, `reason` says why): the join's proof
+    /// of work; `fresh` is a new challenge to solve.
+    #[error("{reason}")]
+    Pow { reason: flashsale_queue::pow::PowError, fresh: flashsale_queue::pow::IssuedChallenge },
     /// `rebuilding`: the batch's Redis state is being rebuilt from PostgreSQL; retry in a second.
     #[error("the sale's stock is being restored after a storage failure; retry in a second")]
     Rebuilding,
@@ -78,6 +83,8 @@ impl Error {
             Error::NotFound(_) => ProblemCode::NotFound,
             Error::Refused { code, .. } => *code,
             Error::NotOpen { .. } => ProblemCode::NotOpen,
+            Error::Pow { reason: flashsale_queue::pow::PowError::Missing, .. } => ProblemCode::PowRequired,
+            Error::Pow { .. } => ProblemCode::PowInvalid,
             Error::VersionMismatch { .. } => ProblemCode::PreconditionFailed,
             Error::Invalid(_) => ProblemCode::ValidationFailed,
             Error::Rebuilding => ProblemCode::Rebuilding,
@@ -100,6 +107,7 @@ impl Error {
             Error::Invalid(errors) => problem.errors = Some(errors.0.clone()),
             Error::VersionMismatch { current } => problem.current_version = Some(*current),
             Error::NotOpen { opens_at } => problem.opens_at = Some(*opens_at),
+            Error::Pow { fresh, .. } => problem.pow = Some(fresh.clone()),
             _ => {}
         }
         problem

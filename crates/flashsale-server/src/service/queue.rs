@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use flashsale_core::{BatchNo, SaleId, Ticket, Units, UserId};
+use flashsale_queue::pow::{ChallengeClaims, IssuedChallenge, PowError};
 use flashsale_queue::{Admission, AdmissionClaims, AdmissionPolicy, Joined, Place, QueueWindow, TicketClaims, draw};
 use flashsale_sales::{Batch, Sale};
 use serde::Serialize;
@@ -288,12 +289,107 @@ pub async fn rate_limited(state: &AppState, id: SaleId) {
     }
 }
 
-/// Joins the buyer to the sale's current batch. Returns whether this call created the place.
-pub async fn join(state: &AppState, user: &UserId, id: SaleId) -> Result<(bool, QueueState), Error> {
+/// How long a proof-of-work challenge may be solved and used.
+pub const CHALLENGE_TTL_MS: i64 = 120_000;
+
+/// A fresh proof-of-work challenge for the buyer's join to the sale's current batch, at the
+/// difficulty the sale asks right now (an adaptive one rises with the join rate).
+pub async fn challenge(state: &AppState, user: &UserId, id: SaleId) -> Result<IssuedChallenge, Error> {
     let snapshot = sale_snapshot(state, id).await?;
     let ctx = context_of(state, &snapshot[0].0, &snapshot[0].1.batch);
+    issue_challenge(state, &ctx, user).await
+}
+
+async fn issue_challenge(state: &AppState, ctx: &Context<'_>, user: &UserId) -> Result<IssuedChallenge, Error> {
+    let pow = ctx.sale.config.join_pow;
+    let now_ms = state.clock.now_ms();
+    let bits = if pow.adaptive.is_some() {
+        let live = counters(state, ctx.sale.id, ctx.batch.batch_no).await?;
+        let rate = state.join_rates.observe(ctx.sale.id, ctx.batch.batch_no, live.queue.queued(), now_ms);
+        pow.bits_at(rate)
+    } else {
+        pow.bits
+    };
+    let mut nonce = [0u8; 16];
+    rand::Rng::fill(&mut rand::rng(), &mut nonce[..]);
+    let expires_at_ms = now_ms + CHALLENGE_TTL_MS;
+    let claims = ChallengeClaims {
+        user: user.clone(),
+        sale: ctx.sale.id,
+        batch: ctx.batch.batch_no,
+        bits,
+        expires_at_ms,
+        nonce: flashsale_core::hex(&nonce),
+    };
+    metrics::counter!("pow_challenges_total").increment(1);
+    metrics::gauge!("pow_bits", "sale" => ctx.sale.id.to_string()).set(f64::from(bits));
+    Ok(IssuedChallenge { challenge: state.challenges.issue(&claims), bits, expires_at: millis_to_time(expires_at_ms) })
+}
+
+/// A join's proof of work as sent: the challenge and the solution (`None`: not a number).
+#[derive(Debug, Clone, Copy)]
+pub struct Proof<'a> {
+    pub challenge: &'a str,
+    pub solution: Option<u64>,
+}
+
+/// The challenge `proof` spends, checked (before any Redis round trip), if the sale asks for a
+/// proof of work; the refusal carries a fresh challenge.
+async fn checked_proof(
+    state: &AppState,
+    ctx: &Context<'_>,
+    user: &UserId,
+    proof: Option<Proof<'_>>,
+) -> Result<Option<ChallengeClaims>, Error> {
+    if !ctx.sale.config.join_pow.is_on() {
+        return Ok(None);
+    }
+    let checked = match proof {
+        None => Err(PowError::Missing),
+        Some(Proof { solution: None, .. }) => Err(PowError::Wrong),
+        Some(Proof { challenge, solution: Some(solution) }) => {
+            state.challenges.check(challenge, solution, user, ctx.sale.id, ctx.batch.batch_no, state.clock.now_ms())
+        }
+    };
+    match checked {
+        Ok(claims) => Ok(Some(claims)),
+        Err(reason) => Err(pow_refused(state, ctx, user, reason).await),
+    }
+}
+
+async fn pow_refused(state: &AppState, ctx: &Context<'_>, user: &UserId, reason: PowError) -> Error {
+    metrics::counter!("pow_refused_total", "reason" => pow_reason(reason)).increment(1);
+    match issue_challenge(state, ctx, user).await {
+        Ok(fresh) => Error::Pow { reason, fresh },
+        Err(e) => e,
+    }
+}
+
+fn pow_reason(reason: PowError) -> &'static str {
+    match reason {
+        PowError::Missing => "missing",
+        PowError::Forged => "forged",
+        PowError::Foreign => "foreign",
+        PowError::Expired => "expired",
+        PowError::Wrong => "wrong",
+        PowError::Reused => "reused",
+    }
+}
+
+/// Joins the buyer to the sale's current batch, with the proof of work the sale asks (if any).
+/// Returns whether this call created the place.
+pub async fn join(
+    state: &AppState,
+    user: &UserId,
+    id: SaleId,
+    proof: Option<Proof<'_>>,
+) -> Result<(bool, QueueState), Error> {
+    let snapshot = sale_snapshot(state, id).await?;
+    let ctx = context_of(state, &snapshot[0].0, &snapshot[0].1.batch);
+    let spent = checked_proof(state, &ctx, user, proof).await?;
     let rank = prequeue_rank(ctx.batch, user);
-    let joined = state.queue.join(&ctx.window, user, rank).await?;
+    let spends = spent.as_ref().map(|c| (c.nonce.as_str(), c.expires_at_ms));
+    let joined = state.queue.join(&ctx.window, user, rank, spends).await?;
     let outcome = match joined {
         Joined::Prequeue { .. } => "prequeue",
         Joined::Ticket { .. } => "ticket",
@@ -301,6 +397,7 @@ pub async fn join(state: &AppState, user: &UserId, id: SaleId) -> Result<(bool, 
         Joined::Closed => "closed",
         Joined::SoldOut => "sold_out",
         Joined::Missing => "rebuilding",
+        Joined::PowReused => "pow_reused",
     };
     metrics::counter!("queue_joins_total", "outcome" => outcome).increment(1);
     // For the report: new places and refusals (a buyer joining again keeps their place: not a
@@ -312,7 +409,7 @@ pub async fn join(state: &AppState, user: &UserId, id: SaleId) -> Result<(bool, 
         Joined::NotOpen | Joined::Closed | Joined::SoldOut => {
             state.activity.join(id, ctx.batch.batch_no, state.clock.now_ms(), false);
         }
-        Joined::Prequeue { new: false } | Joined::Ticket { new: false, .. } | Joined::Missing => {}
+        Joined::Prequeue { new: false } | Joined::Ticket { new: false, .. } | Joined::Missing | Joined::PowReused => {}
     }
     let (number, new) = match joined {
         Joined::Prequeue { new } => (None, new),
@@ -331,6 +428,7 @@ pub async fn join(state: &AppState, user: &UserId, id: SaleId) -> Result<(bool, 
         }
         // Redis lost the batch; upkeep rebuilds it within a second or two.
         Joined::Missing => return Err(Error::Rebuilding),
+        Joined::PowReused => return Err(pow_refused(state, &ctx, user, PowError::Reused).await),
     };
     let ticket =
         TicketClaims { user: user.clone(), sale: id, batch: ctx.batch.batch_no, number, admission: None, told: false };

@@ -138,6 +138,8 @@ pub struct OperatorFigures {
     pub joins_refused: u64,
     /// Queue requests answered 429.
     pub rate_limited: u64,
+    /// Priority codes redeemed in this batch, and the units they sold.
+    pub priority_codes: flashsale_sales::codes::PriorityCodeStats,
 }
 
 /// The report of batch `batch_no` of sale `id`; `operator` adds what only operations see.
@@ -153,6 +155,7 @@ pub async fn report(state: &AppState, id: SaleId, batch_no: BatchNo, operator: b
     let draw = super::draws::published(state, id, batch_no).await?;
     let outcomes = state.orders.outcomes(id, batch_no).await?;
     let sold_out_at = state.orders.sold_out_at(id, batch_no, batch.stock).await?;
+    let priority = if operator { Some(super::codes::stats(state, id, Some(batch_no)).await?) } else { None };
     let queued = match final_stats {
         Some(stats) => Some(stats.queued),
         // A live batch: from Redis, if it answers (the report does not fail for it).
@@ -217,12 +220,13 @@ pub async fn report(state: &AppState, id: SaleId, batch_no: BatchNo, operator: b
             arrival_rho: record.as_ref().and_then(|r| r.arrival_rho),
         },
         timeline: seconds.into_iter().map(|(at, counts)| Second { at, counts }).collect(),
-        operator: operator.then(|| OperatorFigures {
+        operator: priority.map(|priority_codes| OperatorFigures {
             currency: sale.config.currency.clone(),
             revenue_cents: Cents(amount(OrderStatus::Paid)),
             refund_due_cents: Cents(amount(OrderStatus::RefundDue)),
             joins_refused: total.joins_refused,
             rate_limited: total.rate_limited,
+            priority_codes,
         }),
     })
 }

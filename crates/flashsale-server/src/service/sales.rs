@@ -97,6 +97,12 @@ pub struct AdminSale {
     pub admission_ttl_secs: u32,
     pub payment_window_secs: u32,
     pub duration_secs: Option<u32>,
+    /// The proof of work each join costs, in leading zero bits (0: none); the least when adaptive.
+    pub join_pow_bits: u8,
+    /// Adaptive proof of work: the join rate above which each doubling adds a bit (null: fixed).
+    pub join_pow_adaptive_rate: Option<u32>,
+    /// Adaptive proof of work: the most bits it rises to (null: fixed).
+    pub join_pow_max_bits: Option<u8>,
     /// Bumped by every change; send it back in `If-Match` to change the sale safely.
     pub version: i64,
     /// Set when the sale was closed: no batch opens after it.
@@ -104,6 +110,9 @@ pub struct AdminSale {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub current_batch: Option<AdminBatch>,
+    /// The sale's priority codes (in `GET /admin/sales/{id}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority_codes: Option<flashsale_sales::codes::PriorityCodeStats>,
 }
 
 /// A sale as shoppers see it.
@@ -247,11 +256,15 @@ fn admin_view(sale: Sale, live: Option<Live>, now: DateTime<Utc>) -> AdminSale {
         admission_ttl_secs: c.admission_ttl_secs,
         payment_window_secs: c.payment_window_secs,
         duration_secs: c.duration_secs,
+        join_pow_bits: c.join_pow.bits,
+        join_pow_adaptive_rate: c.join_pow.adaptive.map(|a| a.joins_per_sec),
+        join_pow_max_bits: c.join_pow.adaptive.map(|a| a.max_bits),
         version: sale.version,
         ended_at: sale.ended_at,
         created_at: sale.created_at,
         updated_at: sale.updated_at,
         current_batch,
+        priority_codes: None,
     }
 }
 
@@ -371,7 +384,7 @@ pub fn etag(version: i64) -> String {
     format!("\"{version}\"")
 }
 
-fn audit_details(actor: &Actor, details: serde_json::Value) -> serde_json::Value {
+pub(crate) fn audit_details(actor: &Actor, details: serde_json::Value) -> serde_json::Value {
     json!({ "client_ip": actor.client_ip.map(|ip| ip.to_string()), "request": details })
 }
 

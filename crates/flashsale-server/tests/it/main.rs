@@ -3,11 +3,13 @@
 
 mod admin_auth;
 mod cluster;
+mod codes;
 mod common;
 mod draw;
 mod faults;
 mod ops;
 mod orders;
+mod pow;
 mod queue;
 mod report;
 mod sales;
