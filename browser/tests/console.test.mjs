@@ -68,6 +68,18 @@ test('an operator creates a weekly sale, pauses and resumes it, and sees the con
   const report = Buffer.concat(chunks).toString('utf8');
   assert.ok(report.includes('<svg') && !report.includes('<script'), report.slice(0, 200));
 
+  // Priority codes: generated here, downloaded once as CSV, counted on the sale.
+  await page.locator('#codes-count').fill('3');
+  const [csv] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Generate and download CSV' }).click()]);
+  const csvChunks = [];
+  for await (const chunk of await csv.createReadStream()) csvChunks.push(chunk);
+  const lines = Buffer.concat(csvChunks).toString('utf8').trim().split(/\r?\n/);
+  assert.equal(lines[0], 'code');
+  assert.equal(lines.length, 4);
+  assert.match(lines[1], /^[0-9A-Z]{5}(-[0-9A-Z]{5}){3}$/);
+  const { body: withCodes } = await admin(`/admin/sales/${id}`);
+  assert.equal(withCodes.priority_codes.generated, 3);
+
   // Another operator changes the stock while this page's edit form holds the old version.
   await page.locator('#edit-sale [name="stock"]').fill('150');
   const { etag } = await admin(`/admin/sales/${id}`);

@@ -320,6 +320,44 @@ async function downloadReport(id, batchNo) {
   setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
 }
 
+/**
+ * Generating priority codes: the count, then one CSV download (the server shows codes once).
+ * `counts` is the sale's `priority_codes` (generated, redeemed, units paid).
+ */
+function codesForm(id, counts) {
+  const summary = el('p', { id: 'codes-summary' }, counts ? `${counts.generated} generated, ${counts.redeemed} redeemed, ${counts.units_paid} units paid through them.` : '');
+  const count = el('input', { type: 'number', name: 'count', min: 1, max: 10000, value: 10, inputmode: 'numeric', id: 'codes-count' });
+  const error = el('p', { class: 'error', role: 'alert' });
+  const form = el(
+    'form',
+    { id: 'codes', novalidate: true },
+    summary,
+    el('label', { for: 'codes-count' }, 'How many'),
+    count,
+    el('button', { type: 'submit' }, 'Generate and download CSV'),
+    el('p', { class: 'hint' }, 'Each code admits one buyer without queueing. They are shown only in this download.'),
+    error,
+  );
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    error.textContent = '';
+    const response = await fetch(`/admin/sales/${id}/priority-codes`, {
+      method: 'POST',
+      headers: { Accept: 'text/csv', 'Content-Type': 'application/json', Authorization: `Bearer ${session.token}`, 'X-Actor': session.actor || 'admin' },
+      body: JSON.stringify({ count: Number(count.value) }),
+    });
+    if (!response.ok) {
+      const problem = await response.json().catch(() => ({}));
+      error.textContent = problem.detail || `HTTP ${response.status}`;
+      return;
+    }
+    const link = el('a', { href: URL.createObjectURL(await response.blob()), download: `sale-${id}-priority-codes.csv` });
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+  });
+  return form;
+}
+
 async function salePage(id) {
   clearInterval(refresher);
   let sale = null;
@@ -333,6 +371,7 @@ async function salePage(id) {
   const conflictBox = el('div', { id: 'conflict' });
   const auditBox = el('div');
   const drawBox = el('div');
+  const codesBox = el('div');
   const message = el('p', { class: 'error', role: 'alert' });
   view.replaceChildren(
     nav(),
@@ -342,6 +381,7 @@ async function salePage(id) {
     el('section', {}, el('h2', {}, 'Change'), conflictBox, editBox),
     el('section', {}, el('h2', {}, 'Audit trail'), auditBox),
     el('section', {}, el('h2', {}, 'Draw'), drawBox),
+    el('section', {}, el('h2', {}, 'Priority codes'), codesBox),
   );
 
   const loadAudit = async () => {
@@ -528,6 +568,7 @@ async function salePage(id) {
     statusAction('Close', 'close', 'Close the sale? The current batch ends now and no later batch opens.'),
   );
   editBox.replaceChildren(editForm());
+  codesBox.replaceChildren(codesForm(id, sale.priority_codes));
   await loadAudit();
   await loadDraw();
   every(1000, async () => {
