@@ -12,9 +12,12 @@
 --         admitted buyers could not order), '0' otherwise
 -- ARGV[6] reach margin: buyers kept within reach beyond the units that may come back (>= 0)
 --
--- Returns {'stepped', admitted, serving, tail, inflight, lapsed}: buyers admitted by this call, the counter
+-- Returns {'stepped', admitted, serving, tail, inflight, lapsed, epoch}: buyers admitted by this call, the counter
 -- after it, tickets handed out, buyers admitted whose turn is still running and who have not
--- reserved, and buyers whose turn this call found lapsed unused. Any number of instances may call it as often as they like: the allowance is a token
+-- reserved, buyers whose turn this call found lapsed unused, and the ledger's epoch (0 without a
+-- ledger): a rebuild puts the serving counter back to its mark under a new epoch, so a step
+-- admitting tickets again is out of order only within one epoch. Any number of instances may call
+-- it as often as they like: the allowance is a token
 -- bucket kept here, refilled from Redis's clock, so together they never admit faster than the
 -- rate. Each call that admits records a step (its last ticket, time, expiry, count); steps past
 -- their expiry are swept, and their buyers who did not reserve stop counting as in flight.
@@ -57,7 +60,8 @@ local now = now_ms()
 
 local function counters(admitted)
   local inflight = math.max(0, tonumber(redis.call('HGET', ticker, 'inflight') or '0'))
-  return {'stepped', admitted, tonumber(redis.call('GET', serving) or '0'), tonumber(redis.call('GET', tail) or '0'), inflight, 0}
+  return {'stepped', admitted, tonumber(redis.call('GET', serving) or '0'), tonumber(redis.call('GET', tail) or '0'), inflight, 0,
+    tonumber(redis.call('HGET', ledger, 'epoch') or '0')}
 end
 if now < opens_ms then
   return counters(0)
@@ -157,4 +161,5 @@ if admitted > 0 then
   redis.call('HSET', info, step .. ':n', admitted, step .. ':r', 0, step .. ':at', now, step .. ':exp', now + ttl)
 end
 redis.call('HSET', ticker, 'last_ms', now, 'allowance', tostring(allowance), 'inflight', inflight)
-return {'stepped', admitted, current, tonumber(redis.call('GET', tail) or '0'), inflight, lapsed}
+return {'stepped', admitted, current, tonumber(redis.call('GET', tail) or '0'), inflight, lapsed,
+  tonumber(redis.call('HGET', ledger, 'epoch') or '0')}

@@ -137,6 +137,9 @@ pub struct Admitted {
     pub inflight: u64,
     /// Admitted buyers whose turn this call found lapsed unused.
     pub lapsed: u64,
+    /// The batch ledger's epoch the step ran under (0: no ledger). A rebuild puts the serving
+    /// counter back to its mark under a new epoch.
+    pub epoch: u64,
 }
 
 /// Where an admitted ticket stands.
@@ -303,7 +306,7 @@ impl Queue {
             .invoke_async(&mut conn)
             .await?;
         let bad = || malformed("admit", &reply);
-        let Some(("stepped", [admitted, serving, tail, Value::Int(inflight), lapsed])) =
+        let Some(("stepped", [admitted, serving, tail, Value::Int(inflight), lapsed, epoch])) =
             flashsale_redis::tagged(&reply)
         else {
             return Err(bad());
@@ -315,6 +318,7 @@ impl Queue {
             tail: count(tail).ok_or_else(bad)?,
             inflight: u64::try_from(inflight).map_err(|_| bad())?,
             lapsed: count(lapsed).ok_or_else(bad)?,
+            epoch: count(epoch).ok_or_else(bad)?,
         })
     }
 

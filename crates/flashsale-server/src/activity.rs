@@ -28,9 +28,10 @@ pub struct Activity {
 #[derive(Debug, Default)]
 struct Inner {
     seconds: HashMap<Key, SecondCounts>,
-    /// The serving counter after this instance's last step per batch: a step that admits a
-    /// ticket at or below it admitted out of order.
-    last_serving: HashMap<(SaleId, BatchNo), u64>,
+    /// The ledger's epoch and the serving counter after this instance's last step per batch: a
+    /// step of the same epoch that admits a ticket at or below it admitted out of order (a
+    /// rebuild puts the counter back under a new epoch, to re-offer turns the loss took).
+    last_serving: HashMap<(SaleId, BatchNo), (u64, u64)>,
 }
 
 impl Activity {
@@ -45,8 +46,8 @@ impl Activity {
         let mut inner = self.inner.lock().expect("never poisoned");
         let out_of_order = if step.admitted > 0 {
             let first = step.serving - step.admitted + 1;
-            let before = inner.last_serving.insert((sale, batch), step.serving);
-            u64::from(before.is_some_and(|last| first <= last))
+            let before = inner.last_serving.insert((sale, batch), (step.epoch, step.serving));
+            u64::from(before.is_some_and(|(epoch, last)| epoch == step.epoch && first <= last))
         } else {
             0
         };
@@ -125,13 +126,15 @@ mod tests {
         activity.admission(sale, batch, 2_100, &step(2, 12), 8);
         // A step whose first ticket (11) is at or below the last one seen (12).
         activity.admission(sale, batch, 2_200, &step(2, 12), 8);
+        // A rebuild (a new epoch) puts the counter back: re-admitting is not out of order.
+        activity.admission(sale, batch, 2_300, &Admitted { epoch: 2, ..step(2, 12) }, 8);
         let mut rows = activity.take();
         rows.sort_by_key(|r| r.2);
         let first = &rows[0].3;
         assert_eq!((rows[0].2, first.admitted, first.reoffered), (1, 10, 2));
         assert_eq!((first.first_ticket, first.last_ticket, first.out_of_order), (Some(1), Some(10), 0));
         let second = &rows[1].3;
-        assert_eq!((second.admitted, second.reoffered, second.out_of_order), (4, 4, 1));
+        assert_eq!((second.admitted, second.reoffered, second.out_of_order), (6, 6, 1));
         assert!(activity.take().is_empty(), "taken once");
     }
 
