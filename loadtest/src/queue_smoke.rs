@@ -9,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use flashsale_core::stats::{ranks, spearman};
 use futures::stream::{self, StreamExt};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -18,24 +19,6 @@ use crate::client::Client;
 
 /// Requests in flight at once.
 const CONCURRENCY: usize = 32;
-
-/// Spearman's rank correlation of two equally long lists of distinct ranks.
-pub(crate) fn spearman(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len() as f64;
-    let d2: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum();
-    1.0 - 6.0 * d2 / (n * (n * n - 1.0))
-}
-
-/// Ranks (0-based) of `values` in ascending order.
-pub(crate) fn ranks(values: &[u64]) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by_key(|i| values[*i]);
-    let mut ranks = vec![0.0; values.len()];
-    for (rank, i) in order.into_iter().enumerate() {
-        ranks[i] = rank as f64;
-    }
-    ranks
-}
 
 /// Runs the scenario with `buyers` buyers and `stock` units.
 pub async fn run(client: &Client, buyers: usize, stock: u32, oversubscription: f64) -> anyhow::Result<Report> {

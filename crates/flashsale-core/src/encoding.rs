@@ -27,6 +27,12 @@ pub fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// The 32 bytes (a SHA-256 digest, a key) that `text` spells in hex, or `None` if it is not
+/// exactly 64 hex digits.
+pub fn unhex32(text: &str) -> Option<[u8; 32]> {
+    unhex(text).and_then(|bytes| bytes.try_into().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,6 +47,8 @@ mod tests {
     fn hex_reads_back_and_refuses_what_is_not_hex() {
         assert_eq!(unhex("000fABff"), Some(vec![0x00, 0x0f, 0xab, 0xff]));
         assert_eq!(unhex(""), Some(vec![]));
+        assert_eq!(unhex32(&"ab".repeat(32)), Some([0xab; 32]));
+        assert_eq!(unhex32(&"ab".repeat(31)), None);
         for bad in ["0", "0g", "+1", " 1", "0x"] {
             assert_eq!(unhex(bad), None, "{bad}");
         }

@@ -8,7 +8,9 @@
 //! - [`units`]: [`Units`], a count of stock, with lossless conversions to the integer types of
 //!   PostgreSQL (`BIGINT`) and Redis (signed 64-bit replies); [`Quantity`], the units of one order.
 //! - [`whole`]: whole numbers in JSON bodies (`5.0` read as `5`, as JSON Schema counts it).
-//! - [`encoding`]: [`hex`] and [`unhex`], how digests and seeds are written out and read back.
+//! - [`encoding`]: [`hex`], [`unhex`] and [`unhex32`], how digests and seeds are written out and
+//!   read back.
+//! - [`stats`]: rank statistics for the fairness figures (Spearman's rho).
 //! - [`keys`]: the Redis key layout. Every key of one sale carries the hash tag `{sale:ID}`, so all
 //!   keys a Lua script touches live in one Redis Cluster slot, and every key is built here, in Rust,
 //!   and handed to scripts through `KEYS` (never assembled inside Lua).
@@ -18,10 +20,11 @@ pub mod ids;
 pub mod keys;
 pub mod money;
 pub mod sequence;
+pub mod stats;
 pub mod units;
 pub mod whole;
 
-pub use encoding::{hex, unhex};
+pub use encoding::{hex, unhex, unhex32};
 pub use ids::{BatchNo, EntrantKey, PrequeueSeed, SaleId, UserId};
 pub use keys::{BatchKeys, KeySpace};
 pub use money::{Cents, Currency, InvalidCurrency};

@@ -44,7 +44,7 @@ pub struct Leaf(pub [u8; 32]);
 impl Leaf {
     /// The leaf spelled in hex, as the cohort is published.
     pub fn parse(hex: &str) -> Option<Leaf> {
-        flashsale_core::unhex(hex.trim()).and_then(|bytes| bytes.try_into().ok()).map(Leaf)
+        flashsale_core::unhex32(hex.trim()).map(Leaf)
     }
 }
 
@@ -199,7 +199,7 @@ impl InclusionProof {
         let (mut index, mut last) = (self.index, self.size - 1);
         let mut hash = leaf_hash(leaf);
         for sibling in &self.path {
-            let Some(sibling) = flashsale_core::unhex(sibling).and_then(|b| <[u8; 32]>::try_from(b).ok()) else {
+            let Some(sibling) = flashsale_core::unhex32(sibling) else {
                 return false;
             };
             if last == 0 {
@@ -262,9 +262,7 @@ pub fn verify_draw(
     if u64::try_from(drawn.len()).ok() != Some(committed_size) {
         return Err(DrawFault::SizeMismatch { committed: committed_size, listed: drawn.len() });
     }
-    let root = flashsale_core::unhex(committed_cohort)
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .ok_or(DrawFault::Malformed { field: "cohort_commitment" })?;
+    let root = flashsale_core::unhex32(committed_cohort).ok_or(DrawFault::Malformed { field: "cohort_commitment" })?;
     let mut sorted = drawn.to_vec();
     sorted.sort_unstable();
     if let Some(pair) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {

@@ -309,15 +309,19 @@ function chart(samples, series) {
 
 const CHART_SAMPLES = 300;
 
+/** Hands the body of `response` to the browser as a file named `name` (a download). */
+async function saveAs(response, name) {
+  const link = el('a', { href: URL.createObjectURL(await response.blob()), download: name });
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+}
+
 /** Saves a batch's sale report (one self-contained HTML page) through the bearer-authenticated API. */
 async function downloadReport(id, batchNo) {
   const response = await fetch(`/admin/sales/${id}/batches/${batchNo}/report`, {
     headers: { Accept: 'text/html', Authorization: `Bearer ${session.token}` },
   });
-  if (!response.ok) return;
-  const link = el('a', { href: URL.createObjectURL(await response.blob()), download: `sale-${id}-batch-${batchNo}-report.html` });
-  link.click();
-  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+  if (response.ok) await saveAs(response, `sale-${id}-batch-${batchNo}-report.html`);
 }
 
 /**
@@ -351,9 +355,7 @@ function codesForm(id, counts) {
       error.textContent = problem.detail || `HTTP ${response.status}`;
       return;
     }
-    const link = el('a', { href: URL.createObjectURL(await response.blob()), download: `sale-${id}-priority-codes.csv` });
-    link.click();
-    setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+    await saveAs(response, `sale-${id}-priority-codes.csv`);
   });
   return form;
 }

@@ -41,9 +41,7 @@ impl Buyer {
     /// From the id and the receipt as the queue showed it (hex).
     pub fn new(user: &str, receipt_hex: &str) -> Result<Buyer, VerifyError> {
         let user = UserId::try_from(user.to_owned()).map_err(|_| VerifyError::BadField("buyer id"))?;
-        let receipt = flashsale_core::unhex(receipt_hex.trim())
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
-            .ok_or(VerifyError::BadField("receipt"))?;
+        let receipt = flashsale_core::unhex32(receipt_hex.trim()).ok_or(VerifyError::BadField("receipt"))?;
         Ok(Buyer { user, receipt })
     }
 }
@@ -95,9 +93,7 @@ impl Cohort {
             size,
             &drawn,
         )?;
-        let root = flashsale_core::unhex(committed)
-            .and_then(|b| b.try_into().ok())
-            .ok_or(VerifyError::BadField("cohort_commitment"))?;
+        let root = flashsale_core::unhex32(committed).ok_or(VerifyError::BadField("cohort_commitment"))?;
         let places = drawn.iter().zip(1..).map(|(leaf, place)| (*leaf, place)).collect();
         Ok(Cohort { published: published.clone(), seed, root, drawn, places })
     }

@@ -14,7 +14,7 @@ use crate::checks::Report;
 use crate::html::{Sample, chart, page};
 use crate::latency::Latencies;
 use crate::progress;
-use crate::queue_smoke::{ranks, spearman};
+use flashsale_core::stats::{ranks, spearman};
 
 /// What the server published about the played batch.
 pub struct ServerView {

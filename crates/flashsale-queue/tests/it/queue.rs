@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use flashsale_core::stats::{ranks, spearman};
 use flashsale_core::{AdmissionStep, BatchNo, EntrantKey, Epoch, PrequeueSeed, SaleId, Ticket, Units, UserId};
 use flashsale_inventory::{Inventory, LedgerSpec, StatusChange};
 use flashsale_queue::draw;
@@ -95,13 +96,6 @@ async fn after_the_opening_places_are_first_come_first_served() {
     assert_eq!(s.queue.place(sale(), BatchNo::FIRST, &user(99)).await.unwrap(), None);
 }
 
-/// Spearman's rank correlation of two permutations of 0..n.
-fn spearman(a: &[usize], b: &[usize]) -> f64 {
-    let n = a.len() as f64;
-    let d2: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
-    1.0 - 6.0 * d2 / (n * (n * n - 1.0))
-}
-
 #[tokio::test]
 async fn the_prequeue_order_is_the_seeded_permutation_and_ignores_arrival_time() {
     const BUYERS: usize = 1000;
@@ -150,8 +144,9 @@ async fn the_prequeue_order_is_the_seeded_permutation_and_ignores_arrival_time()
         let drawn: Vec<String> = by_rank.iter().map(|i| user(*i).as_str().to_owned()).collect();
         assert_eq!(members, drawn);
         // ...and unrelated to arrival order (|rho| ~ 0.03 expected for 1000 buyers).
-        let arrival: Vec<usize> = (0..BUYERS).collect();
-        let rho = spearman(&arrival, &places);
+        let arrival: Vec<u64> = (0..BUYERS as u64).collect();
+        let drawn_places: Vec<u64> = places.iter().map(|p| *p as u64).collect();
+        let rho = spearman(&ranks(&arrival), &ranks(&drawn_places));
         assert!(rho.abs() < 0.15, "seed {seed_byte}: arrival/place correlation {rho}");
     }
 }

@@ -72,11 +72,7 @@ async fn generate_codes(
     Json(body): Json<CodeRequest>,
 ) -> Result<Response, ApiError> {
     let generated = codes::generate(&state, &admin.actor, id, body.count).await?;
-    let csv = request
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.split(',').any(|t| t.trim().starts_with("text/csv")));
-    if !csv {
+    if !super::accepts(&request, "text/csv") {
         return Ok((StatusCode::CREATED, Json(generated)).into_response());
     }
     let mut text = String::from("code\r\n");

@@ -157,6 +157,15 @@ async fn canonical_ids(request: axum::extract::Request, next: axum::middleware::
     }
 }
 
+/// Whether the request's `Accept` header lists `media` (a type such as `text/html`, parameters
+/// ignored): how an endpoint that answers JSON by default picks another representation.
+pub(crate) fn accepts(request: &axum::http::HeaderMap, media: &str) -> bool {
+    request
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.split(',').any(|t| t.trim().starts_with(media)))
+}
+
 /// `raw` with its `%XX` escapes decoded (bytes that are not UTF-8 stay escaped).
 fn percent_decoded(raw: &str) -> std::borrow::Cow<'_, str> {
     if !raw.contains('%') {

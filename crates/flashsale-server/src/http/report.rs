@@ -12,6 +12,7 @@ use utoipa_axum::routes;
 
 use super::auth::Admin;
 use super::problem::{ApiError, Json, Path};
+use super::web::escape;
 use crate::problem::Problem;
 use crate::service::report::{self, SaleReport};
 use crate::state::AppState;
@@ -63,11 +64,7 @@ async fn admin_report(
     request: HeaderMap,
 ) -> Result<Response, ApiError> {
     let report = report::report(&state, id, batch_no, true).await?;
-    let wants_html = request
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.split(',').any(|t| t.trim().starts_with("text/html")));
-    if !wants_html {
+    if !super::accepts(&request, "text/html") {
         return Ok(Json(report).into_response());
     }
     let headers = [
@@ -77,11 +74,6 @@ async fn admin_report(
         (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
     ];
     Ok((headers, render(&report)).into_response())
-}
-
-/// `text` safe inside HTML text and attribute values.
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
 fn opt<T: std::fmt::Display>(value: Option<T>) -> String {

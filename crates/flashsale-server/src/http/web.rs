@@ -73,16 +73,17 @@ fn assets_version() -> String {
     flashsale_core::hex(&hash.finalize()[..6])
 }
 
-/// `text` with `"` `&` `<` `>` escaped, for an attribute value.
-fn attribute(text: &str) -> String {
-    text.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;").replace('>', "&gt;")
+/// `text` safe inside HTML text and quoted attribute values: `&` `<` `>` `"` `'` escaped. Every
+/// page the server renders (these, the sale report) escapes through it.
+pub(crate) fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
 /// A page's HTML: the assets' address and the instance's settings as `<meta>` tags.
 fn render(template: &str, version: &str, dev_mode: bool, settings: &WebSettings) -> String {
     let mut meta = format!("<meta name=\"flashsale-dev\" content=\"{dev_mode}\">");
     if let Some(url) = &settings.payment_page_url {
-        meta.push_str(&format!("\n<meta name=\"flashsale-payment-url\" content=\"{}\">", attribute(url)));
+        meta.push_str(&format!("\n<meta name=\"flashsale-payment-url\" content=\"{}\">", escape(url)));
     }
     template.replace("{{assets}}", &format!("/assets/{version}")).replace("{{meta}}", &meta)
 }

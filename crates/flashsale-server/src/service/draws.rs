@@ -104,23 +104,13 @@ fn seal(batch: &Batch, members: Vec<String>, arrivals: &[String]) -> Result<Seal
 /// place they were drawn to (`drawn`, place 1 first), over the buyers found in both; `None` below
 /// three. Near 0 for a fair draw: arriving early bought nothing.
 fn arrival_rho(drawn: &[String], arrivals: &[String]) -> Option<f64> {
-    let arrived: std::collections::HashMap<&str, usize> =
-        arrivals.iter().enumerate().map(|(i, user)| (user.as_str(), i)).collect();
-    // Both orders restricted to the buyers present in both, then ranked 0..n.
-    let mut pairs: Vec<(usize, usize)> =
-        drawn.iter().enumerate().filter_map(|(place, user)| Some((*arrived.get(user.as_str())?, place))).collect();
-    let n = pairs.len();
-    if n < 3 {
-        return None;
-    }
-    pairs.sort_unstable();
-    let mut by_place: Vec<(usize, usize)> =
-        pairs.iter().enumerate().map(|(arrival, &(_, place))| (place, arrival)).collect();
-    by_place.sort_unstable();
-    let d2: f64 =
-        by_place.iter().enumerate().map(|(place, &(_, arrival))| (place as f64 - arrival as f64).powi(2)).sum();
-    let n = n as f64;
-    Some(1.0 - 6.0 * d2 / (n * (n * n - 1.0)))
+    use flashsale_core::stats::{ranks, spearman};
+    let arrived: std::collections::HashMap<&str, u64> =
+        arrivals.iter().zip(0..).map(|(user, i)| (user.as_str(), i)).collect();
+    // Both orders restricted to the buyers present in both, each ranked among them.
+    let (arrival, place): (Vec<u64>, Vec<u64>) =
+        drawn.iter().zip(0..).filter_map(|(user, place)| Some((*arrived.get(user.as_str())?, place))).unzip();
+    (arrival.len() >= 3).then(|| spearman(&ranks(&arrival), &ranks(&place)))
 }
 
 /// What is public about a batch's draw right now: the seed commitment always, the cohort
