@@ -84,6 +84,10 @@ test('an operator creates a weekly sale, pauses and resumes it, and sees the con
   await page.locator('#edit-sale [name="stock"]').fill('150');
   const { etag } = await admin(`/admin/sales/${id}`);
   await admin(`/admin/sales/${id}`, { method: 'PATCH', body: { stock: 120 }, headers: { 'If-Match': etag }, actor: `ops-bob-${RUN}` });
+  // The live view polls every second; once it has seen Bob's version the form must still send the
+  // version it was drawn from (a poll that moved it on once let the stale edit overwrite Bob's).
+  const bobs = Number(etag.replace(/"/g, '')) + 1;
+  await page.locator('.facts span', { hasText: new RegExp(`^version ${bobs}$`) }).waitFor();
   await page.getByRole('button', { name: 'Save' }).click();
   const conflict = page.locator('#conflict [role="alert"]');
   await conflict.waitFor();

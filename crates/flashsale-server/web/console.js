@@ -468,31 +468,36 @@ async function salePage(id) {
     const button = el('button', { type: 'button', 'data-action': path }, label);
     button.addEventListener('click', async () => {
       if (!confirm(question)) return;
+      const sent = version;
       try {
-        await admin(`/admin/sales/${id}/${path}`, { method: 'POST', headers: { 'If-Match': version } });
+        await admin(`/admin/sales/${id}/${path}`, { method: 'POST', headers: { 'If-Match': sent } });
         say(`${label}: done`);
         message.textContent = '';
         await load();
         await loadAudit();
       } catch (e) {
         message.textContent = e.message;
-        if (e.status === 412) showConflict(e, null);
+        if (e.status === 412) showConflict(e, null, sent);
       }
     });
     return button;
   };
 
-  /** The view of a stale edit: what the operator tried, and who changed what since. */
-  const showConflict = async (problem, attempted) => {
-    const readVersion = Number(String(version).replace(/"/g, ''));
+  /**
+   * The view of a stale edit: what the operator tried, and who changed what since `readEtag` (the
+   * version the operator's form or button was showing).
+   */
+  const showConflict = async (problem, attempted, readEtag) => {
+    const readVersion = Number(String(readEtag).replace(/"/g, ''));
     await load();
+    const current = version;
     const entries = await loadAudit();
     // Each change records the version it made (`details.request.version`; the creation made 1).
     const since = entries.filter((e) => (e.details?.request?.version ?? 1) > readVersion);
     const what = (e) => JSON.stringify(e.details?.request?.patch ?? {}, (_, v) => (v === null ? undefined : v));
     const changes = since.map((e) => el('li', {}, `${fmt(e.at)}: ${e.actor} ${e.action} ${e.action === 'sale.update' ? what(e) : ''}`));
     const retry = el('button', { type: 'button', class: 'primary' }, 'Apply my change to the current version');
-    retry.addEventListener('click', () => submitPatch(attempted));
+    retry.addEventListener('click', () => submitPatch(attempted, current));
     conflictBox.replaceChildren(
       el(
         'div',
@@ -507,23 +512,28 @@ async function salePage(id) {
     editBox.replaceChildren(editForm());
   };
 
-  const submitPatch = async (patch, form, general) => {
+  /** Sends `patch` guarded by `etag`: the version the operator edited, not the one polled since. */
+  const submitPatch = async (patch, etag, form, general) => {
     try {
-      await admin(`/admin/sales/${id}`, { method: 'PATCH', body: patch, headers: { 'If-Match': version } });
+      await admin(`/admin/sales/${id}`, { method: 'PATCH', body: patch, headers: { 'If-Match': etag } });
       say('Change saved');
       conflictBox.replaceChildren();
       await load();
       await loadAudit();
       editBox.replaceChildren(editForm());
     } catch (e) {
-      if (e.status === 412) return showConflict(e, patch);
+      if (e.status === 412) return showConflict(e, patch, etag);
       if (form) showFieldErrors(form, e, general);
       else conflictBox.append(el('p', { class: 'error' }, e.message));
     }
   };
 
+  // The form keeps the version it was drawn from: the live view refreshes every second, and an edit
+  // typed against an older version must meet the conflict, not silently overwrite what changed.
   const editForm = () => {
-    const number = (name, label, min) => field(name, label, el('input', { type: 'number', inputmode: 'numeric', min, value: sale[name] ?? '' }));
+    const etag = version;
+    const drawn = sale;
+    const number = (name, label, min) => field(name, label, el('input', { type: 'number', inputmode: 'numeric', min, value: drawn[name] ?? '' }));
     const general = el('p', { class: 'error', role: 'alert' });
     const form = el(
       'form',
@@ -546,13 +556,13 @@ async function salePage(id) {
       const patch = {};
       for (const name of ['stock', 'per_user_limit', 'admission_rate', 'payment_window_secs', 'join_pow_bits']) {
         const raw = form.querySelector(`[name="${name}"]`).value.trim();
-        if (raw !== '' && Number(raw) !== sale[name]) patch[name] = Number(raw);
+        if (raw !== '' && Number(raw) !== drawn[name]) patch[name] = Number(raw);
       }
       if (Object.keys(patch).length === 0) {
         general.textContent = 'Nothing changed.';
         return;
       }
-      submitPatch(patch, form, general);
+      submitPatch(patch, etag, form, general);
     });
     return form;
   };
