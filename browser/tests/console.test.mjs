@@ -80,6 +80,12 @@ test('an operator creates a weekly sale, pauses and resumes it, and sees the con
   const { body: withCodes } = await admin(`/admin/sales/${id}`);
   assert.equal(withCodes.priority_codes.generated, 3);
 
+  // Units held back for code holders: set in the edit form, shown among the live figures.
+  await page.locator('#edit-sale [name="priority_units"]').fill('10');
+  await page.getByRole('button', { name: 'Save' }).click();
+  await page.locator('[data-stat="held for codes"] .stat', { hasText: /^10$/ }).waitFor();
+  assert.equal((await admin(`/admin/sales/${id}`)).body.priority_units, 10);
+
   // Another operator changes the stock while this page's edit form holds the old version.
   await page.locator('#edit-sale [name="stock"]').fill('150');
   const { etag } = await admin(`/admin/sales/${id}`);

@@ -68,12 +68,12 @@ pub async fn run(client: &Client, operators: usize) -> anyhow::Result<Report> {
     );
 
     let stats = &after.body["current_batch"]["stats"];
-    let [stock, available, reserved, sold] =
-        ["stock", "available", "reserved", "sold"].map(|field| stats[field].as_u64().unwrap_or(u64::MAX));
+    let [stock, available, allotted, reserved, sold] =
+        ["stock", "available", "allotted", "reserved", "sold"].map(|field| stats[field].as_u64().unwrap_or(u64::MAX));
     report.check(
         "ledger_balances",
-        available.checked_add(reserved).and_then(|s| s.checked_add(sold)) == Some(stock),
-        format!("available {available} + reserved {reserved} + sold {sold} vs stock {stock}"),
+        [allotted, reserved, sold].iter().try_fold(available, |sum, n| sum.checked_add(*n)) == Some(stock),
+        format!("available {available} + allotted {allotted} + reserved {reserved} + sold {sold} vs stock {stock}"),
     );
 
     client.admin_ok(Method::POST, &format!("{path}/close"), None, StatusCode::OK).await?;

@@ -81,6 +81,20 @@ sequence_number! {
     Epoch
 }
 
+impl Ticket {
+    /// The first ticket of a redeemed priority code's admission (2^52; the code's id is added):
+    /// queue tickets never get near it, so such a ticket is never a place in the line. The Lua
+    /// prelude's `PRIORITY_TICKETS_FROM` is the same number (a test holds them together): the
+    /// scripts route a code's units to and from the codes' allotment by it, and the rebuild keeps
+    /// such tickets out of the queue's counters.
+    pub const FIRST_PRIORITY: Ticket = Ticket(1 << 52);
+
+    /// Whether this is a priority code's ticket rather than a place in the queue.
+    pub const fn is_priority(self) -> bool {
+        self.0 >= Ticket::FIRST_PRIORITY.0
+    }
+}
+
 impl Epoch {
     /// The epoch of a batch whose Redis state was never rebuilt.
     pub const FIRST: Epoch = Epoch(1);

@@ -41,6 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         paused: false,
         closed: false,
         epoch: flashsale_core::Epoch::FIRST,
+        allotment: flashsale_inventory::Allotment::NONE,
     };
     inventory.open_batch(sale, batch, spec).await?;
 

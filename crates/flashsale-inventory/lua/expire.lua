@@ -29,10 +29,8 @@ local units = 0
 for _, id in ipairs(due) do
   local open = redis.call('HGET', reservations, id)
   if open then
-    local qty, _, _, user = read_reservation(open)
-    redis.call('HINCRBY', ledger, 'reserved', -qty)
-    redis.call('HINCRBY', ledger, 'available', qty)
-    redis.call('HINCRBY', holdings, user, -qty)
+    local qty, _, ticket, user = read_reservation(open)
+    units_back(ledger, holdings, user, qty, ticket)
     redis.call('HSET', settled, id, 'released')
     redis.call('HDEL', reservations, id)
     units = units + qty

@@ -24,6 +24,10 @@
 -- with its deadline (Redis's clock), and the admission step learns one of its buyers reserved (so
 -- the queue stops counting them as in flight). The reservation is also noted as unconfirmed until
 -- upkeep finds its order in PostgreSQL (or releases it as an orphan).
+-- A priority code's ticket (see the prelude) reserves from the codes' allotment while the ledger
+-- has one (`sold_out` then counts the allotment's free units), and from `available` otherwise;
+-- everyone else only ever from `available`. An allotment whose time is up is released first
+-- (whoever reserves: admit.lua does it too, every tick).
 
 if not ((#KEYS == 9 and #ARGV == 5) or (#KEYS == 10 and #ARGV == 7)) then
   return redis.error_reply('ERR reserve expects 9 keys and 5 arguments, or 10 and 7 with a claim')
@@ -36,7 +40,8 @@ if not qty or qty < 1 or qty % 1 ~= 0 or not window or window < 1 then
 end
 local now = now_ms()
 
-local l = redis.call('HMGET', ledger, 'available', 'per_user_limit', 'paused', 'closed', 'opens_at_ms', 'closes_at_ms', 'epoch')
+local l = redis.call('HMGET', ledger, 'available', 'per_user_limit', 'paused', 'closed', 'opens_at_ms', 'closes_at_ms', 'epoch',
+  'allotment', 'allotted', 'allotment_until_ms')
 if not l[1] then return {'missing'} end
 if claim then
   local held = redis.call('GET', claim)
@@ -69,16 +74,24 @@ if held + qty > limit then
   if held >= limit then finish_turn() end
   return {'limit_reached', held}
 end
-local available = tonumber(l[1])
-if available < qty then
-  if available <= 0 then finish_turn() end
-  return {'sold_out', available}
+local code = is_priority_ticket(ticket)
+local pool, free = 'available', tonumber(l[1])
+local allotment = tonumber(l[8] or '0')
+if allotment > 0 and now >= tonumber(l[10] or '0') then
+  free = free + release_allotment_if_due(ledger, ticker, now)
+elseif code and allotment > 0 then
+  pool, free = 'allotted', tonumber(l[9] or '0')
+end
+if free < qty then
+  if free <= 0 then finish_turn() end
+  return {'sold_out', free}
 end
 
 finish_turn()
 redis.call('HINCRBY', holdings, user, qty)
-redis.call('HINCRBY', ledger, 'available', -qty)
+redis.call('HINCRBY', ledger, pool, -qty)
 redis.call('HINCRBY', ledger, 'reserved', qty)
+if code then redis.call('HINCRBY', ledger, 'code_units', qty) end
 local id = redis.call('HINCRBY', ledger, 'seq', 1)
 local deadline = now + window
 redis.call('HSET', reservations, id, reservation_record(qty, deadline, ticket, user))

@@ -12,13 +12,14 @@
 -- someone else's by now); {'unknown'} for an id never reserved; {'missing'} when the batch has
 -- no ledger (being rebuilt: nothing written, the caller tries again later). Commit moves the units
 -- reserved -> sold (the buyer keeps them in their holdings); release moves them back to available
--- and out of the buyer's holdings. Abort is a release that also gives the admission ticket back:
+-- (a priority code's to the codes' allotment first, see the prelude's units_back) and out of the
+-- buyer's holdings. Abort is a release that also gives the admission ticket back:
 -- the order could not be written (the database failed), so the buyer may retry with the same
 -- token while it is valid. An abort also undoes what the reservation told the admission step
 -- (`:r` + 1, the ticker's `inflight` - 1), if the step is still running: the buyer is in flight
 -- again, and a retry with the same token must count once, not twice (a retry counted twice took
--- `inflight` below zero, which stopped admission for every sale). available + reserved + sold =
--- total throughout.
+-- `inflight` below zero, which stopped admission for every sale). available + allotted +
+-- reserved + sold = total throughout.
 
 if #KEYS ~= 8 or #ARGV ~= 3 then
   return redis.error_reply('ERR settle expects 8 keys and 3 arguments')
@@ -39,13 +40,12 @@ if not open then
   return {'unknown'}
 end
 local qty, _, ticket, user = read_reservation(open)
-redis.call('HINCRBY', ledger, 'reserved', -qty)
 if how == 'commit' then
+  redis.call('HINCRBY', ledger, 'reserved', -qty)
   redis.call('HINCRBY', ledger, 'sold', qty)
   redis.call('HSET', settled, id, 'committed')
 else
-  redis.call('HINCRBY', ledger, 'available', qty)
-  redis.call('HINCRBY', holdings, user, -qty)
+  units_back(ledger, holdings, user, qty, ticket)
   redis.call('HSET', settled, id, 'released')
   if how == 'abort' then
     redis.call('SREM', used, spent_ticket(ticket, user))

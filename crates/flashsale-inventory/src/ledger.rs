@@ -24,11 +24,29 @@ pub struct LedgerSpec {
     pub closed: bool,
     /// The batch's epoch in PostgreSQL (see [`Inventory::rebuild`]).
     pub epoch: Epoch,
+    /// Units held back for priority codes.
+    pub allotment: Allotment,
+}
+
+/// Units of a batch held back for buyers with a priority code, until a moment (see the Lua
+/// prelude: code holders reserve from them while they last; at `until_ms` what is left goes to
+/// everyone, with no job to run: the first script to see the time pass moves them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Allotment {
+    /// Units set aside (zero: none).
+    pub units: Units,
+    /// When what is left goes to everyone, Unix milliseconds (Redis's clock).
+    pub until_ms: i64,
+}
+
+impl Allotment {
+    /// No units held back.
+    pub const NONE: Allotment = Allotment { units: Units::ZERO, until_ms: 0 };
 }
 
 impl LedgerSpec {
     /// The spec as script arguments, in the order `open_batch.lua` and `rebuild_batch.lua` take
-    /// them: total, limit, opening, end (0 = none), paused, closed, epoch.
+    /// them: total, limit, opening, end (0 = none), paused, closed, epoch, allotment, its end.
     pub(crate) fn push_args(&self, invocation: &mut redis::ScriptInvocation<'_>) {
         invocation
             .arg(self.total.get())
@@ -37,7 +55,9 @@ impl LedgerSpec {
             .arg(self.closes_at_ms.unwrap_or(0))
             .arg(u8::from(self.paused))
             .arg(u8::from(self.closed))
-            .arg(self.epoch.get());
+            .arg(self.epoch.get())
+            .arg(self.allotment.units.get())
+            .arg(self.allotment.until_ms);
     }
 }
 
@@ -87,8 +107,10 @@ pub enum StatusChanged {
 pub struct LedgerSnapshot {
     /// Units the batch releases.
     pub total: Units,
-    /// Units no buyer holds.
+    /// Units no buyer holds, for anyone.
     pub available: Units,
+    /// Units no buyer holds, held back for priority codes (see [`Allotment`]).
+    pub allotted: Units,
     /// Units held by buyers who have not paid yet.
     pub reserved: Units,
     /// Units paid for.
@@ -105,24 +127,27 @@ pub struct LedgerSnapshot {
 }
 
 impl LedgerSnapshot {
-    /// Conservation: `available + reserved + sold = total`.
+    /// Conservation: `available + allotted + reserved + sold = total`.
     pub fn balances(&self) -> bool {
         self.available
-            .checked_add(self.reserved)
+            .checked_add(self.allotted)
+            .and_then(|sum| sum.checked_add(self.reserved))
             .and_then(|sum| sum.checked_add(self.sold))
             .is_some_and(|sum| sum == self.total)
     }
 
     /// Nothing is available and nothing is held that could come back: every unit is sold.
-    /// (Units merely reserved may still return when a reservation expires or is cancelled.)
+    /// (Units merely reserved may still return when a reservation expires or is cancelled, and
+    /// units held back for codes go to everyone when their time is up.)
     pub fn is_sold_out(&self) -> bool {
-        self.available == Units::ZERO && self.reserved == Units::ZERO
+        self.available == Units::ZERO && self.reserved == Units::ZERO && self.allotted == Units::ZERO
     }
 
-    /// Nothing is available, but units are held unpaid: they come back if a hold lapses or is
-    /// cancelled (the public view's `all_held`, the queue's `standby`).
+    /// Nothing is available, but units are held: unpaid in carts (they come back if a hold
+    /// lapses or is cancelled) or back for codes (they go to everyone at the allotment's end)
+    /// (the public view's `all_held`, the queue's `standby`).
     pub fn is_all_held(&self) -> bool {
-        self.available == Units::ZERO && self.reserved > Units::ZERO
+        self.available == Units::ZERO && (self.reserved > Units::ZERO || self.allotted > Units::ZERO)
     }
 }
 
@@ -139,8 +164,8 @@ impl std::fmt::Debug for Inventory {
     }
 }
 
-const LEDGER_FIELDS: [&str; 8] =
-    ["total", "available", "reserved", "sold", "per_user_limit", "paused", "closed", "epoch"];
+const LEDGER_FIELDS: [&str; 9] =
+    ["total", "available", "reserved", "sold", "per_user_limit", "paused", "closed", "epoch", "allotted"];
 
 impl Inventory {
     /// Ledgers under `keys`, reached through `redis`.
@@ -187,6 +212,8 @@ impl Inventory {
             .arg(spec.per_user_limit.get())
             .arg(spec.opens_at_ms)
             .arg(spec.closes_at_ms.unwrap_or(0))
+            .arg(spec.allotment.units.get())
+            .arg(spec.allotment.until_ms)
             .invoke_async(&mut conn)
             .await?;
         let malformed_reply = || malformed("configure_batch", &reply);
@@ -317,6 +344,7 @@ fn decode_snapshot(key: &str, fields: &[Option<i64>]) -> Option<LedgerSnapshot> 
         paused: flag(5),
         closed: flag(6),
         epoch: Epoch::try_from(fields.get(7).copied().flatten().unwrap_or(0)).unwrap_or(Epoch(0)),
+        allotted: unit(8),
     })
 }
 

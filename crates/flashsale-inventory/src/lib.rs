@@ -8,8 +8,9 @@
 //! - [`error`]: [`InventoryError`], what can go wrong.
 //!
 //! # The ledger
-//! One Redis hash per batch (`BatchKeys::ledger`) holds `total`, `available`, `reserved` and
-//! `sold`, with `available + reserved + sold = total` after every script, plus the flags the hot
+//! One Redis hash per batch (`BatchKeys::ledger`) holds `total`, `available`, `allotted` (units
+//! held back for priority codes, [`Allotment`]), `reserved` and `sold`, with
+//! `available + allotted + reserved + sold = total` after every script, plus the flags the hot
 //! path checks in the same step (`per_user_limit`, `paused`, `closed`, the window in Unix ms).
 //! Scripts receive the hash through `KEYS`, so they run unchanged on Redis Cluster.
 //!
@@ -24,7 +25,7 @@ pub mod reservation;
 pub mod scripts;
 
 pub use error::InventoryError;
-pub use ledger::{Configured, Inventory, LedgerSnapshot, LedgerSpec, Opened, StatusChange, StatusChanged};
+pub use ledger::{Allotment, Configured, Inventory, LedgerSnapshot, LedgerSpec, Opened, StatusChange, StatusChanged};
 pub use rebuild::{BatchState, OpenReservation, QueueMarks, Rebuilt, SettledReservation};
 pub use reservation::{
     Expired, RequestClaim, ReservationId, ReserveRequest, Reserved, Settled, Settlement, Unconfirmed,

@@ -31,7 +31,9 @@
 -- turns new joiners away once the line reaches it. Two things lift it:
 -- more stock (the ledger's total above `reach_total`, the total it was set under), and the line
 -- running dry (everyone within reach admitted, none in flight, units free again because the
--- last of them passed): the reach is dropped and `reopens` counted, so no unit is stranded.
+-- last of them passed): the reach is dropped and `reopens` counted, so no unit is stranded. (A
+-- priority codes' allotment ending lifts it too: see the prelude.) `available` is what the queue's
+-- buyers can have: units held back for code holders are not in it.
 --
 -- Frozen turns. While the batch is paused (the ledger's `paused`), its ledger is missing (a
 -- fence or a rebuild), or any instance holds admission (a lease, `hold_until`, renewed by each
@@ -69,6 +71,10 @@ end
 
 -- Seal the pre-queue cohort, so its tickets 1..P exist even if nobody joins after the opening.
 seal_prequeue(pre, sealed, tail)
+-- The priority codes' allotment ends on time whether or not any code holder reserves (it lifts
+-- the reach: its units are everyone's now). Before the freeze below: a paused batch's allotment
+-- ends on time too.
+release_allotment_if_due(ledger, ticker, now)
 
 local state = redis.call('HMGET', ledger, 'available', 'paused', 'closed', 'reserved', 'total')
 local f = redis.call('HMGET', ticker, 'frozen_at', 'last_ms', 'hold_until')

@@ -19,6 +19,26 @@
 -- spent_ticket(ticket, user)     The used-tickets member 'ticket:user': a used ticket is bound
 --                                to its buyer, so one buyer's order can never spend another's
 --                                turn.
+--
+-- The priority codes' allotment. A ledger may hold units back for code holders: `allotment` (the
+-- units set aside; 0: none, or released), `allotted` (those of them free), `code_units` (units
+-- pending or paid through codes, wherever they came from) and `allotment_until_ms` (when what is
+-- left goes to everyone). available + allotted + reserved + sold = total. Code holders reserve
+-- from `allotted` while there is an allotment; everyone else, and code holders once it is
+-- released, from `available`. `allotted` is kept at max(0, allotment - code_units) as far as the
+-- stock allows.
+-- is_priority_ticket(ticket)     A redeemed code's ticket (PRIORITY_TICKETS_FROM and above, the
+--                                same number as Rust's Ticket::FIRST_PRIORITY), never a place in
+--                                the line.
+-- release_allotment_if_due(ledger, ticker, now)
+--                                At `allotment_until_ms`, moves the free allotment to `available`
+--                                and ends the allotment; lifts the queue's reach if it was set
+--                                (units came back to everyone), counting a reopen. Returns the
+--                                units released.
+-- units_back(ledger, holdings, user, qty, ticket)
+--                                A reservation's units come back (release, abort, expiry): out
+--                                of `reserved` and the buyer's holdings; a code's units top the
+--                                allotment back up first, the rest go to `available`.
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -43,5 +63,43 @@ end
 
 local function spent_ticket(ticket, user)
   return ticket .. ':' .. user
+end
+
+local PRIORITY_TICKETS_FROM = 4503599627370496
+
+local function is_priority_ticket(ticket)
+  return tonumber(ticket) >= PRIORITY_TICKETS_FROM
+end
+
+local function release_allotment_if_due(ledger, ticker, now)
+  local a = redis.call('HMGET', ledger, 'allotment', 'allotted', 'allotment_until_ms')
+  if tonumber(a[1] or '0') <= 0 or now < tonumber(a[3] or '0') then return 0 end
+  local free = tonumber(a[2] or '0')
+  redis.call('HINCRBY', ledger, 'available', free)
+  redis.call('HSET', ledger, 'allotment', 0, 'allotted', 0)
+  if free > 0 and redis.call('HEXISTS', ticker, 'reach') == 1 then
+    redis.call('HDEL', ticker, 'reach', 'reach_total')
+    redis.call('HINCRBY', ticker, 'reopens', 1)
+  end
+  return free
+end
+
+local function units_back(ledger, holdings, user, qty, ticket)
+  redis.call('HINCRBY', ledger, 'reserved', -qty)
+  redis.call('HINCRBY', holdings, user, -qty)
+  local to_allotment = 0
+  if is_priority_ticket(ticket) then
+    local code_units = redis.call('HINCRBY', ledger, 'code_units', -qty)
+    if code_units < 0 then
+      -- Never below zero (a ledger from before allotments counted none).
+      code_units = 0
+      redis.call('HSET', ledger, 'code_units', 0)
+    end
+    local a = redis.call('HMGET', ledger, 'allotment', 'allotted')
+    local room = tonumber(a[1] or '0') - code_units - tonumber(a[2] or '0')
+    to_allotment = math.max(0, math.min(qty, room))
+    if to_allotment > 0 then redis.call('HINCRBY', ledger, 'allotted', to_allotment) end
+  end
+  redis.call('HINCRBY', ledger, 'available', qty - to_allotment)
 end
 

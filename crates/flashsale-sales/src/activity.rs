@@ -21,6 +21,7 @@ pub struct SecondCounts {
     pub joins_refused: u64,
     pub rate_limited: u64,
     pub told_final: u64,
+    pub pow_failed: u64,
 }
 
 impl SecondCounts {
@@ -34,6 +35,7 @@ impl SecondCounts {
         self.joins_refused += other.joins_refused;
         self.rate_limited += other.rate_limited;
         self.told_final += other.told_final;
+        self.pow_failed += other.pow_failed;
         self.first_ticket = match (self.first_ticket, other.first_ticket) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -60,10 +62,11 @@ pub async fn add_activity(
         rows.iter().map(|r| Utc.timestamp_opt(r.2, 0).single().unwrap_or_default()).collect();
     sqlx::query(
         "INSERT INTO batch_activity AS a (sale_id, batch_no, second, admitted, reoffered, lapsed, first_ticket, \
-                                          last_ticket, out_of_order, joins, joins_refused, rate_limited, told_final) \
+                                          last_ticket, out_of_order, joins, joins_refused, rate_limited, told_final, \
+                                          pow_failed) \
          SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::timestamptz[], $4::bigint[], $5::bigint[], $6::bigint[], \
                               $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], \
-                              $13::bigint[]) \
+                              $13::bigint[], $14::bigint[]) \
          ON CONFLICT (sale_id, batch_no, second) DO UPDATE SET \
              admitted = a.admitted + EXCLUDED.admitted, reoffered = a.reoffered + EXCLUDED.reoffered, \
              lapsed = a.lapsed + EXCLUDED.lapsed, \
@@ -71,7 +74,8 @@ pub async fn add_activity(
              last_ticket = GREATEST(a.last_ticket, EXCLUDED.last_ticket), \
              out_of_order = a.out_of_order + EXCLUDED.out_of_order, joins = a.joins + EXCLUDED.joins, \
              joins_refused = a.joins_refused + EXCLUDED.joins_refused, \
-             rate_limited = a.rate_limited + EXCLUDED.rate_limited, told_final = a.told_final + EXCLUDED.told_final",
+             rate_limited = a.rate_limited + EXCLUDED.rate_limited, told_final = a.told_final + EXCLUDED.told_final, \
+             pow_failed = a.pow_failed + EXCLUDED.pow_failed",
     )
     .bind(rows.iter().map(|r| r.0.get()).collect::<Vec<i64>>())
     .bind(rows.iter().map(|r| r.1.get()).collect::<Vec<i64>>())
@@ -86,12 +90,13 @@ pub async fn add_activity(
     .bind(column(|c| c.joins_refused))
     .bind(column(|c| c.rate_limited))
     .bind(column(|c| c.told_final))
+    .bind(column(|c| c.pow_failed))
     .execute(conn)
     .await?;
     Ok(())
 }
 
-type ActivityRow = (DateTime<Utc>, i64, i64, i64, Option<i64>, Option<i64>, i64, i64, i64, i64, i64);
+type ActivityRow = (DateTime<Utc>, i64, i64, i64, Option<i64>, Option<i64>, i64, i64, i64, i64, i64, i64);
 
 /// The batch's seconds with their counts, oldest first.
 pub async fn activity(
@@ -101,7 +106,7 @@ pub async fn activity(
 ) -> Result<Vec<(DateTime<Utc>, SecondCounts)>, SalesError> {
     let rows: Vec<ActivityRow> = sqlx::query_as(
         "SELECT second, admitted, reoffered, lapsed, first_ticket, last_ticket, out_of_order, joins, joins_refused, \
-                rate_limited, told_final \
+                rate_limited, told_final, pow_failed \
          FROM batch_activity WHERE sale_id = $1 AND batch_no = $2 ORDER BY second",
     )
     .bind(sale.get())
@@ -111,7 +116,7 @@ pub async fn activity(
     let count = |n: i64| u64::try_from(n).unwrap_or_default();
     Ok(rows
         .into_iter()
-        .map(|(second, admitted, reoffered, lapsed, first, last, out_of_order, joins, refused, limited, told)| {
+        .map(|(second, admitted, reoffered, lapsed, first, last, out_of_order, joins, refused, limited, told, pow)| {
             (
                 second,
                 SecondCounts {
@@ -125,6 +130,7 @@ pub async fn activity(
                     joins_refused: count(refused),
                     rate_limited: count(limited),
                     told_final: count(told),
+                    pow_failed: count(pow),
                 },
             )
         })

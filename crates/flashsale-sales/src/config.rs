@@ -33,6 +33,8 @@ pub mod limits {
     pub const MAX_POW_BITS: i64 = 28;
     /// The highest join rate an adaptive proof of work may be tuned to.
     pub const MAX_POW_JOINS_PER_SEC: i64 = 1_000_000;
+    /// Shortest and longest time priority units are held for code holders after the opening.
+    pub const PRIORITY_HOLD_SECS: (i64, i64) = (60, 86_400);
     /// Shortest and longest batch duration.
     pub const DURATION_SECS: (i64, i64) = (60, 30 * 86_400);
     /// A weekly batch's pre-queue plus duration must leave a day free before the next week's
@@ -52,6 +54,8 @@ pub mod defaults {
     pub const PAYMENT_WINDOW_SECS: i64 = 900;
     /// An adaptive proof of work rises to at most 2^20 hashes (about a second on a phone).
     pub const POW_MAX_BITS: i64 = 20;
+    /// Priority units are held for code holders for the first ten minutes.
+    pub const PRIORITY_HOLD_SECS: i64 = 600;
 }
 
 /// `POST /admin/sales`: a new sale.
@@ -120,6 +124,17 @@ pub struct NewSale {
     #[schema(minimum = 0, maximum = 28)]
     #[serde(default, deserialize_with = "flashsale_core::whole::option_i64")]
     pub join_pow_max_bits: Option<i64>,
+    /// Units of each batch held back for buyers with a priority code (default 0: codes draw on the
+    /// batch's stock like everyone); at most the stock. What code holders have not bought by
+    /// `priority_hold_secs` after the opening goes to everyone.
+    #[schema(minimum = 0, maximum = 10_000_000)]
+    #[serde(default, deserialize_with = "flashsale_core::whole::option_i64")]
+    pub priority_units: Option<i64>,
+    /// Seconds after the opening the priority units are held for code holders (default 600,
+    /// 60–86400).
+    #[schema(minimum = 60, maximum = 86_400)]
+    #[serde(default, deserialize_with = "flashsale_core::whole::option_i64")]
+    pub priority_hold_secs: Option<i64>,
 }
 
 /// A weekly opening as sent by operations.
@@ -182,6 +197,17 @@ pub struct SalePatch {
     #[schema(minimum = 0, maximum = 28)]
     #[serde(default, deserialize_with = "flashsale_core::whole::option_i64")]
     pub join_pow_max_bits: Option<i64>,
+    /// Units of each batch held back for buyers with a priority code (default 0: codes draw on the
+    /// batch's stock like everyone); at most the stock. What code holders have not bought by
+    /// `priority_hold_secs` after the opening goes to everyone.
+    #[schema(minimum = 0, maximum = 10_000_000)]
+    #[serde(default, deserialize_with = "flashsale_core::whole::option_i64")]
+    pub priority_units: Option<i64>,
+    /// Seconds after the opening the priority units are held for code holders (default 600,
+    /// 60–86400).
+    #[schema(minimum = 60, maximum = 86_400)]
+    #[serde(default, deserialize_with = "flashsale_core::whole::option_i64")]
+    pub priority_hold_secs: Option<i64>,
 }
 
 impl SalePatch {
@@ -199,6 +225,8 @@ impl SalePatch {
             join_pow_bits,
             join_pow_adaptive_rate,
             join_pow_max_bits,
+            priority_units,
+            priority_hold_secs,
         } = self;
         name.is_none()
             && stock.is_none()
@@ -211,6 +239,8 @@ impl SalePatch {
             && join_pow_bits.is_none()
             && join_pow_adaptive_rate.is_none()
             && join_pow_max_bits.is_none()
+            && priority_units.is_none()
+            && priority_hold_secs.is_none()
     }
 }
 
@@ -279,6 +309,24 @@ pub struct SaleConfig {
     pub duration_secs: Option<u32>,
     /// What a join costs in proof of work.
     pub join_pow: JoinPow,
+    /// Units held back for priority codes.
+    pub priority: PriorityAllotment,
+}
+
+/// Units of each batch held back for buyers with a priority code, for a while after the opening.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PriorityAllotment {
+    /// Units per batch (zero: none; codes draw on the stock like everyone).
+    pub units: Units,
+    /// How long after the opening they are held; then what is left goes to everyone.
+    pub hold_secs: u32,
+}
+
+impl PriorityAllotment {
+    /// When what is left of a batch's allotment goes to everyone, for a batch opening at `opens_at`.
+    pub fn released_at(&self, opens_at: DateTime<Utc>) -> DateTime<Utc> {
+        opens_at + TimeDelta::seconds(i64::from(self.hold_secs))
+    }
 }
 
 /// The proof of work a sale asks of each join.
@@ -396,6 +444,8 @@ impl NewSale {
             join_pow_bits: self.join_pow_bits.unwrap_or(0),
             join_pow_adaptive_rate: self.join_pow_adaptive_rate,
             join_pow_max_bits: self.join_pow_max_bits.unwrap_or(defaults::POW_MAX_BITS),
+            priority_units: self.priority_units.unwrap_or(0),
+            priority_hold_secs: self.priority_hold_secs.unwrap_or(defaults::PRIORITY_HOLD_SECS),
         };
         raw.validate(schedule, errors)
     }
@@ -427,6 +477,8 @@ impl SaleConfig {
             join_pow_max_bits: patch
                 .join_pow_max_bits
                 .unwrap_or(self.join_pow.adaptive.map_or(defaults::POW_MAX_BITS, |a| i64::from(a.max_bits))),
+            priority_units: patch.priority_units.unwrap_or(self.priority.units.to_i64()),
+            priority_hold_secs: patch.priority_hold_secs.unwrap_or(i64::from(self.priority.hold_secs)),
         };
         raw.validate(Some(self.schedule), ValidationErrors::default())
     }
@@ -473,6 +525,8 @@ struct RawConfig {
     join_pow_bits: i64,
     join_pow_adaptive_rate: Option<i64>,
     join_pow_max_bits: i64,
+    priority_units: i64,
+    priority_hold_secs: i64,
 }
 
 impl RawConfig {
@@ -539,6 +593,11 @@ impl RawConfig {
                 rate.zip(max_bits).map(|(joins_per_sec, max_bits)| Some(AdaptivePow { joins_per_sec, max_bits }))
             }
         };
+        let priority_units: Option<u32> =
+            bounded(&mut errors, "priority_units", self.priority_units, 0, self.stock.clamp(0, MAX_STOCK));
+        let (hold_min, hold_max) = PRIORITY_HOLD_SECS;
+        let priority_hold_secs =
+            bounded(&mut errors, "priority_hold_secs", self.priority_hold_secs, hold_min, hold_max);
         let config = (|| {
             Some(SaleConfig {
                 name: self.name.trim().to_owned(),
@@ -554,6 +613,7 @@ impl RawConfig {
                 payment_window_secs: payment_window_secs?,
                 duration_secs: duration_secs?,
                 join_pow: JoinPow { bits: pow_bits?, adaptive: adaptive? },
+                priority: PriorityAllotment { units: Units::new(priority_units?), hold_secs: priority_hold_secs? },
             })
         })();
         match config {

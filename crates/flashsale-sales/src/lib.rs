@@ -26,7 +26,8 @@ pub mod store;
 
 pub use batch::{Batch, BatchStatus, Sale, Stock};
 pub use config::{
-    AdaptivePow, FieldError, JoinPow, NewSale, SaleConfig, SalePatch, Schedule, ValidationErrors, WeeklyInput,
+    AdaptivePow, FieldError, JoinPow, NewSale, PriorityAllotment, SaleConfig, SalePatch, Schedule, ValidationErrors,
+    WeeklyInput,
 };
 pub use error::SalesError;
 pub use schedule::{WeekdayName, WeeklySchedule, time_zone_names};

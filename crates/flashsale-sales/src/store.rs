@@ -9,7 +9,7 @@ use flashsale_core::{BatchNo, Cents, Currency, EntrantKey, Epoch, PrequeueSeed, 
 use sqlx::PgConnection;
 
 use crate::batch::{Batch, Sale};
-use crate::config::{AdaptivePow, JoinPow, SaleConfig, Schedule};
+use crate::config::{AdaptivePow, JoinPow, PriorityAllotment, SaleConfig, Schedule};
 use crate::error::SalesError;
 use crate::schedule::{WeekdayName, WeeklySchedule};
 
@@ -35,6 +35,8 @@ struct SaleRow {
     join_pow_bits: i16,
     join_pow_adaptive_rate: Option<i32>,
     join_pow_max_bits: Option<i16>,
+    priority_units: i64,
+    priority_hold_secs: i32,
     ended_at: Option<DateTime<Utc>>,
     version: i64,
     created_at: DateTime<Utc>,
@@ -44,7 +46,7 @@ struct SaleRow {
 const SALE_COLUMNS: &str = "id, name, sku, price_cents, currency, stock, per_user_limit, schedule_kind, \
     opens_at, weekly_weekday, weekly_time, weekly_timezone, prequeue_secs, admission_rate, \
     admission_ttl_secs, payment_window_secs, duration_secs, join_pow_bits, join_pow_adaptive_rate, join_pow_max_bits, \
-    ended_at, version, created_at, updated_at";
+    priority_units, priority_hold_secs, ended_at, version, created_at, updated_at";
 
 impl TryFrom<SaleRow> for Sale {
     type Error = SalesError;
@@ -92,6 +94,10 @@ impl TryFrom<SaleRow> for Sale {
                             _ => None,
                         },
                     }
+                },
+                priority: PriorityAllotment {
+                    units: units(row.priority_units)?,
+                    hold_secs: secs(row.priority_hold_secs)?,
                 },
                 name: row.name,
                 sku: row.sku,
@@ -159,8 +165,9 @@ pub async fn insert_sale(conn: &mut PgConnection, config: &SaleConfig) -> Result
     let row: SaleRow = sqlx::query_as(&format!(
         "INSERT INTO sales (name, sku, price_cents, currency, stock, per_user_limit, schedule_kind, opens_at, \
          weekly_weekday, weekly_time, weekly_timezone, prequeue_secs, admission_rate, admission_ttl_secs, \
-         payment_window_secs, duration_secs, join_pow_bits, join_pow_adaptive_rate, join_pow_max_bits) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+         payment_window_secs, duration_secs, join_pow_bits, join_pow_adaptive_rate, join_pow_max_bits, \
+         priority_units, priority_hold_secs) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
          RETURNING {SALE_COLUMNS}"
     ))
     .bind(&config.name)
@@ -182,6 +189,8 @@ pub async fn insert_sale(conn: &mut PgConnection, config: &SaleConfig) -> Result
     .bind(i16::from(config.join_pow.bits))
     .bind(config.join_pow.adaptive.map(|a| to_i32(a.joins_per_sec)))
     .bind(config.join_pow.adaptive.map(|a| i16::from(a.max_bits)))
+    .bind(config.priority.units.to_i64())
+    .bind(to_i32(config.priority.hold_secs))
     .fetch_one(conn)
     .await?;
     row.try_into()
@@ -192,7 +201,8 @@ pub async fn update_sale_config(conn: &mut PgConnection, id: SaleId, config: &Sa
     let row: SaleRow = sqlx::query_as(&format!(
         "UPDATE sales SET name = $2, stock = $3, per_user_limit = $4, prequeue_secs = $5, admission_rate = $6, \
          admission_ttl_secs = $7, payment_window_secs = $8, duration_secs = $9, join_pow_bits = $10, \
-         join_pow_adaptive_rate = $11, join_pow_max_bits = $12, version = version + 1, \
+         join_pow_adaptive_rate = $11, join_pow_max_bits = $12, priority_units = $13, priority_hold_secs = $14, \
+         version = version + 1, \
          updated_at = now() WHERE id = $1 RETURNING {SALE_COLUMNS}"
     ))
     .bind(id.get())
@@ -207,6 +217,8 @@ pub async fn update_sale_config(conn: &mut PgConnection, id: SaleId, config: &Sa
     .bind(i16::from(config.join_pow.bits))
     .bind(config.join_pow.adaptive.map(|a| to_i32(a.joins_per_sec)))
     .bind(config.join_pow.adaptive.map(|a| i16::from(a.max_bits)))
+    .bind(config.priority.units.to_i64())
+    .bind(to_i32(config.priority.hold_secs))
     .fetch_one(conn)
     .await?;
     row.try_into()

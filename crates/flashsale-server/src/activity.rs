@@ -76,6 +76,11 @@ impl Activity {
         self.with(sale, batch, now_ms, |c| c.rate_limited += 1);
     }
 
+    /// A join whose proof of work failed (wrong, expired, reused, foreign, forged; not missing).
+    pub fn pow_failed(&self, sale: SaleId, batch: BatchNo, now_ms: i64) {
+        self.with(sale, batch, now_ms, |c| c.pow_failed += 1);
+    }
+
     /// A buyer told their final answer (sold out, closed) for the first time.
     pub fn told_final(&self, sale: SaleId, batch: BatchNo, now_ms: i64) {
         self.with(sale, batch, now_ms, |c| c.told_final += 1);

@@ -437,6 +437,7 @@ async function salePage(id) {
     const stat = (name, value) => el('div', { 'data-stat': name }, el('div', { class: 'hint' }, name), el('div', { class: 'stat' }, value ?? '—'));
     stats.replaceChildren(
       stat('available', s.available),
+      stat('held for codes', s.allotted),
       stat('reserved', s.reserved),
       stat('sold', s.sold),
       stat('stock', s.stock),
@@ -547,6 +548,8 @@ async function salePage(id) {
         number('admission_rate', 'Admissions per second', 1),
         number('payment_window_secs', 'Payment window (seconds)', 30),
         number('join_pow_bits', 'Proof of work per join (bits)', 0),
+        number('priority_units', 'Units held for priority codes', 0),
+        number('priority_hold_secs', 'Held for codes after the opening (seconds)', 60),
       ),
       el('button', { type: 'submit', class: 'primary' }, 'Save'),
       general,
@@ -554,7 +557,7 @@ async function salePage(id) {
     form.addEventListener('submit', (event) => {
       event.preventDefault();
       const patch = {};
-      for (const name of ['stock', 'per_user_limit', 'admission_rate', 'payment_window_secs', 'join_pow_bits']) {
+      for (const name of ['stock', 'per_user_limit', 'admission_rate', 'payment_window_secs', 'join_pow_bits', 'priority_units', 'priority_hold_secs']) {
         const raw = form.querySelector(`[name="${name}"]`).value.trim();
         if (raw !== '' && Number(raw) !== drawn[name]) patch[name] = Number(raw);
       }

@@ -17,6 +17,7 @@ fn spec(total: u32) -> LedgerSpec {
         paused: false,
         closed: false,
         epoch: Epoch::FIRST,
+        allotment: flashsale_inventory::Allotment::NONE,
     }
 }
 
@@ -160,4 +161,10 @@ async fn scripts_refuse_bad_arguments_without_writing() {
         .await;
     assert!(result.is_err());
     assert!(redis.keys_in_use().await.is_empty());
+}
+
+#[test]
+fn the_scripts_tell_code_tickets_by_the_number_rust_gives_them() {
+    let line = format!("local PRIORITY_TICKETS_FROM = {}\n", flashsale_core::Ticket::FIRST_PRIORITY.get());
+    assert!(flashsale_redis::PRELUDE.contains(&line), "the prelude must define {line}");
 }

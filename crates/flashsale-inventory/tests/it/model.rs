@@ -1,7 +1,8 @@
-//! A state-machine test: random sequences of reserve, replay, commit, release, abort, expire,
-//! stock changes and rebuilds (Redis loses the batch's state and it is rebuilt from what the
-//! orders know) run against Redis and against a plain model; after every step the ledger must
-//! equal the model and balance (available + reserved + sold = total).
+//! A state-machine test: random sequences of reserve (by queue buyers and by priority code
+//! holders), replay, commit, release, abort, expire, stock changes, the end of the codes'
+//! allotment and rebuilds (Redis loses the batch's state and it is rebuilt from what the orders
+//! know) run against Redis and against a plain model; after every step the ledger must equal the
+//! model and balance (available + allotted + reserved + sold = total).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,7 +21,13 @@ const LONG_MS: i64 = 600_000;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Reserve { user: u8, units: u32, short: bool },
+    /// `code`: with a priority code's ticket (reserves from the codes' allotment while it lasts).
+    Reserve {
+        user: u8,
+        units: u32,
+        short: bool,
+        code: bool,
+    },
     Replay,
     Commit(usize),
     Release(usize),
@@ -28,11 +35,14 @@ enum Op {
     Expire,
     Rebuild,
     SetStock(u32),
+    /// The allotment's time is up (released at the next reservation, stock change or rebuild).
+    EndAllotment,
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0u8..5, 1u32..=3, any::<bool>()).prop_map(|(user, units, short)| Op::Reserve { user, units, short }),
+        4 => (0u8..5, 1u32..=3, any::<bool>(), prop::bool::weighted(0.4))
+            .prop_map(|(user, units, short, code)| Op::Reserve { user, units, short, code }),
         1 => Just(Op::Replay),
         2 => (0usize..16).prop_map(Op::Commit),
         2 => (0usize..16).prop_map(Op::Release),
@@ -40,6 +50,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Expire),
         1 => Just(Op::Rebuild),
         1 => (1u32..40).prop_map(Op::SetStock),
+        1 => Just(Op::EndAllotment),
     ]
 }
 
@@ -50,6 +61,12 @@ struct Model {
     available: u32,
     reserved: u32,
     sold: u32,
+    /// The codes' allotment as configured, what of it is free, and units codes hold.
+    allotment: u32,
+    allotted: u32,
+    code_units: u32,
+    /// Its time is up (the spec says so from then on).
+    allotment_ended: bool,
     holdings: BTreeMap<u8, u32>,
     /// Open reservations: id → (user, units, short window).
     open: BTreeMap<u64, (u8, u32, bool)>,
@@ -68,7 +85,11 @@ fn now_ms() -> i64 {
     i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
 }
 
-fn spec(total: u32) -> LedgerSpec {
+/// Priority units the batch holds back (capped by its stock when opened).
+const ALLOTMENT: u32 = 6;
+
+fn spec(total: u32, allotment_ended: bool) -> LedgerSpec {
+    let until_ms = if allotment_ended { now_ms() - 1 } else { now_ms() + 600_000 };
     LedgerSpec {
         total: Units::new(total),
         per_user_limit: Units::new(LIMIT),
@@ -77,6 +98,33 @@ fn spec(total: u32) -> LedgerSpec {
         paused: false,
         closed: false,
         epoch: Epoch::FIRST,
+        allotment: flashsale_inventory::Allotment { units: Units::new(ALLOTMENT), until_ms },
+    }
+}
+
+impl Model {
+    /// What the scripts do when a reservation's units come back (release, abort, expiry): a
+    /// code's units top the allotment up first.
+    fn units_back(&mut self, units: u32, code: bool) {
+        self.reserved -= units;
+        let mut to_allotment = 0;
+        if code {
+            self.code_units -= units;
+            let room = i64::from(self.allotment) - i64::from(self.code_units) - i64::from(self.allotted);
+            to_allotment = u32::try_from(room.clamp(0, i64::from(units))).unwrap();
+            self.allotted += to_allotment;
+        }
+        self.available += units - to_allotment;
+    }
+
+    /// The split a stock change or a rebuild computes: the allotment's share of the free units.
+    fn resplit(&mut self) {
+        if self.allotment_ended {
+            self.allotment = 0;
+        }
+        let free = self.total - self.reserved - self.sold;
+        self.allotted = free.min(self.allotment.saturating_sub(self.code_units));
+        self.available = free - self.allotted;
     }
 }
 
@@ -85,14 +133,16 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
     flashsale_inventory::scripts::load_all(&redis.handle().await).await.unwrap();
     let inventory = Inventory::new(redis.handle().await, redis.keys.clone());
     let (sale, batch) = (SaleId::try_from(5).unwrap(), BatchNo::FIRST);
-    inventory.open_batch(sale, batch, spec(stock)).await.unwrap();
-    let mut m = Model { total: stock, available: stock, ..Model::default() };
+    inventory.open_batch(sale, batch, spec(stock, false)).await.unwrap();
+    let allotment = ALLOTMENT.min(stock);
+    let mut m =
+        Model { total: stock, available: stock - allotment, allotment, allotted: allotment, ..Model::default() };
     let user = |u: u8| UserId::try_from(format!("user {u}")).unwrap();
 
     for (step, op) in ops.into_iter().enumerate() {
         match op {
-            Op::Reserve { user: u, units, short } => {
-                let ticket = step as u64 + 1;
+            Op::Reserve { user: u, units, short, code } => {
+                let ticket = step as u64 + 1 + if code { Ticket::FIRST_PRIORITY.get() } else { 0 };
                 let buyer = user(u);
                 let window_ms = if short { SHORT_MS } else { LONG_MS };
                 let request = ReserveRequest {
@@ -107,13 +157,30 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                 let held = m.holdings.get(&u).copied().unwrap_or(0);
                 if held + units > LIMIT {
                     prop_assert_eq!(got, Reserved::LimitReached { held: Units::new(held) });
-                } else if m.available < units {
-                    prop_assert_eq!(got, Reserved::SoldOut { available: Units::new(m.available) });
+                    continue_checks(&inventory, sale, batch, &m, step).await?;
+                    continue;
+                }
+                if m.allotment_ended && m.allotment > 0 {
+                    // The first reservation past the allotment's end releases it.
+                    m.available += m.allotted;
+                    (m.allotment, m.allotted) = (0, 0);
+                }
+                let from_allotment = code && m.allotment > 0;
+                let free = if from_allotment { m.allotted } else { m.available };
+                if free < units {
+                    prop_assert_eq!(got, Reserved::SoldOut { available: Units::new(free) });
                 } else {
                     let Reserved::Reserved { id, .. } = got else {
                         return Err(TestCaseError::fail(format!("{got:?}")));
                     };
-                    m.available -= units;
+                    if from_allotment {
+                        m.allotted -= units;
+                    } else {
+                        m.available -= units;
+                    }
+                    if code {
+                        m.code_units += units;
+                    }
                     m.reserved += units;
                     *m.holdings.entry(u).or_default() += units;
                     m.open.insert(id.0, (u, units, short));
@@ -147,11 +214,11 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                 match (m.open.remove(&id), m.settled.get(&id)) {
                     (Some((u, units, _)), _) => {
                         prop_assert_eq!(got, Settled::Done { units: Units::new(units) });
-                        m.reserved -= units;
                         if how == Settlement::Commit {
+                            m.reserved -= units;
                             m.sold += units;
                         } else {
-                            m.available += units;
+                            m.units_back(units, Ticket(m.info[&id].2).is_priority());
                             *m.holdings.get_mut(&u).unwrap() -= units;
                         }
                         if matches!(how, Settlement::Abort { .. }) {
@@ -176,8 +243,7 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                 let mut units_back = 0;
                 for id in &due {
                     let (u, units, _) = m.open.remove(id).unwrap();
-                    m.reserved -= units;
-                    m.available += units;
+                    m.units_back(units, Ticket(m.info[id].2).is_priority());
                     *m.holdings.get_mut(&u).unwrap() -= units;
                     m.settled.insert(*id, Settlement::Release);
                     units_back += u64::from(units);
@@ -231,13 +297,15 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                     .collect();
                 let last_reservation = m.made.iter().copied().max().unwrap_or(0);
                 let state = BatchState {
-                    spec: LedgerSpec { epoch: Epoch(2), ..spec(m.total) },
+                    spec: LedgerSpec { epoch: Epoch(2), ..spec(m.total, m.allotment_ended) },
                     queue: Default::default(),
                     last_reservation,
                     open,
                     settled,
                 };
                 let got = inventory.rebuild(sale, batch, &state).await.unwrap();
+                m.allotment = ALLOTMENT;
+                m.resplit();
                 prop_assert_eq!(
                     got,
                     Rebuilt::Rebuilt {
@@ -252,26 +320,50 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                 m.forgotten.extend(aborted);
             }
             Op::SetStock(total) => {
-                let got = inventory.configure(sale, batch, spec(total)).await.unwrap();
+                let got = inventory.configure(sale, batch, spec(total, m.allotment_ended)).await.unwrap();
                 let held = m.reserved + m.sold;
                 if total < held {
                     prop_assert_eq!(got, Configured::BelowCommitted { held: Units::new(held) });
                 } else {
                     m.total = total;
-                    m.available = total - held;
+                    m.allotment = ALLOTMENT;
+                    m.resplit();
                     prop_assert_eq!(got, Configured::Applied { available: Units::new(m.available) });
                 }
             }
+            Op::EndAllotment => {
+                let mut conn = redis.handle().await.conn().await.unwrap();
+                let _: () = redis::cmd("HSET")
+                    .arg(redis.keys.batch(sale, batch).ledger())
+                    .arg("allotment_until_ms")
+                    .arg(now_ms() - 1)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                m.allotment_ended = true;
+            }
         }
-        let l = inventory.snapshot(sale, batch).await.unwrap().unwrap();
-        prop_assert!(l.balances(), "unbalanced after step {}: {:?}", step, l);
-        prop_assert_eq!(
-            (l.total.get(), l.available.get(), l.reserved.get(), l.sold.get()),
-            (m.total, m.available, m.reserved, m.sold),
-            "after step {}",
-            step
-        );
+        continue_checks(&inventory, sale, batch, &m, step).await?;
     }
+    Ok(())
+}
+
+/// After every step: the ledger balances and equals the model.
+async fn continue_checks(
+    inventory: &Inventory,
+    sale: SaleId,
+    batch: BatchNo,
+    m: &Model,
+    step: usize,
+) -> Result<(), TestCaseError> {
+    let l = inventory.snapshot(sale, batch).await.unwrap().unwrap();
+    prop_assert!(l.balances(), "unbalanced after step {}: {:?}", step, l);
+    prop_assert_eq!(
+        (l.total.get(), l.available.get(), l.allotted.get(), l.reserved.get(), l.sold.get()),
+        (m.total, m.available, m.allotted, m.reserved, m.sold),
+        "after step {}",
+        step
+    );
     Ok(())
 }
 

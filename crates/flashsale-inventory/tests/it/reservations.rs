@@ -36,6 +36,7 @@ async fn open(stock: u32, limit: u32) -> (TestRedis, Inventory) {
         paused: false,
         closed: false,
         epoch: Epoch::FIRST,
+        allotment: flashsale_inventory::Allotment::NONE,
     };
     inventory.open_batch(sale(), BatchNo::FIRST, spec).await.unwrap();
     (redis, inventory)

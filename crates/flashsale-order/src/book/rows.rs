@@ -156,21 +156,16 @@ impl OrderBook {
             .collect()
     }
 
-    /// Units paid in orders whose admission ticket is `from_ticket` or above (the sale's, or one
-    /// batch's): what priority codes sold, their tickets being numbered from there.
-    pub async fn units_paid_from_tickets(
-        &self,
-        sale: SaleId,
-        batch: Option<BatchNo>,
-        from_ticket: u64,
-    ) -> Result<u64, OrderError> {
+    /// Units paid in orders admitted by a priority code (ticket [`Ticket::FIRST_PRIORITY`] or
+    /// above), in the sale or one batch of it.
+    pub async fn units_paid_through_codes(&self, sale: SaleId, batch: Option<BatchNo>) -> Result<u64, OrderError> {
         let units: i64 = sqlx::query_scalar(
             "SELECT COALESCE(SUM(quantity), 0)::bigint FROM orders \
              WHERE sale_id = $1 AND ($2::bigint IS NULL OR batch_no = $2) AND status = 'paid' AND ticket >= $3",
         )
         .bind(sale.get())
         .bind(batch.map(BatchNo::get))
-        .bind(i64::try_from(from_ticket).unwrap_or(i64::MAX))
+        .bind(Ticket::FIRST_PRIORITY.to_i64())
         .fetch_one(&self.db)
         .await?;
         Ok(u64::try_from(units).unwrap_or_default())

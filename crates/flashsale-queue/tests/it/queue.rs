@@ -63,6 +63,7 @@ fn ledger_spec(stock: u32, per_user_limit: u32) -> LedgerSpec {
         paused: false,
         closed: false,
         epoch: Epoch::FIRST,
+        allotment: flashsale_inventory::Allotment::NONE,
     }
 }
 

@@ -228,7 +228,7 @@ async fn patch_sale(
 
 /// What pause, resume and close answer.
 #[derive(utoipa::IntoResponses)]
-#[allow(dead_code)] // describes responses for the OpenAPI document; never constructed
+#[allow(dead_code, clippy::large_enum_variant)] // describes responses for the OpenAPI document; never constructed
 enum StatusChangeResponses {
     /// The sale after the change (`ETag`: its new version).
     #[response(status = 200)]

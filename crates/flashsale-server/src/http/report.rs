@@ -149,6 +149,7 @@ fn render(r: &SaleReport) -> String {
         facts.push_str(&row("Owed back", escape(&op.refund_due_cents.to_string())));
         facts.push_str(&row("Joins refused", op.joins_refused.to_string()));
         facts.push_str(&row("Rate-limited requests", op.rate_limited.to_string()));
+        facts.push_str(&row("Proofs of work failed", op.pow_failed.to_string()));
         facts.push_str(&row(
             "Priority codes redeemed / units they sold",
             format!("{} / {}", op.priority_codes.redeemed, op.priority_codes.units_paid),

@@ -8,7 +8,7 @@
 //!   flushed; or a new sale whose ledger write failed), or whose Redis went back in time, is
 //!   rebuilt from PostgreSQL ([`crate::service::recovery`]). Meanwhile reservations answer 503
 //!   `rebuilding`.
-//! - **Audit**: `available + reserved + sold = total` in Redis every second
+//! - **Audit**: `available + allotted + reserved + sold = total` in Redis every second
 //!   (`inventory_drift_units`), and every five seconds Redis against PostgreSQL's orders
 //!   (`inventory_pg_drift_units`, by `kind`: `sold` must be 0; `reserved` is 0 or briefly
 //!   positive while an order is being written). Drift is logged once, when it persists.
@@ -38,7 +38,7 @@ pub struct Pass {
     pub ledgers_rebuilt: usize,
     /// Units of reservations released after their deadline (and the grace period).
     pub units_expired: u64,
-    /// Batches whose ledger does not balance (available + reserved + sold ≠ total).
+    /// Batches whose ledger does not balance (available + allotted + reserved + sold ≠ total).
     pub unbalanced: usize,
     /// Finished batches whose Redis keys were given an end of life.
     pub retired: usize,
@@ -192,7 +192,11 @@ fn audit_ledger(
     batch: flashsale_core::BatchNo,
     ledger: &flashsale_inventory::LedgerSnapshot,
 ) -> i64 {
-    let drift = ledger.total.to_i64() - ledger.available.to_i64() - ledger.reserved.to_i64() - ledger.sold.to_i64();
+    let drift = ledger.total.to_i64()
+        - ledger.available.to_i64()
+        - ledger.allotted.to_i64()
+        - ledger.reserved.to_i64()
+        - ledger.sold.to_i64();
     metrics::gauge!("inventory_drift_units", "sale" => sale.to_string()).set(drift as f64);
     let mut drifting = state.drifting.lock().expect("never poisoned");
     if drift != 0 && drifting.insert((sale, batch)) {

@@ -3,7 +3,7 @@
 //! reservation as everyone else (per-user limit included).
 //!
 //! A redeemed code's admission carries a ticket number of its own,
-//! [`PRIORITY_TICKETS_FROM`] + the code's id: far above any queue ticket, so it is never a place
+//! [`Ticket::FIRST_PRIORITY`] + the code's id: far above any queue ticket, so it is never a place
 //! in the line, and spent like any ticket (the reservation script's used-ticket set), so a code
 //! buys at most one reservation. Redeeming is one PostgreSQL statement (the first buyer wins; the
 //! same buyer asking again, in the same batch, gets the same admission back).
@@ -20,9 +20,6 @@ use super::sales::audit_details;
 use super::{Actor, Error};
 use crate::problem::ProblemCode;
 use crate::state::AppState;
-
-/// The first ticket number of a code's admission (2^52): queue tickets never get near it.
-pub const PRIORITY_TICKETS_FROM: u64 = 1 << 52;
 
 /// Codes generated for a sale, shown once.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -58,7 +55,7 @@ pub async fn stats(state: &AppState, id: SaleId, batch: Option<BatchNo>) -> Resu
     let mut conn = state.db.acquire().await?;
     let counted = codes::code_stats(&mut conn, id, batch).await?;
     drop(conn);
-    let units_paid = state.orders.units_paid_from_tickets(id, batch, PRIORITY_TICKETS_FROM).await?;
+    let units_paid = state.orders.units_paid_through_codes(id, batch).await?;
     Ok(PriorityCodeStats { generated: counted.generated, redeemed: counted.redeemed, units_paid })
 }
 
@@ -104,7 +101,7 @@ pub async fn redeem(state: &AppState, user: &UserId, id: SaleId, code: &str) -> 
     drop(conn);
     outcome("admitted");
     let expires_at = now + TimeDelta::seconds(i64::from(sale.config.admission_ttl_secs));
-    let ticket = PRIORITY_TICKETS_FROM + u64::try_from(id_of_code).unwrap_or_default();
+    let ticket = Ticket::FIRST_PRIORITY.get() + u64::try_from(id_of_code).unwrap_or_default();
     let claims = AdmissionClaims {
         user: user.clone(),
         sale: id,

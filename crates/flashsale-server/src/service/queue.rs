@@ -359,6 +359,10 @@ async fn checked_proof(
 
 async fn pow_refused(state: &AppState, ctx: &Context<'_>, user: &UserId, reason: PowError) -> Error {
     metrics::counter!("pow_refused_total", "reason" => pow_reason(reason)).increment(1);
+    // A missing proof is the protocol's first step (the answer carries the challenge): not a failure.
+    if reason != PowError::Missing {
+        state.activity.pow_failed(ctx.sale.id, ctx.batch.batch_no, state.clock.now_ms());
+    }
     match issue_challenge(state, ctx, user).await {
         Ok(fresh) => Error::Pow { reason, fresh },
         Err(e) => e,

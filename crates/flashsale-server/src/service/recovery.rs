@@ -10,7 +10,7 @@
 //! `flashsale_order::book`).
 
 use flashsale_core::{BatchNo, Epoch, SaleId};
-use flashsale_inventory::LedgerSpec;
+use flashsale_inventory::{Allotment, LedgerSpec};
 use flashsale_inventory::{BatchState, OpenReservation, QueueMarks, Rebuilt, SettledReservation};
 use flashsale_order::{OrderBook, OrderStatus};
 use flashsale_sales::{Batch, Sale, SaleConfig, store};
@@ -32,6 +32,10 @@ pub fn ledger_spec(config: &SaleConfig, batch: &Batch) -> LedgerSpec {
         paused: batch.paused,
         closed: batch.closed_at.is_some(),
         epoch: batch.epoch,
+        allotment: Allotment {
+            units: config.priority.units,
+            until_ms: config.priority.released_at(batch.opens_at).timestamp_millis(),
+        },
     }
 }
 

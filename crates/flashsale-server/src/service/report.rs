@@ -138,6 +138,9 @@ pub struct OperatorFigures {
     pub joins_refused: u64,
     /// Queue requests answered 429.
     pub rate_limited: u64,
+    /// Joins refused for a failed proof of work (wrong, expired, reused, foreign or forged; a
+    /// join sent without one is asked for it and not counted).
+    pub pow_failed: u64,
     /// Priority codes redeemed in this batch, and the units they sold.
     pub priority_codes: flashsale_sales::codes::PriorityCodeStats,
 }
@@ -226,6 +229,7 @@ pub async fn report(state: &AppState, id: SaleId, batch_no: BatchNo, operator: b
             refund_due_cents: Cents(amount(OrderStatus::RefundDue)),
             joins_refused: total.joins_refused,
             rate_limited: total.rate_limited,
+            pow_failed: total.pow_failed,
             priority_codes,
         }),
     })

@@ -42,10 +42,13 @@ pub enum ScheduleView {
 /// Live numbers of a batch, from Redis.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BatchStats {
-    /// Units the batch releases (= available + reserved + sold).
+    /// Units the batch releases (= available + allotted + reserved + sold).
     pub stock: Units,
-    /// Units no buyer holds.
+    /// Units no buyer holds, for anyone.
     pub available: Units,
+    /// Units no buyer holds, held back for priority codes until `priority_hold_secs` after the
+    /// opening (then they join `available`).
+    pub allotted: Units,
     /// Units held by buyers who have not paid yet.
     pub reserved: Units,
     /// Units paid for.
@@ -103,6 +106,10 @@ pub struct AdminSale {
     pub join_pow_adaptive_rate: Option<u32>,
     /// Adaptive proof of work: the most bits it rises to (null: fixed).
     pub join_pow_max_bits: Option<u8>,
+    /// Units of each batch held back for priority code holders (0: none).
+    pub priority_units: Units,
+    /// Seconds after the opening they are held; then what is left goes to everyone.
+    pub priority_hold_secs: u32,
     /// Bumped by every change; send it back in `If-Match` to change the sale safely.
     pub version: i64,
     /// Set when the sale was closed: no batch opens after it.
@@ -220,6 +227,7 @@ fn admin_view(sale: Sale, live: Option<Live>, now: DateTime<Utc>) -> AdminSale {
             .map(|l| BatchStats {
                 stock: l.total,
                 available: l.available,
+                allotted: l.allotted,
                 reserved: l.reserved,
                 sold: l.sold,
                 queued: live.queue.queued,
@@ -231,6 +239,7 @@ fn admin_view(sale: Sale, live: Option<Live>, now: DateTime<Utc>) -> AdminSale {
                 live.final_stats.map(|f| BatchStats {
                     stock: live.batch.stock,
                     available: live.batch.stock.checked_sub(f.sold).unwrap_or_default(),
+                    allotted: Units::ZERO,
                     reserved: Units::ZERO,
                     sold: f.sold,
                     queued: f.queued,
@@ -259,6 +268,8 @@ fn admin_view(sale: Sale, live: Option<Live>, now: DateTime<Utc>) -> AdminSale {
         join_pow_bits: c.join_pow.bits,
         join_pow_adaptive_rate: c.join_pow.adaptive.map(|a| a.joins_per_sec),
         join_pow_max_bits: c.join_pow.adaptive.map(|a| a.max_bits),
+        priority_units: c.priority.units,
+        priority_hold_secs: c.priority.hold_secs,
         version: sale.version,
         ended_at: sale.ended_at,
         created_at: sale.created_at,

@@ -131,3 +131,172 @@ async fn codes_cannot_be_guessed_at_speed_nor_generated_out_of_bounds(db: sqlx::
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!((lines.len(), lines[0]), (3, "code"));
 }
+
+/// The batch's ledger with the codes' allotment: (available, allotted, reserved, sold), balanced.
+async fn split(app: &TestApp, id: i64) -> (u32, u32, u32, u32) {
+    let sale = flashsale_core::SaleId::try_from(id).unwrap();
+    let l = app.state.inventory.snapshot(sale, flashsale_core::BatchNo::FIRST).await.unwrap().unwrap();
+    assert!(l.balances(), "{l:?}");
+    (l.available.get(), l.allotted.get(), l.reserved.get(), l.sold.get())
+}
+
+/// A sale whose batch holds `priority_units` of its `stock` back for code holders, open now.
+async fn allotted_sale(app: &TestApp, stock: u32, priority_units: u32) -> i64 {
+    let body = SaleBuilder::one_off()
+        .opening_in(60)
+        .stock(stock)
+        .limit(1)
+        .set("priority_units", json!(priority_units))
+        .set("priority_hold_secs", json!(600))
+        .body();
+    let id = app.create_sale(body).await["id"].as_i64().unwrap();
+    open_now(app, id).await;
+    id
+}
+
+/// A code holder's order: redeems `code` as `user` and orders one unit with the admission.
+async fn order_with_code(app: &TestApp, id: i64, user: &str, code: &str) -> crate::common::Reply {
+    let admitted = redeem(app, id, user, code).await;
+    assert_eq!(admitted.status, 200, "{admitted:?}");
+    order(app, id, user, "k", admitted.body["admission_token"].as_str().unwrap(), 1).await
+}
+
+/// Moves the end of the batch's allotment to now, as its time passing would.
+async fn end_allotment(app: &TestApp, id: i64) {
+    let ledger = app.redis.keys.batch(id.try_into().unwrap(), flashsale_core::BatchNo::FIRST).ledger();
+    let mut conn = app.state.redis.conn().await.unwrap();
+    let now = chrono::Utc::now().timestamp_millis() - 1;
+    let _: () =
+        redis::cmd("HSET").arg(&ledger).arg("allotment_until_ms").arg(now).query_async(&mut conn).await.unwrap();
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn an_allotment_keeps_units_for_code_holders_until_its_time_is_up(db: sqlx::PgPool) {
+    use crate::common::shop::{assert_redis_agrees_with_postgres, token};
+    let app = uncached(db).await;
+    let id = allotted_sale(&app, 5, 2).await;
+    let codes = generate(&app, id, 4).await;
+    assert_eq!(split(&app, id).await, (3, 2, 0, 0));
+    let admin = app.admin(Method::GET, &format!("/admin/sales/{id}"), None).await.body;
+    assert_eq!((admin["priority_units"].as_u64(), admin["priority_hold_secs"].as_u64()), (Some(2), Some(600)));
+    assert_eq!(admin["current_batch"]["stats"]["allotted"], 2);
+
+    // The queue's buyers get the three units that are everyone's, and no more.
+    for (i, user) in ["p1", "p2", "p3"].iter().enumerate() {
+        assert_eq!(order(&app, id, user, "k", &token(&app, id, user, i as u64 + 1), 1).await.status, 201);
+    }
+    order(&app, id, "p4", "k", &token(&app, id, "p4", 4), 1).await.assert_problem(409, "sold_out");
+    assert_eq!(split(&app, id).await, (0, 2, 3, 0));
+    // The public is told the truth: nothing to buy now, but units may still come to them.
+    let public = app.buyer(Method::GET, &format!("/sales/{id}"), "p4", None).await.body;
+    assert_eq!((public["status"].as_str(), public["units_left"].as_u64()), (Some("all_held"), Some(0)));
+
+    // Code holders get the two held back, and no more: their allotment is theirs, not a door to
+    // the public's stock.
+    let ann = order_with_code(&app, id, "ann", &codes[0]).await;
+    assert_eq!(ann.status, 201);
+    let bob = order_with_code(&app, id, "bob", &codes[1]).await;
+    assert_eq!(bob.status, 201);
+    order_with_code(&app, id, "carl", &codes[2]).await.assert_problem(409, "sold_out");
+    assert_eq!(split(&app, id).await, (0, 0, 5, 0));
+
+    // A code holder's unit that comes back goes back to the codes while the allotment lasts.
+    let ann_id = ann.body["id"].as_i64().unwrap();
+    assert_eq!(app.buyer(Method::POST, &format!("/orders/{ann_id}/cancel"), "ann", None).await.status, 200);
+    assert_eq!(split(&app, id).await, (0, 1, 4, 0));
+    order(&app, id, "p5", "k", &token(&app, id, "p5", 5), 1).await.assert_problem(409, "sold_out");
+
+    // Its time is up: what is left goes to everyone, at the next reservation or admission tick.
+    end_allotment(&app, id).await;
+    assert_eq!(order(&app, id, "p6", "k", &token(&app, id, "p6", 6), 1).await.status, 201);
+    assert_eq!(split(&app, id).await, (0, 0, 5, 0));
+    // From then on a code's returned unit is everyone's too.
+    let bob_id = bob.body["id"].as_i64().unwrap();
+    assert_eq!(app.buyer(Method::POST, &format!("/orders/{bob_id}/cancel"), "bob", None).await.status, 200);
+    assert_eq!(split(&app, id).await, (1, 0, 4, 0));
+    assert_redis_agrees_with_postgres(&app, id).await;
+    let again = order_with_code(&app, id, "dave", &codes[3]).await;
+    assert_eq!(again.status, 201, "a code holder now buys from everyone's units: {again:?}");
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn an_allotment_follows_the_sale_s_changes_and_is_refused_above_the_stock(db: sqlx::PgPool) {
+    let app = uncached(db).await;
+    let id = allotted_sale(&app, 10, 4).await;
+    let codes = generate(&app, id, 3).await;
+    for (user, code) in [("ann", &codes[0]), ("bob", &codes[1])] {
+        assert_eq!(order_with_code(&app, id, user, code).await.status, 201);
+    }
+    assert_eq!(split(&app, id).await, (6, 2, 2, 0));
+    let path = format!("/admin/sales/{id}");
+    let patch = |body: Value| app.admin(Method::PATCH, &path, Some(body));
+    // Fewer held back than codes already hold: none left for codes; the rest is everyone's.
+    assert_eq!(patch(json!({"priority_units": 1})).await.status, 200);
+    assert_eq!(split(&app, id).await, (8, 0, 2, 0));
+    order_with_code(&app, id, "carl", &codes[2]).await.assert_problem(409, "sold_out");
+    // More again: taken from what is free, codes' holdings counted.
+    assert_eq!(patch(json!({"priority_units": 5})).await.status, 200);
+    assert_eq!(split(&app, id).await, (5, 3, 2, 0));
+    // Less stock: the allotment keeps its share as far as the free units go.
+    assert_eq!(patch(json!({"stock": 6, "priority_units": 5})).await.status, 200);
+    assert_eq!(split(&app, id).await, (1, 3, 2, 0));
+    // An allotment above the stock, or a hold out of bounds, changes nothing.
+    let refused = patch(json!({"priority_units": 7})).await;
+    refused.assert_problem(422, "validation_failed");
+    assert!(refused.body.to_string().contains("priority_units"), "{refused:?}");
+    patch(json!({"priority_hold_secs": 10})).await.assert_problem(422, "validation_failed");
+    assert_eq!(split(&app, id).await, (1, 3, 2, 0));
+}
+
+#[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]
+async fn a_redis_loss_restores_the_allotment_and_keeps_code_tickets_out_of_the_line(db: sqlx::PgPool) {
+    use crate::common::shop::{assert_redis_agrees_with_postgres, pay, token};
+    let app = uncached(db).await;
+    let id = allotted_sale(&app, 6, 3).await;
+    let codes = generate(&app, id, 3).await;
+    for user in ["q1", "q2", "q3"] {
+        assert!(app.buyer(Method::POST, &format!("/sales/{id}/queue"), user, None).await.status.is_success());
+    }
+    let ann = order_with_code(&app, id, "ann", &codes[0]).await;
+    assert_eq!(ann.status, 201);
+    let bob = order_with_code(&app, id, "bob", &codes[1]).await;
+    let (bob_id, amount) = (bob.body["id"].as_i64().unwrap(), bob.body["amount_cents"].as_i64().unwrap());
+    assert_eq!(pay(&app, bob_id, "p-bob", amount, "succeeded").await.status, 200);
+    assert_eq!(order(&app, id, "q1", "k", &token(&app, id, "q1", 1), 1).await.status, 201);
+    // Held back 3, codes hold 2 (one paid): 1 left for codes, 2 for everyone.
+    assert_eq!(split(&app, id).await, (2, 1, 2, 1));
+    let batch = app.redis.keys.batch(id.try_into().unwrap(), flashsale_core::BatchNo::FIRST);
+    flashsale_server::jobs::upkeep::pass(&app.state, chrono::Utc::now()).await.unwrap();
+
+    // Redis loses the sale; upkeep rebuilds it from PostgreSQL.
+    let mut conn = app.state.redis.conn().await.unwrap();
+    for key in app.redis.keys_in_use().await {
+        let _: () = redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
+    }
+    let pass = flashsale_server::jobs::upkeep::pass(&app.state, chrono::Utc::now()).await.unwrap();
+    assert_eq!(pass.ledgers_rebuilt, 1);
+    assert_eq!(split(&app, id).await, (2, 1, 2, 1), "the codes' share restored from their orders");
+    assert_redis_agrees_with_postgres(&app, id).await;
+
+    // A code's ticket (2^52 + its id) is no place in the line: the line goes on from its own
+    // tickets, not from the codes' (which once sent the tail and the serving counter to 2^52:
+    // everyone in line admitted at once, and newcomers numbered among the codes).
+    let shared = &app;
+    let counter = |key: String| async move {
+        let mut conn = shared.state.redis.conn().await.unwrap();
+        redis::cmd("GET").arg(key).query_async::<Option<u64>>(&mut conn).await.unwrap().unwrap_or(0)
+    };
+    let (tail, serving) = (counter(batch.queue_tail()).await, counter(batch.queue_serving()).await);
+    assert!(tail < 1_000 && serving < 1_000, "tail {tail}, serving {serving}");
+    assert!(app.buyer(Method::POST, &format!("/sales/{id}/queue"), "q4", None).await.status.is_success());
+    let newcomer = counter(batch.queue_tail()).await;
+    assert!((4..1_000).contains(&newcomer), "the newcomer's ticket {newcomer}");
+
+    // The codes' last unit, then none; a code holder's cancel refills it.
+    assert_eq!(order_with_code(&app, id, "carl", &codes[2]).await.status, 201);
+    assert_eq!(split(&app, id).await, (2, 0, 3, 1));
+    let ann_id = ann.body["id"].as_i64().unwrap();
+    assert_eq!(app.buyer(Method::POST, &format!("/orders/{ann_id}/cancel"), "ann", None).await.status, 200);
+    assert_eq!(split(&app, id).await, (2, 1, 2, 1));
+    assert_redis_agrees_with_postgres(&app, id).await;
+}

@@ -90,6 +90,14 @@ async fn a_join_pays_its_proof_of_work_once_and_every_refusal_carries_a_fresh_ch
         app.create_sale(SaleBuilder::one_off().opening_in(60).prequeue_secs(600).body()).await["id"].as_i64().unwrap();
     assert_eq!(join(&app, free, "ann", None).await.status, 201);
     assert_eq!(ask_challenge(&app, free, "ann").await["bits"], 0);
+
+    // The batch's report counts the six failed proofs (wrong, foreign, malformed, reused,
+    // expired, forged); the joins sent without one were asked for it, not failed.
+    flashsale_server::jobs::activity::flush(&app.state).await;
+    let report = app.admin(Method::GET, &format!("/admin/sales/{id}/batches/1/report"), None).await;
+    assert_eq!(report.body["operator"]["pow_failed"], 6, "{:?}", report.body["operator"]);
+    let public = app.send(Method::GET, &format!("/sales/{id}/batches/1/report"), &[], axum::body::Body::empty()).await;
+    assert!(public.body.get("operator").is_none_or(serde_json::Value::is_null), "{:?}", public.body);
 }
 
 #[sqlx::test(migrator = "flashsale_server::startup::MIGRATOR")]

@@ -29,7 +29,7 @@ async fn a_weekly_tuesday_noon_sale_opens_next_tuesday_at_noon_shanghai_time(db:
     assert_eq!(batch["status"], "scheduled");
     assert_eq!(
         batch["stats"],
-        json!({"stock": 100, "available": 100, "reserved": 0, "sold": 0, "queued": 0, "admitted": 0, "reach": null, "reopens": 0})
+        json!({"stock": 100, "available": 100, "allotted": 0, "reserved": 0, "sold": 0, "queued": 0, "admitted": 0, "reach": null, "reopens": 0})
     );
     assert_eq!(
         sale["schedule"],
@@ -120,7 +120,7 @@ async fn stock_cannot_drop_below_what_buyers_hold(db: sqlx::PgPool) {
     assert_eq!(lowered.status, 200, "{lowered:?}");
     assert_eq!(
         lowered.body["current_batch"]["stats"],
-        json!({"stock": 60, "available": 0, "reserved": 60, "sold": 0, "queued": 0, "admitted": 0, "reach": null, "reopens": 0})
+        json!({"stock": 60, "available": 0, "allotted": 0, "reserved": 60, "sold": 0, "queued": 0, "admitted": 0, "reach": null, "reopens": 0})
     );
     let raised = app.admin(Method::PATCH, &uri, Some(json!({"stock": 500, "per_user_limit": 5}))).await;
     assert_eq!(raised.body["current_batch"]["stats"]["available"], 440);
