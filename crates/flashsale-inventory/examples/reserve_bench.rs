@@ -1,10 +1,12 @@
 //! Reservations per second through the crate's API at saturation.
 //!
-//! `cargo run --release -p flashsale-inventory --example reserve_bench -- [concurrency] [seconds] [shared|pool]`
+//! `cargo run --release -p flashsale-inventory --example reserve_bench -- [concurrency] [seconds] [shared|pool] [queue|codes]`
 //!
 //! Opens a batch of 100,000,000 units under a fresh key prefix, then `concurrency` tasks reserve
 //! one unit each, as distinct buyers with distinct admission tickets, until the time is up. Prints
-//! reservations per second; `scripts/bench-reserve.sh` runs it next to `redis-benchmark` driving
+//! reservations per second. `codes`: every buyer holds a priority code (tickets from
+//! `Ticket::FIRST_PRIORITY`) and the whole stock is the codes' allotment, so each call takes the
+//! allotment's path through `reserve.lua`; `scripts/bench-reserve.sh` runs it next to `redis-benchmark` driving
 //! the same Lua script, so the two numbers come from one run.
 
 use std::sync::Arc;
@@ -20,6 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let concurrency: usize = args.get(1).map_or(Ok(64), |a| a.parse())?;
     let seconds: u64 = args.get(2).map_or(Ok(10), |a| a.parse())?;
     let mode = args.get(3).cloned().unwrap_or_else(|| "shared".to_owned());
+    let codes = args.get(4).is_some_and(|t| t == "codes");
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
 
     let mut config = deadpool_redis::Config::from_url(&url);
@@ -33,19 +36,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prefix = format!("bench-reserve-{}", std::process::id());
     let inventory = Inventory::new(redis, KeySpace::new(prefix.clone()));
     let (sale, batch) = (SaleId::try_from(1)?, BatchNo::FIRST);
+    let total = Units::new(100_000_000);
+    let allotment = if codes {
+        flashsale_inventory::Allotment { units: total, until_ms: i64::MAX / 2 }
+    } else {
+        flashsale_inventory::Allotment::NONE
+    };
     let spec = LedgerSpec {
-        total: Units::new(100_000_000),
+        total,
         per_user_limit: Units::new(5),
         opens_at_ms: 0,
         closes_at_ms: None,
         paused: false,
         closed: false,
         epoch: flashsale_core::Epoch::FIRST,
-        allotment: flashsale_inventory::Allotment::NONE,
+        allotment,
     };
     inventory.open_batch(sale, batch, spec).await?;
 
-    let next_ticket = Arc::new(AtomicU64::new(1));
+    let first_ticket = if codes { flashsale_core::Ticket::FIRST_PRIORITY.get() } else { 1 };
+    let next_ticket = Arc::new(AtomicU64::new(first_ticket));
     let reserved = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
@@ -82,7 +92,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let snapshot = inventory.snapshot(sale, batch).await?.ok_or("ledger vanished")?;
     assert!(snapshot.balances() && snapshot.reserved.get() == u32::try_from(count)?, "{snapshot:?}");
     println!(
-        "mode={mode} concurrency={concurrency} reservations={count} seconds={elapsed:.2} per_second={:.0}",
+        "mode={mode} tickets={} concurrency={concurrency} reservations={count} seconds={elapsed:.2} per_second={:.0}",
+        if codes { "codes" } else { "queue" },
         count as f64 / elapsed
     );
 

@@ -34,10 +34,10 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   return {'exists'}
 end
 if now_ms() >= allotment_until then allotment = 0 end
-allotment = math.min(allotment, total)
+local allotted = math.min(allotment, total)
 redis.call('HSET', KEYS[1],
-  'total', total, 'available', total - allotment, 'reserved', 0, 'sold', 0,
-  'allotment', allotment, 'allotted', allotment, 'code_units', 0, 'allotment_until_ms', allotment_until,
+  'total', total, 'available', total - allotted, 'reserved', 0, 'sold', 0,
+  'allotment', allotment, 'allotted', allotted, 'code_units', 0, 'allotment_until_ms', allotment_until,
   'per_user_limit', limit, 'opens_at_ms', ARGV[3], 'closes_at_ms', ARGV[4],
   'paused', ARGV[5], 'closed', ARGV[6], 'epoch', ARGV[7])
 return {'opened'}

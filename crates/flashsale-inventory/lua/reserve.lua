@@ -27,7 +27,8 @@
 -- A priority code's ticket (see the prelude) reserves from the codes' allotment while the ledger
 -- has one (`sold_out` then counts the allotment's free units), and from `available` otherwise;
 -- everyone else only ever from `available`. An allotment whose time is up is released first
--- (whoever reserves: admit.lua does it too, every tick).
+-- (whoever reserves: admit.lua does it too, every tick). A code holder's `sold_out` never ends
+-- their turn: the code stays theirs to try again.
 
 if not ((#KEYS == 9 and #ARGV == 5) or (#KEYS == 10 and #ARGV == 7)) then
   return redis.error_reply('ERR reserve expects 9 keys and 5 arguments, or 10 and 7 with a claim')
@@ -83,7 +84,8 @@ elseif code and allotment > 0 then
   pool, free = 'allotted', tonumber(l[9] or '0')
 end
 if free < qty then
-  if free <= 0 then finish_turn() end
+  -- A code holder keeps the code: a unit may come back to the allotment, or the hold end.
+  if free <= 0 and not code then finish_turn() end
   return {'sold_out', free}
 end
 

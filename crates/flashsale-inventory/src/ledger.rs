@@ -206,8 +206,10 @@ impl Inventory {
         spec: LedgerSpec,
     ) -> Result<Configured, InventoryError> {
         let mut conn = self.redis.conn().await?;
+        let keys = self.keys.batch(sale, batch);
         let reply: Value = scripts::CONFIGURE_BATCH
-            .key(self.keys.batch(sale, batch).ledger())
+            .key(keys.ledger())
+            .key(keys.queue_ticker())
             .arg(spec.total.get())
             .arg(spec.per_user_limit.get())
             .arg(spec.opens_at_ms)

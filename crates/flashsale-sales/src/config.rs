@@ -598,6 +598,15 @@ impl RawConfig {
         let (hold_min, hold_max) = PRIORITY_HOLD_SECS;
         let priority_hold_secs =
             bounded(&mut errors, "priority_hold_secs", self.priority_hold_secs, hold_min, hold_max);
+        if let (true, Some(duration)) = (self.priority_units > 0, self.duration_secs) {
+            errors.check(self.priority_hold_secs < duration, "priority_hold_secs", || {
+                format!(
+                    "must be shorter than duration_secs ({duration}), so what code holders leave reaches everyone \
+                     before the batch ends, got {}",
+                    self.priority_hold_secs
+                )
+            });
+        }
         let config = (|| {
             Some(SaleConfig {
                 name: self.name.trim().to_owned(),

@@ -476,6 +476,9 @@ async function salePage(id) {
         message.textContent = '';
         await load();
         await loadAudit();
+        // This operator's own change moved the version on: the edit form is drawn again from it
+        // (another operator's change is what the form's version guards against).
+        editBox.replaceChildren(editForm());
       } catch (e) {
         message.textContent = e.message;
         if (e.status === 412) showConflict(e, null, sent);

@@ -88,8 +88,10 @@ fn now_ms() -> i64 {
 /// Priority units the batch holds back (capped by its stock when opened).
 const ALLOTMENT: u32 = 6;
 
-fn spec(total: u32, allotment_ended: bool) -> LedgerSpec {
-    let until_ms = if allotment_ended { now_ms() - 1 } else { now_ms() + 600_000 };
+/// `until_ms`: the allotment's end as configured (the same for every call of a run, as a sale's
+/// is), or just past when it has ended.
+fn spec(total: u32, until_ms: i64, allotment_ended: bool) -> LedgerSpec {
+    let until_ms = if allotment_ended { now_ms() - 1 } else { until_ms };
     LedgerSpec {
         total: Units::new(total),
         per_user_limit: Units::new(LIMIT),
@@ -133,10 +135,10 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
     flashsale_inventory::scripts::load_all(&redis.handle().await).await.unwrap();
     let inventory = Inventory::new(redis.handle().await, redis.keys.clone());
     let (sale, batch) = (SaleId::try_from(5).unwrap(), BatchNo::FIRST);
-    inventory.open_batch(sale, batch, spec(stock, false)).await.unwrap();
-    let allotment = ALLOTMENT.min(stock);
-    let mut m =
-        Model { total: stock, available: stock - allotment, allotment, allotted: allotment, ..Model::default() };
+    let until_ms = now_ms() + 600_000;
+    inventory.open_batch(sale, batch, spec(stock, until_ms, false)).await.unwrap();
+    let allotted = ALLOTMENT.min(stock);
+    let mut m = Model { total: stock, available: stock - allotted, allotment: ALLOTMENT, allotted, ..Model::default() };
     let user = |u: u8| UserId::try_from(format!("user {u}")).unwrap();
 
     for (step, op) in ops.into_iter().enumerate() {
@@ -297,7 +299,7 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                     .collect();
                 let last_reservation = m.made.iter().copied().max().unwrap_or(0);
                 let state = BatchState {
-                    spec: LedgerSpec { epoch: Epoch(2), ..spec(m.total, m.allotment_ended) },
+                    spec: LedgerSpec { epoch: Epoch(2), ..spec(m.total, until_ms, m.allotment_ended) },
                     queue: Default::default(),
                     last_reservation,
                     open,
@@ -320,14 +322,21 @@ async fn run(ops: Vec<Op>, stock: u32) -> Result<(), TestCaseError> {
                 m.forgotten.extend(aborted);
             }
             Op::SetStock(total) => {
-                let got = inventory.configure(sale, batch, spec(total, m.allotment_ended)).await.unwrap();
+                let got = inventory.configure(sale, batch, spec(total, until_ms, m.allotment_ended)).await.unwrap();
                 let held = m.reserved + m.sold;
                 if total < held {
                     prop_assert_eq!(got, Configured::BelowCommitted { held: Units::new(held) });
                 } else {
                     m.total = total;
-                    m.allotment = ALLOTMENT;
-                    m.resplit();
+                    if m.allotment_ended {
+                        m.resplit();
+                    } else {
+                        // The allotment's settings unchanged: it keeps what it holds, as far as
+                        // the free units go (a stock change moves nothing between the buckets).
+                        let free = total - held;
+                        m.allotted = m.allotted.min(free);
+                        m.available = free - m.allotted;
+                    }
                     prop_assert_eq!(got, Configured::Applied { available: Units::new(m.available) });
                 }
             }

@@ -34,7 +34,13 @@ pub fn ledger_spec(config: &SaleConfig, batch: &Batch) -> LedgerSpec {
         epoch: batch.epoch,
         allotment: Allotment {
             units: config.priority.units,
-            until_ms: config.priority.released_at(batch.opens_at).timestamp_millis(),
+            // Never past the batch's end: held units would never reach anyone after it.
+            until_ms: batch
+                .closes_at
+                .map_or(config.priority.released_at(batch.opens_at), |closes| {
+                    closes.min(config.priority.released_at(batch.opens_at))
+                })
+                .timestamp_millis(),
         },
     }
 }

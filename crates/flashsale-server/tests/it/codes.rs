@@ -205,14 +205,22 @@ async fn an_allotment_keeps_units_for_code_holders_until_its_time_is_up(db: sqlx
     assert_eq!(app.buyer(Method::POST, &format!("/orders/{ann_id}/cancel"), "ann", None).await.status, 200);
     assert_eq!(split(&app, id).await, (0, 1, 4, 0));
     order(&app, id, "p5", "k", &token(&app, id, "p5", 5), 1).await.assert_problem(409, "sold_out");
+    // Carl's code was not spent by his `sold_out`: he tries again and gets the returned unit.
+    let carl = redeem(&app, id, "carl", &codes[2]).await;
+    let carl = order(&app, id, "carl", "k2", carl.body["admission_token"].as_str().unwrap(), 1).await;
+    assert_eq!(carl.status, 201, "{carl:?}");
+    assert_eq!(split(&app, id).await, (0, 0, 5, 0));
+    let bob_id = bob.body["id"].as_i64().unwrap();
+    assert_eq!(app.buyer(Method::POST, &format!("/orders/{bob_id}/cancel"), "bob", None).await.status, 200);
+    assert_eq!(split(&app, id).await, (0, 1, 4, 0));
 
     // Its time is up: what is left goes to everyone, at the next reservation or admission tick.
     end_allotment(&app, id).await;
     assert_eq!(order(&app, id, "p6", "k", &token(&app, id, "p6", 6), 1).await.status, 201);
     assert_eq!(split(&app, id).await, (0, 0, 5, 0));
     // From then on a code's returned unit is everyone's too.
-    let bob_id = bob.body["id"].as_i64().unwrap();
-    assert_eq!(app.buyer(Method::POST, &format!("/orders/{bob_id}/cancel"), "bob", None).await.status, 200);
+    let carl_id = carl.body["id"].as_i64().unwrap();
+    assert_eq!(app.buyer(Method::POST, &format!("/orders/{carl_id}/cancel"), "carl", None).await.status, 200);
     assert_eq!(split(&app, id).await, (1, 0, 4, 0));
     assert_redis_agrees_with_postgres(&app, id).await;
     let again = order_with_code(&app, id, "dave", &codes[3]).await;
@@ -245,6 +253,10 @@ async fn an_allotment_follows_the_sale_s_changes_and_is_refused_above_the_stock(
     refused.assert_problem(422, "validation_failed");
     assert!(refused.body.to_string().contains("priority_units"), "{refused:?}");
     patch(json!({"priority_hold_secs": 10})).await.assert_problem(422, "validation_failed");
+    // A hold that would outlast the batch would strand what codes leave.
+    let outlasting = patch(json!({"duration_secs": 300})).await;
+    outlasting.assert_problem(422, "validation_failed");
+    assert!(outlasting.body.to_string().contains("priority_hold_secs"), "{outlasting:?}");
     assert_eq!(split(&app, id).await, (1, 3, 2, 0));
 }
 
