@@ -109,6 +109,50 @@ test('a buyer queues, is admitted, orders once across a reload and pays; another
   assert.deepEqual([...alice.errors, ...bob.errors], []);
 });
 
+test('a buyer with a priority code is admitted from the page at once, into the units held for codes', async () => {
+  const opensAt = Date.now() + 4_000;
+  const { body: sale } = await admin('/admin/sales', {
+    method: 'POST',
+    body: {
+      name: `Phone X invitation ${RUN}`,
+      sku: `PHONE-X-CODE-${RUN}`,
+      price_cents: 499_900,
+      currency: 'CNY',
+      stock: 3,
+      per_user_limit: 1,
+      opens_at: new Date(opensAt).toISOString(),
+      prequeue_secs: 600,
+      priority_units: 1,
+    },
+  });
+  const { body: generated } = await admin(`/admin/sales/${sale.id}/priority-codes`, { method: 'POST', body: { count: 1 } });
+  const [code] = generated.codes;
+
+  const carol = await newPage(browser, { locale: 'en-US' });
+  await carol.goto(`${BASE}/s/${sale.id}`);
+  await signIn(carol, `carol-${RUN}`);
+  await carol.getByText('Have a priority code?').waitFor();
+  // Before the opening a code admits nobody yet; after it, a mistyped one is named as such.
+  await carol.locator('#priority-code').fill(code);
+  await carol.getByRole('button', { name: 'Use the code' }).click();
+  await carol.locator('.code-form .error', { hasText: /\S/ }).waitFor();
+  await carol.waitForTimeout(Math.max(0, opensAt + 500 - Date.now()));
+  await carol.locator('#priority-code').fill('00000-00000-00000-00000');
+  await carol.getByRole('button', { name: 'Use the code' }).click();
+  await carol.getByText('That is not a priority code for this sale').waitFor();
+  // The real one admits at once, typed loosely; no place in line is needed.
+  await carol.locator('#priority-code').fill(code.toLowerCase().replaceAll('-', ' '));
+  await carol.getByRole('button', { name: 'Use the code' }).click();
+  await carol.locator('[data-queue-status="admitted"]').waitFor();
+  await carol.getByRole('button', { name: 'Order now' }).click();
+  await carol.locator('.order').waitFor();
+  const { body: after } = await admin(`/admin/sales/${sale.id}`);
+  const stats = after.current_batch.stats;
+  assert.deepEqual([stats.available, stats.allotted, stats.reserved], [2, 0, 1], JSON.stringify(stats));
+  assert.deepEqual(after.priority_codes.redeemed, 1);
+  assert.deepEqual(carol.errors, []);
+});
+
 test('the pages carry their security headers and cache rules', async () => {
   const page = await fetch(`${BASE}/`);
   assert.equal(page.status, 200);

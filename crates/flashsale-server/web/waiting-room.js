@@ -64,7 +64,14 @@ function announce(text) {
 }
 
 function problemText(problem) {
-  const known = { sold_out: 'err_sold_out', closed: 'err_closed', not_open: 'err_not_open', rate_limited: 'err_rate_limited' };
+  const known = {
+    sold_out: 'err_sold_out',
+    closed: 'err_closed',
+    not_open: 'err_not_open',
+    rate_limited: 'err_rate_limited',
+    code_invalid: 'err_code_invalid',
+    code_used: 'err_code_used',
+  };
   return known[problem.code] ? t(known[problem.code]) : t('err_generic', { detail: problem.message });
 }
 
@@ -302,8 +309,9 @@ async function salePage(saleId) {
   const { body: sale } = await api(`/sales/${saleId}`);
   const queueBox = el('section', { class: 'queue', 'aria-labelledby': 'queue-title' });
   const ordersBox = el('div');
+  const codeBox = el('section', { class: 'code', 'aria-labelledby': 'code-title' });
   let summary = saleSummary(sale, false);
-  view.replaceChildren(el('p', {}, el('a', { href: '/' }, t('back'))), summary, signInBlock(() => salePage(saleId)), queueBox, ordersBox);
+  view.replaceChildren(el('p', {}, el('a', { href: '/' }, t('back'))), summary, signInBlock(() => salePage(saleId)), queueBox, codeBox, ordersBox);
   // The sale's own status and units left, kept current (the view is cached a second by a CDN),
   // and read again at once when the buyer's own status changes.
   const updateSummary = async () => {
@@ -333,6 +341,7 @@ async function salePage(saleId) {
 
   const showOrder = async (orderId) => {
     stop();
+    codeBox.replaceChildren();
     try {
       const { body: order } = await api(`/orders/${orderId}`, { token: auth.token });
       queueBox.replaceChildren(orderView(order, sale, () => showOrder(orderId)));
@@ -454,6 +463,34 @@ async function salePage(saleId) {
     queueBox.replaceChildren(button, error);
   }
 
+  /**
+   * A priority code (the brand's invitation): redeemed, it admits the buyer at once, whatever
+   * their place in line, with an admission like the queue's (ordered through the same form).
+   */
+  function codeForm() {
+    const input = el('input', { id: 'priority-code', name: 'code', autocomplete: 'off', spellcheck: 'false', required: true });
+    const button = el('button', { type: 'submit' }, t('code_use'));
+    const error = el('p', { class: 'error', role: 'alert' });
+    const form = el('form', { class: 'code-form' }, el('label', { for: 'priority-code' }, t('code_label')), input, button, error);
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      if (button.disabled || !input.value.trim()) return;
+      button.disabled = true;
+      button.textContent = t('code_checking');
+      try {
+        const { body } = await api(`/sales/${saleId}/queue/priority`, { method: 'POST', token: auth.token, body: { code: input.value } });
+        stop();
+        codeBox.replaceChildren();
+        render({ ...body, status: 'admitted' });
+      } catch (e) {
+        error.textContent = problemText(e);
+        button.disabled = false;
+        button.textContent = t('code_use');
+      }
+    });
+    codeBox.replaceChildren(el('h2', { id: 'code-title' }, t('code_prompt')), form);
+  }
+
   refreshOrders();
   let pending = attempt.get();
   if (pending && pending.batch_no !== sale.batch_no) {
@@ -463,6 +500,7 @@ async function salePage(saleId) {
   }
   if (pending?.order_id) return showOrder(pending.order_id);
   if (pending) return sendAttempt(null);
+  codeForm();
   if (ticket.get()) return startFollowing();
   joinBox();
 }
